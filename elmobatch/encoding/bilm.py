@@ -1,0 +1,353 @@
+"""The ELMo bidirectional language model (biLM), natively in TensorFlow 2.
+
+One file, one model, read top to bottom:
+
+    char ids (batch, T, max_chars)          T counts <S> and </S>
+      -> char embedding                      (batch, T, max_chars, char_dim)
+      -> char CNN: conv per filter width, max over positions, activation
+                                             (batch, T, n_filters)
+      -> highway layers (0 or more)          (batch, T, n_filters)
+      -> projection (when n_filters != projection_dim)
+                                             (batch, T, projection_dim)   = token layer
+      -> n_layers of LSTMs, forward and backward run side by side, each direction
+         on its own sequence (the backward one reversed); optional skip connections
+                                             (2, batch, T, projection_dim) per layer
+
+The weights use the official layout of allenai/bilm-tf (`options.json` + `weights.hdf5`); the
+variable names below are those dataset names, and `load_bilm` checks every one of them.
+
+Each sentence starts from a zero LSTM state, and padding never reaches a real token: the forward
+direction runs padding only after the sentence, and the backward direction reverses each sentence
+within its own length, so padding again comes last.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+
+class WeightFileError(ValueError):
+    """A weight file that does not match its options, named with what was expected."""
+
+
+@dataclass(frozen=True)
+class BiLMConfig:
+    """The options of an ELMo biLM, as in the official `options.json`."""
+
+    filters: tuple[tuple[int, int], ...]  # (width, number of filters), in order
+    char_dim: int = 16
+    n_characters: int = 262  # char ids 0..261 after the +1 shift (0 = no token)
+    max_characters_per_token: int = 50
+    activation: str = "relu"  # relu or tanh, after the max over positions
+    n_highway: int = 2
+    lstm_dim: int = 4096
+    projection_dim: int = 512
+    n_layers: int = 2
+    cell_clip: float | None = 3.0
+    proj_clip: float | None = 3.0
+    use_skip_connections: bool = True
+    extra: dict = field(default_factory=dict, compare=False)  # options we keep but do not use
+
+    @property
+    def n_filters(self) -> int:
+        return sum(n for _, n in self.filters)
+
+    @property
+    def use_cnn_projection(self) -> bool:
+        return self.n_filters != self.projection_dim
+
+    @property
+    def lstm_output_dim(self) -> int:
+        """Width of one direction's LSTM output: projection_dim if projected, else lstm_dim."""
+        return self.projection_dim if self.projection_dim < self.lstm_dim else self.lstm_dim
+
+    @property
+    def dim(self) -> int:
+        """Width of every ELMo layer: forward and backward concatenated."""
+        return 2 * self.projection_dim
+
+    @classmethod
+    def from_options(cls, options: dict, source: str = "options") -> "BiLMConfig":
+        try:
+            cnn, lstm = options["char_cnn"], options["lstm"]
+            activation = cnn.get("activation", "relu")
+            if activation not in ("relu", "tanh"):
+                raise ValueError(f"activation must be relu or tanh, got {activation!r}")
+            n_chars = int(cnn.get("n_characters", 262))
+            config = cls(
+                filters=tuple((int(w), int(n)) for w, n in cnn["filters"]),
+                char_dim=int(cnn["embedding"]["dim"]),
+                # Training options say 261; the inference model adds the padding row, as bilm-tf does.
+                n_characters=262 if n_chars == 261 else n_chars,
+                max_characters_per_token=int(cnn["max_characters_per_token"]),
+                activation=activation,
+                n_highway=int(cnn.get("n_highway") or 0),
+                lstm_dim=int(lstm["dim"]),
+                projection_dim=int(lstm["projection_dim"]),
+                n_layers=int(lstm.get("n_layers", 1)),
+                cell_clip=_optional_float(lstm.get("cell_clip")),
+                proj_clip=_optional_float(lstm.get("proj_clip")),
+                use_skip_connections=bool(lstm.get("use_skip_connections", False)),
+                extra={k: v for k, v in options.items() if k not in ("char_cnn", "lstm")},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightFileError(f"{source}: not valid ELMo options ({_describe(exc)})") from exc
+        if config.max_characters_per_token < max(w for w, _ in config.filters):
+            raise WeightFileError(
+                f"{source}: max_characters_per_token={config.max_characters_per_token} is shorter "
+                f"than the widest filter ({max(w for w, _ in config.filters)})"
+            )
+        if config.lstm_output_dim != config.projection_dim:
+            raise WeightFileError(
+                f"{source}: lstm.dim ({config.lstm_dim}) must be >= projection_dim "
+                f"({config.projection_dim}): the LSTM output feeds the next layer at that width"
+            )
+        return config
+
+    def to_options(self) -> dict:
+        """The official options.json content for this config."""
+        options = dict(self.extra)
+        options["char_cnn"] = {
+            "activation": self.activation,
+            "embedding": {"dim": self.char_dim},
+            "filters": [list(f) for f in self.filters],
+            "max_characters_per_token": self.max_characters_per_token,
+            "n_characters": self.n_characters,
+            "n_highway": self.n_highway,
+        }
+        options["lstm"] = {
+            "cell_clip": self.cell_clip,
+            "dim": self.lstm_dim,
+            "n_layers": self.n_layers,
+            "proj_clip": self.proj_clip,
+            "projection_dim": self.projection_dim,
+            "use_skip_connections": self.use_skip_connections,
+        }
+        return options
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None or value == 0 else float(value)
+
+
+def _describe(exc: Exception) -> str:
+    return f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+
+
+def _lstm_prefix(direction: int, layer: int, n_layers: int) -> str:
+    """Dataset prefix of one LSTM cell in the official layout (direction 0 forward, 1 backward)."""
+    if n_layers == 1:
+        return f"RNN_{direction}/RNN/LSTMCell"
+    return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
+
+
+def expected_shapes(config: BiLMConfig) -> dict[str, tuple[int, ...]]:
+    """Every dataset of the official weight file for `config`, with its shape."""
+    shapes: dict[str, tuple[int, ...]] = {"char_embed": (config.n_characters - 1, config.char_dim)}
+    for i, (width, n) in enumerate(config.filters):
+        shapes[f"CNN/W_cnn_{i}"] = (1, width, config.char_dim, n)
+        shapes[f"CNN/b_cnn_{i}"] = (n,)
+    f = config.n_filters
+    for i in range(config.n_highway):
+        for part in ("carry", "transform"):
+            shapes[f"CNN_high_{i}/W_{part}"] = (f, f)
+            shapes[f"CNN_high_{i}/b_{part}"] = (f,)
+    if config.use_cnn_projection:
+        shapes["CNN_proj/W_proj"] = (f, config.projection_dim)
+        shapes["CNN_proj/b_proj"] = (config.projection_dim,)
+    p, d = config.projection_dim, config.lstm_dim
+    for direction in (0, 1):
+        for layer in range(config.n_layers):
+            prefix = _lstm_prefix(direction, layer, config.n_layers)
+            shapes[f"{prefix}/W_0"] = (p + config.lstm_output_dim, 4 * d)
+            shapes[f"{prefix}/B"] = (4 * d,)
+            if config.projection_dim < config.lstm_dim:
+                shapes[f"{prefix}/W_P_0"] = (d, p)
+    return shapes
+
+
+class BiLM(tf.Module):
+    """The biLM with its weights as `tf.Variable`s, trainable for pretraining.
+
+    Call it on char ids (batch, T, max_chars), int32, the +1-shifted ids of `tokens.char_ids`,
+    with <S> and </S> included and rows of zeros for padding. It returns
+    `(token_repr, lstm_layers, lengths)`:
+      token_repr:  (batch, T, projection_dim), the char CNN + highway + projection output
+      lstm_layers: list of n_layers tensors (2, batch, T, projection_dim): index 0 forward,
+                   index 1 backward, both in the sentence's own (forward) order
+      lengths:     (batch,) int32, tokens per sentence including <S> and </S>
+    """
+
+    def __init__(self, config: BiLMConfig, weights: dict[str, np.ndarray] | None = None, seed: int = 0):
+        super().__init__(name="bilm")
+        self.config = config
+        shapes = expected_shapes(config)
+        rng = np.random.default_rng(seed)
+        weights = weights or {name: _initial_value(name, shape, rng) for name, shape in shapes.items()}
+        self.variables_by_name = {
+            name: tf.Variable(np.asarray(weights[name], np.float32), name=name.replace("/", "__"))
+            for name in shapes
+        }
+
+    # ---- the layers, in order ------------------------------------------------------------
+
+    def char_cnn(self, char_ids: tf.Tensor) -> tf.Tensor:
+        """(batch, T, max_chars) ids -> (batch, T, n_filters): conv, max over positions, activation."""
+        c = self.config
+        table = tf.concat([tf.zeros((1, c.char_dim)), self.variables_by_name["char_embed"]], axis=0)
+        chars = tf.nn.embedding_lookup(table, char_ids)  # (batch, T, max_chars, char_dim)
+        shape = tf.shape(chars)
+        flat = tf.reshape(chars, [-1, c.max_characters_per_token, c.char_dim])
+        act = tf.nn.relu if c.activation == "relu" else tf.nn.tanh
+        outputs = []
+        for i in range(len(c.filters)):
+            kernel = self.variables_by_name[f"CNN/W_cnn_{i}"][0]  # (width, char_dim, n)
+            conv = tf.nn.conv1d(flat, kernel, stride=1, padding="VALID")
+            conv = conv + self.variables_by_name[f"CNN/b_cnn_{i}"]
+            outputs.append(act(tf.reduce_max(conv, axis=1)))
+        return tf.reshape(tf.concat(outputs, axis=-1), [shape[0], shape[1], c.n_filters])
+
+    def highway_and_projection(self, x: tf.Tensor) -> tf.Tensor:
+        """(batch, T, n_filters) -> (batch, T, projection_dim)."""
+        v = self.variables_by_name
+        for i in range(self.config.n_highway):
+            carry = tf.sigmoid(x @ v[f"CNN_high_{i}/W_carry"] + v[f"CNN_high_{i}/b_carry"])
+            transform = tf.nn.relu(x @ v[f"CNN_high_{i}/W_transform"] + v[f"CNN_high_{i}/b_transform"])
+            x = carry * transform + (1.0 - carry) * x
+        if self.config.use_cnn_projection:
+            x = x @ v["CNN_proj/W_proj"] + v["CNN_proj/b_proj"]
+        return x
+
+    def lstm_layer(self, layer: int, x: tf.Tensor) -> tf.Tensor:
+        """One LSTM layer, both directions at once: (2, batch, T, p_in) -> (2, batch, T, p_out).
+
+        Gates from W_0 applied to [input, previous output], order input, candidate, forget, output;
+        forget bias 1.0; cell clipped; output projected by W_P_0 and clipped, as in TF1's LSTMCell.
+        The input half of W_0 is applied to all steps in one matmul; only the recurrent half runs
+        in the step loop.
+        """
+        c = self.config
+        v = self.variables_by_name
+        prefixes = [_lstm_prefix(d, layer, c.n_layers) for d in (0, 1)]
+        w = tf.stack([v[f"{p}/W_0"] for p in prefixes])  # (2, p_in + p_out, 4 * dim)
+        p_in = x.shape[-1]
+        w_input, w_recurrent = w[:, :p_in], w[:, p_in:]
+        bias = tf.stack([v[f"{p}/B"] for p in prefixes])[:, None, None, :]
+        projected = c.projection_dim < c.lstm_dim
+        w_proj = tf.stack([v[f"{p}/W_P_0"] for p in prefixes]) if projected else None
+
+        gate_inputs = tf.einsum("zbti,zig->zbtg", x, w_input) + bias  # (2, batch, T, 4 * dim)
+        steps = tf.transpose(gate_inputs, [2, 0, 1, 3])  # (T, 2, batch, 4 * dim)
+        batch = tf.shape(x)[1]
+        h = tf.zeros([2, batch, c.lstm_output_dim], x.dtype)
+        cell = tf.zeros([2, batch, c.lstm_dim], x.dtype)
+        outputs = tf.TensorArray(x.dtype, size=tf.shape(steps)[0])
+        for t in tf.range(tf.shape(steps)[0]):
+            gates = steps[t] + tf.matmul(h, w_recurrent)
+            i, j, f, o = tf.split(gates, 4, axis=-1)
+            cell = tf.sigmoid(f + 1.0) * cell + tf.sigmoid(i) * tf.tanh(j)
+            if c.cell_clip is not None:
+                cell = tf.clip_by_value(cell, -c.cell_clip, c.cell_clip)
+            h = tf.sigmoid(o) * tf.tanh(cell)
+            if projected:
+                h = tf.matmul(h, w_proj)
+                if c.proj_clip is not None:
+                    h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
+            outputs = outputs.write(t, h)
+        out = tf.transpose(outputs.stack(), [1, 2, 0, 3])  # (2, batch, T, p_out)
+        if c.use_skip_connections and layer > 0:
+            out = out + x
+        return out
+
+    def __call__(self, char_ids: tf.Tensor):
+        char_ids = tf.convert_to_tensor(char_ids, tf.int32)
+        lengths = tf.reduce_sum(tf.cast(tf.reduce_any(char_ids > 0, axis=-1), tf.int32), axis=1)
+        token_repr = self.highway_and_projection(self.char_cnn(char_ids))
+        backward_input = tf.reverse_sequence(token_repr, lengths, seq_axis=1, batch_axis=0)
+        x = tf.stack([token_repr, backward_input])
+        layers = []
+        for layer in range(self.config.n_layers):
+            x = self.lstm_layer(layer, x)
+            backward = tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)
+            layers.append(tf.stack([x[0], backward]))
+        return token_repr, layers, lengths
+
+    # ---- weights in the official layout ---------------------------------------------------
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {name: var.numpy() for name, var in self.variables_by_name.items()}
+
+    def save(self, directory: str | Path) -> None:
+        """Write `options.json` and `weights.hdf5` in the official layout."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_atomically(directory / "options.json", lambda p: p.write_text(json.dumps(self.config.to_options(), indent=2)))
+
+        def write_h5(path: Path) -> None:
+            with h5py.File(path, "w") as f:
+                for name, value in sorted(self.weights().items()):
+                    f.create_dataset(name, data=value)
+
+        _write_atomically(directory / "weights.hdf5", write_h5)
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def _initial_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Random initial weights for pretraining: biases zero, matrices scaled by fan-in."""
+    if len(shape) == 1:
+        value = np.zeros(shape, np.float32)
+        if name.endswith("b_carry"):
+            value[:] = -2.0  # start highway layers close to the identity
+        return value
+    fan_in = int(np.prod(shape[:-1]))
+    return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+
+def read_options(path: str | Path) -> BiLMConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightFileError(f"{path}: options file not found (expected the official options.json)")
+    try:
+        options = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightFileError(f"{path}: not readable JSON ({exc})") from exc
+    return BiLMConfig.from_options(options, source=str(path))
+
+
+def read_weights(path: str | Path, config: BiLMConfig) -> dict[str, np.ndarray]:
+    """Read and check every dataset the options call for: present, and of the right shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightFileError(f"{path}: weight file not found (expected the official weights.hdf5)")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise WeightFileError(f"{path}: not an HDF5 file ({exc})") from exc
+    weights = {}
+    with handle:
+        for name, shape in expected_shapes(config).items():
+            if name not in handle or not isinstance(handle[name], h5py.Dataset):
+                raise WeightFileError(f"{path}: dataset {name!r} is missing (the options call for shape {shape})")
+            found = tuple(handle[name].shape)
+            if found != shape:
+                raise WeightFileError(f"{path}: dataset {name!r} has shape {found}, the options call for {shape}")
+            weights[name] = np.asarray(handle[name][...], np.float32)
+    return weights
+
+
+def load_bilm(directory: str | Path) -> BiLM:
+    """Load a biLM from a directory holding `options.json` and `weights.hdf5`."""
+    directory = Path(directory)
+    config = read_options(directory / "options.json")
+    return BiLM(config, read_weights(directory / "weights.hdf5", config))

@@ -1,0 +1,253 @@
+"""The encoder: text in, ELMo vectors out, from official weights or a TF Hub module.
+
+    enc = load_encoder(spec)
+    enc.embed_tokens([["The", "cat"], ["Hi"]])   # per sentence: (n_layers + 1, n_tokens, dim)
+    enc.embed_texts(["raw message"])             # (n, dim): token mean of the equal-weight layer mix
+    enc.embed_texts(["raw message"], layers=True)  # (n, n_layers + 1, dim): per-layer token means
+
+Layer 0 is the token representation duplicated (concat([x, x])); layer k >= 1 is
+concat([forward_k, backward_k]). A message with no tokens (empty, or only spaces) embeds to
+zeros with n_tokens 0: never an error, never NaN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from elmobatch.encoding import tokens as tok
+from elmobatch.encoding.bilm import BiLM, WeightFileError, load_bilm
+
+PRECISIONS = ("float32",)
+
+
+class ModelError(ValueError):
+    """A model spec that cannot be loaded, with what was expected."""
+
+
+class Encoder:
+    """Shared batching and pooling; a backend supplies `_run_batch`.
+
+    Sentences are sorted by length and cut into batches of at most `batch_size` sentences and
+    `max_batch_tokens` padded tokens, so little work goes to padding.
+    """
+
+    batch_size = 64
+    max_batch_tokens = 4096
+
+    def __init__(self, *, path: str, fingerprint: str, dim: int, n_layers: int, tokenizer: str):
+        self.path = path
+        self.fingerprint = fingerprint
+        self.dim = dim
+        self.n_layers = n_layers  # LSTM layers; outputs have n_layers + 1 layers
+        self.tokenizer = tokenizer
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(path={self.path!r}, dim={self.dim}, fingerprint={self.fingerprint[:12]})"
+
+    def tokenize(self, text: str) -> list[str]:
+        return tok.tokenize(text, self.tokenizer)
+
+    def _run_batch(self, sentences: list[list[str]]) -> np.ndarray:
+        """Non-empty sentences -> (batch, n_layers + 1, max_tokens, dim) float32, zeros past each end."""
+        raise NotImplementedError
+
+    def _batches(self, sentences: list[list[str]]):
+        """Yield lists of indices into `sentences` (non-empty ones only), shortest first."""
+        order = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: len(sentences[i]))
+        batch: list[int] = []
+        for i in order:
+            if batch and ((len(batch) + 1) * len(sentences[i]) > self.max_batch_tokens or len(batch) == self.batch_size):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def embed_tokens(self, sentences: list[list[str]]) -> list[np.ndarray]:
+        """Token lists -> one float32 array (n_layers + 1, n_tokens, dim) per sentence."""
+        out: list[np.ndarray | None] = [None] * len(sentences)
+        for batch in self._batches(sentences):
+            layers = self._run_batch([sentences[i] for i in batch])
+            for row, i in enumerate(batch):
+                out[i] = layers[row, :, : len(sentences[i])]
+        empty = np.zeros((self.n_layers + 1, 0, self.dim), np.float32)
+        return [empty if o is None else o for o in out]
+
+    def pool_tokens(self, sentences: list[list[str]]) -> np.ndarray:
+        """Token lists -> (n, n_layers + 1, dim) float32: the mean over tokens of each layer."""
+        pooled = np.zeros((len(sentences), self.n_layers + 1, self.dim), np.float32)
+        for batch in self._batches(sentences):
+            layers = self._run_batch([sentences[i] for i in batch])
+            counts = np.array([len(sentences[i]) for i in batch], np.float32)
+            pooled[batch] = layers.sum(axis=2) / counts[:, None, None]
+        return pooled
+
+    def embed_texts(self, texts: list[str], layers: bool = False) -> np.ndarray:
+        """Raw messages -> (n, dim), or (n, n_layers + 1, dim) with `layers=True`."""
+        pooled = self.pool_tokens([self.tokenize(t) for t in texts])
+        return pooled if layers else pooled.mean(axis=1)
+
+
+class NativeEncoder(Encoder):
+    """The TF2 biLM of `bilm.py`, compiled once with `tf.function` for any batch and length."""
+
+    def __init__(self, bilm: BiLM, *, path: str, fingerprint: str, tokenizer: str):
+        super().__init__(path=path, fingerprint=fingerprint, dim=bilm.config.dim,
+                         n_layers=bilm.config.n_layers, tokenizer=tokenizer)
+        self.bilm = bilm
+        max_chars = bilm.config.max_characters_per_token
+        self._layers = tf.function(
+            self._all_layers,
+            input_signature=[tf.TensorSpec([None, None, max_chars], tf.int32)],
+            reduce_retracing=True,
+        )
+
+    def _all_layers(self, char_ids):
+        token_repr, lstm_layers, lengths = self.bilm(char_ids)
+        n_tokens = lengths - 2
+        stacked = [tf.concat([token_repr, token_repr], axis=-1)]
+        stacked += [tf.concat([layer[0], layer[1]], axis=-1) for layer in lstm_layers]
+        out = tf.stack(stacked, axis=1)[:, :, 1:-1]  # drop <S> and </S> positions
+        mask = tf.sequence_mask(n_tokens, tf.shape(out)[2], out.dtype)
+        return out * mask[:, None, :, None]
+
+    def _run_batch(self, sentences):
+        ids = tok.char_ids(sentences, self.bilm.config.max_characters_per_token)
+        return self._layers(tf.constant(ids)).numpy()
+
+
+class HubEncoder(Encoder):
+    """A TF1 Hub ELMo module (google/elmo/2 and /3 layout), run through its `tokens` signature."""
+
+    def __init__(self, module, signature, *, path: str, fingerprint: str, tokenizer: str, n_layers: int, dim: int):
+        super().__init__(path=path, fingerprint=fingerprint, dim=dim, n_layers=n_layers, tokenizer=tokenizer)
+        self._module = module  # keeps the variables alive
+        self._signature = signature
+
+    def _run_batch(self, sentences):
+        longest = max(len(s) for s in sentences)
+        padded = [s + [""] * (longest - len(s)) for s in sentences]
+        lengths = [len(s) for s in sentences]
+        out = self._signature(tokens=tf.constant(padded), sequence_len=tf.constant(lengths, tf.int32))
+        word = out["word_emb"].numpy()
+        layers = [np.concatenate([word, word], axis=-1)]
+        layers += [out[f"lstm_outputs{k}"].numpy() for k in range(1, self.n_layers + 1)]
+        stacked = np.stack(layers, axis=1).astype(np.float32)
+        mask = np.arange(longest)[None, :] < np.array(lengths)[:, None]
+        return stacked * mask[:, None, :, None]
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+
+def _hash_files(paths: list[Path], root: Path, extra: dict) -> str:
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(bilm: BiLM, extra: dict) -> str:
+    """sha256 of the options, every weight's name, shape and bytes, and `extra` (e.g. the tokenizer)."""
+    digest = hashlib.sha256(json.dumps([bilm.config.to_options(), extra], sort_keys=True).encode())
+    for name, value in sorted(bilm.weights().items()):
+        digest.update(f"{name}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value, np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def read_model_metadata(directory: Path) -> dict:
+    path = directory / "model.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not readable JSON ({exc})") from exc
+
+
+def _choose_tokenizer(requested: str | None, metadata: dict) -> str:
+    tokenizer = requested or metadata.get("tokenizer") or tok.DEFAULT_TOKENIZER
+    if tokenizer not in tok.TOKENIZERS:
+        raise ModelError(f"unknown tokenizer {tokenizer!r}: expected one of {', '.join(tok.TOKENIZERS)}")
+    return tokenizer
+
+
+def _load_native(directory: Path, tokenizer: str | None, precision: str) -> NativeEncoder:
+    try:
+        bilm = load_bilm(directory)
+    except WeightFileError as exc:
+        raise ModelError(str(exc)) from exc
+    tokenizer = _choose_tokenizer(tokenizer, read_model_metadata(directory))
+    fingerprint = weights_fingerprint(bilm, {"tokenizer": tokenizer, "precision": precision})
+    return NativeEncoder(bilm, path=str(directory), fingerprint=fingerprint, tokenizer=tokenizer)
+
+
+def _load_hub(handle: str, tokenizer: str | None) -> HubEncoder:
+    import tensorflow_hub as hub
+
+    try:
+        directory = Path(hub.resolve(handle))
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")  # TF1 modules warn once per variable about reference variables
+        try:
+            module = hub.load(str(directory))
+        finally:
+            logger.setLevel(level)
+    except Exception as exc:  # tensorflow_hub raises many kinds; the message is what matters
+        raise ModelError(f"{handle}: could not load as a TF Hub module ({type(exc).__name__}: {exc})") from exc
+    signatures = getattr(module, "signatures", {})
+    if "tokens" not in signatures:
+        raise ModelError(f"{handle}: not an ELMo hub module: it has no 'tokens' signature "
+                         f"(found: {', '.join(signatures) or 'none'})")
+    signature = signatures["tokens"]
+    outputs = signature.structured_outputs
+    n_layers = sum(1 for k in outputs if k.startswith("lstm_outputs"))
+    if "word_emb" not in outputs or n_layers == 0:
+        raise ModelError(f"{handle}: signature 'tokens' lacks the ELMo outputs word_emb and lstm_outputs1.. "
+                         f"(found: {', '.join(sorted(outputs))})")
+    # The module's own `default` signature splits on spaces; keep that unless asked otherwise.
+    tokenizer = _choose_tokenizer(tokenizer, {"tokenizer": "whitespace"})
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    fingerprint = _hash_files(files, directory, {"hub": True, "tokenizer": tokenizer})
+    return HubEncoder(module, signature, path=handle, fingerprint=fingerprint, tokenizer=tokenizer,
+                      n_layers=n_layers, dim=int(outputs["lstm_outputs1"].shape[-1]))
+
+
+def bundled_model_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def load_encoder(spec: str = "default", *, tokenizer: str | None = None, precision: str = "float32") -> Encoder:
+    """Load an encoder from "default", a directory with options.json + weights.hdf5, or a TF Hub handle.
+
+    `tokenizer` overrides the one recorded in the model's model.json ("punct" when none is recorded).
+    """
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    spec = str(spec)
+    if spec == "default":
+        directory = bundled_model_dir()
+        if not (directory / "weights.hdf5").is_file():
+            raise ModelError(f"the bundled default model is missing from {directory}")
+        return _load_native(directory, tokenizer, precision)
+    if "://" in spec:
+        return _load_hub(spec, tokenizer)
+    path = Path(spec)
+    if not path.exists():
+        raise ModelError(f"{spec}: no such model directory (expected options.json + weights.hdf5, "
+                         "a TF Hub module directory, \"default\", or a hub URL)")
+    if (path / "saved_model.pb").is_file():
+        return _load_hub(spec, tokenizer)
+    if not (path / "options.json").is_file() and not (path / "weights.hdf5").is_file():
+        raise ModelError(f"{spec}: neither options.json + weights.hdf5 nor saved_model.pb found there")
+    return _load_native(path, tokenizer, precision)

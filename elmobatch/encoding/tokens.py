@@ -1,0 +1,75 @@
+"""Raw message -> tokens -> character ids, as the official ELMo model reads them.
+
+Two tokenizers, chosen by name and recorded in a model's `model.json` so that pretraining,
+embedding and scoring agree:
+  "whitespace": split on spaces, as the TF Hub module's `default` signature does.
+  "punct":      also split punctuation off words ("Hi!!" -> "Hi", "!!"), closer to the tokenized
+                news text the official model was trained on; URLs, e-mail addresses, numbers
+                like 6-3 or 12.50, and inner apostrophes stay whole.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+TOKENIZERS = ("punct", "whitespace")
+DEFAULT_TOKENIZER = "punct"
+
+_PUNCT_TOKEN = re.compile(
+    r"""
+      (?:https?://|www\.)\S+[\w/]          # URLs
+    | [\w.+-]+@[\w-]+(?:\.[\w-]+)+          # e-mail addresses
+    | \w+(?:[.'’&:/,-]\w+)*                 # words, numbers, U.S, don't, 6-3, 12:30, 1,000
+    | (\S)\1*                               # a run of one punctuation character: ! !! ... ££
+    """,
+    re.VERBOSE,
+)
+
+# Character ids of the official vocabulary, before the +1 shift.
+BEGIN_SENTENCE, END_SENTENCE, BEGIN_WORD, END_WORD, PADDING = 256, 257, 258, 259, 260
+
+
+def tokenize(text: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
+    """Split one message into tokens. An empty or all-space message has no tokens."""
+    if tokenizer == "whitespace":
+        return text.split()
+    if tokenizer == "punct":
+        return [m.group(0) for m in _PUNCT_TOKEN.finditer(text)]
+    raise ValueError(f"unknown tokenizer {tokenizer!r}: expected one of {', '.join(TOKENIZERS)}")
+
+
+def _word_ids(token: str, max_chars: int) -> np.ndarray:
+    ids = np.full(max_chars, PADDING, np.int32)
+    data = token.encode("utf-8", "ignore")[: max_chars - 2]
+    ids[0] = BEGIN_WORD
+    ids[1 : 1 + len(data)] = np.frombuffer(data, np.uint8)
+    ids[1 + len(data)] = END_WORD
+    return ids
+
+
+def _boundary_ids(char: int, max_chars: int) -> np.ndarray:
+    ids = np.full(max_chars, PADDING, np.int32)
+    ids[:3] = (BEGIN_WORD, char, END_WORD)
+    return ids
+
+
+def char_ids(sentences: list[list[str]], max_chars: int) -> np.ndarray:
+    """Token lists -> (batch, max_tokens + 2, max_chars) int32, the +1-shifted ids.
+
+    Each sentence is wrapped in <S> ... </S>; positions past a sentence's end are all zeros.
+    """
+    longest = max((len(s) for s in sentences), default=0)
+    out = np.zeros((len(sentences), longest + 2, max_chars), np.int32)
+    start, end = _boundary_ids(BEGIN_SENTENCE, max_chars) + 1, _boundary_ids(END_SENTENCE, max_chars) + 1
+    cache: dict[str, np.ndarray] = {}
+    for row, tokens in enumerate(sentences):
+        out[row, 0] = start
+        for col, token in enumerate(tokens, start=1):
+            ids = cache.get(token)
+            if ids is None:
+                ids = cache[token] = _word_ids(token, max_chars) + 1
+            out[row, col] = ids
+        out[row, len(tokens) + 1] = end
+    return out

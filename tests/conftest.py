@@ -1,0 +1,58 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURE = SHARED / "fixtures" / "bilm_tiny"
+SMS = SHARED / "data" / "sms_spam.csv"
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    if not FIXTURE.is_dir():
+        pytest.fail(f"{FIXTURE} is missing: tests need ../shared beside the checkout")
+    return FIXTURE
+
+
+@pytest.fixture(scope="session")
+def fixture_sentences(fixture_dir) -> list[list[str]]:
+    return [s.split() for s in json.loads((fixture_dir / "sentences.json").read_text())]
+
+
+@pytest.fixture(scope="session")
+def reference(fixture_dir):
+    return np.load(fixture_dir / "reference.npz")
+
+
+@pytest.fixture(scope="session")
+def fixture_encoder(fixture_dir):
+    from elmobatch import load_encoder
+
+    return load_encoder(str(fixture_dir))
+
+
+def tiny_options(**changes) -> dict:
+    """Options of a small random biLM; keyword arguments override lstm or char_cnn keys."""
+    options = {
+        "char_cnn": {"activation": "relu", "embedding": {"dim": 4}, "filters": [[1, 4], [2, 8], [3, 8]],
+                     "max_characters_per_token": 50, "n_characters": 262, "n_highway": 1},
+        "lstm": {"cell_clip": 3, "dim": 24, "n_layers": 2, "proj_clip": 3, "projection_dim": 8,
+                 "use_skip_connections": False},
+    }
+    for key, value in changes.items():
+        section = "lstm" if key in options["lstm"] else "char_cnn"
+        options[section][key] = value
+    return options
+
+
+def write_random_model(directory: Path, options: dict, seed: int = 0) -> Path:
+    from elmobatch.encoding.bilm import BiLM, BiLMConfig
+
+    bilm = BiLM(BiLMConfig.from_options(options), seed=seed)
+    # Random weights large enough that every gate and clip is exercised.
+    for var in bilm.variables_by_name.values():
+        var.assign(var * 2.0 + 0.1)
+    bilm.save(directory)
+    return directory
