@@ -1,0 +1,65 @@
+"""Which input files a job has processed: path and checksum, in `_state.json` next to the output.
+
+A file is new when its path is not in the state, and changed when its checksum differs; both are
+processed. The checksum is recomputed only when size or mtime changed since it was recorded.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomically(path: Path, data) -> None:
+    """Write to a temporary name, fsync, rename: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class JobState:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.files: dict[str, dict] = json.loads(self.path.read_text())["files"]
+        except FileNotFoundError:
+            self.files = {}
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path}: unreadable job state ({exc}); move it away to reprocess every input") from exc
+
+    def _fingerprint(self, path: str) -> dict:
+        stat = os.stat(path)
+        known = self.files.get(path)
+        if known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns:
+            return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": known["sha256"]}
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
+
+    def pending(self, patterns: tuple[str, ...]) -> list[tuple[str, dict]]:
+        """Files matching the globs that are new or changed, sorted, with their fingerprints."""
+        paths = sorted({os.path.abspath(p) for pattern in patterns for p in glob.glob(pattern) if os.path.isfile(p)})
+        out = []
+        for path in paths:
+            fp = self._fingerprint(path)
+            if self.files.get(path, {}).get("sha256") != fp["sha256"]:
+                out.append((path, fp))
+        return out
+
+    def mark_done(self, path: str, fingerprint: dict, **details) -> None:
+        """Record one processed file; written at once so a killed run keeps what it finished."""
+        self.files[path] = {**fingerprint, **details}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.path, {"files": self.files})
