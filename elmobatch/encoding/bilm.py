@@ -198,20 +198,24 @@ class BiLM(tf.Module):
     # ---- the layers, in order ------------------------------------------------------------
 
     def char_cnn(self, char_ids: tf.Tensor) -> tf.Tensor:
-        """(batch, T, max_chars) ids -> (batch, T, n_filters): conv, max over positions, activation."""
+        """(..., max_chars) ids -> (..., n_filters): conv per filter width, max over positions, activation.
+
+        Each convolution runs as one matmul over character windows: the sums of a valid conv1d
+        with kernel W_cnn_i[0], as one large matrix product instead of many small ones.
+        """
         c = self.config
         table = tf.concat([tf.zeros((1, c.char_dim)), self.variables_by_name["char_embed"]], axis=0)
-        chars = tf.nn.embedding_lookup(table, char_ids)  # (batch, T, max_chars, char_dim)
-        shape = tf.shape(chars)
-        flat = tf.reshape(chars, [-1, c.max_characters_per_token, c.char_dim])
+        lead = tf.shape(char_ids)[:-1]
+        chars = tf.nn.embedding_lookup(table, tf.reshape(char_ids, [-1, c.max_characters_per_token]))
         act = tf.nn.relu if c.activation == "relu" else tf.nn.tanh
         outputs = []
-        for i in range(len(c.filters)):
-            kernel = self.variables_by_name[f"CNN/W_cnn_{i}"][0]  # (width, char_dim, n)
-            conv = tf.nn.conv1d(flat, kernel, stride=1, padding="VALID")
-            conv = conv + self.variables_by_name[f"CNN/b_cnn_{i}"]
+        for i, (width, n) in enumerate(c.filters):
+            positions = c.max_characters_per_token - width + 1
+            windows = tf.concat([chars[:, k : k + positions] for k in range(width)], axis=-1)
+            kernel = tf.reshape(self.variables_by_name[f"CNN/W_cnn_{i}"], [width * c.char_dim, n])
+            conv = tf.matmul(windows, kernel) + self.variables_by_name[f"CNN/b_cnn_{i}"]
             outputs.append(act(tf.reduce_max(conv, axis=1)))
-        return tf.reshape(tf.concat(outputs, axis=-1), [shape[0], shape[1], c.n_filters])
+        return tf.reshape(tf.concat(outputs, axis=-1), tf.concat([lead, [c.n_filters]], axis=0))
 
     def highway_and_projection(self, x: tf.Tensor) -> tf.Tensor:
         """(batch, T, n_filters) -> (batch, T, projection_dim)."""
@@ -224,38 +228,49 @@ class BiLM(tf.Module):
             x = x @ v["CNN_proj/W_proj"] + v["CNN_proj/b_proj"]
         return x
 
+    def token_layer(self, char_ids: tf.Tensor) -> tf.Tensor:
+        """(..., max_chars) ids -> (..., projection_dim): char CNN, highway, projection."""
+        return self.highway_and_projection(self.char_cnn(char_ids))
+
+    def _lstm_weights(self, layer: int):
+        """Both directions' weights stacked on a leading axis of 2, gates reordered from the file's
+        (input, candidate, forget, output) to (input, forget, output, candidate) so that one sigmoid
+        covers three gates, and the forget bias of 1.0 folded into the bias."""
+        c, v = self.config, self.variables_by_name
+        prefixes = [_lstm_prefix(d, layer, c.n_layers) for d in (0, 1)]
+        d = c.lstm_dim
+        order = np.concatenate([np.arange(0, d), np.arange(2 * d, 4 * d), np.arange(d, 2 * d)])
+        w = tf.gather(tf.stack([v[f"{p}/W_0"] for p in prefixes]), order, axis=-1)
+        forget_bias = np.concatenate([np.zeros(d), np.ones(d), np.zeros(2 * d)]).astype(np.float32)
+        bias = tf.gather(tf.stack([v[f"{p}/B"] for p in prefixes]), order, axis=-1) + forget_bias
+        w_proj = tf.stack([v[f"{p}/W_P_0"] for p in prefixes]) if c.projection_dim < d else None
+        return w, bias, w_proj
+
     def lstm_layer(self, layer: int, x: tf.Tensor) -> tf.Tensor:
         """One LSTM layer, both directions at once: (2, batch, T, p_in) -> (2, batch, T, p_out).
 
-        Gates from W_0 applied to [input, previous output], order input, candidate, forget, output;
-        forget bias 1.0; cell clipped; output projected by W_P_0 and clipped, as in TF1's LSTMCell.
-        The input half of W_0 is applied to all steps in one matmul; only the recurrent half runs
-        in the step loop.
+        TF1's LSTMCell: gates from W_0 applied to [input, previous output], forget bias 1.0, cell
+        clipped, output projected by W_P_0 and clipped. The input half of W_0 is applied to all
+        steps in one matmul; only the recurrent half runs in the step loop.
         """
         c = self.config
-        v = self.variables_by_name
-        prefixes = [_lstm_prefix(d, layer, c.n_layers) for d in (0, 1)]
-        w = tf.stack([v[f"{p}/W_0"] for p in prefixes])  # (2, p_in + p_out, 4 * dim)
+        w, bias, w_proj = self._lstm_weights(layer)
         p_in = x.shape[-1]
         w_input, w_recurrent = w[:, :p_in], w[:, p_in:]
-        bias = tf.stack([v[f"{p}/B"] for p in prefixes])[:, None, None, :]
-        projected = c.projection_dim < c.lstm_dim
-        w_proj = tf.stack([v[f"{p}/W_P_0"] for p in prefixes]) if projected else None
-
-        gate_inputs = tf.einsum("zbti,zig->zbtg", x, w_input) + bias  # (2, batch, T, 4 * dim)
+        gate_inputs = tf.einsum("zbti,zig->zbtg", x, w_input) + bias[:, None, None, :]
         steps = tf.transpose(gate_inputs, [2, 0, 1, 3])  # (T, 2, batch, 4 * dim)
-        batch = tf.shape(x)[1]
+        batch, d = tf.shape(x)[1], c.lstm_dim
         h = tf.zeros([2, batch, c.lstm_output_dim], x.dtype)
-        cell = tf.zeros([2, batch, c.lstm_dim], x.dtype)
+        cell = tf.zeros([2, batch, d], x.dtype)
         outputs = tf.TensorArray(x.dtype, size=tf.shape(steps)[0])
         for t in tf.range(tf.shape(steps)[0]):
             gates = steps[t] + tf.matmul(h, w_recurrent)
-            i, j, f, o = tf.split(gates, 4, axis=-1)
-            cell = tf.sigmoid(f + 1.0) * cell + tf.sigmoid(i) * tf.tanh(j)
+            sig = tf.sigmoid(gates[..., : 3 * d])  # input, forget, output
+            cell = sig[..., d : 2 * d] * cell + sig[..., :d] * tf.tanh(gates[..., 3 * d :])
             if c.cell_clip is not None:
                 cell = tf.clip_by_value(cell, -c.cell_clip, c.cell_clip)
-            h = tf.sigmoid(o) * tf.tanh(cell)
-            if projected:
+            h = sig[..., 2 * d :] * tf.tanh(cell)
+            if w_proj is not None:
                 h = tf.matmul(h, w_proj)
                 if c.proj_clip is not None:
                     h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
@@ -265,10 +280,8 @@ class BiLM(tf.Module):
             out = out + x
         return out
 
-    def __call__(self, char_ids: tf.Tensor):
-        char_ids = tf.convert_to_tensor(char_ids, tf.int32)
-        lengths = tf.reduce_sum(tf.cast(tf.reduce_any(char_ids > 0, axis=-1), tf.int32), axis=1)
-        token_repr = self.highway_and_projection(self.char_cnn(char_ids))
+    def lstm_layers(self, token_repr: tf.Tensor, lengths: tf.Tensor) -> list[tf.Tensor]:
+        """(batch, T, projection_dim) -> n_layers x (2, batch, T, projection_dim), both in forward order."""
         backward_input = tf.reverse_sequence(token_repr, lengths, seq_axis=1, batch_axis=0)
         x = tf.stack([token_repr, backward_input])
         layers = []
@@ -276,7 +289,13 @@ class BiLM(tf.Module):
             x = self.lstm_layer(layer, x)
             backward = tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)
             layers.append(tf.stack([x[0], backward]))
-        return token_repr, layers, lengths
+        return layers
+
+    def __call__(self, char_ids: tf.Tensor):
+        char_ids = tf.convert_to_tensor(char_ids, tf.int32)
+        lengths = tf.reduce_sum(tf.cast(tf.reduce_any(char_ids > 0, axis=-1), tf.int32), axis=1)
+        token_repr = self.token_layer(char_ids)
+        return token_repr, self.lstm_layers(token_repr, lengths), lengths
 
     # ---- weights in the official layout ---------------------------------------------------
 

@@ -103,22 +103,24 @@ class NativeEncoder(Encoder):
         max_chars = bilm.config.max_characters_per_token
         self._layers = tf.function(
             self._all_layers,
-            input_signature=[tf.TensorSpec([None, None, max_chars], tf.int32)],
+            input_signature=[tf.TensorSpec([None, max_chars], tf.int32), tf.TensorSpec([None, None], tf.int32),
+                             tf.TensorSpec([None], tf.int32)],
             reduce_retracing=True,
         )
 
-    def _all_layers(self, char_ids):
-        token_repr, lstm_layers, lengths = self.bilm(char_ids)
-        n_tokens = lengths - 2
+    def _all_layers(self, word_ids, positions, lengths):
+        """(n_words, max_chars), (batch, T), (batch,) -> (batch, n_layers + 1, T - 2, dim), zero past each end."""
+        token_repr = tf.gather(self.bilm.token_layer(word_ids), positions)
+        lstm_layers = self.bilm.lstm_layers(token_repr, lengths)
         stacked = [tf.concat([token_repr, token_repr], axis=-1)]
         stacked += [tf.concat([layer[0], layer[1]], axis=-1) for layer in lstm_layers]
         out = tf.stack(stacked, axis=1)[:, :, 1:-1]  # drop <S> and </S> positions
-        mask = tf.sequence_mask(n_tokens, tf.shape(out)[2], out.dtype)
+        mask = tf.sequence_mask(lengths - 2, tf.shape(out)[2], out.dtype)
         return out * mask[:, None, :, None]
 
     def _run_batch(self, sentences):
-        ids = tok.char_ids(sentences, self.bilm.config.max_characters_per_token)
-        return self._layers(tf.constant(ids)).numpy()
+        batch = tok.word_batch(sentences, self.bilm.config.max_characters_per_token)
+        return self._layers(*(tf.constant(a) for a in batch)).numpy()
 
 
 class HubEncoder(Encoder):

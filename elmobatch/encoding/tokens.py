@@ -55,21 +55,38 @@ def _boundary_ids(char: int, max_chars: int) -> np.ndarray:
     return ids
 
 
+def word_batch(sentences: list[list[str]], max_chars: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token lists -> the distinct words of the batch and where each sits.
+
+    Returns `(word_ids, positions, lengths)`:
+      word_ids:  (n_words, max_chars) int32, +1-shifted char ids; row 0 is all zeros (padding),
+                 rows 1 and 2 are <S> and </S>, then each distinct token once
+      positions: (batch, max_tokens + 2) int32, rows of word_ids: <S>, the tokens, </S>, then 0
+      lengths:   (batch,) int32, tokens + 2
+    The context-free char CNN then runs once per distinct word, not once per position.
+    """
+    rows = {"": 0}
+    word_ids = [np.zeros(max_chars, np.int32), _boundary_ids(BEGIN_SENTENCE, max_chars) + 1,
+                _boundary_ids(END_SENTENCE, max_chars) + 1]
+    longest = max((len(s) for s in sentences), default=0)
+    positions = np.zeros((len(sentences), longest + 2), np.int32)
+    for row, tokens in enumerate(sentences):
+        positions[row, 0] = 1
+        for col, token in enumerate(tokens, start=1):
+            index = rows.get(token)
+            if index is None:
+                index = rows[token] = len(word_ids)
+                word_ids.append(_word_ids(token, max_chars) + 1)
+            positions[row, col] = index
+        positions[row, len(tokens) + 1] = 2
+    lengths = np.array([len(s) + 2 for s in sentences], np.int32)
+    return np.stack(word_ids), positions, lengths
+
+
 def char_ids(sentences: list[list[str]], max_chars: int) -> np.ndarray:
     """Token lists -> (batch, max_tokens + 2, max_chars) int32, the +1-shifted ids.
 
     Each sentence is wrapped in <S> ... </S>; positions past a sentence's end are all zeros.
     """
-    longest = max((len(s) for s in sentences), default=0)
-    out = np.zeros((len(sentences), longest + 2, max_chars), np.int32)
-    start, end = _boundary_ids(BEGIN_SENTENCE, max_chars) + 1, _boundary_ids(END_SENTENCE, max_chars) + 1
-    cache: dict[str, np.ndarray] = {}
-    for row, tokens in enumerate(sentences):
-        out[row, 0] = start
-        for col, token in enumerate(tokens, start=1):
-            ids = cache.get(token)
-            if ids is None:
-                ids = cache[token] = _word_ids(token, max_chars) + 1
-            out[row, col] = ids
-        out[row, len(tokens) + 1] = end
-    return out
+    word_ids, positions, _ = word_batch(sentences, max_chars)
+    return word_ids[positions]
