@@ -222,3 +222,20 @@ def test_several_inputs_and_formats(tmp_path):
     result = embed(tmp_path / "a.csv", tmp_path / "sub" / "a.csv", "--out", tmp_path / "o2", cache=tmp_path / "cache",
                    expect_ok=False)
     assert result.exit_code != 0 and "share the file name 'a.csv'" in result.output
+
+
+def test_progress_lines():
+    import io
+
+    from elmobatch.embedding import Progress
+
+    log, bar = io.StringIO(), io.StringIO()
+    plain, tty = Progress(log, tty=False, every_s=0), Progress(bar, tty=True)
+    for progress in (plain, tty):
+        progress.update(500, 0.25)
+        progress.update(2000, 1.0)
+        progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "500 rows" in lines[0] and "25.0%" in lines[0] and "rows/s" in lines[0]
+    assert "ETA" in lines[0] and "\r" not in log.getvalue()
+    assert bar.getvalue().count("\r") == 2 and "[######" in bar.getvalue() and bar.getvalue().endswith("\n")
