@@ -215,3 +215,8 @@ def check_model(head: Head, fingerprint: str, *, head_name: str = "the head", mo
             f"{head_name} was trained on vectors of model {trained} (fingerprint {head.model_fingerprint[:16]}...), "
             f"but {model_name} has fingerprint {fingerprint[:16]}...: vectors of another model mean nothing to "
             "this head; pass the head's own model with --model, or train a head for this model")
+
+
+def default_head_dir() -> Path:
+    """The bundled default head (package data); it arrives with the pretraining issue."""
+    return Path(__file__).resolve().parent.parent / "models" / "default_head"

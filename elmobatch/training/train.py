@@ -11,50 +11,15 @@ rows (fit.py), and its metrics on the held-out rows go into head.json.
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from elmobatch.scoring.metrics import classification_metrics
+from elmobatch.scoring.score import head_metrics
 from elmobatch.scoring.vectors import labelled_vectors
 from elmobatch.training.fit import FitSettings, TrainingError, fit_head
 from elmobatch.training.head import Head, save_head
-
-
-@dataclass(frozen=True)
-class Split:
-    """Which rows are held out: the last `fraction` by position, or a seeded random `fraction`."""
-
-    kind: str
-    fraction: float
-    seed: int | None = None
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.fraction:g}" + (f":{self.seed}" if self.kind == "random" else "")
-
-    def indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """-> (train, test) positions in 0..n-1, each sorted. Train is floor((1 - fraction) * n) rows."""
-        n_train = math.floor((1 - self.fraction) * n + 1e-9)
-        order = np.arange(n) if self.kind == "last" else np.random.default_rng(self.seed).permutation(n)
-        return np.sort(order[:n_train]), np.sort(order[n_train:])
-
-
-def parse_split(spec: str) -> Split:
-    """'last:0.2' or 'random:0.2:SEED' (the seed defaults to 0); a fraction of 0 holds nothing out."""
-    parts = str(spec).split(":")
-    usage = "expected last:FRACTION or random:FRACTION[:SEED] with 0 <= FRACTION < 1, e.g. last:0.2"
-    if parts[0] not in ("last", "random") or len(parts) not in ((2,) if parts[0] == "last" else (2, 3)):
-        raise TrainingError(f"--split {spec!r}: {usage}")
-    try:
-        fraction = float(parts[1])
-        seed = int(parts[2]) if len(parts) == 3 else (0 if parts[0] == "random" else None)
-    except ValueError:
-        raise TrainingError(f"--split {spec!r}: {usage}") from None
-    if not 0 <= fraction < 1:
-        raise TrainingError(f"--split {spec!r}: {usage}")
-    return Split(parts[0], fraction, seed)
+from elmobatch.training.split import Split, parse_split  # noqa: F401 (parse_split: for callers)
 
 
 def file_sha256(path) -> str:
@@ -71,18 +36,6 @@ def rows_fingerprint(row_numbers, texts, labels) -> str:
     for r, t, y in zip(row_numbers, texts, labels):
         digest.update(f"{int(r)}\x1f{t}\x1f{y}\x1e".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
-
-
-def heldout_metrics(head: Head, x: np.ndarray, labels: list[str]) -> dict:
-    """Metrics of `head` on vectors x with true label names (all of them known to the head)."""
-    index = {n: i for i, n in enumerate(head.labels)}
-    unknown = sorted({y for y in labels if y not in index})
-    if unknown:
-        raise TrainingError(f"labels the head does not know: {', '.join(map(repr, unknown[:10]))} "
-                            f"(head labels: {', '.join(head.labels)})")
-    y_true = np.array([index[y] for y in labels], np.int64)
-    y_pred, _ = head.predict(x)
-    return classification_metrics(y_true, y_pred, head.probabilities(x), head.labels)
 
 
 def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str, split: Split,
@@ -118,6 +71,6 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
         log(f"note: held-out rows with labels never seen in training are left out of the metrics: {unseen}")
         test = np.array([i for i, y in zip(test, test_labels) if y in head.labels], np.int64)
         test_labels = [data.labels[i] for i in test]
-    head.meta["metrics"] = heldout_metrics(head, data.x[test], test_labels) if len(test) else None
+    head.meta["metrics"] = head_metrics(head, data.x[test], test_labels)[0] if len(test) else None
     save_head(head, out)
     return head
