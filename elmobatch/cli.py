@@ -28,6 +28,43 @@ def info(model):
                            "tokenizer": enc.tokenizer, "fingerprint": enc.fingerprint}, indent=2))
 
 
+# ---- embed (issue 3) -------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
+@click.option("--model", default="default", show_default=True, help="A load_encoder spec.")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@click.option("--id-column", help="Column used as `id` (default: file name:row number).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "jsonl", "parquet", "txt"]),
+              help="Input format (default: from the extension).")
+@click.option("--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not).")
+@click.option("--batch-size", type=int, help="Messages per encoder batch.")
+@click.option("--chunk-rows", type=int, default=10_000, show_default=True, help="Rows read, embedded and written at a time.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
+@click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
+@click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
+@click.option("--reject-empty", is_flag=True, help="Reject empty messages instead of embedding them as zeros.")
+def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
+          max_text_chars, reject_empty):
+    """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README)."""
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
+    from elmobatch.reading import ReadError
+
+    options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
+                           chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
+                           keep_text=keep_text)
+    try:
+        enc = load_encoder(model)
+        manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
+                               batch_size=batch_size, progress=Progress(sys.stderr))
+    except (ModelError, ReadError, OutputError, ValueError) as exc:
+        raise click.ClickException(str(exc))
+    click.echo(summary_line(manifest, out))
+
+
 # ---- heads: train, evaluate, score (issue 4) ------------------------------------------------
 
 

@@ -53,7 +53,7 @@ class Chunk:
     rows: pd.DataFrame
     texts: list[str]
     rejects: pd.DataFrame
-    bytes_read: int  # how far into the file (bytes; rows for Parquet) reading has got: for progress
+    position: int  # how far reading has got, in units of MessageReader.size (bytes; rows for Parquet)
 
     @property
     def rows_read(self) -> int:
@@ -126,8 +126,8 @@ class MessageReader:
         self.max_text_chars = max_text_chars
         self.reject_empty = reject_empty
         self.source_name = source_name or path.name
-        self.size = path.stat().st_size
         self.decisions = self._decide(text_column, id_column, fmt, encoding)
+        self.size = self._size()  # the unit of Chunk.position: bytes, or rows for Parquet
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -182,6 +182,13 @@ class MessageReader:
                     texty[i] = texty[i] or (value != "" and not _numeric(value))
         names = [name for name, _ in header]
         return names, [name for (name, named), t in zip(header, texty) if t and named]
+
+    def _size(self) -> int:
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.path).metadata.num_rows
+        return self.path.stat().st_size
 
     # ---- iteration -------------------------------------------------------------------------
 
@@ -240,7 +247,7 @@ class MessageReader:
             return "invalid_unicode", "the text holds a lone surrogate, which UTF-8 cannot store", None
         return None, "", text
 
-    def _chunk(self, index, good, texts, rejects, bytes_read) -> Chunk:
+    def _chunk(self, index, good, texts, rejects, position) -> Chunk:
         if self.format in ("jsonl", "parquet"):
             rows = pd.DataFrame.from_records([values for _, values in good])
             rows = rows.reindex(columns=list(dict.fromkeys(self.columns + list(rows.columns))))
@@ -249,7 +256,7 @@ class MessageReader:
         rows["row_number"] = pd.array([n for n, _ in good], dtype="int64")
         rejected = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
         rejected["row_number"] = rejected["row_number"].astype("int64")
-        return Chunk(index=index, rows=rows, texts=texts, rejects=rejected, bytes_read=bytes_read)
+        return Chunk(index=index, rows=rows, texts=texts, rejects=rejected, position=position)
 
     # ---- formats ---------------------------------------------------------------------------
 
