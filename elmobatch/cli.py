@@ -142,7 +142,8 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
         raise click.ClickException(str(exc))
     meta = head.meta
     weights = ", ".join(f"{w:.3f}" for w in meta["layer_weights"])
-    click.echo(f"labels {', '.join(meta['labels'])}; threshold {meta['threshold']}; "
+    threshold = "none (most probable label)" if meta["threshold"] is None else f"{meta['threshold']:.4f}"
+    click.echo(f"labels {', '.join(meta['labels'])}; threshold {threshold}; "
                f"layer weights {weights}; gamma {meta['gamma']:.3f}")
     if meta["metrics"]:
         test = meta["data"]["test_rows"]
@@ -168,7 +169,7 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
     from elmobatch.scoring.metrics import format_table
     from elmobatch.scoring.report import write_report
     from elmobatch.scoring.score import evaluate_file
-    from elmobatch.training.train import file_sha256
+    from elmobatch.embedding import file_sha256
 
     try:
         head, encoder = _head_and_encoder(head_dir, model)

@@ -188,8 +188,9 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     meta["layer_weights"] = [float(v) for v in head.layer_weights]
     meta["gamma"] = float(arrays["gamma"])
     if log:
-        log(f"trained {summary['epochs_run']} epochs (best {summary['best_epoch']}, "
-            f"validation loss {summary['validation_loss']})")
+        val = summary["validation_loss"]
+        log(f"trained {summary['epochs_run']} epochs, kept epoch {summary['best_epoch']}"
+            + (f" (lowest validation loss, {val:.4f})" if val is not None else ""))
     return head, summary
 
 

@@ -15,19 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from elmobatch.embedding import file_sha256
 from elmobatch.scoring.score import head_metrics
 from elmobatch.scoring.vectors import labelled_vectors
 from elmobatch.training.fit import FitSettings, TrainingError, fit_head
 from elmobatch.training.head import Head, save_head
 from elmobatch.training.split import Split, parse_split  # noqa: F401 (parse_split: for callers)
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rows_fingerprint(row_numbers, texts, labels) -> str:
