@@ -1,6 +1,6 @@
 """Training a head (see head.py) on per-layer pooled vectors with Keras.
 
-    head, history = fit_head(x, labels, model_meta={"fingerprint": ..., "spec": ...})
+    head, summary = fit_head(x, labels, model_meta={"fingerprint": ..., "spec": ...})
 
 x: (n, n_layers + 1, dim) float32; labels: n label names (strings). Class imbalance is handled
 with balanced class weights (n / (k * count_c)), early stopping watches the weighted loss on a
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from elmobatch.training.head import Head, HeadError
+from elmobatch.training.head import Head
 
 HIDDEN = 256
 
@@ -194,4 +194,4 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     return head, summary
 
 
-__all__ = ["FitSettings", "TrainingError", "HeadError", "fit_head", "label_order"]
+__all__ = ["FitSettings", "TrainingError", "fit_head", "label_order"]
