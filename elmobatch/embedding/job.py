@@ -217,7 +217,8 @@ def _finish(out, records, inputs_info, readers, encoder, cache, options, signatu
     o.write_json(manifest, out / o.MANIFEST, out / o.TMP)
     (out / o.TMP / o.SUCCESS).write_text("")
     (out / o.TMP / o.SUCCESS).replace(out / o.SUCCESS)
-    shutil.rmtree(out / o.TMP, ignore_errors=True)
+    shutil.rmtree(out / o.TMP, ignore_errors=True)  # bookkeeping: a completed run needs none
+    shutil.rmtree(out / o.STATE, ignore_errors=True)
     return manifest
 
 

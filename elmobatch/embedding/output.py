@@ -4,7 +4,7 @@
     DIR/_rejects/*.parquet  rejected rows (one file per chunk, maybe empty)
     DIR/_manifest.json      counts, model, inputs with checksums, parts, decisions, timings
     DIR/_SUCCESS            written last, only when the run completed
-    DIR/_state/, DIR/_tmp/  resume bookkeeping and files being written (ignored by readers)
+    DIR/_state/, DIR/_tmp/  while running: resume bookkeeping and files being written (removed at the end)
 """
 
 from __future__ import annotations
@@ -108,5 +108,5 @@ def clear_output(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     for part in out.glob("part-*.parquet"):
         part.unlink()
-    for name in (REJECTS, STATE, TMP):
+    for name in (REJECTS, TMP, STATE):  # _state last: it marks the directory as ours until the end
         shutil.rmtree(out / name, ignore_errors=True)

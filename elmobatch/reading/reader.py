@@ -323,7 +323,7 @@ class MessageReader:
         trailing_unnamed = text_at is not None and not any(named for _, named in header[text_at + 1:])
         short_ok = n < width and not any(named for _, named in header[n:])
         if (n < width and not short_ok) or (n > width and not trailing_unnamed):
-            return _Record(raw, reason="column_count", detail=f"{n} fields; the header has {width} columns")
+            return _Record(raw, reason="column_count", detail=f"{n} field(s); the header has {width} columns")
         values = (fields + [""] * (width - n))[:width]
         if text_at is None:
             return _Record(raw, values=values)
