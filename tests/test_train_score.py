@@ -214,3 +214,19 @@ def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):
 def test_missing_default_head_gets_a_clear_error(sms_test_file):
     result = run("score", sms_test_file, ok=False)
     assert "bundled default head is missing" in result.output
+
+
+def test_parquet_output_keeps_a_column_empty_in_the_first_chunk(sms_head, cache, tmp_path):
+    """Chunked Parquet writing: a column with no values in the first chunk still takes later values."""
+    from elmobatch import load_encoder
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.scoring.score import score_file
+
+    out, _ = sms_head
+    path = tmp_path / "in.jsonl"
+    rows = [{"text": f"message {i}", "note": None if i < 3 else f"n{i}"} for i in range(6)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = score_file(path, tmp_path / "out.parquet", head=load_head(out), encoder=load_encoder(str(FIXTURE)),
+                         cache=EmbeddingCache(cache), chunk_rows=2)
+    table = pq.read_table(tmp_path / "out.parquet").to_pandas()
+    assert summary.rows_scored == 6 and table["note"].tolist()[3:] == ["n3", "n4", "n5"]

@@ -94,8 +94,16 @@ class _TableWriter:
         else:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self.parquet is None:
-                self.parquet = pq.ParquetWriter(self.tmp, table.schema)
-            self.parquet.write_table(table.cast(self.parquet.schema))
+                # A column empty in the first chunk has no type yet: store it as text.
+                schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                    for f in table.schema], metadata=table.schema.metadata)
+                self.parquet = pq.ParquetWriter(self.tmp, schema)
+            try:
+                table = table.cast(self.parquet.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
+                                 "write CSV instead, or give the input consistent column types") from exc
+            self.parquet.write_table(table)
         self.rows += len(frame)
 
     def close(self) -> None:
