@@ -230,3 +230,15 @@ def test_parquet_output_keeps_a_column_empty_in_the_first_chunk(sms_head, cache,
                          cache=EmbeddingCache(cache), chunk_rows=2)
     table = pq.read_table(tmp_path / "out.parquet").to_pandas()
     assert summary.rows_scored == 6 and table["note"].tolist()[3:] == ["n3", "n4", "n5"]
+
+
+def test_rows_without_a_label_are_rejected_not_used(fixture_encoder, cache, tmp_path):
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.scoring.vectors import labelled_vectors
+
+    path = tmp_path / "gaps.csv"
+    path.write_text("label,text\nham,hello there\n,no label here\nspam,WIN a prize now\n  ,blank label\n")
+    data = labelled_vectors(path, fixture_encoder, EmbeddingCache(cache), label_column="label")
+    assert data.labels == ["ham", "spam"] and data.x.shape == (2, 3, fixture_encoder.dim)
+    assert data.rows_read == 4 and data.rejects["reason"].tolist() == ["missing_label"] * 2
+    assert data.rejects["row_number"].tolist() == [1, 3]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elmobatch.scoring.metrics import format_table, roc_curve
+from elmobatch.scoring.metrics import format_table, roc_auc, roc_curve
 
 PICTURES = ("roc_curve.png", "score_histogram.png", "confusion_matrix.png", "layer_weights.png")
 
@@ -36,7 +36,7 @@ def plot_roc(path: Path, y_true: np.ndarray, proba: np.ndarray, labels: list[str
     for c in classes:
         if 0 < (y_true == c).sum() < len(y_true):
             fpr, tpr = roc_curve(y_true == c, proba[:, c])
-            ax.plot(fpr, tpr, label=labels[c])
+            ax.plot(fpr, tpr, label=f"{labels[c]} (AUC {roc_auc(y_true == c, proba[:, c]):.4f})")
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right")

@@ -24,6 +24,10 @@ from elmobatch.reading import REJECT_COLUMNS, read_messages
 MISSING_LABEL = "missing_label"
 
 
+class LabelError(ValueError):
+    """A label column that is absent, or labels a head does not know."""
+
+
 def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None,
                  **read_options) -> Iterator[tuple[object, np.ndarray]]:
     """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages."""
@@ -74,10 +78,6 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
         rows=pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[*columns, "row_number"]),
         rejects=pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=REJECT_COLUMNS),
         rows_read=rows_read, text_column=reader.decisions.text_column)
-
-
-class LabelError(ValueError):
-    """A label column that is absent, or labels a head does not know."""
 
 
 def _label_rejects(reader, rows: pd.DataFrame, label_column: str) -> pd.DataFrame:
