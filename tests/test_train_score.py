@@ -206,6 +206,9 @@ def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):
     assert "expected a .csv or .parquet" in result.output
     result = run("score", sms_test_file, SMS, "--head", out, "--out", tmp_path / "one.csv", ok=False)
     assert "give a directory" in result.output
+    before = sms_test_file.read_bytes()
+    result = run("score", sms_test_file, "--head", out, "--out", sms_test_file, ok=False)
+    assert "that is the input file" in result.output and sms_test_file.read_bytes() == before
     run("score", sms_test_file, SMS, "--head", out, "--cache-dir", cache, "--out", tmp_path / "many")
     assert len(pd.read_csv(tmp_path / "many" / "sms_spam.scored.csv", encoding="utf-8")) == 5572
 

@@ -47,11 +47,15 @@ def output_paths(inputs: list, out: str | None) -> list[Path]:
     if out is not None and Path(out).suffix.lower() in OUTPUT_FORMATS:
         if len(inputs) > 1:
             raise ScoreError(f"--out {out}: one output file for {len(inputs)} inputs; give a directory instead")
-        return [Path(out)]
-    if out is not None and Path(out).suffix:
-        output_format(out)  # raises: an unknown extension is a mistake, not a directory name
-    directory = Path(out) if out is not None else Path.cwd()
-    paths = [directory / f"{Path(p).stem}.scored.csv" for p in inputs]
+        paths = [Path(out)]
+    else:
+        if out is not None and Path(out).suffix:
+            output_format(out)  # raises: an unknown extension is a mistake, not a directory name
+        directory = Path(out) if out is not None else Path.cwd()
+        paths = [directory / f"{Path(p).stem}.scored.csv" for p in inputs]
+    for source, target in zip(inputs, paths):
+        if Path(source).resolve() == target.resolve():
+            raise ScoreError(f"--out {target}: that is the input file; scores go to a new file")
     if len(set(paths)) < len(paths):
         raise ScoreError("two inputs share a file name stem, so their outputs would collide; score them "
                          "into different --out directories")
