@@ -80,10 +80,16 @@ def _head_errors():
 
 
 def _model_record(spec: str) -> str:
-    """How head.json names the model: an existing directory as an absolute path, else the spec as given."""
+    """How head.json names the model: "default" for the bundled one (wherever it is installed), an
+    existing directory as an absolute path, else the spec as given."""
     from pathlib import Path
 
-    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+    from elmobatch.encoding.encoder import bundled_model_dir
+
+    if spec == "default" or not Path(spec).exists():
+        return spec
+    path = Path(spec).resolve()
+    return "default" if path == bundled_model_dir() else str(path)
 
 
 def _head_and_encoder(head_dir, model):
@@ -95,7 +101,7 @@ def _head_and_encoder(head_dir, model):
         raise HeadError(f"no --head given, and the bundled default head is missing from {default_head_dir()} "
                         "(it ships with the default model): pass --head HEAD_DIR written by `elmobatch train`")
     head = load_head(head_dir or default_head_dir())
-    spec = model or head.meta["model"].get("spec") or "default"
+    spec = model or (head.meta["model"].get("spec") if head_dir else None) or "default"
     encoder = load_encoder(spec)
     check_model(head, encoder.fingerprint, head_name=f"head {head_dir or 'default'}", model_name=f"model {spec}")
     return head, encoder
