@@ -79,34 +79,6 @@ def _head_errors():
     return (ModelError, ReadError, HeadError, SplitError, ScoreError, LabelError)
 
 
-def _model_record(spec: str) -> str:
-    """How head.json names the model: "default" for the bundled one (wherever it is installed), an
-    existing directory as an absolute path, else the spec as given."""
-    from pathlib import Path
-
-    from elmobatch.encoding.encoder import bundled_model_dir
-
-    if spec == "default" or not Path(spec).exists():
-        return spec
-    path = Path(spec).resolve()
-    return "default" if path == bundled_model_dir() else str(path)
-
-
-def _head_and_encoder(head_dir, model):
-    """Load the head (default: the bundled one) and its model (default: the one head.json names),
-    refusing a model whose fingerprint differs from the head's."""
-    from elmobatch.training.head import HeadError, check_model, default_head_dir, load_head
-
-    if head_dir is None and not (default_head_dir() / "head.json").is_file():
-        raise HeadError(f"no --head given, and the bundled default head is missing from {default_head_dir()} "
-                        "(it ships with the default model): pass --head HEAD_DIR written by `elmobatch train`")
-    head = load_head(head_dir or default_head_dir())
-    spec = model or (head.meta["model"].get("spec") if head_dir else None) or "default"
-    encoder = load_encoder(spec)
-    check_model(head, encoder.fingerprint, head_name=f"head {head_dir or 'default'}", model_name=f"model {spec}")
-    return head, encoder
-
-
 def _cache(cache_dir):
     from elmobatch.caching import EmbeddingCache
 
@@ -135,13 +107,13 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
     from elmobatch.scoring.metrics import format_table
     from elmobatch.training.fit import FitSettings, TrainingError
-    from elmobatch.training.train import parse_split, train_file
+    from elmobatch.training.train import model_record, parse_split, train_file
 
     try:
         split = parse_split(split_spec)
         encoder = load_encoder(model)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
-                          model_spec=_model_record(model), split=split, text_column=text_column,
+                          model_spec=model_record(model), split=split, text_column=text_column,
                           positive=positive_label, settings=FitSettings(epochs=epochs, batch_size=batch_size,
                                                                         seed=seed), log=click.echo)
     except (TrainingError, *_head_errors()) as exc:
@@ -174,11 +146,11 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
 
     from elmobatch.scoring.metrics import format_table
     from elmobatch.scoring.report import write_report
-    from elmobatch.scoring.score import evaluate_file
+    from elmobatch.scoring.score import evaluate_file, load_head_and_model
     from elmobatch.embedding import file_sha256
 
     try:
-        head, encoder = _head_and_encoder(head_dir, model)
+        head, encoder = load_head_and_model(head_dir, model)
         metrics, y_true, proba = evaluate_file(input, label_column=label_column, head=head, encoder=encoder,
                                                cache=_cache(cache_dir), text_column=text_column,
                                                rows=split_spec, threshold=threshold)
@@ -206,11 +178,11 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
 @_cache_option
 def score(inputs, head_dir, model, out, threshold, text_column, cache_dir):
     """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file."""
-    from elmobatch.scoring.score import output_paths, score_file
+    from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
 
     try:
         outputs = output_paths(list(inputs), out)
-        head, encoder = _head_and_encoder(head_dir, model)
+        head, encoder = load_head_and_model(head_dir, model)
         cache = _cache(cache_dir)
         for path, target in zip(inputs, outputs):
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,

@@ -245,3 +245,13 @@ def test_rows_without_a_label_are_rejected_not_used(fixture_encoder, cache, tmp_
     assert data.labels == ["ham", "spam"] and data.x.shape == (2, 3, fixture_encoder.dim)
     assert data.rows_read == 4 and data.rejects["reason"].tolist() == ["missing_label"] * 2
     assert data.rejects["row_number"].tolist() == [1, 3]
+
+
+def test_head_json_names_models_portably(tmp_path):
+    from elmobatch.encoding.encoder import bundled_model_dir
+    from elmobatch.training.train import model_record
+
+    assert model_record(str(FIXTURE)) == str(FIXTURE.resolve())
+    assert model_record("default") == "default" and model_record("https://tfhub.dev/x") == "https://tfhub.dev/x"
+    if bundled_model_dir().is_dir():
+        assert model_record(str(bundled_model_dir())) == "default"

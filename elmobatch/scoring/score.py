@@ -20,10 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from elmobatch.encoding import load_encoder
 from elmobatch.reading import REJECT_COLUMNS
 from elmobatch.scoring.metrics import classification_metrics
 from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
-from elmobatch.training.head import Head, HeadError
+from elmobatch.training.head import HEAD_JSON, Head, HeadError, check_model, default_head_dir, load_head
 from elmobatch.training.split import parse_split
 
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -132,6 +133,20 @@ def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score
     return out
 
 
+def load_head_and_model(head_dir=None, model: str | None = None):
+    """-> (Head, Encoder). The head: `head_dir`, else the bundled default. The model: `model`, else
+    the one head.json names (the bundled model for the bundled head). A model whose fingerprint
+    differs from the head's is refused (HeadError)."""
+    if head_dir is None and not (default_head_dir() / HEAD_JSON).is_file():
+        raise HeadError(f"no --head given, and the bundled default head is missing from {default_head_dir()} "
+                        "(it ships with the default model): pass --head HEAD_DIR written by `elmobatch train`")
+    head = load_head(head_dir or default_head_dir())
+    spec = model or (head.meta["model"].get("spec") if head_dir else None) or "default"
+    encoder = load_encoder(spec)
+    check_model(head, encoder.fingerprint, head_name=f"head {head_dir or 'default'}", model_name=f"model {spec}")
+    return head, encoder
+
+
 def check_threshold(head: Head, threshold: float | None) -> None:
     if threshold is None:
         return
@@ -217,4 +232,5 @@ def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, text_c
     return metrics, y_true, proba
 
 
-__all__ = ["HeadError", "ScoreError", "ScoreSummary", "evaluate_file", "output_paths", "score_file"]
+__all__ = ["HeadError", "ScoreError", "ScoreSummary", "evaluate_file", "load_head_and_model", "output_paths",
+           "score_file"]

@@ -23,6 +23,17 @@ from elmobatch.training.head import Head, save_head
 from elmobatch.training.split import Split, parse_split  # noqa: F401 (parse_split: for callers)
 
 
+def model_record(spec: str) -> str:
+    """How head.json names the model: "default" for the bundled one (wherever it is installed), an
+    existing directory as an absolute path, else the spec as given."""
+    from elmobatch.encoding.encoder import bundled_model_dir
+
+    if spec == "default" or not Path(spec).exists():
+        return spec
+    path = Path(spec).resolve()
+    return "default" if path == bundled_model_dir() else str(path)
+
+
 def rows_fingerprint(row_numbers, texts, labels) -> str:
     """sha256 over (row number, text, label) of the rows a head was fitted on."""
     digest = hashlib.sha256()
