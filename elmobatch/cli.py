@@ -60,7 +60,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
         enc = load_encoder(model)
         manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
                                batch_size=batch_size, progress=Progress(sys.stderr))
-    except (ModelError, ReadError, OutputError, ValueError) as exc:
+    except (ModelError, ReadError, OutputError, ValueError, OSError) as exc:  # OSError: e.g. disk full
         raise click.ClickException(str(exc))
     click.echo(summary_line(manifest, out))
 

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from elmobatch import load_encoder
 from elmobatch.caching import EmbeddingCache, normalize_text, text_hash
+from tests.conftest import tiny_options, write_random_model
 
 TEXTS = ["Hello world", "Hello   world ", "\tHello world", "Free entry!! Call 0800", "", "   ", "Free entry!! Call 0800"]
 
@@ -24,11 +26,14 @@ def test_dedup_normalization_and_hits(tmp_path, fixture_encoder):
 
 
 def test_other_model_gets_nothing(tmp_path, fixture_encoder):
-    cache = EmbeddingCache(tmp_path)
-    cache.embed(fixture_encoder, ["a message"])
-    key = bytes.fromhex(text_hash("a message"))
-    assert key in cache.lookup(fixture_encoder.fingerprint, [key])
-    assert cache.lookup("0" * 64, [key]) == {}
+    cache = EmbeddingCache(tmp_path / "cache")
+    first, _ = cache.embed(fixture_encoder, ["a message"])
+    other = load_encoder(str(write_random_model(tmp_path / "other", tiny_options(projection_dim=16))))
+    assert other.dim == fixture_encoder.dim and other.fingerprint != fixture_encoder.fingerprint
+    second, _ = cache.embed(other, ["a message"])
+    assert (cache.computed, cache.hits) == (2, 0)
+    np.testing.assert_allclose(second, other.embed_texts(["a message"], layers=True), atol=1e-6)
+    assert not np.allclose(first, second)
 
 
 @pytest.mark.parametrize("where", ["data", "index", "header", "truncated"])

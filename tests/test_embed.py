@@ -203,3 +203,39 @@ def test_sigkill_then_rerun_equals_clean_run(tmp_path):
     assert resumed["n_tokens"].equals(fresh["n_tokens"])
     np.testing.assert_allclose(read_layers(resumed), read_layers(fresh), atol=1e-6)
     assert manifest(out)["counts"]["rows_embedded"] == manifest(clean)["counts"]["rows_embedded"] == 1200
+
+
+def test_several_inputs_and_formats(tmp_path):
+    (tmp_path / "a.csv").write_text("message,n\nhello there,1\nsecond one,2\n")
+    (tmp_path / "b.jsonl").write_text('{"text": "from json", "n": 3}\n{"text": "hello there"}\n')
+    (tmp_path / "c.txt").write_text("")  # an empty file: no rows, still a (empty) part
+    result = embed(tmp_path / "a.csv", tmp_path / "b.jsonl", tmp_path / "c.txt", "--out", tmp_path / "out",
+                   cache=tmp_path / "cache")
+    m = manifest(tmp_path / "out")
+    assert m["counts"] == {"rows_read": 4, "rows_embedded": 4, "rows_rejected": 0, "cache_hits": 1, "computed": 3}
+    assert [p["file"] for p in m["parts"]] == [f"part-0000{i}-000000.parquet" for i in range(3)]
+    assert [i["decisions"]["text_column"] for i in m["inputs"]] == ["message", "text", "text"]
+    assert dataset(tmp_path / "out")["id"].to_pylist() == ["a.csv:0", "a.csv:1", "b.jsonl:0", "b.jsonl:1"]
+    assert "3 file(s)" in result.output
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.csv").write_text("text\nx\n")
+    result = embed(tmp_path / "a.csv", tmp_path / "sub" / "a.csv", "--out", tmp_path / "o2", cache=tmp_path / "cache",
+                   expect_ok=False)
+    assert result.exit_code != 0 and "share the file name 'a.csv'" in result.output
+
+
+def test_progress_lines():
+    import io
+
+    from elmobatch.embedding import Progress
+
+    log, bar = io.StringIO(), io.StringIO()
+    plain, tty = Progress(log, tty=False, every_s=0), Progress(bar, tty=True)
+    for progress in (plain, tty):
+        progress.update(500, 0.25)
+        progress.update(2000, 1.0)
+        progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "500 rows" in lines[0] and "25.0%" in lines[0] and "rows/s" in lines[0]
+    assert "ETA" in lines[0] and "\r" not in log.getvalue()
+    assert bar.getvalue().count("\r") == 2 and "[######" in bar.getvalue() and bar.getvalue().endswith("\n")

@@ -140,6 +140,7 @@ class EmbeddingCache:
                              "dim": layers.shape[2], "index_sha256": hashlib.sha256(index_bytes).hexdigest()}).encode()
         directory = self.model_dir(fingerprint)
         directory.mkdir(parents=True, exist_ok=True)
+        _sweep_tmp(directory)
         name = f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ebc"
         tmp = directory / f".tmp-{name}"
         with open(tmp, "wb") as f:
@@ -157,6 +158,16 @@ class EmbeddingCache:
                     path, exc)
         try:
             os.replace(path, path.with_name(path.name + ".corrupt"))
+        except OSError:
+            pass
+
+
+def _sweep_tmp(directory: Path, older_than_s: float = 3600) -> None:
+    """Remove temporary files that killed writers left behind (a live writer's are recent)."""
+    for tmp in directory.glob(".tmp-*"):
+        try:
+            if time.time() - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
         except OSError:
             pass
 

@@ -168,10 +168,7 @@ def _write_chunk(chunk, name, out, reader, encoder, cache, schema, options) -> d
     hits, computed = cache.hits, cache.computed
     layers, n_tokens = cache.embed(encoder, chunk.texts)
     row_numbers = chunk.rows["row_number"].to_numpy()
-    if options.id_column is not None:
-        ids = [str(v) for v in chunk.rows[options.id_column]]
-    else:
-        ids = [f"{reader.source_name}:{n}" for n in row_numbers]
+    ids = chunk.ids if chunk.ids is not None else [f"{reader.source_name}:{n}" for n in row_numbers]
     table = o.embeddings_table(schema, ids=ids, source_file=reader.source_name, row_numbers=row_numbers,
                                hashes=[text_hash(t) for t in chunk.texts], n_tokens=n_tokens, layers=layers,
                                texts=chunk.texts)

@@ -6,6 +6,7 @@
         chunk.rows     # DataFrame: the file's columns for the good rows, plus row_number
         chunk.texts    # list[str]: the (repaired) message of each good row, in the same order
         chunk.rejects  # DataFrame: source_file, row_number, reason, detail, raw
+        chunk.ids      # list[str] of the --id-column values of the good rows (None without one)
 
 Every record gets a row number (data row within the file, from 0) and ends up in exactly one of
 `rows` and `rejects`, so rows_read = good rows + rejects. Reject reasons are the `REASONS` keys.
@@ -53,6 +54,7 @@ class Chunk:
     rows: pd.DataFrame
     texts: list[str]
     rejects: pd.DataFrame
+    ids: list[str] | None  # the id column's values as strings, taken before pandas can retype them
     position: int  # how far reading has got, in units of MessageReader.size (bytes; rows for Parquet)
 
     @property
@@ -126,6 +128,7 @@ class MessageReader:
         self.max_text_chars = max_text_chars
         self.reject_empty = reject_empty
         self.source_name = source_name or path.name
+        self.text_column = self.id_column = None  # set by _decide; sampling runs before they are known
         self.decisions = self._decide(text_column, id_column, fmt, encoding)
         self.size = self._size()  # the unit of Chunk.position: bytes, or rows for Parquet
 
@@ -256,7 +259,10 @@ class MessageReader:
         rows["row_number"] = pd.array([n for n, _ in good], dtype="int64")
         rejected = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
         rejected["row_number"] = rejected["row_number"].astype("int64")
-        return Chunk(index=index, rows=rows, texts=texts, rejects=rejected, position=position)
+        ids = None
+        if self.id_column is not None:
+            ids = [str(_value(values, self.id_column, self.columns)) for _, values in good]
+        return Chunk(index=index, rows=rows, texts=texts, rejects=rejected, ids=ids, position=position)
 
     # ---- formats ---------------------------------------------------------------------------
 
@@ -291,7 +297,7 @@ class MessageReader:
         csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
         lines = lines or _Lines(self.path, self.encoding)
         names = [name for name, _ in header]
-        text_at = names.index(self.text_column) if getattr(self, "text_column", None) in names else None
+        text_at = names.index(self.text_column) if self.text_column in names else None
         sep = "\t" if self.format == "tsv" else ","
         reader = csv.reader(iter(lines), **self._csv_dialect())
         try:
@@ -346,7 +352,6 @@ class MessageReader:
 
     def _jsonl_records(self, lines: _Lines | None) -> Iterator[_Record]:
         lines = lines or _Lines(self.path, self.encoding)
-        text_column = getattr(self, "text_column", None)
         for _ in lines:
             raw, bad = lines.take()
             if bad:
@@ -363,7 +368,7 @@ class MessageReader:
             if not isinstance(obj, dict):
                 yield _Record(raw, reason="unparseable", detail=f"expected a JSON object, found {type(obj).__name__}")
                 continue
-            yield _Record(raw, values=obj, text=obj.get(text_column) if text_column else None)
+            yield _Record(raw, values=obj, text=obj.get(self.text_column) if self.text_column else None)
 
     def _parquet_records(self):
         import pyarrow.parquet as pq
