@@ -192,5 +192,32 @@ def score(inputs, head_dir, model, out, threshold, text_column, cache_dir):
         raise click.ClickException(str(exc))
 
 
+# ---- run (issue 7) ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Partition date (default: today).")
+def run(job_file, day):
+    """Run the job in JOB_FILE (TOML): score new input files into OUTPUT/date=YYYY-MM-DD/.
+
+    Exit codes: 0 ok, 3 ok with rejected rows, 4 nothing to do, 5 another run holds the lock,
+    1 failure, 2 bad job file.
+    """
+    from elmobatch.scheduling.run import EXIT_BAD_JOB, run_job
+    from elmobatch.scheduling.spec import JobSpecError, load_job
+
+    try:
+        spec = load_job(job_file)
+    except JobSpecError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_BAD_JOB)
+    report = run_job(spec, today=day.date() if day else None, log=lambda line: click.echo(line, err=True))
+    if report.error:
+        click.echo(f"Error: {report.error}", err=True)
+    click.echo(report.line())
+    sys.exit(report.exit_code)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -158,11 +158,13 @@ def check_threshold(head: Head, threshold: float | None) -> None:
 
 
 def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str | None = None,
-               threshold: float | None = None, **read_options) -> ScoreSummary:
-    """Score every good row of `path` into `out` (CSV or Parquet by extension); rejects beside it."""
+               threshold: float | None = None, rejects_to: Path | None = None, **read_options) -> ScoreSummary:
+    """Score every good row of `path` into `out` (CSV or Parquet by extension); rejects beside it,
+    or at `rejects_to`."""
     check_threshold(head, threshold)
     out = Path(out)
-    summary = ScoreSummary(str(path), str(out), str(rejects_path(out)))
+    rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
+    summary = ScoreSummary(str(path), str(out), str(rejects_out))
     chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
     writer = rejects = None
     try:
@@ -171,7 +173,7 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
                 columns = [c if c not in ADDED_COLUMNS else f"input_{c}" for c in chunk.rows.columns
                            if c != "row_number"] + list(ADDED_COLUMNS)
                 writer = _TableWriter(out, columns)
-                rejects = _TableWriter(rejects_path(out), REJECT_COLUMNS)
+                rejects = _TableWriter(rejects_out, REJECT_COLUMNS)
             index, score = head.predict(layers, threshold)
             frame = scored_frame(chunk.rows, head.labels, index, score)
             writer.write(frame)
@@ -183,7 +185,7 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             for name, count in frame["label"].value_counts().items():
                 summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
         if writer is None:  # a file with no records at all
-            writer, rejects = _TableWriter(out, list(ADDED_COLUMNS)), _TableWriter(rejects_path(out), REJECT_COLUMNS)
+            writer, rejects = _TableWriter(out, list(ADDED_COLUMNS)), _TableWriter(rejects_out, REJECT_COLUMNS)
         writer.close()
         rejects.close()
     except BaseException:
