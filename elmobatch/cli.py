@@ -8,6 +8,11 @@ import sys
 import click
 
 from elmobatch.encoding import ModelError, load_encoder
+from elmobatch.encoding.encoder import PRECISIONS
+
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+    help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
 
 
 @click.group()
@@ -102,7 +107,8 @@ _cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random choice.")
 @click.option("--positive-label", help="For two labels: the one `score` is the probability of (default: the rarer).")
 @_cache_option
-def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label,
+@precision_option
+def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, precision,
           cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
     from elmobatch.scoring.metrics import format_table
@@ -111,7 +117,7 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
 
     try:
         split = parse_split(split_spec)
-        encoder = load_encoder(model)
+        encoder = load_encoder(model, precision=precision)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
                           model_spec=model_record(model), split=split, text_column=text_column,
                           positive=positive_label, settings=FitSettings(epochs=epochs, batch_size=batch_size,
@@ -140,7 +146,8 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
 @click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
 @_cache_option
-def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, cache_dir):
+@precision_option
+def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, cache_dir, precision):
     """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json."""
     from pathlib import Path
 
@@ -150,7 +157,7 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
     from elmobatch.embedding import file_sha256
 
     try:
-        head, encoder = load_head_and_model(head_dir, model)
+        head, encoder = load_head_and_model(head_dir, model, precision)
         metrics, y_true, proba = evaluate_file(input, label_column=label_column, head=head, encoder=encoder,
                                                cache=_cache(cache_dir), text_column=text_column,
                                                rows=split_spec, threshold=threshold)
@@ -176,13 +183,14 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
 @click.option("--text-column", help="Column holding the message (default: detected).")
 @_cache_option
-def score(inputs, head_dir, model, out, threshold, text_column, cache_dir):
+@precision_option
+def score(inputs, head_dir, model, out, threshold, text_column, cache_dir, precision):
     """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file."""
     from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
 
     try:
         outputs = output_paths(list(inputs), out)
-        head, encoder = load_head_and_model(head_dir, model)
+        head, encoder = load_head_and_model(head_dir, model, precision)
         cache = _cache(cache_dir)
         for path, target in zip(inputs, outputs):
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,

@@ -101,7 +101,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     from elmobatch.scoring.score import load_head_and_model, score_file
 
     head_dir = None if spec.head == "default" else spec.head
-    head, encoder = load_head_and_model(head_dir, spec.model)
+    head, encoder = load_head_and_model(head_dir, spec.model, spec.precision)
     encoder.batch_size = spec.batch_size
     cache = EmbeddingCache(spec.cache_dir)
     if spec.engine == "spark":

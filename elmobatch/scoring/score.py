@@ -133,7 +133,7 @@ def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score
     return out
 
 
-def load_head_and_model(head_dir=None, model: str | None = None):
+def load_head_and_model(head_dir=None, model: str | None = None, precision: str = "float32"):
     """-> (Head, Encoder). The head: `head_dir`, else the bundled default. The model: `model`, else
     the one head.json names (the bundled model for the bundled head). A model whose fingerprint
     differs from the head's is refused (HeadError)."""
@@ -142,7 +142,7 @@ def load_head_and_model(head_dir=None, model: str | None = None):
                         "(it ships with the default model): pass --head HEAD_DIR written by `elmobatch train`")
     head = load_head(head_dir or default_head_dir())
     spec = model or (head.meta["model"].get("spec") if head_dir else None) or "default"
-    encoder = load_encoder(spec)
+    encoder = load_encoder(spec, precision=precision)
     check_model(head, encoder.fingerprint, head_name=f"head {head_dir or 'default'}", model_name=f"model {spec}")
     return head, encoder
 
