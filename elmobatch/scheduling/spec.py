@@ -3,7 +3,7 @@
     [job]
     name = "sms-nightly"
     inputs = ["/data/incoming/*.csv"]   # globs, relative to the spec file's folder
-    output = "/data/scored"             # relative to the spec file's folder
+    output = "/data/scored"             # relative to the spec file's folder (so is cache_dir)
     model = "default"                    # any load_encoder spec
     head = "default"                     # a head directory or "default"
 
@@ -100,5 +100,5 @@ def load_job(path: str | Path) -> JobSpec:
         source=path.resolve(),
         model=model if model == "default" or "://" in model else _resolve(base, model),
         head=head if head == "default" else _resolve(base, head),
-        options={k: v for k, v in job.items() if k in OPTIONAL},
+        options={k: _resolve(base, v) if k == "cache_dir" else v for k, v in job.items() if k in OPTIONAL},
     )
