@@ -60,16 +60,22 @@ class SparkJob:
 # ---- the session -----------------------------------------------------------------------------
 
 
+def _require_pyspark() -> None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise SparkError(INSTALL_HINT) from None
+
+
 def spark_session(master: str | None = None, app_name: str = "elmobatch-embed"):
     """(session, created): the active session if there is one, else a new one on `master`.
 
     Python workers run this interpreter unless PYSPARK_PYTHON (or spark.pyspark.python) says
     otherwise; in local mode always this interpreter.
     """
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        raise SparkError(INSTALL_HINT) from None
+    _require_pyspark()
+    from pyspark.sql import SparkSession
+
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
@@ -98,6 +104,7 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     """
     from elmobatch.encoding import load_encoder
 
+    _require_pyspark()
     options = options or EmbedOptions()
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
