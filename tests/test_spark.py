@@ -102,7 +102,9 @@ def test_spark_output_equals_local(runs, inputs):
     assert c["cache_hits"] + c["computed"] == c["rows_embedded"] and c["computed"] >= local["counts"]["computed"]
     assert remote["reject_reasons"] == {"nul_byte": 1, "unparseable": 2, "not_text": 1, "blank_line": 1}
     assert [i["decisions"]["encoding"] for i in remote["inputs"]] == ["latin-1", "utf-8"]
-    assert remote["engine"]["name"] == "spark" and remote["engine"]["tasks"] == 3  # 2 slices of the CSV + 1
+    engine = remote["engine"]
+    assert engine["name"] == "spark" and engine["tasks"] == 3  # 2 slices of the CSV + 1 for the JSON Lines file
+    assert 1 <= engine["model_loads"] <= engine["python_workers"] <= 2  # once per Python worker, not per task
     assert json.loads((base / "spark" / "_manifest.json").read_text())["counts"] == remote["counts"]
     spilled = table(base / "spark").filter(ds.field("id") == "sms300.csv:95").to_pylist()[0]
     assert spilled["text"].endswith("FML, PO Box 5249, MK17 92H. 450Ppw 16\"")
@@ -137,3 +139,30 @@ def test_missing_pyspark_and_master_without_engine(inputs, tmp_path, monkeypatch
     result = CliRunner().invoke(main, [*base, "--engine", "spark"])
     assert result.exit_code == 1 and "pip install 'elmobatch[spark]'" in result.output
     assert not (tmp_path / "out").exists()  # refused before touching --out
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfterFirstChunk:
+    """A progress sink that interrupts the local engine once its first chunk is on disk."""
+
+    def update(self, rows, fraction):
+        raise Interrupt
+
+    def close(self):
+        pass
+
+
+def test_spark_resumes_an_interrupted_run(runs, inputs, spark, fixture_encoder):
+    base, local, _ = runs
+    out = base / "resumed"
+    with pytest.raises(Interrupt):
+        embed_files(inputs, out, fixture_encoder, options=OPTIONS, cache=EmbeddingCache(base / "c3"),
+                    progress=StopAfterFirstChunk())
+    assert (out / "_state" / "part-00000-000000.json").is_file() and not (out / "_SUCCESS").exists()
+    manifest = embed_files_spark(inputs, out, str(FIXTURE), options=OPTIONS, cache_dir=base / "c3", spark=spark)
+    assert manifest["timings"]["chunks_resumed"] == 1 and manifest["timings"]["chunks_written"] == 4
+    assert manifest["counts"]["rows_read"] == local["counts"]["rows_read"]
+    assert_same_output(base / "local", out)

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -76,6 +77,8 @@ def spark_session(master: str | None = None, app_name: str = "elmobatch-embed"):
     _require_pyspark()
     from pyspark.sql import SparkSession
 
+    # pyspark warns about every pandas newer than it was tested with; mapInArrow does not use pandas
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
@@ -127,8 +130,9 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     finally:
         if own:
             spark.stop()
-    new = [r for r in results if "part" in r]
-    cache.corrupt = sum(r.get("corrupt_segments", 0) for r in results if "part" not in r)
+    new, notes = [r for r in results if "part" in r], [r for r in results if "part" not in r]
+    cache.corrupt = sum(n["corrupt_segments"] for n in notes)
+    engine.update(python_workers=len({n["pid"] for n in notes}), model_loads=sum(n["loaded_model"] for n in notes))
     records = sorted([*plan.done.values(), *new], key=lambda r: r["part"])
     _check_complete(plan.out, records, len(job.inputs))
     return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
@@ -259,7 +263,8 @@ def _comparable(decisions: dict) -> dict:
 def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     """Read input `file_index` whole; embed and write the chunks with index % n == k not done yet.
 
-    Returns their records plus one note with this task's count of damaged cache segments.
+    Returns their records plus one note: this task's Python worker (pid), whether it had to load
+    the model, and how many damaged cache segments it set aside.
     """
     path, out = Path(job.inputs[file_index]), Path(job.out)
     reader = open_reader(path, job.options)
@@ -268,6 +273,7 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
         raise SparkError(f"{path}: this executor reads the file differently from the driver "
                          f"({mine} vs {drivers}): is it the same file on every machine?")
     cache = EmbeddingCache(job.cache_dir)
+    had_model = (job.model_spec, job.fingerprint) in _ENCODERS
     tmp_dir = out / o.TMP / f"task-{uuid.uuid4().hex}"  # own temp names: a retried task never collides
     records, schema = [], None
     for chunk in reader:
@@ -283,7 +289,9 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
         for leftover in tmp_dir.iterdir():
             leftover.unlink()
         tmp_dir.rmdir()
-    return [*records, {"task": f"{file_index}/{k}/{n}", "corrupt_segments": cache.corrupt}]
+    note = {"task": f"{file_index}/{k}/{n}", "pid": os.getpid(), "corrupt_segments": cache.corrupt,
+            "loaded_model": schema is not None and not had_model}
+    return [*records, note]
 
 
 __all__ = ["SparkError", "SparkJob", "embed_files_spark", "embed_units", "embed_slice", "spark_session",
