@@ -71,8 +71,8 @@ def _require_pyspark() -> None:
 def spark_session(master: str | None = None, app_name: str = "elmobatch-embed"):
     """(session, created): the active session if there is one, else a new one on `master`.
 
-    Python workers run this interpreter unless PYSPARK_PYTHON (or spark.pyspark.python) says
-    otherwise; in local mode always this interpreter.
+    Python workers run this interpreter unless PYSPARK_PYTHON says otherwise (on a cluster it must
+    name an interpreter with elmobatch installed on every node).
     """
     _require_pyspark()
     from pyspark.sql import SparkSession
@@ -82,11 +82,11 @@ def spark_session(master: str | None = None, app_name: str = "elmobatch-embed"):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # what the workers run, unless the user says
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
-    if master is None or master.startswith("local"):
+    if master and master.startswith("local"):  # same machine: always this interpreter
         builder = builder.config("spark.pyspark.python", sys.executable)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")  # our errors are raised on the driver with the task's reason
