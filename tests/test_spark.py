@@ -31,7 +31,8 @@ OPTIONS = EmbedOptions(chunk_rows=100, keep_text=True)  # 4 chunks of the CSV, s
 def spark():
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this interpreter (the conf alone is not read in local mode)
+    # Python workers run this interpreter (the spark.pyspark.python conf alone is not read in local mode)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (SparkSession.builder.master("local[2]").appName("elmobatch-tests")
                .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
                .config("spark.pyspark.python", sys.executable).getOrCreate())

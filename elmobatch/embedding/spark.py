@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 import time
 import uuid
@@ -117,8 +118,8 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     plan = plan_run(inputs, out, encoder, options)
     job = SparkJob(inputs=tuple(str(Path(i["path"]).absolute()) for i in plan.inputs_info),
                    decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
-                   model_spec=str(model_spec), model_path=_local_model_path(model_spec), fingerprint=encoder.fingerprint,
-                   cache_dir=str(cache.directory), options=options, batch_size=batch_size, done=frozenset(plan.done))
+                   model_spec=str(model_spec), model_path=_local_model_path(model_spec),
+                   fingerprint=encoder.fingerprint, cache_dir=str(cache.directory), options=options, batch_size=batch_size, done=frozenset(plan.done))
     own = spark is None
     if own:
         spark, own = spark_session(master)
@@ -132,7 +133,7 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
             spark.stop()
     new, notes = [r for r in results if "part" in r], [r for r in results if "part" not in r]
     cache.corrupt = sum(n["corrupt_segments"] for n in notes)
-    engine.update(python_workers=len({n["pid"] for n in notes}), model_loads=sum(n["loaded_model"] for n in notes))
+    engine.update(python_workers=len({n["worker"] for n in notes}), model_loads=sum(n["loaded_model"] for n in notes))
     records = sorted([*plan.done.values(), *new], key=lambda r: r["part"])
     _check_complete(plan.out, records, len(job.inputs))
     return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
@@ -263,7 +264,7 @@ def _comparable(decisions: dict) -> dict:
 def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     """Read input `file_index` whole; embed and write the chunks with index % n == k not done yet.
 
-    Returns their records plus one note: this task's Python worker (pid), whether it had to load
+    Returns their records plus one note: this task's Python worker (host:pid), whether it had to load
     the model, and how many damaged cache segments it set aside.
     """
     path, out = Path(job.inputs[file_index]), Path(job.out)
@@ -289,8 +290,8 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
         for leftover in tmp_dir.iterdir():
             leftover.unlink()
         tmp_dir.rmdir()
-    note = {"task": f"{file_index}/{k}/{n}", "pid": os.getpid(), "corrupt_segments": cache.corrupt,
-            "loaded_model": schema is not None and not had_model}
+    note = {"task": f"{file_index}/{k}/{n}", "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "corrupt_segments": cache.corrupt, "loaded_model": schema is not None and not had_model}
     return [*records, note]
 
 
