@@ -7,6 +7,9 @@ then recorded in _state/. A run killed at any point and started again with the s
 options skips the recorded chunks and writes the rest, so the result equals an uninterrupted run.
 A directory that holds a completed run (_SUCCESS) is rewritten from scratch (the cache makes that
 cheap); so is one left by a run with other inputs, model or options.
+
+The pieces, shared with the Spark engine (elmobatch/embedding/spark.py): `plan_run` (decisions,
+checksums, resume state), `write_chunk` (one chunk -> its files), `finish_run` (manifest, _SUCCESS).
 """
 
 from __future__ import annotations
