@@ -8,6 +8,11 @@ import sys
 import click
 
 from elmobatch.encoding import ModelError, load_encoder
+from elmobatch.encoding.encoder import PRECISIONS
+
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+    help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
 
 
 @click.group()
@@ -78,6 +83,163 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
     except (ModelError, ReadError, OutputError, ValueError, OSError) as exc:  # OSError: e.g. disk full
         raise click.ClickException(str(exc))
     click.echo(summary_line(manifest, out))
+
+
+# ---- heads: train, evaluate, score (issue 4) ------------------------------------------------
+
+
+def _head_errors():
+    """The errors of train/evaluate/score that are the user's to fix: shown as one clear line."""
+    from elmobatch.reading import ReadError
+    from elmobatch.scoring.score import ScoreError
+    from elmobatch.scoring.vectors import LabelError
+    from elmobatch.training.head import HeadError
+    from elmobatch.training.split import SplitError
+
+    return (ModelError, ReadError, HeadError, SplitError, ScoreError, LabelError)
+
+
+def _cache(cache_dir):
+    from elmobatch.caching import EmbeddingCache
+
+    return EmbeddingCache(cache_dir)
+
+
+_cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
+                             help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
+
+
+@main.command()
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label-column", required=True, help="Column holding each row's label.")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@click.option("--model", default="default", show_default=True, help="Encoder: a load_encoder spec.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Head directory to write.")
+@click.option("--split", "split_spec", default="last:0.2", show_default=True,
+              help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(1), help="Most epochs (early stopping).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random choice.")
+@click.option("--positive-label", help="For two labels: the one `score` is the probability of (default: the rarer).")
+@_cache_option
+@precision_option
+def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, precision,
+          cache_dir):
+    """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
+    from elmobatch.scoring.metrics import format_table
+    from elmobatch.training.fit import FitSettings, TrainingError
+    from elmobatch.training.train import model_record, parse_split, train_file
+
+    try:
+        split = parse_split(split_spec)
+        encoder = load_encoder(model, precision=precision)
+        head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
+                          model_spec=model_record(model), split=split, text_column=text_column,
+                          positive=positive_label, settings=FitSettings(epochs=epochs, batch_size=batch_size,
+                                                                        seed=seed), log=click.echo)
+    except (TrainingError, *_head_errors()) as exc:
+        raise click.ClickException(str(exc))
+    meta = head.meta
+    weights = ", ".join(f"{w:.3f}" for w in meta["layer_weights"])
+    threshold = "none (most probable label)" if meta["threshold"] is None else f"{meta['threshold']:.4f}"
+    click.echo(f"labels {', '.join(meta['labels'])}; threshold {threshold}; "
+               f"layer weights {weights}; gamma {meta['gamma']:.3f}")
+    if meta["metrics"]:
+        test = meta["data"]["test_rows"]
+        click.echo(f"held-out rows {test['first']}..{test['last']} ({test['count']}):")
+        click.echo(format_table(meta["metrics"]))
+    click.echo(f"head written to {out}")
+
+
+@main.command()
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label-column", required=True, help="Column holding each row's true label.")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False), help="Head directory (default: bundled).")
+@click.option("--model", help="Encoder spec (default: the model the head names).")
+@click.option("--out", type=click.Path(file_okay=False), help="Report directory (default: <input stem>.report).")
+@click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
+@click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
+@_cache_option
+@precision_option
+def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, cache_dir, precision):
+    """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json."""
+    from pathlib import Path
+
+    from elmobatch.scoring.metrics import format_table
+    from elmobatch.scoring.report import write_report
+    from elmobatch.scoring.score import evaluate_file, load_head_and_model
+    from elmobatch.embedding import file_sha256
+
+    try:
+        head, encoder = load_head_and_model(head_dir, model, precision)
+        metrics, y_true, proba = evaluate_file(input, label_column=label_column, head=head, encoder=encoder,
+                                               cache=_cache(cache_dir), text_column=text_column,
+                                               rows=split_spec, threshold=threshold)
+    except _head_errors() as exc:
+        raise click.ClickException(str(exc))
+    trained_on = head.meta.get("data", {}).get("file_sha256")
+    if split_spec is None and trained_on == file_sha256(input):
+        click.echo(f"note: {input} is the file this head was trained on; its training rows are included "
+                   f"(evaluate only the held-out rows with --split {head.meta['data']['split']})", err=True)
+    out = Path(out) if out else Path.cwd() / f"{Path(input).stem}.report"
+    report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
+                          float(head.weights["gamma"]), metrics["threshold"], title=f"elmobatch evaluate {input}")
+    click.echo(format_table(metrics))
+    click.echo(f"report: {report} (metrics.json and PNGs beside it)")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False), help="Head directory (default: bundled).")
+@click.option("--model", help="Encoder spec (default: the model the head names).")
+@click.option("--out", type=click.Path(), help="Output .csv/.parquet file (one input) or directory "
+              "(default: <input stem>.scored.csv in the current directory).")
+@click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@_cache_option
+@precision_option
+def score(inputs, head_dir, model, out, threshold, text_column, cache_dir, precision):
+    """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file."""
+    from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
+
+    try:
+        outputs = output_paths(list(inputs), out)
+        head, encoder = load_head_and_model(head_dir, model, precision)
+        cache = _cache(cache_dir)
+        for path, target in zip(inputs, outputs):
+            summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
+                                 threshold=threshold)
+            click.echo(summary.line())
+    except _head_errors() as exc:
+        raise click.ClickException(str(exc))
+
+
+# ---- run (issue 7) ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Partition date (default: today).")
+def run(job_file, day):
+    """Run the job in JOB_FILE (TOML): score new input files into OUTPUT/date=YYYY-MM-DD/.
+
+    Exit codes: 0 ok, 3 ok with rejected rows, 4 nothing to do, 5 another run holds the lock,
+    1 failure, 2 bad job file.
+    """
+    from elmobatch.scheduling.run import EXIT_BAD_JOB, run_job
+    from elmobatch.scheduling.spec import JobSpecError, load_job
+
+    try:
+        spec = load_job(job_file)
+    except JobSpecError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_BAD_JOB)
+    report = run_job(spec, today=day.date() if day else None, log=lambda line: click.echo(line, err=True))
+    if report.error:
+        click.echo(f"Error: {report.error}", err=True)
+    click.echo(report.line())
+    sys.exit(report.exit_code)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,40 @@ def test_spark_resumes_an_interrupted_run(runs, inputs, spark, fixture_encoder):
     assert manifest["timings"]["chunks_resumed"] == 1 and manifest["timings"]["chunks_written"] == 4
     assert manifest["counts"]["rows_read"] == local["counts"]["rows_read"]
     assert_same_output(base / "local", out)
+
+
+def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
+    """`elmobatch run` with engine = "spark": Spark fills the job's cache, then scoring finds every vector."""
+    import datetime as dt
+
+    from elmobatch.embedding.spark import SPARK_SCRATCH, warm_cache_with_spark
+    from elmobatch.reading import read_messages
+    from elmobatch.scheduling.run import run_job
+    from elmobatch.scheduling.spec import load_job
+
+    train = tmp_path / "train.csv"
+    train.write_bytes(b"\n".join(SMS.read_bytes().split(b"\n")[:401]) + b"\n")
+    head = tmp_path / "head"
+    result = CliRunner().invoke(main, ["train", str(train), "--label-column", "v1", "--model", str(FIXTURE),
+                                       "--out", str(head), "--epochs", "2", "--cache-dir", str(tmp_path / "c0")])
+    assert result.exit_code == 0, result.output
+    job = tmp_path / "job.toml"
+    job.write_text(f'[job]\nname = "spark-job"\ninputs = ["{inputs[0]}"]\noutput = "{tmp_path / "scored"}"\n'
+                   f'model = "{FIXTURE}"\nhead = "{head}"\ncache_dir = "{tmp_path / "cache"}"\nchunk_rows = 100\n'
+                   'engine = "spark"\nspark_master = "local[2]"\n')
+    spec = load_job(job)
+
+    manifest = warm_cache_with_spark(list(spec.inputs), spec, spark=spark)
+    assert manifest["engine"]["name"] == "spark" and manifest["counts"]["rows_embedded"] == 300
+    assert not (spec.output / SPARK_SCRATCH).exists()  # only the cache is kept
+    texts = [t for chunk in read_messages(inputs[0]) for t in chunk.texts]
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.embed(fixture_encoder, texts)
+    assert len(texts) == 300 and cache.computed == 0 and cache.hits == 300
+
+    log = []
+    report = run_job(spec, today=dt.date(2026, 1, 1), log=log.append)
+    assert report.exit_code == 3, (report.error, log)  # ok, with the NUL row and the unterminated quote rejected
+    assert (report.rows_read, report.rows_scored, report.rows_rejected) == (302, 300, 2)
+    assert any("with Spark (local[2])" in line for line in log)
+    assert (spec.output / "date=2026-01-01" / "_SUCCESS").is_file() and not (spec.output / SPARK_SCRATCH).exists()

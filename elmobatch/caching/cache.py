@@ -85,7 +85,7 @@ class EmbeddingCache:
         """
         keys = [text_key(t) for t in texts]
         unique = list(dict.fromkeys(keys))
-        found = self.lookup(encoder.fingerprint, unique)
+        found = self.lookup(encoder.cache_key, unique)
         missing = [k for k in unique if k not in found]
         if missing:
             first_text = {}
@@ -94,7 +94,7 @@ class EmbeddingCache:
             tokens = [encoder.tokenize(first_text[k]) for k in missing]
             pooled = encoder.pool_tokens(tokens)
             counts = np.array([len(t) for t in tokens], np.int32)
-            self.store(encoder.fingerprint, missing, pooled, counts)
+            self.store(encoder.cache_key, missing, pooled, counts)
             found.update((k, (pooled[i], counts[i])) for i, k in enumerate(missing))
         self.computed += len(missing)
         self.hits += len(texts) - len(missing)

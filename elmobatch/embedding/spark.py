@@ -36,6 +36,7 @@ from elmobatch.embedding.job import (EmbedOptions, OutputError, _now, finish_run
 
 INSTALL_HINT = "the Spark engine needs pyspark: pip install 'elmobatch[spark]'"
 UNIT_SCHEMA = "file_index int, slice int, slices int"
+SPARK_SCRATCH = "_spark_embed"  # warm_cache_with_spark's dataset, inside a job's output
 RESULT_SCHEMA = pa.schema([("record", pa.string())])  # one JSON chunk record (or task note) per row
 
 
@@ -53,6 +54,7 @@ class SparkJob:
     model_spec: str  # as the user gave it
     model_path: str | None  # the driver's absolute path for a local model directory
     fingerprint: str
+    precision: str  # load_encoder's precision: float32 or bf16
     cache_dir: str
     options: EmbedOptions
     batch_size: int | None
@@ -99,11 +101,11 @@ def spark_session(master: str | None = None, app_name: str = "elmobatch-embed"):
 
 def embed_files_spark(inputs, out, model_spec: str = "default", *, options: EmbedOptions | None = None,
                       cache_dir=None, batch_size: int | None = None, master: str | None = None, spark=None,
-                      encoder=None) -> dict:
+                      encoder=None, precision: str = "float32") -> dict:
     """Embed every input into `out` on Spark; returns the manifest (the local engine's layout and schema).
 
     `spark`: a session to use (else the active one, else a new one on `master`, stopped at the end).
-    `encoder`: the driver's copy of the model, if already loaded (it must be `model_spec`).
+    `encoder`: the driver's copy of the model, if already loaded (it must be `model_spec` at `precision`).
     Raises ReadError/OutputError/ModelError before any Spark work, SparkError when a task fails.
     """
     from elmobatch.encoding import load_encoder
@@ -112,14 +114,15 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     options = options or EmbedOptions()
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
-    encoder = encoder or load_encoder(model_spec)
+    encoder = encoder or load_encoder(model_spec, precision=precision)
     cache = EmbeddingCache(Path(cache_dir or default_cache_dir()).absolute())
     started, clock = _now(), time.monotonic()
     plan = plan_run(inputs, out, encoder, options)
     job = SparkJob(inputs=tuple(str(Path(i["path"]).absolute()) for i in plan.inputs_info),
                    decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
                    model_spec=str(model_spec), model_path=_local_model_path(model_spec),
-                   fingerprint=encoder.fingerprint, cache_dir=str(cache.directory), options=options, batch_size=batch_size, done=frozenset(plan.done))
+                   fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
+                   options=options, batch_size=batch_size, done=frozenset(plan.done))
     own = spark is None
     if own:
         spark, own = spark_session(master)
@@ -139,6 +142,25 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
                       started=started, seconds=time.monotonic() - clock, written=len(new),
                       resumed=len(plan.done), engine=engine)
+
+
+def warm_cache_with_spark(paths, spec, *, master: str | None = None, spark=None, encoder=None) -> dict:
+    """For `elmobatch run --engine spark`: embed a job's input files on Spark into the job's cache,
+    so that scoring then finds every vector there. `spec` is a scheduling JobSpec.
+
+    The embeddings dataset is written to SPEC.output/_spark_embed (a shared path, as Spark needs)
+    and removed once complete; a run killed meanwhile resumes it. Returns its manifest.
+    """
+    import shutil
+
+    options = EmbedOptions(text_column=spec.text_column, id_column=spec.id_column, fmt=spec.format,
+                           encoding=spec.encoding, chunk_rows=spec.chunk_rows)
+    scratch = Path(spec.output) / SPARK_SCRATCH
+    manifest = embed_files_spark(paths, scratch, spec.model, options=options, cache_dir=spec.cache_dir,
+                                 batch_size=spec.batch_size, master=master, spark=spark, encoder=encoder,
+                                 precision=spec.precision)
+    shutil.rmtree(scratch)
+    return manifest
 
 
 def _local_model_path(spec: str) -> str | None:
@@ -209,18 +231,22 @@ def _check_complete(out: Path, records: list[dict], n_inputs: int) -> None:
 
 # ---- the executors ---------------------------------------------------------------------------
 
-_ENCODERS: dict[tuple[str, str], object] = {}  # per Python worker: (model spec, fingerprint) -> Encoder
+_ENCODERS: dict[tuple[str, str, str], object] = {}  # per Python worker: (spec, fingerprint, precision) -> Encoder
 
 
 def worker_encoder(job: SparkJob):
     """The encoder of this Python worker, loaded on first use and kept for later tasks."""
-    key = (job.model_spec, job.fingerprint)
+    key = _encoder_key(job)
     if key not in _ENCODERS:
         _ENCODERS[key] = _load_worker_model(job)
     encoder = _ENCODERS[key]
     if job.batch_size is not None:
         encoder.batch_size = job.batch_size
     return encoder
+
+
+def _encoder_key(job: SparkJob) -> tuple[str, str, str]:
+    return job.model_spec, job.fingerprint, job.precision
 
 
 def _load_worker_model(job: SparkJob):
@@ -242,7 +268,7 @@ def _load_worker_model(job: SparkJob):
             raise ModelError(f"model {spec!r}: not found on this executor (looked at {', '.join(candidates)}); "
                              "ship it with --archives or put it on a shared filesystem")
         spec = found[0]
-    encoder = load_encoder(spec)
+    encoder = load_encoder(spec, precision=job.precision)
     if encoder.fingerprint != job.fingerprint:
         raise SparkError(f"model {spec!r} on this executor has fingerprint {encoder.fingerprint[:12]}, "
                          f"the driver's has {job.fingerprint[:12]}: ship the same model to every executor")
@@ -274,7 +300,7 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
         raise SparkError(f"{path}: this executor reads the file differently from the driver "
                          f"({mine} vs {drivers}): is it the same file on every machine?")
     cache = EmbeddingCache(job.cache_dir)
-    had_model = (job.model_spec, job.fingerprint) in _ENCODERS
+    had_model = _encoder_key(job) in _ENCODERS
     tmp_dir = out / o.TMP / f"task-{uuid.uuid4().hex}"  # own temp names: a retried task never collides
     records, schema = [], None
     for chunk in reader:
@@ -295,5 +321,5 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     return [*records, note]
 
 
-__all__ = ["SparkError", "SparkJob", "embed_files_spark", "embed_units", "embed_slice", "spark_session",
+__all__ = ["SparkError", "SparkJob", "embed_files_spark", "warm_cache_with_spark", "embed_units", "embed_slice", "spark_session",
            "worker_encoder", "INSTALL_HINT"]

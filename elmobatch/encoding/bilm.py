@@ -195,58 +195,89 @@ class BiLM(tf.Module):
             for name in shapes
         }
 
+    # ---- weights laid out for computation --------------------------------------------------
+
+    def layout(self, matmul_dtype: tf.DType = tf.float32) -> dict:
+        """The weights as the layers below use them, matrices in `matmul_dtype`:
+          char_embed: (n_characters, char_dim) with a zero row 0 for "no token"
+          cnn:        per filter (kernel (width * char_dim, n), bias (n,))
+          highway:    per layer (W_carry, b_carry, W_transform, b_transform)
+          proj:       (W_proj, b_proj) or None
+          lstm:       per layer (w_input (2, p_in, 4d), w_recurrent (2, p_out, 4d), bias (2, 4d),
+                      w_proj (2, d, p) or None); both directions stacked on axis 0, gates reordered
+                      from the file's (input, candidate, forget, output) to (input, forget, output,
+                      candidate) so that one sigmoid covers three gates; forget bias 1.0 folded in.
+        Training computes this from the variables at every step (gradients flow through it);
+        inference computes it once (`prepare`).
+        """
+        c, v = self.config, self.variables_by_name
+        m = lambda w: tf.cast(w, matmul_dtype)  # noqa: E731
+        d, p = c.lstm_dim, c.projection_dim
+        order = np.concatenate([np.arange(0, d), np.arange(2 * d, 4 * d), np.arange(d, 2 * d)])
+        forget_bias = np.concatenate([np.zeros(d), np.ones(d), np.zeros(2 * d)]).astype(np.float32)
+        lstm = []
+        for layer in range(c.n_layers):
+            prefixes = [_lstm_prefix(direction, layer, c.n_layers) for direction in (0, 1)]
+            w = tf.gather(tf.stack([v[f"{q}/W_0"] for q in prefixes]), order, axis=-1)
+            bias = tf.gather(tf.stack([v[f"{q}/B"] for q in prefixes]), order, axis=-1) + forget_bias
+            w_proj = m(tf.stack([v[f"{q}/W_P_0"] for q in prefixes])) if p < d else None
+            lstm.append((m(w[:, :p]), m(w[:, p:]), bias, w_proj))
+        return {
+            "char_embed": tf.concat([tf.zeros((1, c.char_dim)), v["char_embed"]], axis=0),
+            "cnn": [(m(tf.reshape(v[f"CNN/W_cnn_{i}"], [width * c.char_dim, n])), v[f"CNN/b_cnn_{i}"])
+                    for i, (width, n) in enumerate(c.filters)],
+            "highway": [tuple(m(v[f"CNN_high_{i}/{k}"]) if k.startswith("W") else v[f"CNN_high_{i}/{k}"]
+                              for k in ("W_carry", "b_carry", "W_transform", "b_transform"))
+                        for i in range(c.n_highway)],
+            "proj": (m(v["CNN_proj/W_proj"]), v["CNN_proj/b_proj"]) if c.use_cnn_projection else None,
+            "lstm": lstm,
+        }
+
+    def prepare(self, matmul_dtype: tf.DType = tf.float32) -> None:
+        """Lay the weights out once for inference, matmuls in `matmul_dtype` (float32, or bfloat16:
+        twice the matmul speed on CPUs with bf16 instructions; activations and LSTM state stay float32).
+        Call again after changing the variables."""
+        self._layout = self.layout(matmul_dtype)
+
+    def _weights(self) -> dict:
+        return getattr(self, "_layout", None) or self.layout()
+
     # ---- the layers, in order ------------------------------------------------------------
 
-    def char_cnn(self, char_ids: tf.Tensor) -> tf.Tensor:
+    def char_cnn(self, char_ids: tf.Tensor, w: dict | None = None) -> tf.Tensor:
         """(..., max_chars) ids -> (..., n_filters): conv per filter width, max over positions, activation.
 
         Each convolution runs as one matmul over character windows: the sums of a valid conv1d
         with kernel W_cnn_i[0], as one large matrix product instead of many small ones.
         """
-        c = self.config
-        table = tf.concat([tf.zeros((1, c.char_dim)), self.variables_by_name["char_embed"]], axis=0)
+        c, w = self.config, w or self._weights()
         lead = tf.shape(char_ids)[:-1]
-        chars = tf.nn.embedding_lookup(table, tf.reshape(char_ids, [-1, c.max_characters_per_token]))
+        chars = tf.nn.embedding_lookup(w["char_embed"], tf.reshape(char_ids, [-1, c.max_characters_per_token]))
         act = tf.nn.relu if c.activation == "relu" else tf.nn.tanh
         outputs = []
-        for i, (width, n) in enumerate(c.filters):
+        for (width, _), (kernel, bias) in zip(c.filters, w["cnn"]):
             positions = c.max_characters_per_token - width + 1
             windows = tf.concat([chars[:, k : k + positions] for k in range(width)], axis=-1)
-            kernel = tf.reshape(self.variables_by_name[f"CNN/W_cnn_{i}"], [width * c.char_dim, n])
-            conv = tf.matmul(windows, kernel) + self.variables_by_name[f"CNN/b_cnn_{i}"]
-            outputs.append(act(tf.reduce_max(conv, axis=1)))
+            outputs.append(act(tf.reduce_max(_matmul(windows, kernel) + bias, axis=1)))
         return tf.reshape(tf.concat(outputs, axis=-1), tf.concat([lead, [c.n_filters]], axis=0))
 
-    def highway_and_projection(self, x: tf.Tensor) -> tf.Tensor:
-        """(batch, T, n_filters) -> (batch, T, projection_dim)."""
-        v = self.variables_by_name
-        for i in range(self.config.n_highway):
-            carry = tf.sigmoid(x @ v[f"CNN_high_{i}/W_carry"] + v[f"CNN_high_{i}/b_carry"])
-            transform = tf.nn.relu(x @ v[f"CNN_high_{i}/W_transform"] + v[f"CNN_high_{i}/b_transform"])
+    def highway_and_projection(self, x: tf.Tensor, w: dict | None = None) -> tf.Tensor:
+        """(..., n_filters) -> (..., projection_dim)."""
+        w = w or self._weights()
+        for w_carry, b_carry, w_transform, b_transform in w["highway"]:
+            carry = tf.sigmoid(_matmul(x, w_carry) + b_carry)
+            transform = tf.nn.relu(_matmul(x, w_transform) + b_transform)
             x = carry * transform + (1.0 - carry) * x
-        if self.config.use_cnn_projection:
-            x = x @ v["CNN_proj/W_proj"] + v["CNN_proj/b_proj"]
+        if w["proj"] is not None:
+            x = _matmul(x, w["proj"][0]) + w["proj"][1]
         return x
 
     def token_layer(self, char_ids: tf.Tensor) -> tf.Tensor:
         """(..., max_chars) ids -> (..., projection_dim): char CNN, highway, projection."""
-        return self.highway_and_projection(self.char_cnn(char_ids))
+        w = self._weights()
+        return self.highway_and_projection(self.char_cnn(char_ids, w), w)
 
-    def _lstm_weights(self, layer: int):
-        """Both directions' weights stacked on a leading axis of 2, gates reordered from the file's
-        (input, candidate, forget, output) to (input, forget, output, candidate) so that one sigmoid
-        covers three gates, and the forget bias of 1.0 folded into the bias."""
-        c, v = self.config, self.variables_by_name
-        prefixes = [_lstm_prefix(d, layer, c.n_layers) for d in (0, 1)]
-        d = c.lstm_dim
-        order = np.concatenate([np.arange(0, d), np.arange(2 * d, 4 * d), np.arange(d, 2 * d)])
-        w = tf.gather(tf.stack([v[f"{p}/W_0"] for p in prefixes]), order, axis=-1)
-        forget_bias = np.concatenate([np.zeros(d), np.ones(d), np.zeros(2 * d)]).astype(np.float32)
-        bias = tf.gather(tf.stack([v[f"{p}/B"] for p in prefixes]), order, axis=-1) + forget_bias
-        w_proj = tf.stack([v[f"{p}/W_P_0"] for p in prefixes]) if c.projection_dim < d else None
-        return w, bias, w_proj
-
-    def lstm_layer(self, layer: int, x: tf.Tensor) -> tf.Tensor:
+    def lstm_layer(self, layer: int, x: tf.Tensor, w: dict | None = None) -> tf.Tensor:
         """One LSTM layer, both directions at once: (2, batch, T, p_in) -> (2, batch, T, p_out).
 
         TF1's LSTMCell: gates from W_0 applied to [input, previous output], forget bias 1.0, cell
@@ -254,24 +285,22 @@ class BiLM(tf.Module):
         steps in one matmul; only the recurrent half runs in the step loop.
         """
         c = self.config
-        w, bias, w_proj = self._lstm_weights(layer)
-        p_in = x.shape[-1]
-        w_input, w_recurrent = w[:, :p_in], w[:, p_in:]
-        gate_inputs = tf.einsum("zbti,zig->zbtg", x, w_input) + bias[:, None, None, :]
-        steps = tf.transpose(gate_inputs, [2, 0, 1, 3])  # (T, 2, batch, 4 * dim)
+        w_input, w_recurrent, bias, w_proj = (w or self._weights())["lstm"][layer]
+        gate_inputs = _matmul(x, w_input[:, None]) + bias[:, None, None, :]  # (2, batch, T, 4d)
+        steps = tf.transpose(gate_inputs, [2, 0, 1, 3])  # (T, 2, batch, 4d)
         batch, d = tf.shape(x)[1], c.lstm_dim
         h = tf.zeros([2, batch, c.lstm_output_dim], x.dtype)
         cell = tf.zeros([2, batch, d], x.dtype)
         outputs = tf.TensorArray(x.dtype, size=tf.shape(steps)[0])
         for t in tf.range(tf.shape(steps)[0]):
-            gates = steps[t] + tf.matmul(h, w_recurrent)
+            gates = steps[t] + _matmul(h, w_recurrent)
             sig = tf.sigmoid(gates[..., : 3 * d])  # input, forget, output
             cell = sig[..., d : 2 * d] * cell + sig[..., :d] * tf.tanh(gates[..., 3 * d :])
             if c.cell_clip is not None:
                 cell = tf.clip_by_value(cell, -c.cell_clip, c.cell_clip)
             h = sig[..., 2 * d :] * tf.tanh(cell)
             if w_proj is not None:
-                h = tf.matmul(h, w_proj)
+                h = _matmul(h, w_proj)
                 if c.proj_clip is not None:
                     h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
             outputs = outputs.write(t, h)
@@ -282,11 +311,12 @@ class BiLM(tf.Module):
 
     def lstm_layers(self, token_repr: tf.Tensor, lengths: tf.Tensor) -> list[tf.Tensor]:
         """(batch, T, projection_dim) -> n_layers x (2, batch, T, projection_dim), both in forward order."""
+        w = self._weights()
         backward_input = tf.reverse_sequence(token_repr, lengths, seq_axis=1, batch_axis=0)
         x = tf.stack([token_repr, backward_input])
         layers = []
         for layer in range(self.config.n_layers):
-            x = self.lstm_layer(layer, x)
+            x = self.lstm_layer(layer, x, w)
             backward = tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)
             layers.append(tf.stack([x[0], backward]))
         return layers
@@ -314,6 +344,13 @@ class BiLM(tf.Module):
                     f.create_dataset(name, data=value)
 
         _write_atomically(directory / "weights.hdf5", write_h5)
+
+
+def _matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """x @ w over the last axis of x (leading axes of w batch with x's), in w's dtype; float32 out."""
+    if w.dtype == x.dtype:
+        return tf.matmul(x, w)
+    return tf.cast(tf.matmul(tf.cast(x, w.dtype), w), x.dtype)
 
 
 def _write_atomically(path: Path, write) -> None:

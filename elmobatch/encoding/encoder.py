@@ -22,7 +22,7 @@ import tensorflow as tf
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, WeightFileError, load_bilm
 
-PRECISIONS = ("float32",)
+PRECISIONS = ("float32", "bf16")
 
 
 class ModelError(ValueError):
@@ -39,15 +39,25 @@ class Encoder:
     batch_size = 64
     max_batch_tokens = 4096
 
-    def __init__(self, *, path: str, fingerprint: str, dim: int, n_layers: int, tokenizer: str):
+    def __init__(self, *, path: str, fingerprint: str, dim: int, n_layers: int, tokenizer: str,
+                 precision: str = "float32"):
         self.path = path
-        self.fingerprint = fingerprint
+        self.fingerprint = fingerprint  # the model: options, weights, tokenizer
+        self.precision = precision
         self.dim = dim
         self.n_layers = n_layers  # LSTM layers; outputs have n_layers + 1 layers
         self.tokenizer = tokenizer
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={self.path!r}, dim={self.dim}, fingerprint={self.fingerprint[:12]})"
+
+    @property
+    def cache_key(self) -> str:
+        """Names this encoder's vectors in the embedding cache: the fingerprint, and the precision
+        when it is not float32 (its vectors differ slightly, so they are cached apart)."""
+        if self.precision == "float32":
+            return self.fingerprint
+        return hashlib.sha256(f"{self.fingerprint}:{self.precision}".encode()).hexdigest()
 
     def tokenize(self, text: str) -> list[str]:
         return tok.tokenize(text, self.tokenizer)
@@ -96,10 +106,11 @@ class Encoder:
 class NativeEncoder(Encoder):
     """The TF2 biLM of `bilm.py`, compiled once with `tf.function` for any batch and length."""
 
-    def __init__(self, bilm: BiLM, *, path: str, fingerprint: str, tokenizer: str):
+    def __init__(self, bilm: BiLM, *, path: str, fingerprint: str, tokenizer: str, precision: str = "float32"):
         super().__init__(path=path, fingerprint=fingerprint, dim=bilm.config.dim,
-                         n_layers=bilm.config.n_layers, tokenizer=tokenizer)
+                         n_layers=bilm.config.n_layers, tokenizer=tokenizer, precision=precision)
         self.bilm = bilm
+        bilm.prepare(tf.bfloat16 if precision == "bf16" else tf.float32)
         max_chars = bilm.config.max_characters_per_token
         self._layers = tf.function(
             self._all_layers,
@@ -189,12 +200,15 @@ def _load_native(directory: Path, tokenizer: str | None, precision: str) -> Nati
     except WeightFileError as exc:
         raise ModelError(str(exc)) from exc
     tokenizer = _choose_tokenizer(tokenizer, read_model_metadata(directory))
-    fingerprint = weights_fingerprint(bilm, {"tokenizer": tokenizer, "precision": precision})
-    return NativeEncoder(bilm, path=str(directory), fingerprint=fingerprint, tokenizer=tokenizer)
+    fingerprint = weights_fingerprint(bilm, {"tokenizer": tokenizer})
+    return NativeEncoder(bilm, path=str(directory), fingerprint=fingerprint, tokenizer=tokenizer, precision=precision)
 
 
-def _load_hub(handle: str, tokenizer: str | None) -> HubEncoder:
+def _load_hub(handle: str, tokenizer: str | None, precision: str) -> HubEncoder:
     import tensorflow_hub as hub
+
+    if precision != "float32":
+        raise ModelError(f"{handle}: a TF Hub module runs its own graph in float32 only (asked for {precision})")
 
     try:
         directory = Path(hub.resolve(handle))
@@ -243,13 +257,13 @@ def load_encoder(spec: str = "default", *, tokenizer: str | None = None, precisi
             raise ModelError(f"the bundled default model is missing from {directory}")
         return _load_native(directory, tokenizer, precision)
     if "://" in spec:
-        return _load_hub(spec, tokenizer)
+        return _load_hub(spec, tokenizer, precision)
     path = Path(spec)
     if not path.exists():
         raise ModelError(f"{spec}: no such model directory (expected options.json + weights.hdf5, "
                          "a TF Hub module directory, \"default\", or a hub URL)")
     if (path / "saved_model.pb").is_file():
-        return _load_hub(spec, tokenizer)
+        return _load_hub(spec, tokenizer, precision)
     if not (path / "options.json").is_file() and not (path / "weights.hdf5").is_file():
         raise ModelError(f"{spec}: neither options.json + weights.hdf5 nor saved_model.pb found there")
     return _load_native(path, tokenizer, precision)

@@ -33,6 +33,7 @@ OPTIONAL = {
     "threshold": None,        # decision threshold (else the head's)
     "cache_dir": None,        # embedding cache (else $ELMOBATCH_CACHE or ~/.cache/elmobatch)
     "batch_size": 64,
+    "precision": "float32",   # or bf16 (see load_encoder)
     "chunk_rows": 10_000,
     "retention_days": None,   # delete date= partitions older than this many days
     "engine": "local",        # local or spark
@@ -85,7 +86,8 @@ def load_job(path: str | Path) -> JobSpec:
         inputs = [inputs]
     if not inputs or not all(isinstance(i, str) for i in inputs):
         raise JobSpecError(f"{path}: [job].inputs must be a list of glob patterns (strings)")
-    for key, expected in (("engine", ("local", "spark")), ("output_format", ("parquet", "csv"))):
+    for key, expected in (("engine", ("local", "spark")), ("output_format", ("parquet", "csv")),
+                          ("precision", ("float32", "bf16"))):
         if key in job and job[key] not in expected:
             raise JobSpecError(f"{path}: [job].{key} must be one of {', '.join(expected)}, got {job[key]!r}")
     base = path.resolve().parent

@@ -1,0 +1,176 @@
+"""`elmobatch run JOB.toml`: score the job's new input files into today's output partition.
+
+    OUTPUT/
+      date=YYYY-MM-DD/<stem>-<sha12>.parquet    scored rows: original columns + label + score
+      date=YYYY-MM-DD/_rejects/<stem>-<sha12>.parquet
+      date=YYYY-MM-DD/_run-<run id>.json        the run report
+      date=YYYY-MM-DD/_SUCCESS                  written last; absent while a run is writing there
+      _state.json                               inputs done: path -> size, mtime, sha256, output
+      _last_run.json                            the latest run report
+      .lock                                     held while a run is going (flock)
+
+An output's name comes from its input's name and checksum, so a run killed between writing a file
+and recording it in the state writes the same name again on rerun: no duplicates, none missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from elmobatch.scheduling.lock import JobLock, LockHeld
+from elmobatch.scheduling.spec import JobSpec
+from elmobatch.scheduling.state import JobState, write_json_atomically
+
+# Exit codes of `elmobatch run` (documented in README, used by cron/elmobatch-cron.sh).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_JOB = 2
+EXIT_OK_WITH_REJECTS = 3
+EXIT_NOTHING_TO_DO = 4
+EXIT_LOCKED = 5
+
+
+@dataclass
+class RunReport:
+    job: str
+    run_id: str
+    started: str
+    partition: str | None = None
+    status: str = "running"
+    exit_code: int | None = None
+    files: list[dict] = field(default_factory=list)
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    took_over_lock: dict | None = None
+    removed_partitions: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """The one-line summary printed on stdout."""
+        if self.status == "nothing to do":
+            return f"{self.job}: nothing to do (no new or changed input files)"
+        return (f"{self.job}: {self.status}: {len(self.files)} file(s), rows_read {self.rows_read} = scored "
+                f"{self.rows_scored} + rejected {self.rows_rejected} -> {self.partition} ({self.seconds:.1f} s)")
+
+
+def output_name(path: str, sha256: str, output_format: str) -> str:
+    return f"{Path(path).stem}-{sha256[:12]}.{output_format}"
+
+
+def _remove_earlier_copies(output: Path, name: str, partition: Path) -> None:
+    """A file recorded nowhere but written by a killed run on another day: drop that copy."""
+    for old in output.glob(f"date=*/{name}"):
+        if old.parent != partition:
+            old.unlink(missing_ok=True)
+            (old.parent / "_rejects" / name).unlink(missing_ok=True)
+
+
+def apply_retention(output: Path, days: int | None, today: dt.date) -> list[str]:
+    """Delete date= partitions older than `days` days; returns their names."""
+    if not days:
+        return []
+    removed = []
+    for partition in sorted(output.glob("date=*")):
+        try:
+            day = dt.date.fromisoformat(partition.name.removeprefix("date="))
+        except ValueError:
+            continue
+        if (today - day).days > days:
+            shutil.rmtree(partition)
+            removed.append(partition.name)
+    return removed
+
+
+def _embed_with_spark(spec: JobSpec, paths: list[str], log) -> None:
+    """Fill the embedding cache through Spark; scoring then reads every vector from the cache."""
+    from elmobatch.embedding.spark import warm_cache_with_spark
+
+    log(f"embedding {len(paths)} file(s) with Spark ({spec.spark_master})")
+    warm_cache_with_spark(paths, spec, master=spec.spark_master)
+
+
+def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log) -> None:
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.scoring.score import load_head_and_model, score_file
+
+    head_dir = None if spec.head == "default" else spec.head
+    head, encoder = load_head_and_model(head_dir, spec.model, spec.precision)
+    encoder.batch_size = spec.batch_size
+    cache = EmbeddingCache(spec.cache_dir)
+    if spec.engine == "spark":
+        _embed_with_spark(spec, [p for p, _ in pending], log)
+
+    partition = spec.output / f"date={today.isoformat()}"
+    report.partition = str(partition)
+    partition.mkdir(parents=True, exist_ok=True)
+    (partition / "_SUCCESS").unlink(missing_ok=True)  # this partition is being written again
+    read_options = {k: getattr(spec, k) for k in ("id_column", "encoding", "chunk_rows")}
+    read_options["fmt"] = spec.format
+    for path, fingerprint in pending:
+        name = output_name(path, fingerprint["sha256"], spec.output_format)
+        _remove_earlier_copies(spec.output, name, partition)
+        summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
+                             text_column=spec.text_column, threshold=spec.threshold,
+                             rejects_to=partition / "_rejects" / name, **read_options)
+        entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
+                 "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
+                 "rows_rejected": summary.rows_rejected, "labels": summary.label_counts}
+        report.files.append(entry)
+        report.rows_read += summary.rows_read
+        report.rows_scored += summary.rows_scored
+        report.rows_rejected += summary.rows_rejected
+        state.mark_done(path, fingerprint, output=summary.output, run_id=report.run_id)
+        log(summary.line())
+
+
+def run_job(spec: JobSpec, *, today: dt.date | None = None, log=print) -> RunReport:
+    """Run `spec` once; the report says what happened and its `exit_code` what to exit with."""
+    today = today or dt.date.today()
+    started = time.monotonic()
+    report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
+                       started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    try:
+        lock = JobLock(spec.output / ".lock")
+        with lock:
+            report.took_over_lock = lock.took_over
+            if lock.took_over:
+                log(f"{spec.name}: the previous run (pid {lock.took_over.get('pid')}, started "
+                    f"{lock.took_over.get('started')}) did not finish; taking over its lock")
+            _run_locked(spec, report, today, log)
+            report.seconds = round(time.monotonic() - started, 2)
+            write_json_atomically(spec.output / "_last_run.json", asdict(report))
+    except LockHeld as exc:
+        report.status, report.exit_code, report.error = "locked", EXIT_LOCKED, str(exc)
+    return report
+
+
+def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log) -> None:
+    state = JobState(spec.output / "_state.json")
+    pending = state.pending(spec.inputs)
+    report.removed_partitions = apply_retention(spec.output, spec.retention_days, today)
+    if not pending:
+        report.status, report.exit_code = "nothing to do", EXIT_NOTHING_TO_DO
+        return
+    try:
+        _process(spec, report, state, pending, today, log)
+    except Exception as exc:  # reported, with the exit code; earlier outputs stay as they were
+        report.status, report.exit_code = "failed", EXIT_FAILED
+        report.error = f"{type(exc).__name__}: {exc}"
+        if report.partition:
+            _write_report(report)
+        return
+    report.status = "ok with rejected rows" if report.rows_rejected else "ok"
+    report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK
+    _write_report(report)
+    (Path(report.partition) / "_SUCCESS").write_text(report.run_id + "\n")
+
+
+def _write_report(report: RunReport) -> None:
+    write_json_atomically(Path(report.partition) / f"_run-{report.run_id}.json", asdict(report))

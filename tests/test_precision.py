@@ -1,0 +1,57 @@
+"""The fast paths agree with the plain path: float32 within 1e-5, bf16 within its bounds."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from elmobatch import ModelError, load_encoder
+from elmobatch.encoding import tokens as tok
+from elmobatch.encoding.bilm import BiLM, BiLMConfig
+from tests.conftest import tiny_options
+
+SENTENCES = [["Free", "entry", "in", "2", "a", "wkly", "comp", "to", "win", "FA", "Cup", "final", "tkts"],
+             ["Ok", "lar", "...", "Joking", "wif", "u", "oni", "..."], ["Hi"], ["the"] * 40]
+
+
+def plain_layers(bilm, sentences):
+    """The training graph: char ids per position, weights laid out from the variables on each call."""
+    token_repr, lstm_layers, _ = bilm(tok.char_ids(sentences, bilm.config.max_characters_per_token))
+    layers = [tf.concat([token_repr, token_repr], -1)] + [tf.concat([l[0], l[1]], -1) for l in lstm_layers]
+    out = tf.stack(layers, axis=1).numpy()
+    return [out[i, :, 1 : len(s) + 1] for i, s in enumerate(sentences)]
+
+
+@pytest.fixture(scope="module", params=["fixture", "skip_3_layers"])
+def model_dir(request, fixture_dir, tmp_path_factory):
+    if request.param == "fixture":
+        return fixture_dir
+    # Fan-in-scaled random weights (BiLM's own initialisation), 3 layers with skip connections.
+    directory = tmp_path_factory.mktemp("m")
+    BiLM(BiLMConfig.from_options(tiny_options(use_skip_connections=True, n_layers=3)), seed=3).save(directory)
+    return directory
+
+
+def test_float32_fast_path_equals_plain_path(model_dir):
+    enc = load_encoder(str(model_dir))
+    fast = enc.embed_tokens(SENTENCES)
+    for f, p in zip(fast, plain_layers(enc.bilm, SENTENCES)):
+        assert f.shape == p.shape
+        assert np.abs(f - p).max() <= 1e-5
+
+
+def test_bf16_is_close_to_float32(model_dir, fixture_sentences):
+    fp32 = load_encoder(str(model_dir)).pool_tokens(fixture_sentences)
+    bf16_enc = load_encoder(str(model_dir), precision="bf16")
+    bf16 = bf16_enc.pool_tokens(fixture_sentences)
+    cosine = (fp32 * bf16).sum(-1) / np.linalg.norm(fp32, axis=-1) / np.linalg.norm(bf16, axis=-1)
+    assert cosine.min() >= 0.999
+    assert not np.array_equal(fp32, bf16)  # it really ran in another precision
+    assert bf16_enc.fingerprint == load_encoder(str(model_dir)).fingerprint  # same model...
+    assert bf16_enc.cache_key != bf16_enc.fingerprint  # ...cached apart
+
+
+def test_unknown_precision_and_hub_bf16_are_refused(fixture_dir):
+    with pytest.raises(ModelError, match="unknown precision 'int4'"):
+        load_encoder(str(fixture_dir), precision="int4")
+    with pytest.raises(ModelError, match="float32 only"):
+        load_encoder(str(fixture_dir / "hub_module"), precision="bf16")

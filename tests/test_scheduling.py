@@ -1,0 +1,217 @@
+"""`elmobatch run JOB.toml`: new files only, exit codes, the lock, SIGKILL, disk full, the cron wrapper."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from elmobatch.cli import main
+from elmobatch.scheduling.lock import JobLock
+from tests.conftest import FIXTURE, SMS
+
+REPO = Path(__file__).resolve().parents[1]
+ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
+SMS_LINES = SMS.read_bytes().split(b"\n")
+
+
+def write_messages(path: Path, start: int, stop: int) -> Path:
+    """Records start..stop of the reference file (one record per line there), with its header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join([SMS_LINES[0]] + SMS_LINES[1 + start : 1 + stop]) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("head") / "head"
+    train_file = write_messages(out.parent / "train.csv", 0, 400)
+    result = CliRunner().invoke(main, ["train", str(train_file), "--label-column", "v1", "--model", str(FIXTURE),
+                                       "--out", str(out), "--epochs", "2", "--cache-dir", str(out.parent / "cache")])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def write_job(tmp_path: Path, head_dir: Path, **extra) -> Path:
+    lines = ["[job]", 'name = "test-job"', 'inputs = ["incoming/*.csv"]', 'output = "scored"',
+             f'model = "{FIXTURE}"', f'head = "{head_dir}"', 'cache_dir = "cache"', "chunk_rows = 500"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    job = tmp_path / "job.toml"
+    job.write_text("\n".join(lines) + "\n")
+    return job
+
+
+def run_cli(job: Path, *args):
+    return subprocess.run([*ELMOBATCH, "run", str(job), *args], capture_output=True, text=True, cwd=REPO)
+
+
+def partition_rows(output: Path) -> dict[str, int]:
+    return {p.name: len(pd.read_parquet(p)) for p in output.glob("date=*/*.parquet")}
+
+
+def test_new_files_only_changed_files_again_and_exit_codes(tmp_path, head_dir):
+    write_messages(tmp_path / "incoming" / "day1.csv", 0, 300)
+    job = write_job(tmp_path, head_dir)
+    first = run_cli(job, "--date", "2026-01-01")
+    assert first.returncode == 0, first.stderr
+    assert "rows_read 300 = scored 300 + rejected 0" in first.stdout
+    output = tmp_path / "scored"
+    assert (output / "date=2026-01-01" / "_SUCCESS").is_file()
+    report = json.loads((output / "_last_run.json").read_text())
+    assert report["exit_code"] == 0 and report["rows_scored"] == 300
+
+    again = run_cli(job, "--date", "2026-01-01")
+    assert again.returncode == 4 and "nothing to do" in again.stdout
+
+    # A new file with a bad row, and a changed old file: both processed, nothing else.
+    (tmp_path / "incoming" / "day2.csv").write_bytes(b"v1,v2\nham,fine\nspam,bad \x00 row\n")
+    write_messages(tmp_path / "incoming" / "day1.csv", 0, 310)
+    third = run_cli(job, "--date", "2026-01-02")
+    assert third.returncode == 3, third.stderr  # ok with rejected rows
+    report = json.loads((output / "_last_run.json").read_text())
+    assert sorted(Path(f["input"]).name for f in report["files"]) == ["day1.csv", "day2.csv"]
+    assert report["rows_read"] == 312 and report["rows_scored"] == 311 and report["rows_rejected"] == 1
+    scored = pd.read_parquet(next((output / "date=2026-01-02").glob("day2-*.parquet")))
+    assert list(scored.columns) == ["v1", "v2", "label", "score"] and len(scored) == 1
+    rejects = pd.read_parquet(next((output / "date=2026-01-02" / "_rejects").glob("day2-*.parquet")))
+    assert rejects["reason"].tolist() == ["nul_byte"]
+
+
+def test_bad_job_file_exits_2_naming_the_key(tmp_path, head_dir):
+    job = write_job(tmp_path, head_dir, colour="blue")
+    result = run_cli(job)
+    assert result.returncode == 2
+    assert "unknown key(s) in [job]: colour" in result.stderr and str(job) in result.stderr
+
+
+def test_second_run_while_locked_exits_5(tmp_path, head_dir):
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 50)
+    job = write_job(tmp_path, head_dir)
+    with JobLock(tmp_path / "scored" / ".lock"):
+        result = run_cli(job)
+    assert result.returncode == 5
+    assert "another run holds the lock" in result.stderr and f"pid {os.getpid()}" in result.stderr
+    assert not list((tmp_path / "scored").glob("date=*"))
+
+
+def _start_run(job: Path) -> subprocess.Popen:
+    return subprocess.Popen([*ELMOBATCH, "run", str(job), "--date", "2026-02-01"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, proc: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()
+        assert time.monotonic() < deadline, "timed out waiting for the run to make progress"
+        time.sleep(0.05)
+
+
+def test_sigkill_during_run_then_rerun_is_complete_without_duplicates(tmp_path, head_dir):
+    for i, (start, stop) in enumerate([(0, 1200), (1200, 2400), (2400, 3600)]):
+        write_messages(tmp_path / "incoming" / f"part{i}.csv", start, stop)
+    job = write_job(tmp_path, head_dir)
+    state = tmp_path / "scored" / "_state.json"
+    proc = _start_run(job)
+    # Kill once the first file is recorded and the second is under way.
+    _wait_for(lambda: state.is_file() and len(json.loads(state.read_text())["files"]) >= 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_before = len(json.loads(state.read_text())["files"])
+    assert done_before < 3
+
+    rerun = run_cli(job, "--date", "2026-02-01")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "did not finish; taking over its lock" in rerun.stderr
+    report = json.loads((tmp_path / "scored" / "_last_run.json").read_text())
+    assert len(report["files"]) == 3 - done_before  # finished files are not redone
+    rows = partition_rows(tmp_path / "scored")
+    assert sorted(rows.values()) == [1200, 1200, 1200] and len(rows) == 3
+    assert not list((tmp_path / "scored").rglob(".*.tmp-*"))  # no partial files left behind
+
+
+def test_output_written_but_not_recorded_is_not_duplicated_on_another_day(tmp_path, head_dir):
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 100)
+    job = write_job(tmp_path, head_dir)
+    assert run_cli(job, "--date", "2026-03-01").returncode == 0
+    (tmp_path / "scored" / "_state.json").unlink()  # as if killed between the write and the record
+    assert run_cli(job, "--date", "2026-03-02").returncode == 0
+    rows = partition_rows(tmp_path / "scored")
+    assert list(rows.values()) == [100]
+    assert next((tmp_path / "scored").glob("date=*/a-*.parquet")).parent.name == "date=2026-03-02"
+
+
+def test_retention_drops_old_partitions(tmp_path, head_dir):
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
+    job = write_job(tmp_path, head_dir, retention_days=7)
+    assert run_cli(job, "--date", "2026-04-01").returncode == 0
+    write_messages(tmp_path / "incoming" / "b.csv", 20, 40)
+    assert run_cli(job, "--date", "2026-04-20").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "scored").glob("date=*")) == ["date=2026-04-20"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs for the job's output (the machine's tests run as root)."""
+    mount_point = tmp_path / "scored"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_disk_full_fails_cleanly_keeps_earlier_outputs_and_rerun_succeeds(tmp_path, head_dir, small_tmpfs):
+    write_messages(tmp_path / "incoming" / "small.csv", 0, 50)
+    job = write_job(tmp_path, head_dir, output_format="csv")
+    assert run_cli(job, "--date", "2026-05-01").returncode == 0
+    earlier = {p: p.read_bytes() for p in (small_tmpfs / "date=2026-05-01").rglob("*") if p.is_file()}
+    assert len(earlier) == 4  # scores, rejects, run report, _SUCCESS
+
+    # Each copy of the reference file scores to about 0.6 MB of CSV: two do not fit in 1 MiB.
+    for i in range(2):
+        (tmp_path / "incoming" / f"big{i}.csv").write_bytes(SMS.read_bytes() + f"ham,copy {i}\n".encode())
+    full = run_cli(job, "--date", "2026-05-02")
+    assert full.returncode == 1
+    assert "No space left on device" in full.stderr
+    for path, content in earlier.items():
+        assert path.read_bytes() == content, f"{path} changed"
+    recorded = json.loads((small_tmpfs / "_state.json").read_text())["files"]
+    assert len(recorded) < 3  # the file that did not fit is not recorded as done
+    assert not list(small_tmpfs.rglob(".*.tmp-*"))
+    assert not (small_tmpfs / "date=2026-05-02" / "_SUCCESS").exists()
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+    rerun = run_cli(job, "--date", "2026-05-02")
+    assert rerun.returncode == 0, rerun.stderr
+    assert (small_tmpfs / "date=2026-05-02" / "_SUCCESS").is_file()
+    state = json.loads((small_tmpfs / "_state.json").read_text())["files"]
+    assert len(state) == 3
+
+
+def test_cron_wrapper_under_env_i_logs_and_rotates(tmp_path, head_dir):
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 30)
+    job = write_job(tmp_path, head_dir)
+    log = tmp_path / "logs" / "job.log"
+    log.parent.mkdir()
+    log.write_text("x" * 2000)  # over LOG_MAX_BYTES below: rotated before this run
+    elmobatch = Path(sys.executable).parent / "elmobatch"
+    env = ["env", "-i", f"HOME={tmp_path}", f"ELMOBATCH={elmobatch}", "LOG_MAX_BYTES=1000", "LOG_KEEP=2"]
+    result = subprocess.run([*env, "/bin/sh", str(REPO / "cron" / "elmobatch-cron.sh"), str(job), str(log)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + log.read_text()
+    assert (tmp_path / "logs" / "job.log.1").read_text() == "x" * 2000
+    text = log.read_text()
+    assert "start job=" in text and "rows_read 30 = scored 30 + rejected 0" in text and "exit=0" in text
+    again = subprocess.run([*env, "/bin/sh", str(REPO / "cron" / "elmobatch-cron.sh"), str(job), str(log)],
+                           capture_output=True, text=True)
+    assert again.returncode == 4 and "nothing to do" in log.read_text()
