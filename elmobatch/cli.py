@@ -51,8 +51,12 @@ def info(model):
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
 @click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
 @click.option("--reject-empty", is_flag=True, help="Reject empty messages instead of embedding them as zeros.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
+@click.option("--master", help="Spark master for --engine spark: local[N], spark://HOST:PORT, yarn "
+                               "(default: the active session's, or spark-submit's, or local[*]).")
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          max_text_chars, reject_empty):
+          max_text_chars, reject_empty, engine, master):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README)."""
     from elmobatch.caching import EmbeddingCache
     from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
@@ -61,10 +65,21 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
     options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                            chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
                            keep_text=keep_text)
+    if master and engine != "spark":
+        raise click.ClickException("--master is a Spark setting: add --engine spark")
     try:
         enc = load_encoder(model)
-        manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
-                               batch_size=batch_size, progress=Progress(sys.stderr))
+        if engine == "spark":
+            from elmobatch.embedding.spark import SparkError, embed_files_spark
+
+            try:
+                manifest = embed_files_spark(inputs, out, model, options=options, cache_dir=cache_dir,
+                                             batch_size=batch_size, master=master, encoder=enc)
+            except SparkError as exc:
+                raise click.ClickException(str(exc))
+        else:
+            manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
+                                   batch_size=batch_size, progress=Progress(sys.stderr))
     except (ModelError, ReadError, OutputError, ValueError, OSError) as exc:  # OSError: e.g. disk full
         raise click.ClickException(str(exc))
     click.echo(summary_line(manifest, out))

@@ -7,6 +7,9 @@ then recorded in _state/. A run killed at any point and started again with the s
 options skips the recorded chunks and writes the rest, so the result equals an uninterrupted run.
 A directory that holds a completed run (_SUCCESS) is rewritten from scratch (the cache makes that
 cheap); so is one left by a run with other inputs, model or options.
+
+The pieces, shared with the Spark engine (elmobatch/embedding/spark.py): `plan_run` (decisions,
+checksums, resume state), `write_chunk` (one chunk -> its files), `finish_run` (manifest, _SUCCESS).
 """
 
 from __future__ import annotations
@@ -69,30 +72,18 @@ def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, ca
             raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
         encoder.batch_size = batch_size
     started, clock = _now(), time.monotonic()
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise ReadError("no input files given")
-    _check_names(paths, options.id_column)
-    readers = [read_messages(p, text_column=options.text_column, id_column=options.id_column, fmt=options.fmt,
-                             encoding=options.encoding, chunk_rows=options.chunk_rows,
-                             max_text_chars=options.max_text_chars, reject_empty=options.reject_empty)
-               for p in paths]
-    inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
-                    "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
-    signature = _signature(inputs_info, encoder.fingerprint, options)
-    out = Path(out)
-    done = _prepare(out, signature)
-    schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint)
+    plan = plan_run(inputs, out, encoder, options)
+    out, readers, inputs_info = plan.out, plan.readers, plan.inputs_info
 
     total_bytes = sum(i["bytes"] for i in inputs_info) or 1
     bytes_before, rows_seen, written, resumed = 0, 0, 0, 0
     records = []
     for file_index, (reader, info) in enumerate(zip(readers, inputs_info)):
         for chunk in reader:
-            name = f"part-{file_index:05d}-{chunk.index:06d}.parquet"
-            record = done.get(name)
+            name = part_name(file_index, chunk.index)
+            record = plan.done.get(name)
             if record is None:
-                record = _write_chunk(chunk, name, out, reader, encoder, cache, schema, options)
+                record = write_chunk(chunk, name, out, reader, encoder, cache, plan.schema, options)
                 written += 1
             else:
                 resumed += 1
@@ -104,8 +95,49 @@ def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, ca
         bytes_before += info["bytes"]
     if progress:
         progress.close()
-    return _finish(out, records, inputs_info, readers, encoder, cache, options, signature,
-                   started=started, seconds=time.monotonic() - clock, written=written, resumed=resumed)
+    return finish_run(out, records, inputs_info, encoder, cache, options, plan.signature,
+                      started=started, seconds=time.monotonic() - clock, written=written, resumed=resumed)
+
+
+@dataclass
+class RunPlan:
+    """What every engine settles before any work: readers (decisions made), inputs with checksums,
+    the resume signature, the Parquet schema, and the chunks an interrupted identical run finished."""
+
+    out: Path
+    readers: list
+    inputs_info: list[dict]
+    signature: str
+    schema: pa.Schema
+    done: dict[str, dict]
+
+
+def plan_run(inputs, out, encoder, options: EmbedOptions) -> RunPlan:
+    """Open every input and prepare `out`; raises ReadError/OutputError before any work."""
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ReadError("no input files given")
+    _check_names(paths, options.id_column)
+    readers = [open_reader(p, options) for p in paths]
+    inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
+                    "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
+    signature = _signature(inputs_info, encoder.fingerprint, options)
+    out = Path(out)
+    done = _prepare(out, signature)
+    schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint)
+    return RunPlan(out, readers, inputs_info, signature, schema, done)
+
+
+def open_reader(path, options: EmbedOptions):
+    """The chunked reader for one input, as every engine opens it."""
+    return read_messages(path, text_column=options.text_column, id_column=options.id_column, fmt=options.fmt,
+                         encoding=options.encoding, chunk_rows=options.chunk_rows,
+                         max_text_chars=options.max_text_chars, reject_empty=options.reject_empty)
+
+
+def part_name(file_index: int, chunk_index: int) -> str:
+    """The part file (and rejects file) of one chunk: part-<file>-<chunk>.parquet."""
+    return f"part-{file_index:05d}-{chunk_index:06d}.parquet"
 
 
 def _check_names(paths: list[Path], id_column: str | None) -> None:
@@ -163,8 +195,13 @@ def _intact(out: Path, record: dict) -> bool:
         return False
 
 
-def _write_chunk(chunk, name, out, reader, encoder, cache, schema, options) -> dict:
-    """Embed one chunk through the cache and write its part, rejects and state record (in that order)."""
+def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_dir: Path | None = None) -> dict:
+    """Embed one chunk through the cache and write its part, rejects and state record (in that order).
+
+    Returns the chunk's record (counts, reject reasons). `tmp_dir` (default out/_tmp) is where files
+    are written before being renamed into place; concurrent writers each pass their own.
+    """
+    tmp_dir = tmp_dir or out / o.TMP
     hits, computed = cache.hits, cache.computed
     layers, n_tokens = cache.embed(encoder, chunk.texts)
     row_numbers = chunk.rows["row_number"].to_numpy()
@@ -173,18 +210,19 @@ def _write_chunk(chunk, name, out, reader, encoder, cache, schema, options) -> d
                                hashes=[text_hash(t) for t in chunk.texts], n_tokens=n_tokens, layers=layers,
                                texts=chunk.texts)
     rejects = pa.Table.from_pandas(chunk.rejects, schema=o.REJECTS_SCHEMA, preserve_index=False)
-    o.write_parquet(rejects, out / o.REJECTS / name, out / o.TMP)
-    o.write_parquet(table, out / name, out / o.TMP)
+    o.write_parquet(rejects, out / o.REJECTS / name, tmp_dir)
+    o.write_parquet(table, out / name, tmp_dir)
     record = {"part": name, "source_file": reader.source_name, "chunk": chunk.index,
               "rows_read": chunk.rows_read, "rows_embedded": len(chunk.rows), "rows_rejected": len(chunk.rejects),
               "cache_hits": cache.hits - hits, "computed": cache.computed - computed,
               "reject_reasons": {k: int(v) for k, v in chunk.rejects["reason"].value_counts().items()}}
-    o.write_json(record, out / o.STATE / name.replace(".parquet", ".json"), out / o.TMP)
+    o.write_json(record, out / o.STATE / name.replace(".parquet", ".json"), tmp_dir)
     return record
 
 
-def _finish(out, records, inputs_info, readers, encoder, cache, options, signature, *, started, seconds,
-            written, resumed) -> dict:
+def finish_run(out, records, inputs_info, encoder, cache, options, signature, *, started, seconds,
+               written, resumed, engine: dict | None = None) -> dict:
+    """Check the counts, write the manifest, then _SUCCESS; returns the manifest. `records` in part order."""
     counts = {k: sum(r[k] for r in records) for k in COUNTS}
     if counts["rows_read"] != counts["rows_embedded"] + counts["rows_rejected"]:
         raise RuntimeError(f"internal error: rows_read {counts['rows_read']} != rows_embedded "
@@ -207,6 +245,7 @@ def _finish(out, records, inputs_info, readers, encoder, cache, options, signatu
         "options": asdict(options),
         "cache": {"directory": str(cache.directory), "corrupt_segments": cache.corrupt},
         "signature": signature,
+        "engine": engine or {"name": "local"},
         "timings": {"started": started, "finished": _now(), "seconds": round(seconds, 3),
                     "rows_per_second": round(sum(r["rows_read"] for r in records) / max(seconds, 1e-9), 1),
                     "chunks_written": written, "chunks_resumed": resumed},

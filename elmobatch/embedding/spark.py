@@ -1,0 +1,325 @@
+"""The embedding job on Spark: the same reader, cache and output code, with chunks spread over tasks.
+
+    manifest = embed_files_spark(["day.csv"], "out/", "default", master="local[4]")
+
+The driver plans the run exactly as the local engine does (`plan_run`: decisions, checksums,
+resume state), then starts one Spark task per *slice* of an input: slice k of n embeds the
+chunks whose index is k modulo n. Every task reads its whole file with the same chunked reader
+(parsing is cheap next to the biLM; so CSV repair, encoding fallback and rejects are exactly
+the local engine's) and, in `mapInArrow`, embeds its chunks through the shared
+`EmbeddingCache` with an encoder loaded once per Python worker, writing each chunk's part,
+rejects and state record straight into the output directory (`write_chunk`). The tasks return
+the chunk records; the driver writes the manifest and `_SUCCESS` (`finish_run`). So the
+output directory, the cache and the model must be paths every executor can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+
+from elmobatch.caching import EmbeddingCache, default_cache_dir
+from elmobatch.embedding import output as o
+from elmobatch.embedding.job import (EmbedOptions, OutputError, _now, finish_run, open_reader, part_name, plan_run,
+                                     write_chunk)
+
+INSTALL_HINT = "the Spark engine needs pyspark: pip install 'elmobatch[spark]'"
+UNIT_SCHEMA = "file_index int, slice int, slices int"
+SPARK_SCRATCH = "_spark_embed"  # warm_cache_with_spark's dataset, inside a job's output
+RESULT_SCHEMA = pa.schema([("record", pa.string())])  # one JSON chunk record (or task note) per row
+
+
+class SparkError(RuntimeError):
+    """The Spark engine could not run (pyspark missing, a task failed): the message says why."""
+
+
+@dataclass(frozen=True)
+class SparkJob:
+    """What every task needs; pickled to the executors with the task."""
+
+    inputs: tuple[str, ...]  # absolute paths
+    decisions: tuple[dict, ...]  # the driver's reading decisions, per input: a task must make the same
+    out: str
+    model_spec: str  # as the user gave it
+    model_path: str | None  # the driver's absolute path for a local model directory
+    fingerprint: str
+    precision: str  # load_encoder's precision: float32 or bf16
+    cache_dir: str
+    options: EmbedOptions
+    batch_size: int | None
+    done: frozenset[str]  # part names an interrupted identical run already finished
+
+
+# ---- the session -----------------------------------------------------------------------------
+
+
+def _require_pyspark() -> None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise SparkError(INSTALL_HINT) from None
+
+
+def spark_session(master: str | None = None, app_name: str = "elmobatch-embed"):
+    """(session, created): the active session if there is one, else a new one on `master`.
+
+    Python workers run this interpreter unless PYSPARK_PYTHON says otherwise (on a cluster it must
+    name an interpreter with elmobatch installed on every node).
+    """
+    _require_pyspark()
+    from pyspark.sql import SparkSession
+
+    # pyspark warns about every pandas newer than it was tested with; mapInArrow does not use pandas
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # what the workers run, unless the user says
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    if master and master.startswith("local"):  # same machine: always this interpreter
+        builder = builder.config("spark.pyspark.python", sys.executable)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")  # our errors are raised on the driver with the task's reason
+    return session, True
+
+
+# ---- the driver ------------------------------------------------------------------------------
+
+
+def embed_files_spark(inputs, out, model_spec: str = "default", *, options: EmbedOptions | None = None,
+                      cache_dir=None, batch_size: int | None = None, master: str | None = None, spark=None,
+                      encoder=None, precision: str = "float32") -> dict:
+    """Embed every input into `out` on Spark; returns the manifest (the local engine's layout and schema).
+
+    `spark`: a session to use (else the active one, else a new one on `master`, stopped at the end).
+    `encoder`: the driver's copy of the model, if already loaded (it must be `model_spec` at `precision`).
+    Raises ReadError/OutputError/ModelError before any Spark work, SparkError when a task fails.
+    """
+    from elmobatch.encoding import load_encoder
+
+    _require_pyspark()
+    options = options or EmbedOptions()
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
+    encoder = encoder or load_encoder(model_spec, precision=precision)
+    cache = EmbeddingCache(Path(cache_dir or default_cache_dir()).absolute())
+    started, clock = _now(), time.monotonic()
+    plan = plan_run(inputs, out, encoder, options)
+    job = SparkJob(inputs=tuple(str(Path(i["path"]).absolute()) for i in plan.inputs_info),
+                   decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
+                   model_spec=str(model_spec), model_path=_local_model_path(model_spec),
+                   fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
+                   options=options, batch_size=batch_size, done=frozenset(plan.done))
+    own = spark is None
+    if own:
+        spark, own = spark_session(master)
+    try:
+        units = _units(plan, options.chunk_rows, spark.sparkContext.defaultParallelism)
+        engine = {"name": "spark", "master": spark.sparkContext.master, "tasks": len(units),
+                  "spark_version": spark.version}
+        results = _run(spark, job, units)
+    finally:
+        if own:
+            spark.stop()
+    new, notes = [r for r in results if "part" in r], [r for r in results if "part" not in r]
+    cache.corrupt = sum(n["corrupt_segments"] for n in notes)
+    engine.update(python_workers=len({n["worker"] for n in notes}), model_loads=sum(n["loaded_model"] for n in notes))
+    records = sorted([*plan.done.values(), *new], key=lambda r: r["part"])
+    _check_complete(plan.out, records, len(job.inputs))
+    return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
+                      started=started, seconds=time.monotonic() - clock, written=len(new),
+                      resumed=len(plan.done), engine=engine)
+
+
+def warm_cache_with_spark(paths, spec, *, master: str | None = None, spark=None, encoder=None) -> dict:
+    """For `elmobatch run --engine spark`: embed a job's input files on Spark into the job's cache,
+    so that scoring then finds every vector there. `spec` is a scheduling JobSpec.
+
+    The embeddings dataset is written to SPEC.output/_spark_embed (a shared path, as Spark needs)
+    and removed once complete; a run killed meanwhile resumes it. Returns its manifest.
+    """
+    import shutil
+
+    options = EmbedOptions(text_column=spec.text_column, id_column=spec.id_column, fmt=spec.format,
+                           encoding=spec.encoding, chunk_rows=spec.chunk_rows)
+    scratch = Path(spec.output) / SPARK_SCRATCH
+    manifest = embed_files_spark(paths, scratch, spec.model, options=options, cache_dir=spec.cache_dir,
+                                 batch_size=spec.batch_size, master=master, spark=spark, encoder=encoder,
+                                 precision=spec.precision)
+    shutil.rmtree(scratch)
+    return manifest
+
+
+def _local_model_path(spec: str) -> str | None:
+    """The absolute path of a model directory given as a path that exists here (None otherwise)."""
+    if spec == "default" or "://" in spec or not Path(spec).exists():
+        return None
+    return str(Path(spec).absolute())
+
+
+def _units(plan, chunk_rows: int, parallelism: int) -> list[tuple[int, int, int]]:
+    """(file_index, slice, slices) per task: about `parallelism` tasks, shared by input size,
+    never more slices for a file than it can have chunks."""
+    total = sum(i["bytes"] for i in plan.inputs_info) or 1
+    units = []
+    for index, (info, reader) in enumerate(zip(plan.inputs_info, plan.readers)):
+        share = max(1, round(parallelism * info["bytes"] / total))
+        slices = max(1, min(share, _max_chunks(Path(info["path"]), reader, chunk_rows)))
+        units += [(index, k, slices) for k in range(slices)]
+    return units
+
+
+def _max_chunks(path: Path, reader, chunk_rows: int) -> int:
+    """An upper bound on the chunks of a file: a record is at least one row (Parquet) or line."""
+    if reader.format == "parquet":
+        records = reader.size
+    else:
+        records = 1
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                records += block.count(b"\n")
+    return math.ceil(records / chunk_rows)
+
+
+def _run(spark, job: SparkJob, units) -> list[dict]:
+    """One partition per unit, embedded in mapInArrow; the records come back to the driver."""
+    rdd = spark.sparkContext.parallelize(units, numSlices=len(units))
+    frame = spark.createDataFrame(rdd, UNIT_SCHEMA)
+    try:
+        rows = frame.mapInArrow(partial(embed_units, job), "record string").collect()
+    except Exception as exc:  # py4j / PythonException: keep the worker's own last line
+        raise SparkError(f"the Spark job failed: {_reason(exc)}") from exc
+    return [json.loads(row["record"]) for row in rows]
+
+
+def _reason(exc: Exception) -> str:
+    """The last meaningful line of a (possibly remote) traceback."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "Error:" in line or "Exception:" in line]
+    return (errors or lines or [type(exc).__name__])[-1][:2000]
+
+
+def _check_complete(out: Path, records: list[dict], n_inputs: int) -> None:
+    """Every input's chunks 0..last are there, and their files are visible to the driver."""
+    by_file: dict[int, list[int]] = {}
+    for r in records:
+        file_index, chunk = (int(x) for x in r["part"][len("part-"):-len(".parquet")].split("-"))
+        by_file.setdefault(file_index, []).append(chunk)
+    for index in range(n_inputs):
+        chunks = sorted(by_file.get(index, []))
+        if chunks != list(range(len(chunks))) or not chunks:
+            raise SparkError(f"input {index}: chunks {chunks} came back; expected 0..n without gaps")
+    missing = [r["part"] for r in records if not (out / r["part"]).is_file()]
+    if missing:
+        raise OutputError(f"--out {out}: the executors wrote {missing[0]} (and {len(missing) - 1} more) where the "
+                          "driver cannot see it: on a cluster, --out must be a filesystem path shared by the "
+                          "driver and every executor")
+
+
+# ---- the executors ---------------------------------------------------------------------------
+
+_ENCODERS: dict[tuple[str, str, str], object] = {}  # per Python worker: (spec, fingerprint, precision) -> Encoder
+
+
+def worker_encoder(job: SparkJob):
+    """The encoder of this Python worker, loaded on first use and kept for later tasks."""
+    key = _encoder_key(job)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = _load_worker_model(job)
+    encoder = _ENCODERS[key]
+    if job.batch_size is not None:
+        encoder.batch_size = job.batch_size
+    return encoder
+
+
+def _encoder_key(job: SparkJob) -> tuple[str, str, str]:
+    return job.model_spec, job.fingerprint, job.precision
+
+
+def _load_worker_model(job: SparkJob):
+    """Load the model from the first place that has it: the spec as given (relative to the
+    worker, e.g. an --archives alias), Spark's files directory, or the driver's path."""
+    from elmobatch.encoding import ModelError, load_encoder
+
+    spec = job.model_spec
+    if job.model_path is not None:  # a directory: find this executor's copy
+        candidates = [spec, job.model_path]
+        try:
+            from pyspark import SparkFiles
+
+            candidates.insert(1, str(Path(SparkFiles.getRootDirectory()) / spec))
+        except Exception:  # not inside a Spark task
+            pass
+        found = [c for c in candidates if Path(c).is_dir()]
+        if not found:
+            raise ModelError(f"model {spec!r}: not found on this executor (looked at {', '.join(candidates)}); "
+                             "ship it with --archives or put it on a shared filesystem")
+        spec = found[0]
+    encoder = load_encoder(spec, precision=job.precision)
+    if encoder.fingerprint != job.fingerprint:
+        raise SparkError(f"model {spec!r} on this executor has fingerprint {encoder.fingerprint[:12]}, "
+                         f"the driver's has {job.fingerprint[:12]}: ship the same model to every executor")
+    return encoder
+
+
+def embed_units(job: SparkJob, batches):
+    """mapInArrow function: for each (file_index, slice, slices) unit, embed its chunks; yields records."""
+    for batch in batches:
+        for unit in batch.to_pylist():
+            records = embed_slice(job, unit["file_index"], unit["slice"], unit["slices"])
+            yield pa.RecordBatch.from_pylist([{"record": json.dumps(r)} for r in records], schema=RESULT_SCHEMA)
+
+
+def _comparable(decisions: dict) -> dict:
+    return {k: v for k, v in decisions.items() if k != "path"}  # the driver may have a relative path
+
+
+def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
+    """Read input `file_index` whole; embed and write the chunks with index % n == k not done yet.
+
+    Returns their records plus one note: this task's Python worker (host:pid), whether it had to load
+    the model, and how many damaged cache segments it set aside.
+    """
+    path, out = Path(job.inputs[file_index]), Path(job.out)
+    reader = open_reader(path, job.options)
+    mine, drivers = _comparable(reader.decisions.to_dict()), _comparable(job.decisions[file_index])
+    if mine != drivers:
+        raise SparkError(f"{path}: this executor reads the file differently from the driver "
+                         f"({mine} vs {drivers}): is it the same file on every machine?")
+    cache = EmbeddingCache(job.cache_dir)
+    had_model = _encoder_key(job) in _ENCODERS
+    tmp_dir = out / o.TMP / f"task-{uuid.uuid4().hex}"  # own temp names: a retried task never collides
+    records, schema = [], None
+    for chunk in reader:
+        name = part_name(file_index, chunk.index)
+        if chunk.index % n != k or name in job.done:
+            continue
+        encoder = worker_encoder(job)
+        if schema is None:
+            schema = o.embeddings_schema(encoder.dim, encoder.n_layers, job.options.keep_text, encoder.fingerprint)
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+        records.append(write_chunk(chunk, name, out, reader, encoder, cache, schema, job.options, tmp_dir=tmp_dir))
+    if schema is not None:
+        for leftover in tmp_dir.iterdir():
+            leftover.unlink()
+        tmp_dir.rmdir()
+    note = {"task": f"{file_index}/{k}/{n}", "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "corrupt_segments": cache.corrupt, "loaded_model": schema is not None and not had_model}
+    return [*records, note]
+
+
+__all__ = ["SparkError", "SparkJob", "embed_files_spark", "warm_cache_with_spark", "embed_units", "embed_slice", "spark_session",
+           "worker_encoder", "INSTALL_HINT"]
