@@ -55,8 +55,9 @@ def info(model):
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
 @click.option("--master", help="Spark master for --engine spark: local[N], spark://HOST:PORT, yarn "
                                "(default: the active session's, or spark-submit's, or local[*]).")
+@precision_option
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          max_text_chars, reject_empty, engine, master):
+          max_text_chars, reject_empty, engine, master, precision):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README)."""
     from elmobatch.caching import EmbeddingCache
     from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
@@ -68,13 +69,14 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
     try:
-        enc = load_encoder(model)
+        enc = load_encoder(model, precision=precision)
         if engine == "spark":
             from elmobatch.embedding.spark import SparkError, embed_files_spark
 
             try:
                 manifest = embed_files_spark(inputs, out, model, options=options, cache_dir=cache_dir,
-                                             batch_size=batch_size, master=master, encoder=enc)
+                                             batch_size=batch_size, master=master, encoder=enc,
+                                             precision=precision)
             except SparkError as exc:
                 raise click.ClickException(str(exc))
         else:

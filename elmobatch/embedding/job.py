@@ -121,7 +121,7 @@ def plan_run(inputs, out, encoder, options: EmbedOptions) -> RunPlan:
     readers = [open_reader(p, options) for p in paths]
     inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
                     "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
-    signature = _signature(inputs_info, encoder.fingerprint, options)
+    signature = _signature(inputs_info, encoder.cache_key, options)  # model and precision
     out = Path(out)
     done = _prepare(out, signature)
     schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint)
