@@ -1,0 +1,1 @@
+"""Training: pretraining the biLM, and training scoring heads."""
