@@ -12,12 +12,18 @@ import sys
 import pandas as pd
 
 
-def main(csv_path: str, start: int, end: int, out_path: str) -> None:
+def messages(csv_path: str, start: int, end: int) -> list[str]:
+    """The message text of rows start..end-1 (0-based data rows), one line each."""
     frame = pd.read_csv(csv_path, encoding="latin-1", dtype=str, keep_default_na=False)
     rows = frame.iloc[start:end, 1:]  # column 0 is the label
     if len(rows) != end - start:
         sys.exit(f"{csv_path}: asked for rows {start}..{end - 1}, the file has {len(frame)} rows")
-    lines = [",".join(part for part in row if part).replace("\r", " ").replace("\n", " ") for row in rows.itertuples(index=False)]
+    return [",".join(part for part in row if part).replace("\r", " ").replace("\n", " ")
+            for row in rows.itertuples(index=False)]
+
+
+def main(csv_path: str, start: int, end: int, out_path: str) -> None:
+    lines = messages(csv_path, start, end)
     with open(out_path, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in lines)
     print(f"{out_path}: {len(lines)} messages (rows {start}..{end - 1} of {csv_path})")
