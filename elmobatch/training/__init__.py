@@ -1,1 +1,0 @@
-"""Training: pretraining the biLM, and training scoring heads."""
