@@ -12,8 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The example model is the tiny test fixture until the bundled default model arrives.
+EXAMPLE_MODEL ?= ../shared/fixtures/bilm_tiny
+
 run: setup
-	$(VENV)/bin/elmobatch info ../shared/fixtures/bilm_tiny
+	$(VENV)/bin/elmobatch embed examples/messages.csv --out out/messages --id-column id --model $(EXAMPLE_MODEL) --keep-text
 
 test: setup
 	$(PY) -m pytest -q

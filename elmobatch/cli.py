@@ -28,6 +28,170 @@ def info(model):
                            "tokenizer": enc.tokenizer, "fingerprint": enc.fingerprint}, indent=2))
 
 
+# ---- embed (issue 3) -------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
+@click.option("--model", default="default", show_default=True, help="A load_encoder spec.")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@click.option("--id-column", help="Column used as `id` (default: file name:row number).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "jsonl", "parquet", "txt"]),
+              help="Input format (default: from the extension).")
+@click.option("--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not).")
+@click.option("--batch-size", type=int, help="Messages per encoder batch.")
+@click.option("--chunk-rows", type=int, default=10_000, show_default=True, help="Rows read, embedded and written at a time.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
+@click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
+@click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
+@click.option("--reject-empty", is_flag=True, help="Reject empty messages instead of embedding them as zeros.")
+def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
+          max_text_chars, reject_empty):
+    """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README)."""
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
+    from elmobatch.reading import ReadError
+
+    options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
+                           chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
+                           keep_text=keep_text)
+    try:
+        enc = load_encoder(model)
+        manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
+                               batch_size=batch_size, progress=Progress(sys.stderr))
+    except (ModelError, ReadError, OutputError, ValueError, OSError) as exc:  # OSError: e.g. disk full
+        raise click.ClickException(str(exc))
+    click.echo(summary_line(manifest, out))
+
+
+# ---- heads: train, evaluate, score (issue 4) ------------------------------------------------
+
+
+def _head_errors():
+    """The errors of train/evaluate/score that are the user's to fix: shown as one clear line."""
+    from elmobatch.reading import ReadError
+    from elmobatch.scoring.score import ScoreError
+    from elmobatch.scoring.vectors import LabelError
+    from elmobatch.training.head import HeadError
+    from elmobatch.training.split import SplitError
+
+    return (ModelError, ReadError, HeadError, SplitError, ScoreError, LabelError)
+
+
+def _cache(cache_dir):
+    from elmobatch.caching import EmbeddingCache
+
+    return EmbeddingCache(cache_dir)
+
+
+_cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
+                             help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
+
+
+@main.command()
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label-column", required=True, help="Column holding each row's label.")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@click.option("--model", default="default", show_default=True, help="Encoder: a load_encoder spec.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Head directory to write.")
+@click.option("--split", "split_spec", default="last:0.2", show_default=True,
+              help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(1), help="Most epochs (early stopping).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random choice.")
+@click.option("--positive-label", help="For two labels: the one `score` is the probability of (default: the rarer).")
+@_cache_option
+def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label,
+          cache_dir):
+    """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
+    from elmobatch.scoring.metrics import format_table
+    from elmobatch.training.fit import FitSettings, TrainingError
+    from elmobatch.training.train import model_record, parse_split, train_file
+
+    try:
+        split = parse_split(split_spec)
+        encoder = load_encoder(model)
+        head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
+                          model_spec=model_record(model), split=split, text_column=text_column,
+                          positive=positive_label, settings=FitSettings(epochs=epochs, batch_size=batch_size,
+                                                                        seed=seed), log=click.echo)
+    except (TrainingError, *_head_errors()) as exc:
+        raise click.ClickException(str(exc))
+    meta = head.meta
+    weights = ", ".join(f"{w:.3f}" for w in meta["layer_weights"])
+    threshold = "none (most probable label)" if meta["threshold"] is None else f"{meta['threshold']:.4f}"
+    click.echo(f"labels {', '.join(meta['labels'])}; threshold {threshold}; "
+               f"layer weights {weights}; gamma {meta['gamma']:.3f}")
+    if meta["metrics"]:
+        test = meta["data"]["test_rows"]
+        click.echo(f"held-out rows {test['first']}..{test['last']} ({test['count']}):")
+        click.echo(format_table(meta["metrics"]))
+    click.echo(f"head written to {out}")
+
+
+@main.command()
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label-column", required=True, help="Column holding each row's true label.")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False), help="Head directory (default: bundled).")
+@click.option("--model", help="Encoder spec (default: the model the head names).")
+@click.option("--out", type=click.Path(file_okay=False), help="Report directory (default: <input stem>.report).")
+@click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
+@click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
+@_cache_option
+def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, cache_dir):
+    """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json."""
+    from pathlib import Path
+
+    from elmobatch.scoring.metrics import format_table
+    from elmobatch.scoring.report import write_report
+    from elmobatch.scoring.score import evaluate_file, load_head_and_model
+    from elmobatch.embedding import file_sha256
+
+    try:
+        head, encoder = load_head_and_model(head_dir, model)
+        metrics, y_true, proba = evaluate_file(input, label_column=label_column, head=head, encoder=encoder,
+                                               cache=_cache(cache_dir), text_column=text_column,
+                                               rows=split_spec, threshold=threshold)
+    except _head_errors() as exc:
+        raise click.ClickException(str(exc))
+    trained_on = head.meta.get("data", {}).get("file_sha256")
+    if split_spec is None and trained_on == file_sha256(input):
+        click.echo(f"note: {input} is the file this head was trained on; its training rows are included "
+                   f"(evaluate only the held-out rows with --split {head.meta['data']['split']})", err=True)
+    out = Path(out) if out else Path.cwd() / f"{Path(input).stem}.report"
+    report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
+                          float(head.weights["gamma"]), metrics["threshold"], title=f"elmobatch evaluate {input}")
+    click.echo(format_table(metrics))
+    click.echo(f"report: {report} (metrics.json and PNGs beside it)")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False), help="Head directory (default: bundled).")
+@click.option("--model", help="Encoder spec (default: the model the head names).")
+@click.option("--out", type=click.Path(), help="Output .csv/.parquet file (one input) or directory "
+              "(default: <input stem>.scored.csv in the current directory).")
+@click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
+@click.option("--text-column", help="Column holding the message (default: detected).")
+@_cache_option
+def score(inputs, head_dir, model, out, threshold, text_column, cache_dir):
+    """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file."""
+    from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
+
+    try:
+        outputs = output_paths(list(inputs), out)
+        head, encoder = load_head_and_model(head_dir, model)
+        cache = _cache(cache_dir)
+        for path, target in zip(inputs, outputs):
+            summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
+                                 threshold=threshold)
+            click.echo(summary.line())
+    except _head_errors() as exc:
+        raise click.ClickException(str(exc))
+
+
 # ---- pretrain (issue 5) ---------------------------------------------------------------------
 
 

@@ -1,0 +1,228 @@
+"""The embedding job: message files -> chunked reading -> cache -> Parquet dataset + rejects + manifest.
+
+    manifest = embed_files(["day.csv"], "out/", encoder)   # the dict written to out/_manifest.json
+
+Each chunk of each input is written as part-<file>-<chunk>.parquet plus _rejects/part-<file>-<chunk>.parquet,
+then recorded in _state/. A run killed at any point and started again with the same inputs and
+options skips the recorded chunks and writes the rest, so the result equals an uninterrupted run.
+A directory that holds a completed run (_SUCCESS) is rewritten from scratch (the cache makes that
+cheap); so is one left by a run with other inputs, model or options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from elmobatch.caching import EmbeddingCache, text_hash
+from elmobatch.embedding import output as o
+from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, read_messages
+
+COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
+
+
+@dataclass
+class EmbedOptions:
+    """Everything besides inputs and model that decides the output (part of the resume signature)."""
+
+    text_column: str | None = None
+    id_column: str | None = None
+    fmt: str | None = None
+    encoding: str | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    reject_empty: bool = False
+    keep_text: bool = False
+
+
+class OutputError(ValueError):
+    """An output directory that cannot be used, with why."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, cache: EmbeddingCache | None = None,
+                batch_size: int | None = None, progress=None) -> dict:
+    """Embed every input into `out`; returns the manifest. Raises ReadError/OutputError before any work."""
+    options = options or EmbedOptions()
+    cache = cache if cache is not None else EmbeddingCache()
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
+        encoder.batch_size = batch_size
+    started, clock = _now(), time.monotonic()
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ReadError("no input files given")
+    _check_names(paths, options.id_column)
+    readers = [read_messages(p, text_column=options.text_column, id_column=options.id_column, fmt=options.fmt,
+                             encoding=options.encoding, chunk_rows=options.chunk_rows,
+                             max_text_chars=options.max_text_chars, reject_empty=options.reject_empty)
+               for p in paths]
+    inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
+                    "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
+    signature = _signature(inputs_info, encoder.fingerprint, options)
+    out = Path(out)
+    done = _prepare(out, signature)
+    schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint)
+
+    total_bytes = sum(i["bytes"] for i in inputs_info) or 1
+    bytes_before, rows_seen, written, resumed = 0, 0, 0, 0
+    records = []
+    for file_index, (reader, info) in enumerate(zip(readers, inputs_info)):
+        for chunk in reader:
+            name = f"part-{file_index:05d}-{chunk.index:06d}.parquet"
+            record = done.get(name)
+            if record is None:
+                record = _write_chunk(chunk, name, out, reader, encoder, cache, schema, options)
+                written += 1
+            else:
+                resumed += 1
+            records.append(record)
+            rows_seen += chunk.rows_read
+            if progress:
+                fraction = (bytes_before + info["bytes"] * chunk.position / max(reader.size, 1)) / total_bytes
+                progress.update(rows_seen, fraction)
+        bytes_before += info["bytes"]
+    if progress:
+        progress.close()
+    return _finish(out, records, inputs_info, readers, encoder, cache, options, signature,
+                   started=started, seconds=time.monotonic() - clock, written=written, resumed=resumed)
+
+
+def _check_names(paths: list[Path], id_column: str | None) -> None:
+    """Ids default to file name + row number, so two inputs may not share a file name."""
+    if id_column is None:
+        seen = {}
+        for p in paths:
+            if p.name in seen:
+                raise ReadError(f"inputs {seen[p.name]} and {p} share the file name {p.name!r}, so their default ids "
+                                "(file name:row number) would collide: rename one or pass --id-column")
+            seen[p.name] = p
+
+
+def _signature(inputs_info, fingerprint: str, options: EmbedOptions) -> str:
+    """What decides the output: a rerun resumes only when this is unchanged."""
+    data = {"inputs": [(i["name"], i["sha256"]) for i in inputs_info], "model": fingerprint,
+            "options": asdict(options), "layout": 1}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _prepare(out: Path, signature: str) -> dict[str, dict]:
+    """Make `out` ready; returns the finished chunks of an interrupted identical run, by part name."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    if not o.is_output_dir(out):
+        raise OutputError(f"--out {out}: not empty and not an elmobatch output directory "
+                          f"(no {o.STATE}/, {o.MANIFEST} or {o.SUCCESS}); refusing to write into it")
+    run_file = out / o.STATE / "run.json"
+    previous = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    resumable = not (out / o.SUCCESS).exists() and previous.get("signature") == signature
+    if not resumable:
+        o.clear_output(out)
+    for name in (o.STATE, o.REJECTS):
+        (out / name).mkdir(exist_ok=True)
+    shutil.rmtree(out / o.TMP, ignore_errors=True)  # files a killed run was writing
+    (out / o.TMP).mkdir()
+    if not resumable:
+        o.write_json({"signature": signature, "started": _now()}, run_file, out / o.TMP)
+        return {}
+    done = {}
+    for path in sorted((out / o.STATE).glob("part-*.json")):
+        record = json.loads(path.read_text())
+        if _intact(out, record):
+            done[record["part"]] = record
+    return done
+
+
+def _intact(out: Path, record: dict) -> bool:
+    """Both files of a recorded chunk exist with the recorded row counts."""
+    try:
+        return (pq.ParquetFile(out / record["part"]).metadata.num_rows == record["rows_embedded"]
+                and pq.ParquetFile(out / o.REJECTS / record["part"]).metadata.num_rows == record["rows_rejected"])
+    except (OSError, pa.ArrowInvalid):
+        return False
+
+
+def _write_chunk(chunk, name, out, reader, encoder, cache, schema, options) -> dict:
+    """Embed one chunk through the cache and write its part, rejects and state record (in that order)."""
+    hits, computed = cache.hits, cache.computed
+    layers, n_tokens = cache.embed(encoder, chunk.texts)
+    row_numbers = chunk.rows["row_number"].to_numpy()
+    ids = chunk.ids if chunk.ids is not None else [f"{reader.source_name}:{n}" for n in row_numbers]
+    table = o.embeddings_table(schema, ids=ids, source_file=reader.source_name, row_numbers=row_numbers,
+                               hashes=[text_hash(t) for t in chunk.texts], n_tokens=n_tokens, layers=layers,
+                               texts=chunk.texts)
+    rejects = pa.Table.from_pandas(chunk.rejects, schema=o.REJECTS_SCHEMA, preserve_index=False)
+    o.write_parquet(rejects, out / o.REJECTS / name, out / o.TMP)
+    o.write_parquet(table, out / name, out / o.TMP)
+    record = {"part": name, "source_file": reader.source_name, "chunk": chunk.index,
+              "rows_read": chunk.rows_read, "rows_embedded": len(chunk.rows), "rows_rejected": len(chunk.rejects),
+              "cache_hits": cache.hits - hits, "computed": cache.computed - computed,
+              "reject_reasons": {k: int(v) for k, v in chunk.rejects["reason"].value_counts().items()}}
+    o.write_json(record, out / o.STATE / name.replace(".parquet", ".json"), out / o.TMP)
+    return record
+
+
+def _finish(out, records, inputs_info, readers, encoder, cache, options, signature, *, started, seconds,
+            written, resumed) -> dict:
+    counts = {k: sum(r[k] for r in records) for k in COUNTS}
+    if counts["rows_read"] != counts["rows_embedded"] + counts["rows_rejected"]:
+        raise RuntimeError(f"internal error: rows_read {counts['rows_read']} != rows_embedded "
+                           f"{counts['rows_embedded']} + rows_rejected {counts['rows_rejected']}")
+    reasons: dict[str, int] = {}
+    for r in records:
+        for k, v in r["reject_reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    for info in inputs_info:
+        mine = [r for r in records if r["source_file"] == info["name"]]
+        info.update({k: sum(r[k] for r in mine) for k in ("rows_read", "rows_embedded", "rows_rejected")})
+    manifest = {
+        "counts": counts,
+        "reject_reasons": reasons,
+        "model": {"fingerprint": encoder.fingerprint, "path": encoder.path, "dim": encoder.dim,
+                  "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer},
+        "inputs": inputs_info,
+        "parts": [{"file": r["part"], "rows": r["rows_embedded"]} for r in records],
+        "rejects": [{"file": f"{o.REJECTS}/{r['part']}", "rows": r["rows_rejected"]} for r in records],
+        "options": asdict(options),
+        "cache": {"directory": str(cache.directory), "corrupt_segments": cache.corrupt},
+        "signature": signature,
+        "timings": {"started": started, "finished": _now(), "seconds": round(seconds, 3),
+                    "rows_per_second": round(sum(r["rows_read"] for r in records) / max(seconds, 1e-9), 1),
+                    "chunks_written": written, "chunks_resumed": resumed},
+    }
+    o.write_json(manifest, out / o.MANIFEST, out / o.TMP)
+    (out / o.TMP / o.SUCCESS).write_text("")
+    (out / o.TMP / o.SUCCESS).replace(out / o.SUCCESS)
+    shutil.rmtree(out / o.TMP, ignore_errors=True)  # bookkeeping: a completed run needs none
+    shutil.rmtree(out / o.STATE, ignore_errors=True)
+    return manifest
+
+
+def summary_line(manifest: dict, out) -> str:
+    """One line for the end of a run, with the invariant spelled out."""
+    c, t = manifest["counts"], manifest["timings"]
+    return (f"rows_read {c['rows_read']:,} = rows_embedded {c['rows_embedded']:,} + rows_rejected "
+            f"{c['rows_rejected']:,}; cache_hits {c['cache_hits']:,}, computed {c['computed']:,}; "
+            f"{len(manifest['inputs'])} file(s), {t['chunks_written']} chunk(s) written, {t['chunks_resumed']} resumed; "
+            f"{t['seconds']:.1f} s -> {out}")

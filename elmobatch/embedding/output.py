@@ -1,0 +1,112 @@
+"""The output directory contract: Parquet schemas and atomic writes.
+
+    DIR/part-*.parquet      the embeddings dataset (the only data files at the top level)
+    DIR/_rejects/*.parquet  rejected rows (one file per chunk, maybe empty)
+    DIR/_manifest.json      counts, model, inputs with checksums, parts, decisions, timings
+    DIR/_SUCCESS            written last, only when the run completed
+    DIR/_state/, DIR/_tmp/  while running: resume bookkeeping and files being written (removed at the end)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SUCCESS, MANIFEST, REJECTS, STATE, TMP = "_SUCCESS", "_manifest.json", "_rejects", "_state", "_tmp"
+REJECTS_SCHEMA = pa.schema([("source_file", pa.string()), ("row_number", pa.int64()), ("reason", pa.string()),
+                            ("detail", pa.string()), ("raw", pa.string())])
+
+
+def embeddings_schema(dim: int, n_layers: int, keep_text: bool, fingerprint: str) -> pa.Schema:
+    """`layers` holds n_layers + 1 per-layer token means; `embedding` is their mean (the hub "default")."""
+    fields = [("id", pa.string()), ("source_file", pa.string()), ("row_number", pa.int64()),
+              ("text_hash", pa.string()), ("n_tokens", pa.int32()),
+              ("embedding", pa.list_(pa.float32(), dim)),
+              ("layers", pa.list_(pa.list_(pa.float32(), dim), n_layers + 1)),
+              ("model_fingerprint", pa.string())]
+    if keep_text:
+        fields.append(("text", pa.string()))
+    metadata = {"elmobatch.dim": str(dim), "elmobatch.layers": str(n_layers + 1),
+                "elmobatch.model_fingerprint": fingerprint}
+    return pa.schema(fields, metadata=metadata)
+
+
+def _fixed_lists(values: np.ndarray, *sizes: int) -> pa.Array:
+    """float32 array (n, *sizes) -> nested fixed_size_list array of length n."""
+    array = pa.array(np.ascontiguousarray(values, np.float32).reshape(-1), pa.float32())
+    for size in reversed(sizes):
+        array = pa.FixedSizeListArray.from_arrays(array, size)
+    return array
+
+
+def embeddings_table(schema: pa.Schema, *, ids, source_file: str, row_numbers, hashes, n_tokens: np.ndarray,
+                     layers: np.ndarray, texts=None) -> pa.Table:
+    """One chunk's rows; `layers` is (n, n_layers + 1, dim) float32."""
+    n, n_layer, dim = layers.shape
+    columns = {
+        "id": pa.array(ids, pa.string()),
+        "source_file": pa.array([source_file] * n, pa.string()),
+        "row_number": pa.array(row_numbers, pa.int64()),
+        "text_hash": pa.array(hashes, pa.string()),
+        "n_tokens": pa.array(n_tokens, pa.int32()),
+        "embedding": _fixed_lists(layers.mean(axis=1), dim),
+        "layers": _fixed_lists(layers, n_layer, dim),
+        "model_fingerprint": pa.array([schema.metadata[b"elmobatch.model_fingerprint"].decode()] * n, pa.string()),
+    }
+    if "text" in schema.names:
+        columns["text"] = pa.array(texts, pa.string())
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def read_layers(table: pa.Table) -> np.ndarray:
+    """The `layers` column of an embeddings table -> float32 (n, n_layers + 1, dim)."""
+    column = table.column("layers").combine_chunks()
+    n_layers, dim = column.type.list_size, column.type.value_type.list_size
+    return column.flatten().flatten().to_numpy().reshape(len(column), n_layers, dim)
+
+
+def read_embedding(table: pa.Table) -> np.ndarray:
+    """The `embedding` column -> float32 (n, dim)."""
+    column = table.column("embedding").combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def write_parquet(table: pa.Table, final: Path, tmp_dir: Path) -> None:
+    """Write to tmp_dir, then rename: a reader never sees a partial file."""
+    tmp = tmp_dir / (final.name + ".tmp")
+    pq.write_table(table, tmp)
+    _fsync_replace(tmp, final)
+
+
+def write_json(data: dict, final: Path, tmp_dir: Path) -> None:
+    tmp = tmp_dir / (final.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    _fsync_replace(tmp, final)
+
+
+def is_output_dir(out: Path) -> bool:
+    """Whether `out` is empty or was written by elmobatch embed (safe to resume or overwrite)."""
+    entries = list(out.iterdir())
+    return not entries or any((out / name).exists() for name in (STATE, MANIFEST, SUCCESS))
+
+
+def clear_output(out: Path) -> None:
+    """Remove what a previous run wrote (the marker first, so no reader trusts a half-cleared dir)."""
+    for name in (SUCCESS, MANIFEST):
+        (out / name).unlink(missing_ok=True)
+    for part in out.glob("part-*.parquet"):
+        part.unlink()
+    for name in (REJECTS, TMP, STATE):  # _state last: it marks the directory as ours until the end
+        shutil.rmtree(out / name, ignore_errors=True)

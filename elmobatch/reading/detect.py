@@ -1,0 +1,119 @@
+"""File-level reading decisions: format, encoding and text column, each with the reason for it.
+
+The decisions go into the run manifest, so a user can see why a file was read the way it was.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet", "txt")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+               ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
+# Column names that usually hold the message, most specific first.
+TEXT_COLUMN_NAMES = ("text", "message", "msg", "body", "sms", "content", "sentence", "v2")
+FALLBACK_ENCODING = "latin-1"  # decodes any byte; what the reference data (and pandas users of it) use
+
+
+class ReadError(ValueError):
+    """A file that cannot be read as asked: the message names the file, the setting and what was expected."""
+
+
+@dataclass
+class ReadDecisions:
+    """How one file is read, and why (stored in the manifest)."""
+
+    path: str
+    format: str
+    format_reason: str
+    encoding: str | None  # None for Parquet (typed, no text encoding)
+    encoding_reason: str
+    text_column: str
+    text_column_reason: str
+    id_column: str | None
+    columns: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_format(path: Path, fmt: str | None) -> tuple[str, str]:
+    if fmt:
+        if fmt not in FORMATS:
+            raise ReadError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        return fmt, "given (--format)"
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        raise ReadError(f"{path}: compressed files are not read directly; decompress it first")
+    found = _EXTENSIONS.get(suffixes[-1] if suffixes else "")
+    if found is None:
+        raise ReadError(f"{path}: cannot tell the format from the extension {path.suffix!r}: "
+                        f"pass --format ({', '.join(FORMATS)})")
+    return found, f"from the extension {path.suffix}"
+
+
+def check_encoding(name: str) -> str:
+    """Normalise an encoding name; only ASCII-compatible byte encodings (lines split on b'\\n')."""
+    try:
+        codec = codecs.lookup(name)
+    except LookupError:
+        raise ReadError(f"--encoding {name!r}: unknown encoding") from None
+    if "a\n".encode(codec.name, "strict") != b"a\n":
+        raise ReadError(f"--encoding {name!r}: only ASCII-compatible encodings are supported "
+                        "(UTF-8, Latin-1, cp1252, ...); convert UTF-16/32 files to UTF-8 first")
+    return codec.name
+
+
+def detect_encoding(path: Path) -> tuple[str, str]:
+    """Scan the file line by line: UTF-8 if it is valid UTF-8, else the Latin-1 fallback.
+
+    A file that is mostly UTF-8 with a few undecodable lines stays UTF-8 (those lines become
+    rejects); one whose non-ASCII lines are mostly not UTF-8 is a legacy 8-bit file.
+    """
+    invalid = valid_non_ascii = 0
+    first_invalid = None
+    with open(path, "rb") as f:
+        bom = f.read(3) == codecs.BOM_UTF8
+        f.seek(0)
+        for number, line in enumerate(f):
+            if line.isascii():
+                continue
+            try:
+                line.decode("utf-8")
+                valid_non_ascii += 1
+            except UnicodeDecodeError:
+                invalid += 1
+                first_invalid = number if first_invalid is None else first_invalid
+    if invalid == 0:
+        return ("utf-8-sig" if bom else "utf-8"), "valid UTF-8" + (" with a byte-order mark" if bom else "")
+    if valid_non_ascii > invalid:
+        return "utf-8", (f"UTF-8 ({valid_non_ascii} non-ASCII lines decode) with {invalid} undecodable "
+                         f"line(s), first at line {first_invalid + 1}: those rows are rejected")
+    return FALLBACK_ENCODING, (f"not UTF-8: {invalid} line(s) do not decode (first at line {first_invalid + 1}), "
+                               f"{valid_non_ascii} do; fell back to {FALLBACK_ENCODING}")
+
+
+def choose_text_column(path: Path, columns: list[str], text_like: list[str], requested: str | None) -> tuple[str, str]:
+    """The message column: the requested one, else a well-known name, else the only text-like column."""
+    if requested is not None:
+        if requested not in columns:
+            raise ReadError(f"{path}: --text-column {requested!r} not found; columns are: {', '.join(columns)}")
+        return requested, "given (--text-column)"
+    by_lower = {c.lower(): c for c in columns}
+    known = [by_lower[name] for name in TEXT_COLUMN_NAMES if name in by_lower]
+    if len(known) == 1:
+        return known[0], f"the well-known name {known[0]!r}"
+    if len(known) > 1:
+        raise ReadError(f"{path}: more than one column could hold the text ({', '.join(known)}); "
+                        f"pass --text-column. Columns are: {', '.join(columns)}")
+    if len(text_like) == 1:
+        return text_like[0], "the only column holding text"
+    raise ReadError(f"{path}: cannot tell which column holds the text; pass --text-column. "
+                    f"Columns are: {', '.join(columns) or '(none)'}")
+
+
+def check_id_column(path: Path, columns: list[str], id_column: str | None) -> None:
+    if id_column is not None and id_column not in columns:
+        raise ReadError(f"{path}: --id-column {id_column!r} not found; columns are: {', '.join(columns)}")

@@ -1,0 +1,236 @@
+"""`elmobatch score` and `elmobatch evaluate`: apply a head to message files.
+
+    summary = score_file("day.csv", "day.scored.csv", head=head, encoder=enc, cache=cache)
+
+Every good row is written with its original columns plus `label` (predicted label name) and
+`score` (P(positive label); for more than two labels, the probability of the predicted one), in
+file order, chunk by chunk, to a temporary name renamed at the end. Rows the reader rejects go
+to a rejects file beside the output (`<output stem>.rejects.csv` or `.parquet`), always written,
+so rows_read = rows_scored + rows_rejected.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from elmobatch.encoding import load_encoder
+from elmobatch.reading import REJECT_COLUMNS
+from elmobatch.scoring.metrics import classification_metrics
+from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
+from elmobatch.training.head import HEAD_JSON, Head, HeadError, check_model, default_head_dir, load_head
+from elmobatch.training.split import parse_split
+
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+ADDED_COLUMNS = ("label", "score")
+
+
+class ScoreError(ValueError):
+    """Scoring settings that cannot work (output path, threshold), with what was expected."""
+
+
+def output_format(path) -> str:
+    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ScoreError(f"--out {path}: expected a .csv or .parquet file name (the extension picks the format)")
+    return fmt
+
+
+def output_paths(inputs: list, out: str | None) -> list[Path]:
+    """Where each input's scores go: `<stem>.scored.csv` in the cwd by default; --out a .csv or
+    .parquet file for one input, or a directory (for any number) holding `<stem>.scored.csv`."""
+    if out is not None and Path(out).suffix.lower() in OUTPUT_FORMATS:
+        if len(inputs) > 1:
+            raise ScoreError(f"--out {out}: one output file for {len(inputs)} inputs; give a directory instead")
+        paths = [Path(out)]
+    else:
+        if out is not None and Path(out).suffix:
+            output_format(out)  # raises: an unknown extension is a mistake, not a directory name
+        directory = Path(out) if out is not None else Path.cwd()
+        paths = [directory / f"{Path(p).stem}.scored.csv" for p in inputs]
+    for source, target in zip(inputs, paths):
+        if Path(source).resolve() == target.resolve():
+            raise ScoreError(f"--out {target}: that is the input file; scores go to a new file")
+    if len(set(paths)) < len(paths):
+        raise ScoreError("two inputs share a file name stem, so their outputs would collide; score them "
+                         "into different --out directories")
+    return paths
+
+
+def rejects_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.rejects{out.suffix}")
+
+
+@dataclass
+class ScoreSummary:
+    input: str
+    output: str
+    rejects: str
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    label_counts: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.label_counts.items()))
+        return (f"{self.input}: rows_read {self.rows_read} = scored {self.rows_scored} + rejected "
+                f"{self.rows_rejected} -> {self.output} ({counts or 'no rows'}); rejects -> {self.rejects}")
+
+
+class _TableWriter:
+    """Appends DataFrames to one CSV or Parquet file under a temporary name; `close` renames it."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns, self.format = path, columns, output_format(path)
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.parquet = None
+        self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.format == "csv":
+            frame.to_csv(self.tmp, mode="a" if self.rows else "w", header=not self.rows, index=False)
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self.parquet is None:
+                # A column empty in the first chunk has no type yet: store it as text.
+                schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                    for f in table.schema], metadata=table.schema.metadata)
+                self.parquet = pq.ParquetWriter(self.tmp, schema)
+            try:
+                table = table.cast(self.parquet.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
+                                 "write CSV instead, or give the input consistent column types") from exc
+            self.parquet.write_table(table)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self.rows == 0:
+            self.write(pd.DataFrame({c: pd.Series(dtype="string") for c in self.columns}))
+        if self.parquet is not None:
+            self.parquet.close()
+        self.tmp.replace(self.path)
+
+    def discard(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+    """Original columns (row_number dropped) + label + score. An input column already named
+    `label` or `score` is kept as `input_label` / `input_score`."""
+    out = rows.drop(columns=["row_number"]).rename(columns={c: f"input_{c}" for c in ADDED_COLUMNS})
+    out["label"] = np.asarray(labels, dtype=object)[index]
+    out["score"] = score.astype(np.float64)
+    return out
+
+
+def load_head_and_model(head_dir=None, model: str | None = None):
+    """-> (Head, Encoder). The head: `head_dir`, else the bundled default. The model: `model`, else
+    the one head.json names (the bundled model for the bundled head). A model whose fingerprint
+    differs from the head's is refused (HeadError)."""
+    if head_dir is None and not (default_head_dir() / HEAD_JSON).is_file():
+        raise HeadError(f"no --head given, and the bundled default head is missing from {default_head_dir()} "
+                        "(it ships with the default model): pass --head HEAD_DIR written by `elmobatch train`")
+    head = load_head(head_dir or default_head_dir())
+    spec = model or (head.meta["model"].get("spec") if head_dir else None) or "default"
+    encoder = load_encoder(spec)
+    check_model(head, encoder.fingerprint, head_name=f"head {head_dir or 'default'}", model_name=f"model {spec}")
+    return head, encoder
+
+
+def check_threshold(head: Head, threshold: float | None) -> None:
+    if threshold is None:
+        return
+    if not head.binary:
+        raise ScoreError(f"--threshold applies to two-label heads; this head has {len(head.labels)} labels "
+                         "and picks the most probable one")
+    if not 0 <= threshold <= 1:
+        raise ScoreError(f"--threshold {threshold}: expected a probability between 0 and 1")
+
+
+def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str | None = None,
+               threshold: float | None = None, **read_options) -> ScoreSummary:
+    """Score every good row of `path` into `out` (CSV or Parquet by extension); rejects beside it."""
+    check_threshold(head, threshold)
+    out = Path(out)
+    summary = ScoreSummary(str(path), str(out), str(rejects_path(out)))
+    chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
+    writer = rejects = None
+    try:
+        for chunk, layers in chunks:
+            if writer is None:
+                columns = [c if c not in ADDED_COLUMNS else f"input_{c}" for c in chunk.rows.columns
+                           if c != "row_number"] + list(ADDED_COLUMNS)
+                writer = _TableWriter(out, columns)
+                rejects = _TableWriter(rejects_path(out), REJECT_COLUMNS)
+            index, score = head.predict(layers, threshold)
+            frame = scored_frame(chunk.rows, head.labels, index, score)
+            writer.write(frame)
+            if len(chunk.rejects):
+                rejects.write(chunk.rejects[REJECT_COLUMNS])
+            summary.rows_read += chunk.rows_read
+            summary.rows_scored += len(frame)
+            summary.rows_rejected += len(chunk.rejects)
+            for name, count in frame["label"].value_counts().items():
+                summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
+        if writer is None:  # a file with no records at all
+            writer, rejects = _TableWriter(out, list(ADDED_COLUMNS)), _TableWriter(rejects_path(out), REJECT_COLUMNS)
+        writer.close()
+        rejects.close()
+    except BaseException:
+        for w in (writer, rejects):
+            if w is not None:
+                w.discard()
+        raise
+    return summary
+
+
+def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float | None = None, *,
+                 where: str = "labels") -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of `head` on vectors x (n, n_layers + 1, dim) with true label names.
+
+    -> (metrics dict, y_true (n,) label indices, proba (n, k)). Unknown labels raise LabelError.
+    """
+    index = {n: i for i, n in enumerate(head.labels)}
+    unknown = sorted({y for y in labels if y not in index})
+    if unknown:
+        raise LabelError(f"{where} has labels the head does not know: {', '.join(map(repr, unknown[:10]))} "
+                         f"(head labels: {', '.join(head.labels)})")
+    if not labels:
+        raise LabelError(f"{where}: no labelled rows to measure")
+    y_true = np.array([index[y] for y in labels], np.int64)
+    y_pred, _ = head.predict(x, threshold)
+    proba = head.probabilities(x)
+    return classification_metrics(y_true, y_pred, proba, head.labels), y_true, proba
+
+
+def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, text_column: str | None = None,
+                  rows: str | None = None, threshold: float | None = None):
+    """Metrics of `head` on the labelled rows of `path` (all, or the held-out part of a split).
+
+    -> (metrics dict, y_true (n,), proba (n, k)). Labels the head does not know raise LabelError.
+    """
+    check_threshold(head, threshold)
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column)
+    keep = np.arange(len(data.labels))
+    if rows is not None:
+        keep = parse_split(rows).indices(len(data.labels))[1]
+    metrics, y_true, proba = head_metrics(head, data.x[keep], [data.labels[i] for i in keep], threshold,
+                                          where=f"{path}: column {label_column!r}")
+    metrics.update(input=str(path), rows_read=data.rows_read, rows_rejected=int(len(data.rejects)),
+                   rows_evaluated=f"held-out rows of split {rows}" if rows else "all labelled rows",
+                   threshold=threshold if threshold is not None else head.threshold)
+    return metrics, y_true, proba
+
+
+__all__ = ["HeadError", "ScoreError", "ScoreSummary", "evaluate_file", "load_head_and_model", "output_paths",
+           "score_file"]

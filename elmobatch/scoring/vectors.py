@@ -1,0 +1,88 @@
+"""Message files -> per-layer pooled vectors, chunk by chunk, through the embedding cache.
+
+    for chunk, layers in file_vectors(path, encoder, cache, text_column="v2"):
+        chunk.rows      # DataFrame: the file's columns for the good rows, plus row_number
+        layers          # (len(chunk.rows), n_layers + 1, dim) float32
+        chunk.rejects   # rows the reader rejected, with their reason
+
+`labelled_vectors` reads a whole labelled file (for train and evaluate): rows without a label
+join the reader's rejects with reason "missing_label".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from elmobatch.caching import EmbeddingCache
+from elmobatch.reading import REJECT_COLUMNS, read_messages
+
+MISSING_LABEL = "missing_label"
+
+
+class LabelError(ValueError):
+    """A label column that is absent, or labels a head does not know."""
+
+
+def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None,
+                 **read_options) -> Iterator[tuple[object, np.ndarray]]:
+    """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages."""
+    reader = read_messages(path, text_column=text_column, **read_options)
+    for chunk in reader:
+        layers, _ = cache.embed(encoder, chunk.texts)
+        yield chunk, np.asarray(layers, np.float32)
+
+
+@dataclass
+class LabelledData:
+    """A labelled file in memory: x (n, n_layers + 1, dim), labels (n,), rows (DataFrame incl. row_number)."""
+
+    x: np.ndarray
+    labels: list[str]
+    texts: list[str]
+    rows: pd.DataFrame
+    rejects: pd.DataFrame
+    rows_read: int
+    text_column: str
+
+
+def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str, text_column: str | None = None,
+                     **read_options) -> LabelledData:
+    """Read all of `path` with its labels. Raises LabelError if `label_column` is not a column."""
+    reader = read_messages(path, text_column=text_column, **read_options)
+    columns = reader.decisions.columns
+    if label_column not in columns:
+        raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")
+    xs, labels, texts, rows, rejects, rows_read = [], [], [], [], [], 0
+    for chunk in reader:
+        rows_read += chunk.rows_read
+        rejects.append(chunk.rejects)
+        values = chunk.rows[label_column]
+        missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+        if missing.any():
+            rejects.append(_label_rejects(reader, chunk.rows[missing], label_column))
+        keep = ~missing
+        kept_texts = [t for t, k in zip(chunk.texts, keep) if k]
+        layers, _ = cache.embed(encoder, kept_texts)
+        xs.append(np.asarray(layers, np.float32))
+        labels.extend(values[keep].astype(str).str.strip().tolist())
+        texts.extend(kept_texts)
+        rows.append(chunk.rows[keep])
+    dim_shape = (0, encoder.n_layers + 1, encoder.dim)
+    return LabelledData(
+        x=np.concatenate(xs) if xs else np.zeros(dim_shape, np.float32), labels=labels, texts=texts,
+        rows=pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[*columns, "row_number"]),
+        rejects=pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=REJECT_COLUMNS),
+        rows_read=rows_read, text_column=reader.decisions.text_column)
+
+
+def _label_rejects(reader, rows: pd.DataFrame, label_column: str) -> pd.DataFrame:
+    raw = rows.drop(columns=["row_number"]).astype(str).agg(",".join, axis=1)
+    return pd.DataFrame({"source_file": reader.source_name, "row_number": rows["row_number"].to_numpy(),
+                         "reason": MISSING_LABEL, "detail": f"no value in the label column {label_column!r}",
+                         "raw": raw.to_numpy()})[REJECT_COLUMNS]
+

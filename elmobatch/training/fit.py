@@ -1,0 +1,197 @@
+"""Training a head (see head.py) on per-layer pooled vectors with Keras.
+
+    head, summary = fit_head(x, labels, model_meta={"fingerprint": ..., "spec": ...})
+
+x: (n, n_layers + 1, dim) float32; labels: n label names (strings). Class imbalance is handled
+with balanced class weights (n / (k * count_c)), early stopping watches the weighted loss on a
+stratified validation slice of the training rows, and `seed` fixes every random choice, so the
+same data and settings give the same head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from elmobatch.training.head import Head
+
+HIDDEN = 256
+
+
+class TrainingError(ValueError):
+    """Training data or settings a head cannot be trained from, with what was expected."""
+
+
+@dataclass
+class FitSettings:
+    epochs: int = 100
+    batch_size: int = 32
+    seed: int = 0
+    validation_fraction: float = 0.1
+    patience: int = 8
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+
+
+def label_order(labels: list[str], positive: str | None = None) -> list[str]:
+    """The head's label names: sorted; for two labels the positive one last.
+
+    The positive label is `positive` if given, else the rarer label (the thing to detect, such
+    as spam), the later name on a tie.
+    """
+    names, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
+        raise TrainingError(f"training data has one label value ({found}) among {len(labels)} rows; "
+                            "a head needs at least two label values to learn to tell them apart")
+    if positive is not None and positive not in names:
+        raise TrainingError(f"positive label {positive!r} is not among the training labels: {', '.join(names)}")
+    if len(names) > 2:
+        if positive is not None:
+            raise TrainingError(f"--positive-label applies to two labels; the data has {len(names)}: "
+                                f"{', '.join(names)}")
+        return names
+    if positive is None:
+        positive = names[0] if counts[0] < counts[1] else names[1]
+    return [n for n in names if n != positive] + [positive]
+
+
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, L, d) -> mean, std of shape (L, d); std of constant features is 1 (no division by 0)."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+    std[std < 1e-6] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified: about `fraction` of each class (at least one row of a class with >= 2 rows)."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        take = min(len(rows) - 1, max(1, int(round(fraction * len(rows))))) if fraction > 0 else 0
+        val.extend(rng.permutation(rows)[:take])
+    val = np.sort(np.asarray(val, dtype=np.int64))
+    train = np.setdiff1d(np.arange(len(y)), val)
+    return train, val
+
+
+def best_f1_threshold(positive: np.ndarray, score: np.ndarray) -> float:
+    """The decision threshold with the highest F1 of the positive label on (positive, score).
+
+    Taken halfway between the last score called positive and the next one below it, so a
+    threshold found on a small validation slice does not sit right on one row's score.
+    """
+    positive = np.asarray(positive, bool)
+    if positive.sum() == 0 or positive.all():
+        return 0.5
+    order = np.argsort(-np.asarray(score, np.float64), kind="mergesort")
+    s, p = np.asarray(score, np.float64)[order], positive[order]
+    tp = np.cumsum(p)
+    fp = np.cumsum(~p)
+    f1 = 2 * tp / (2 * tp + fp + (p.sum() - tp))
+    cut = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # only cut between distinct scores
+    i = cut[np.argmax(f1[cut])]
+    return float(s[i] if i == len(s) - 1 else (s[i] + s[i + 1]) / 2)
+
+
+def class_weights(y: np.ndarray, k: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    return (len(y) / (k * np.maximum(counts, 1))).astype(np.float32)
+
+
+class ScalarMix(keras.layers.Layer):
+    """ELMo's layer mix: gamma * sum_j softmax(s)_j x_j over axis 1, (n, L, d) -> (n, d)."""
+
+    def build(self, input_shape):
+        self.layer_logits = self.add_weight(shape=(input_shape[1],), initializer="zeros", name="layer_logits")
+        self.gamma = self.add_weight(shape=(), initializer="ones", name="gamma")
+
+    def call(self, x):
+        return self.gamma * keras.ops.einsum("nld,l->nd", x, keras.ops.softmax(self.layer_logits))
+
+
+def build_keras_model(n_layers: int, dim: int, n_out: int, settings: FitSettings) -> keras.Model:
+    """The Keras twin of Head.probabilities (its inputs already standardized)."""
+    inputs = keras.Input((n_layers, dim), name="layers")
+    mixed = keras.layers.Dropout(settings.dropout)(ScalarMix(name="mix")(inputs))
+    hidden = keras.layers.Dropout(settings.dropout)(keras.layers.Dense(HIDDEN, activation="relu", name="hidden")(mixed))
+    activation = "sigmoid" if n_out == 1 else "softmax"
+    outputs = keras.layers.Dense(n_out, activation=activation, name="out")(hidden)
+    return keras.Model(inputs, outputs)
+
+
+def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: str | None = None,
+             settings: FitSettings | None = None, log=None) -> tuple[Head, dict]:
+    """Train a head on x (n, n_layers + 1, dim) and label names; -> (Head, training summary).
+
+    The head's meta holds labels, threshold 0.5 (for two labels), model_meta under "model",
+    the learned layer weights and the training summary; callers add data facts and metrics.
+    """
+    settings = settings or FitSettings()
+    x = np.asarray(x, np.float32)
+    if x.ndim != 3 or len(x) != len(labels):
+        raise TrainingError(f"expected vectors (n, n_layers + 1, dim) and n labels, got {x.shape} and {len(labels)}")
+    names = label_order(labels, positive)
+    index = {n: i for i, n in enumerate(names)}
+    y = np.array([index[str(v)] for v in labels], np.int64)
+    k = len(names)
+    n_out = 1 if k == 2 else k
+
+    mean, std = standardization(x)
+    z = (x - mean) / std
+    train, val = validation_split(y, settings.validation_fraction, settings.seed)
+    weights = class_weights(y[train], k)
+
+    keras.utils.set_random_seed(settings.seed)
+    model = build_keras_model(x.shape[1], x.shape[2], n_out, settings)
+    loss = "binary_crossentropy" if n_out == 1 else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
+    target = y.astype(np.float32)[:, None] if n_out == 1 else y
+    callbacks = []
+    validation = None
+    if len(val):
+        validation = (z[val], target[val], weights[y[val]])
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
+                                                       restore_best_weights=True))
+    history = model.fit(z[train], target[train], sample_weight=weights[y[train]], validation_data=validation,
+                        epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True,
+                        callbacks=callbacks, verbose=0)
+    losses = history.history
+    best = int(np.argmin(losses["val_loss"])) if "val_loss" in losses else len(losses["loss"]) - 1
+
+    mix, hidden, out = model.get_layer("mix"), model.get_layer("hidden"), model.get_layer("out")
+    arrays = {
+        "layer_logits": np.asarray(mix.layer_logits.numpy()), "gamma": np.asarray(mix.gamma.numpy()),
+        "mean": mean, "std": std,
+        "w1": hidden.kernel.numpy(), "b1": hidden.bias.numpy(), "w2": out.kernel.numpy(), "b2": out.bias.numpy(),
+    }
+    summary = {
+        "epochs_run": len(losses["loss"]), "best_epoch": best + 1,
+        "train_loss": float(losses["loss"][best]),
+        "validation_loss": float(losses["val_loss"][best]) if "val_loss" in losses else None,
+        "rows_fit": int(len(train)), "rows_validation": int(len(val)),
+        "class_weights": {n: float(w) for n, w in zip(names, weights)},
+        "settings": vars(settings).copy(), "architecture": f"layer mix -> Dense({HIDDEN}, relu) -> "
+        + ("Dense(1, sigmoid)" if n_out == 1 else f"Dense({k}, softmax)"),
+    }
+    meta = {"labels": names, "positive_label": names[1] if k == 2 else None,
+            "threshold": 0.5 if k == 2 else None, "model": dict(model_meta), "training": summary}
+    head = Head(weights=arrays, meta=meta)
+    if k == 2 and len(val):
+        meta["threshold"] = best_f1_threshold(y[val] == 1, head.probabilities(x[val])[:, 1])
+        summary["threshold_from"] = "best F1 of the positive label on the validation slice"
+    meta["layer_weights"] = [float(v) for v in head.layer_weights]
+    meta["gamma"] = float(arrays["gamma"])
+    if log:
+        val = summary["validation_loss"]
+        log(f"trained {summary['epochs_run']} epochs, kept epoch {summary['best_epoch']}"
+            + (f" (lowest validation loss, {val:.4f})" if val is not None else ""))
+    return head, summary
+
+
+__all__ = ["FitSettings", "TrainingError", "fit_head", "label_order"]

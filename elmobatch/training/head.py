@@ -1,0 +1,222 @@
+"""The scoring head over per-layer pooled ELMo vectors, and its code-free file format.
+
+Input x: (n, n_layers + 1, dim) float32, the token means of each biLM layer (what the encoder's
+`embed_texts(..., layers=True)` and the embedding cache give). The head is
+
+    z_j   = (x_j - mean_j) / std_j                  per-layer standardization, fixed from training rows
+    m     = gamma * sum_j softmax(s)_j * z_j         ELMo's learned layer mix (steps 3 to 5)
+    h     = relu(m @ w1 + b1)                        Dense(256, relu)
+    p     = sigmoid(h @ w2 + b2)                     Dense(1, sigmoid): P(positive label)
+            softmax(h @ w2 + b2)                     Dense(k, softmax) for k > 2 labels
+
+Training uses Keras (`training/train_head.py`); applying a head uses numpy only, from `head.npz`
+(plain float32 arrays, read with allow_pickle=False) and `head.json` (labels, threshold,
+fingerprints, metrics). Loading a head never executes code from its files.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HEAD_JSON = "head.json"
+HEAD_WEIGHTS = "head.npz"
+FORMAT_VERSION = 1
+WEIGHT_NAMES = ("layer_logits", "gamma", "mean", "std", "w1", "b1", "w2", "b2")
+
+
+class HeadError(ValueError):
+    """A head that cannot be loaded or does not fit the data or model, with what was expected."""
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    # Two branches so that neither exp overflows.
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+@dataclass
+class Head:
+    """A trained head: `weights` (see WEIGHT_NAMES) and `meta` (the content of head.json).
+
+    meta["labels"] lists the label names; for two labels the second is the positive one.
+    """
+
+    weights: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+    # ---- facts from meta ----
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta["labels"])
+
+    @property
+    def binary(self) -> bool:
+        return len(self.meta["labels"]) == 2
+
+    @property
+    def positive_label(self) -> str | None:
+        return self.meta["labels"][1] if self.binary else None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.meta.get("threshold")
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.meta["model"]["fingerprint"]
+
+    @property
+    def layer_weights(self) -> np.ndarray:
+        """(n_layers + 1,): softmax(s), the learned share of each layer (before gamma)."""
+        return softmax(self.weights["layer_logits"].astype(np.float64)).astype(np.float32)
+
+    # ---- applying ----
+    def mix(self, x: np.ndarray) -> np.ndarray:
+        """(n, n_layers + 1, dim) -> (n, dim): standardized, softmax-weighted and scaled layer sum."""
+        x = np.asarray(x, np.float32)
+        self._check_input(x)
+        w = self.weights
+        # gamma * sum_j s_j (x_j - mean_j) / std_j  ==  sum_j x_j * a_j - c, folded so it is one pass.
+        a = (self.weights["gamma"] * self.layer_weights)[:, None] / w["std"]
+        c = (a * w["mean"]).sum(axis=0)
+        return np.einsum("nld,ld->nd", x, a) - c  # (optimize=True is 30x slower here)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """(n, n_layers + 1, dim) -> (n, k) float32: probability of each label, rows sum to 1."""
+        w = self.weights
+        h = np.maximum(self.mix(x) @ w["w1"] + w["b1"], 0.0)
+        logits = h @ w["w2"] + w["b2"]
+        if self.binary:
+            p = sigmoid(logits[:, 0])
+            return np.stack([1.0 - p, p], axis=1).astype(np.float32)
+        return softmax(logits).astype(np.float32)
+
+    def predict(self, x: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """-> (label indices (n,), scores (n,)).
+
+        Two labels: score = P(positive), label positive iff score >= threshold (default: the
+        head's). More labels: the most probable label and its probability.
+        """
+        proba = self.probabilities(x)
+        if self.binary:
+            t = self.threshold if threshold is None else threshold
+            score = proba[:, 1]
+            return (score >= t).astype(np.int64), score
+        index = proba.argmax(axis=1)
+        return index, proba[np.arange(len(proba)), index]
+
+    def _check_input(self, x: np.ndarray) -> None:
+        expected = self.weights["mean"].shape
+        if x.ndim != 3 or x.shape[1:] != expected:
+            raise HeadError(f"head expects vectors of shape (n, {expected[0]}, {expected[1]}) "
+                            f"(n_layers + 1, dim), got {x.shape}")
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+
+def save_head(head: Head, directory: str | Path) -> Path:
+    """Write head.npz (plain arrays) and head.json into `directory`; return the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.asarray(head.weights[name], np.float32) for name in WEIGHT_NAMES}
+    tmp = directory / (HEAD_WEIGHTS + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(directory / HEAD_WEIGHTS)
+    meta = dict(head.meta, format_version=FORMAT_VERSION)
+    tmp = directory / (HEAD_JSON + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(directory / HEAD_JSON)
+    return directory
+
+
+def load_head(directory: str | Path) -> Head:
+    """Read a head written by save_head. Never unpickles: object arrays are refused."""
+    directory = Path(directory)
+    meta_path, weights_path = directory / HEAD_JSON, directory / HEAD_WEIGHTS
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise HeadError(f"{directory}: not a head directory ({path.name} is missing; "
+                            f"expected {HEAD_JSON} + {HEAD_WEIGHTS} written by `elmobatch train`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeadError(f"{meta_path}: not readable JSON ({exc})") from exc
+    weights = _read_arrays(weights_path)
+    head = Head(weights=weights, meta=meta)
+    _validate(head, directory)
+    return head
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {}
+            for name in WEIGHT_NAMES:
+                if name not in npz.files:
+                    raise HeadError(f"{path}: array {name!r} is missing (found: {', '.join(npz.files)})")
+                arrays[name] = npz[name]
+    except ValueError as exc:  # numpy's refusal of object (pickled) arrays is a ValueError
+        if isinstance(exc, HeadError):
+            raise
+        raise HeadError(f"{path}: refused: it holds pickled Python objects or is not a plain array "
+                        f"file ({exc}); a head's weights must be plain numeric arrays") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise HeadError(f"{path}: not a readable .npz array file ({exc})") from exc
+    for name, value in arrays.items():
+        if value.dtype.kind != "f":
+            raise HeadError(f"{path}: array {name!r} has dtype {value.dtype}; expected floating point")
+    return {name: value.astype(np.float32) for name, value in arrays.items()}
+
+
+def _validate(head: Head, directory: Path) -> None:
+    meta, w = head.meta, head.weights
+    for key in ("labels", "model"):
+        if key not in meta:
+            raise HeadError(f"{directory / HEAD_JSON}: key {key!r} is missing")
+    if not isinstance(meta["model"], dict) or "fingerprint" not in meta["model"]:
+        raise HeadError(f"{directory / HEAD_JSON}: 'model' must record the model 'fingerprint'")
+    labels = meta["labels"]
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise HeadError(f"{directory / HEAD_JSON}: 'labels' must list at least two label names, got {labels!r}")
+    if len(labels) == 2 and not isinstance(meta.get("threshold"), (int, float)):
+        raise HeadError(f"{directory / HEAD_JSON}: a two-label head needs a numeric 'threshold'")
+    n_layers, dim = w["mean"].shape if w["mean"].ndim == 2 else (None, None)
+    hidden = w["w1"].shape[-1]
+    n_out = 1 if len(labels) == 2 else len(labels)
+    expected = {"layer_logits": (n_layers,), "gamma": (), "mean": (n_layers, dim), "std": (n_layers, dim),
+                "w1": (dim, hidden), "b1": (hidden,), "w2": (hidden, n_out), "b2": (n_out,)}
+    for name, shape in expected.items():
+        if w[name].shape != shape:
+            raise HeadError(f"{directory / HEAD_WEIGHTS}: array {name!r} has shape {w[name].shape}, "
+                            f"expected {shape} for {len(labels)} labels")
+
+
+def check_model(head: Head, fingerprint: str, *, head_name: str = "the head", model_name: str = "the model") -> None:
+    """Refuse a model other than the one the head was trained on."""
+    if fingerprint != head.model_fingerprint:
+        trained = head.meta["model"].get("spec") or "another model"
+        raise HeadError(
+            f"{head_name} was trained on vectors of model {trained} (fingerprint {head.model_fingerprint[:16]}...), "
+            f"but {model_name} has fingerprint {fingerprint[:16]}...: vectors of another model mean nothing to "
+            "this head; pass the head's own model with --model, or train a head for this model")
+
+
+def default_head_dir() -> Path:
+    """The bundled default head (package data); it arrives with the pretraining issue."""
+    return Path(__file__).resolve().parent.parent / "models" / "default_head"

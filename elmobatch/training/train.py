@@ -1,0 +1,80 @@
+"""`elmobatch train`: a labelled file -> a head directory with its held-out metrics.
+
+    head = train_file("sms_spam.csv", label_column="v1", out="head/", encoder=enc, cache=cache,
+                      split=parse_split("last:0.2"))
+
+The file is embedded through the cache, split by position (`last:F`: the last F of the rows are
+held out, the reference split) or at random (`random:F:SEED`), a head is fitted on the training
+rows (fit.py), and its metrics on the held-out rows go into head.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from elmobatch.embedding import file_sha256
+from elmobatch.scoring.score import head_metrics
+from elmobatch.scoring.vectors import labelled_vectors
+from elmobatch.training.fit import FitSettings, TrainingError, fit_head
+from elmobatch.training.head import Head, save_head
+from elmobatch.training.split import Split, parse_split  # noqa: F401 (parse_split: for callers)
+
+
+def model_record(spec: str) -> str:
+    """How head.json names the model: "default" for the bundled one (wherever it is installed), an
+    existing directory as an absolute path, else the spec as given."""
+    from elmobatch.encoding.encoder import bundled_model_dir
+
+    if spec == "default" or not Path(spec).exists():
+        return spec
+    path = Path(spec).resolve()
+    return "default" if path == bundled_model_dir() else str(path)
+
+
+def rows_fingerprint(row_numbers, texts, labels) -> str:
+    """sha256 over (row number, text, label) of the rows a head was fitted on."""
+    digest = hashlib.sha256()
+    for r, t, y in zip(row_numbers, texts, labels):
+        digest.update(f"{int(r)}\x1f{t}\x1f{y}\x1e".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str, split: Split,
+               text_column: str | None = None, positive: str | None = None, settings: FitSettings | None = None,
+               log=print) -> Head:
+    """Embed, split, fit, measure on the held-out rows, and save the head in `out`."""
+    settings = settings or FitSettings()
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column)
+    n = len(data.labels)
+    log(f"{path}: {data.rows_read} rows read, {n} with text and label, {len(data.rejects)} rejected")
+    train, test = split.indices(n)
+    if len(train) == 0:
+        raise TrainingError(f"{path}: no training rows (of {n} usable rows, split {split})")
+    train_labels = [data.labels[i] for i in train]
+    head, _ = fit_head(data.x[train], train_labels, positive=positive, settings=settings,
+                       model_meta={"fingerprint": encoder.fingerprint, "spec": model_spec, "dim": encoder.dim,
+                                   "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}, log=log)
+    row_numbers = data.rows["row_number"].to_numpy()
+    head.meta["data"] = {
+        "file": str(Path(path)), "file_sha256": file_sha256(path), "label_column": label_column,
+        "text_column": data.text_column, "split": str(split), "rows_read": data.rows_read,
+        "rows_rejected": int(len(data.rejects)),
+        "train_rows": {"count": int(len(train)), "first": int(row_numbers[train].min()),
+                       "last": int(row_numbers[train].max())},
+        "test_rows": ({"count": int(len(test)), "first": int(row_numbers[test].min()),
+                       "last": int(row_numbers[test].max())} if len(test) else {"count": 0}),
+        "train_fingerprint": rows_fingerprint(row_numbers[train], [data.texts[i] for i in train], train_labels),
+        "label_counts": {k: int(v) for k, v in zip(*np.unique(np.asarray(train_labels), return_counts=True))},
+    }
+    test_labels = [data.labels[i] for i in test]
+    unseen = sorted(set(test_labels) - set(head.labels))
+    if unseen:
+        log(f"note: held-out rows with labels never seen in training are left out of the metrics: {unseen}")
+        test = np.array([i for i, y in zip(test, test_labels) if y in head.labels], np.int64)
+        test_labels = [data.labels[i] for i in test]
+    head.meta["metrics"] = head_metrics(head, data.x[test], test_labels)[0] if len(test) else None
+    save_head(head, out)
+    return head

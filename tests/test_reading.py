@@ -1,0 +1,94 @@
+"""The chunked reader: formats, encodings, text-column choice, repairs and rejects (no model needed)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from elmobatch.reading import ReadError, read_messages
+from tests.conftest import SMS
+
+
+def read_all(path, **kwargs):
+    reader = read_messages(path, **kwargs)
+    chunks = list(reader)
+    rows = pd.concat([c.rows for c in chunks], ignore_index=True)
+    texts = [t for c in chunks for t in c.texts]
+    rejects = pd.concat([c.rejects for c in chunks], ignore_index=True)
+    return reader, rows, texts, rejects
+
+
+def test_reference_file_latin1_fallback_and_spill_repair():
+    reader, rows, texts, rejects = read_all(SMS, chunk_rows=1000)
+    d = reader.decisions
+    assert (d.encoding, d.text_column) == ("latin-1", "v2")
+    assert "not UTF-8" in d.encoding_reason
+    assert len(rows) == 5572 and len(rejects) == 0
+    assert list(rows["row_number"]) == list(range(5572))
+    # Row 95's text spilled over unquoted commas into the unnamed columns; rejoined with commas.
+    assert texts[95].endswith("Get Usher and Britney. FML, PO Box 5249, MK17 92H. 450Ppw 16\"")
+    assert texts[95].count(",") == 2
+
+
+def test_strict_encoding_rejects_undecodable_rows_and_keeps_the_invariant():
+    reader, rows, texts, rejects = read_all(SMS, encoding="utf-8", chunk_rows=2000)
+    assert reader.decisions.encoding == "utf-8"
+    assert len(rows) + len(rejects) == 5572
+    assert len(rejects) > 400 and set(rejects["reason"]) == {"undecodable"}
+    assert rejects["raw"].str.contains("\\x", regex=False).all()  # the bad bytes stay visible
+
+
+def test_chunks_are_bounded():
+    chunks = list(read_messages(SMS, chunk_rows=500))
+    assert [c.rows_read for c in chunks] == [500] * 11 + [72]
+    assert [c.index for c in chunks] == list(range(12))
+    assert chunks[-1].position == SMS.stat().st_size
+
+
+def test_ambiguous_and_missing_columns_are_explained(tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("subject,notes\nhello there,see you\n")
+    with pytest.raises(ReadError, match="cannot tell which column holds the text.*subject, notes"):
+        read_messages(path)
+    path.write_text("text,message\nhello,there\n")
+    with pytest.raises(ReadError, match="more than one column.*text, message"):
+        read_messages(path)
+    with pytest.raises(ReadError, match="--text-column 'nope' not found; columns are: text, message"):
+        read_messages(path, text_column="nope")
+    assert read_messages(path, text_column="message").decisions.text_column == "message"
+
+
+def test_jsonl_rejects(tmp_path):
+    path = tmp_path / "m.jsonl"
+    lines = [json.dumps({"id": 1, "text": "fine"}), "{not json", "[1, 2]", json.dumps({"id": 4}),
+             json.dumps({"id": 5, "text": 12}), "", json.dumps({"id": 7, "text": "ok\u00e9", "extra": [1]})]
+    path.write_text("\n".join(lines) + "\n")
+    reader, rows, texts, rejects = read_all(path, id_column="id")
+    assert reader.decisions.text_column == "text"
+    assert texts == ["fine", "oké"] and list(rows["row_number"]) == [0, 6]
+    assert list(rows["id"]) == [1, 7]
+    assert dict(zip(rejects["row_number"], rejects["reason"])) == {
+        1: "unparseable", 2: "unparseable", 3: "missing_text", 4: "not_text", 5: "blank_line"}
+
+
+def test_txt_empty_lines_are_messages_unless_rejected(tmp_path):
+    path = tmp_path / "m.txt"
+    path.write_text("first\n\nthird line\n")
+    _, rows, texts, rejects = read_all(path)
+    assert texts == ["first", "", "third line"] and len(rejects) == 0
+    _, rows, texts, rejects = read_all(path, reject_empty=True)
+    assert texts == ["first", "third line"] and list(rejects["reason"]) == ["empty_text"]
+    assert list(rejects["row_number"]) == [1]
+
+
+def test_parquet_and_tsv(tmp_path):
+    frame = pd.DataFrame({"key": ["a", "b", "c"], "body": ["one", None, "three\x00"]})
+    frame.to_parquet(tmp_path / "m.parquet")
+    _, rows, texts, rejects = read_all(tmp_path / "m.parquet")
+    assert texts == ["one"] and list(rows["key"]) == ["a"]
+    assert list(rejects["reason"]) == ["missing_text", "nul_byte"]
+    (tmp_path / "m.tsv").write_text('sms\tlabel\n"quoted" as is\tham\na\tspam\textra\n')
+    _, rows, texts, rejects = read_all(tmp_path / "m.tsv")
+    assert texts == ['"quoted" as is'] and list(rejects["reason"]) == ["column_count"]
+    (tmp_path / "s.tsv").write_text('label\tsms\nspam\ta\tspilled\n')  # text is last: a spill, rejoined
+    assert read_all(tmp_path / "s.tsv")[2] == ["a\tspilled"]
