@@ -46,3 +46,26 @@ def test_default_model_was_trained_on_the_training_rows_only():
     meta = json.loads((bundled_model_dir() / "model.json").read_text())
     assert meta["corpus_fingerprint"] == corpus_fingerprint(sms_messages(0, 4457), "punct")
     assert meta["corpus_fingerprint"] != corpus_fingerprint(sms_messages(0, 5572), "punct")
+
+
+def test_default_head_was_trained_on_rows_0_to_4456_and_its_metrics_reproduce(tmp_path):
+    from click.testing import CliRunner
+
+    from elmobatch.cli import main
+    from elmobatch.training.head import default_head_dir, load_head
+
+    head = load_head(default_head_dir())
+    data = head.meta["data"]
+    assert data["split"] == "last:0.2"
+    assert data["train_rows"] == {"count": 4457, "first": 0, "last": 4456}
+    assert data["test_rows"] == {"count": 1115, "first": 4457, "last": 5571}
+    assert head.meta["model"]["fingerprint"] == load_encoder("default").fingerprint
+
+    # The default model and head, with no --model/--head, on the reference test rows.
+    result = CliRunner().invoke(main, ["evaluate", str(SMS), "--label-column", "v1", "--split", "last:0.2",
+                                       "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["rows"] == 1115
+    assert abs(metrics["accuracy"] - head.meta["metrics"]["accuracy"]) < 1e-9
+    assert metrics["accuracy"] >= 0.98  # issue 5 asks 0.985: not reached yet (see README)
