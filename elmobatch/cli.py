@@ -213,8 +213,13 @@ def score(inputs, head_dir, model, out, threshold, text_column, cache_dir):
 @click.option("--log-every", default=50, show_default=True, help="Steps between training-perplexity lines.")
 @click.option("--checkpoint-every", default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--note", help="Free text about the corpus, kept in model.json (e.g. where it came from).")
+@click.option("--text-column", help="Column holding the messages in CSV/TSV/JSONL/Parquet corpora (default: detected).")
+@click.option("--rows", help="Use only data rows START:END (from 0, END excluded) of each corpus file, e.g. 0:4457.")
 def pretrain(corpus, out, options_path, **kwargs):
-    """Pretrain a biLM on CORPUS text files (UTF-8, one message per line) into --out.
+    """Pretrain a biLM on the messages of CORPUS files into --out.
+
+    CORPUS: plain text (one message per line) or any file `embed` reads (CSV, TSV, JSON Lines,
+    Parquet; --text-column picks the column, --rows the rows).
 
     Writes options.json + weights.hdf5 (official layout), vocab.txt and model.json; checkpoints
     to OUT/checkpoint and resumes from it when run again with the same corpus and settings.

@@ -61,9 +61,10 @@ def optimizer_iterations(out: Path) -> int:
     return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def test_pretrain_writes_a_loadable_model_with_lower_heldout_perplexity(corpus, options_file, tmp_path):
+def test_pretrain_writes_a_loadable_model_with_lower_heldout_perplexity(options_file, tmp_path):
     out = tmp_path / "model"
-    result = run_pretrain(corpus, out, options_file, "--max-steps", 30)
+    # Straight from the reference CSV (Latin-1, spilled commas): rows 0..299 of its message column.
+    result = run_pretrain(SMS, out, options_file, "--text-column", "v2", "--rows", "0:300", "--max-steps", 30)
     assert result.exit_code == 0, result.output
     assert "held-out perplexity at step 0" in result.output
 
@@ -71,8 +72,10 @@ def test_pretrain_writes_a_loadable_model_with_lower_heldout_perplexity(corpus, 
     assert meta["heldout_perplexity"] < 0.5 * meta["perplexity"]["heldout_at_step_0"]["mean"]
     assert meta["training"]["steps"] == 30
     assert meta["tokenizer"] == "punct"
-    assert meta["corpus_fingerprint"] == corpus_fingerprint(read_corpus([corpus]), "punct")
-    assert meta["corpus"]["empty_messages_skipped"] == 1
+    messages = read_corpus([SMS], "v2", "0:300").messages
+    assert meta["corpus_fingerprint"] == corpus_fingerprint(messages, "punct")
+    read = meta["corpus"]["files"][0]
+    assert (read["rows_read"], read["messages"], read["text_column"], read["rows"]) == (5572, 300, "v2", "0:300")
     assert meta["corpus"]["training_messages"] + meta["corpus"]["heldout_messages"] == 300
     assert meta["training_seconds"] > 0
 
@@ -106,7 +109,9 @@ def test_a_run_stopped_by_max_steps_resumes_where_it_stopped(corpus, options_fil
     assert "step 8, epoch 0, batch 8" in second.output  # resumed, not restarted
     assert checkpoint_step(out) == 14
     assert optimizer_iterations(out) == 14  # Adam's state came back with the weights
-    assert json.loads((out / "model.json").read_text())["training"]["steps"] == 14
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["steps"] == 14
+    assert meta["corpus"]["empty_messages_skipped"] == 1  # the corpus's blank line
 
 
 def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(corpus, options_file, tmp_path):
@@ -145,10 +150,10 @@ def test_resuming_with_other_settings_or_bad_input_is_refused_clearly(corpus, op
     assert other.exit_code != 0
     assert "batch_size=16" in other.output and "8" in other.output and "another --out" in other.output
 
-    bad = tmp_path / "latin1.txt"
-    bad.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
-    result = CliRunner().invoke(main, ["pretrain", str(bad), "--out", str(tmp_path / "m2")])
-    assert result.exit_code != 0 and "latin1.txt: line 2 is not UTF-8" in result.output
+    bad_rows = CliRunner().invoke(main, ["pretrain", str(corpus), "--out", str(tmp_path / "m2"), "--rows", "5:2"])
+    assert bad_rows.exit_code != 0 and "--rows '5:2': expected 0 <= START < END" in bad_rows.output
+    no_column = CliRunner().invoke(main, ["pretrain", str(SMS), "--out", str(tmp_path / "m3"), "--text-column", "body"])
+    assert no_column.exit_code != 0 and "--text-column 'body' not found" in no_column.output
 
 
 def test_vocabulary_orders_by_count_and_round_trips(tmp_path):

@@ -1,5 +1,6 @@
 """Pretraining a biLM on raw text, as ELMo was trained: a forward and a backward language model.
 
+    corpus files (elmobatch.reading: text lines, or a CSV/TSV/JSONL/Parquet column; --rows)
     messages -> tokens (the model's tokenizer) -> char ids (batch, T, max_chars), T counts <S> </S>
       -> BiLM (shared char CNN, highway, projection; separate forward and backward LSTMs)
       -> top layer, forward direction at position t    -> softmax -> the token at t + 1
@@ -81,22 +82,59 @@ class RunSettings:
 # ---- the corpus ----------------------------------------------------------------------------
 
 
-def read_corpus(paths: list[str | Path]) -> list[str]:
-    """Plain text files, UTF-8, one message per line -> the messages, in order (blank lines too)."""
+@dataclass
+class CorpusRead:
+    """The messages of the corpus files, in order, and what reading them decided and rejected."""
+
+    messages: list[str]
+    files: list[dict]  # per file: name, format, encoding, text column, rows read/selected/rejected
+
+
+def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
+    """'START:END' (END exclusive, either may be empty) -> (start, end); None -> None."""
+    if spec is None:
+        return None
+    try:
+        start, end = spec.split(":")
+        bounds = (int(start) if start else 0, int(end) if end else None)
+    except ValueError:
+        raise PretrainError(f"--rows {spec!r}: expected START:END, data rows counted from 0, END excluded "
+                            "(e.g. 0:4457)") from None
+    if bounds[0] < 0 or (bounds[1] is not None and bounds[1] <= bounds[0]):
+        raise PretrainError(f"--rows {spec!r}: expected 0 <= START < END")
+    return bounds
+
+
+def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: str | None = None) -> CorpusRead:
+    """Corpus files through elmobatch.reading (plain text: one message per line; CSV, TSV, JSON
+    Lines, Parquet: the text column) -> their messages, in order. `rows` keeps data rows START..END-1
+    of each file. Rows the reader rejects are counted by reason, never trained on."""
+    from elmobatch.reading import ReadError, read_messages
+
+    bounds = parse_rows(rows)
     messages: list[str] = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise PretrainError(f"{path}: corpus file not found (expected UTF-8 text, one message per line)")
-        data = path.read_bytes()
+    files = []
+    for path in paths:
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise PretrainError(f"{path}: line {line} is not UTF-8 ({exc.reason} at byte {exc.start}); "
-                                "convert the corpus to UTF-8 text, one message per line") from exc
-        lines = text.split("\n")
-        messages += lines[:-1] if text.endswith("\n") else lines
-    return messages
+            reader = read_messages(path, text_column=text_column)
+            selected, read, rejects = 0, 0, {}
+            for chunk in reader:
+                read += len(chunk.texts) + len(chunk.rejects)
+                numbers = chunk.rows["row_number"].to_numpy()
+                for number, text in zip(numbers, chunk.texts):
+                    if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
+                        messages.append(text)
+                        selected += 1
+                for number, reason in zip(chunk.rejects["row_number"], chunk.rejects["reason"]):
+                    if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
+                        rejects[reason] = rejects.get(reason, 0) + 1
+        except ReadError as exc:
+            raise PretrainError(str(exc)) from exc
+        d = reader.decisions
+        files.append({"file": Path(path).name, "format": d.format, "encoding": d.encoding,
+                      "text_column": d.text_column, "rows": rows, "rows_read": read, "messages": selected,
+                      "rejected": rejects})
+    return CorpusRead(messages, files)
 
 
 def corpus_fingerprint(messages: list[str], tokenizer: str) -> str:
@@ -262,6 +300,8 @@ def pretrain(
     log_every: int = 50,
     checkpoint_every: int = 200,
     note: str | None = None,
+    text_column: str | None = None,
+    rows: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train (or resume training) the biLM on `corpus` files; write the model to `out`.
@@ -281,7 +321,12 @@ def pretrain(
     if batch_size < 1 or epochs < 1:
         raise PretrainError(f"--batch-size and --epochs must be at least 1 (got {batch_size}, {epochs})")
 
-    messages = read_corpus(corpus)
+    read = read_corpus(corpus, text_column, rows)
+    messages = read.messages
+    for f in read.files:
+        log(f"{f['file']}: {f['format']}, {f['encoding']}, column {f['text_column']!r}: {f['messages']} messages"
+            + (f" (rows {rows})" if rows else "")
+            + (f", {sum(f['rejected'].values())} rows rejected by the reader {f['rejected']}" if f["rejected"] else ""))
     sentences = [tok.tokenize(m, tokenizer) for m in messages]
     sentences = [s for s in sentences if s]
     if len(sentences) < 2:
@@ -381,7 +426,7 @@ def pretrain(
         "training_seconds": round(float(seconds.numpy()), 1),
         "parameters": parameter_count(lm.bilm),
         "corpus": {
-            "files": [Path(p).name for p in corpus],
+            "files": read.files,
             "messages": len(messages),
             "empty_messages_skipped": len(messages) - len(sentences),
             "training_messages": len(train),
