@@ -133,7 +133,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(corpus, options_f
     assert process.returncode == -signal.SIGKILL
     assert not (out / "weights.hdf5").exists()  # it never finished
     killed_at = checkpoint_step(out)
-    assert killed_at >= 3 and killed_at % 3 == 0
+    assert killed_at >= 3  # every 3 steps and at each epoch's end
 
     resumed = run_pretrain(corpus, out, options_file, "--epochs", 1000, "--max-steps", killed_at + 4)
     assert resumed.exit_code == 0, resumed.output
