@@ -244,5 +244,52 @@ def run(job_file, day):
     sys.exit(report.exit_code)
 
 
+# ---- pretrain (issue 5) ---------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write (and resume from).")
+@click.option("--options", "options_path", type=click.Path(dir_okay=False), help="options.json of the architecture (default: the bundled model's).")
+@click.option("--epochs", default=10, show_default=True, help="Epochs in all (a resumed run counts the earlier ones).")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--max-minutes", type=float, help="Stop this run after M minutes (checkpointed; rerun to resume).")
+@click.option("--max-steps", type=int, help="Stop after N steps in all (checkpointed; rerun to resume).")
+@click.option("--heldout", default=0.05, show_default=True, help="Fraction of messages held out for perplexity.")
+@click.option("--min-count", default=2, show_default=True, help="Vocabulary: tokens seen at least this often.")
+@click.option("--max-vocab", type=int, help="Vocabulary: at most this many entries, specials included.")
+@click.option("--tokenizer", default="punct", show_default=True, type=click.Choice(["punct", "whitespace"]))
+@click.option("--learning-rate", default=1e-3, show_default=True)
+@click.option("--dropout", default=0.1, show_default=True, help="Dropout on the top layer before the softmax.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--log-every", default=50, show_default=True, help="Steps between training-perplexity lines.")
+@click.option("--checkpoint-every", default=200, show_default=True, help="Steps between checkpoints.")
+@click.option("--note", help="Free text about the corpus, kept in model.json (e.g. where it came from).")
+@click.option("--text-column", help="Column holding the messages in CSV/TSV/JSONL/Parquet corpora (default: detected).")
+@click.option("--rows", help="Use only data rows START:END (from 0, END excluded) of each corpus file, e.g. 0:4457.")
+def pretrain(corpus, out, options_path, **kwargs):
+    """Pretrain a biLM on the messages of CORPUS files into --out.
+
+    CORPUS: plain text (one message per line) or any file `embed` reads (CSV, TSV, JSON Lines,
+    Parquet; --text-column picks the column, --rows the rows).
+
+    Writes options.json + weights.hdf5 (official layout), vocab.txt and model.json; checkpoints
+    to OUT/checkpoint and resumes from it when run again with the same corpus and settings.
+    """
+    from elmobatch.training.pretrain import PretrainError, pretrain as run_pretrain
+
+    options = None
+    if options_path:
+        try:
+            with open(options_path, encoding="utf-8") as f:
+                options = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"{options_path}: not readable JSON options ({exc})")
+    try:
+        run_pretrain(list(corpus), out, options=options, log=lambda line: click.echo(line, err=True), **kwargs)
+    except PretrainError as exc:
+        raise click.ClickException(str(exc))
+
+
 if __name__ == "__main__":
     sys.exit(main())

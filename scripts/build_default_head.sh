@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Rebuild the bundled default head (elmobatch/models/default_head/) on the bundled default model.
+#
+#   bash scripts/build_default_head.sh
+#
+# Trains on rows 0..4456 of ../shared/data/sms_spam.csv (--split last:0.2, the reference split);
+# head.json records those training rows and the metrics on the held-out rows 4457..5571.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+SMS="${SMS:-../shared/data/sms_spam.csv}"
+nice "$PYTHON" -m elmobatch.cli train "$SMS" --label-column v1 --text-column v2 --model default \
+    --split last:0.2 --seed 0 --cache-dir build/cache --out elmobatch/models/default_head

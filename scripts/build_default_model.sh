@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Rebuild the bundled default model (elmobatch/models/default/) from the reference training rows.
+#
+#   bash scripts/build_default_model.sh        # about 41 minutes on 2 shared CPU cores
+#
+# Corpus: the message text of rows 0..4456 of ../shared/data/sms_spam.csv (the reference split's
+# training part; the test rows 4457..5571 are never read, not even without labels). Rerunning
+# after an interruption resumes from build/default_model/checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+SMS="${SMS:-../shared/data/sms_spam.csv}"
+mkdir -p build
+"$PYTHON" scripts/sms_corpus.py "$SMS" 0 4457 build/sms_train.txt
+nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt --out build/default_model \
+    --epochs 10 --batch-size 32 --heldout 0.05 --min-count 2 --seed 0 --checkpoint-every 100 \
+    --note "message text of rows 0..4456 (the reference training split) of sms_spam.csv"
+mkdir -p elmobatch/models/default
+cp build/default_model/{options.json,weights.hdf5,vocab.txt,model.json} elmobatch/models/default/
+echo "installed the model in elmobatch/models/default/"

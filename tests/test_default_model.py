@@ -1,0 +1,72 @@
+"""The bundled default model: loadable as "default", 1024 wide, at most 40 MB, and trained on the
+reference training rows (0..4456) of the SMS file only, as its corpus fingerprint shows."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from elmobatch import load_encoder
+from elmobatch.encoding.encoder import bundled_model_dir
+from elmobatch.training.pretrain import corpus_fingerprint
+from elmobatch.training.vocabulary import Vocabulary
+from tests.conftest import SMS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sms_messages(start: int, end: int) -> list[str]:
+    """The corpus the build script feeds to `elmobatch pretrain` (scripts/sms_corpus.py)."""
+    spec = importlib.util.spec_from_file_location("sms_corpus", REPO / "scripts" / "sms_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.messages(str(SMS), start, end)
+
+
+def test_default_model_loads_with_the_official_width():
+    enc = load_encoder("default")
+    assert enc.dim == 1024 and enc.n_layers == 2 and enc.tokenizer == "punct"
+    vectors = enc.embed_texts(["Free entry in 2 a wkly comp to win FA Cup final tkts", "Ok lar... Joking wif u oni..."])
+    assert vectors.shape == (2, 1024) and np.isfinite(vectors).all()
+    assert not np.allclose(vectors[0], vectors[1])
+
+
+def test_default_model_is_small_and_documented():
+    directory = bundled_model_dir()
+    assert (directory / "weights.hdf5").stat().st_size <= 40 * 1024 * 1024
+    meta = json.loads((directory / "model.json").read_text())
+    assert meta["tokenizer"] == "punct" and meta["dim"] == 1024
+    assert meta["heldout_perplexity"] < meta["perplexity"]["heldout_at_step_0"]["mean"] / 5
+    assert meta["training"]["complete"]
+    assert len(Vocabulary.load(directory / "vocab.txt")) == meta["vocabulary"]["size"]
+
+
+def test_default_model_was_trained_on_the_training_rows_only():
+    meta = json.loads((bundled_model_dir() / "model.json").read_text())
+    assert meta["corpus_fingerprint"] == corpus_fingerprint(sms_messages(0, 4457), "punct")
+    assert meta["corpus_fingerprint"] != corpus_fingerprint(sms_messages(0, 5572), "punct")
+
+
+def test_default_model_and_head_reach_the_quality_bar_on_the_reference_test_rows(tmp_path):
+    from click.testing import CliRunner
+
+    from elmobatch.cli import main
+    from elmobatch.training.head import default_head_dir, load_head
+
+    head = load_head(default_head_dir())
+    data = head.meta["data"]
+    assert data["split"] == "last:0.2"
+    assert data["train_rows"] == {"count": 4457, "first": 0, "last": 4456}
+    assert data["test_rows"] == {"count": 1115, "first": 4457, "last": 5571}
+    assert head.meta["model"]["fingerprint"] == load_encoder("default").fingerprint
+
+    # The default model and head, with no --model/--head, on the reference test rows.
+    result = CliRunner().invoke(main, ["evaluate", str(SMS), "--label-column", "v1", "--split", "last:0.2",
+                                       "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["rows"] == 1115
+    assert abs(metrics["accuracy"] - head.meta["metrics"]["accuracy"]) < 1e-9
+    assert metrics["positive_label"] == "spam"
+    assert metrics["accuracy"] >= 0.985 and metrics["f1"] >= 0.94  # issue 5's quality bar

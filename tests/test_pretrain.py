@@ -1,0 +1,165 @@
+"""Pretraining: a real (tiny) biLM trained for tens of steps on SMS text, loaded back, resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from elmobatch import load_encoder
+from elmobatch.cli import main
+from elmobatch.encoding.bilm import BiLMConfig, expected_shapes
+from elmobatch.training.pretrain import corpus_fingerprint, read_corpus
+from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
+from tests.conftest import SMS, tiny_options
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Message text of the first 300 rows of the reference file, one per line, plus a blank line."""
+    import pandas as pd
+
+    frame = pd.read_csv(SMS, encoding="latin-1", dtype=str, keep_default_na=False, nrows=300)
+    path = tmp_path_factory.mktemp("corpus") / "sms.txt"
+    path.write_text("".join(m.replace("\n", " ") + "\n" for m in frame["v2"]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def options_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("options") / "options.json"
+    path.write_text(json.dumps(tiny_options(max_characters_per_token=20, use_skip_connections=True)))
+    return path
+
+
+def pretrain_args(corpus, out, options_file, *extra) -> list[str]:
+    return ["pretrain", str(corpus), "--out", str(out), "--options", str(options_file), "--batch-size", "16",
+            "--learning-rate", "0.01", "--log-every", "5", "--heldout", "0.1", *map(str, extra)]
+
+
+def run_pretrain(corpus, out, options_file, *extra):
+    return CliRunner().invoke(main, pretrain_args(corpus, out, options_file, *extra), catch_exceptions=False)
+
+
+def checkpoint_step(out: Path) -> int:
+    latest = tf.train.latest_checkpoint(str(out / "checkpoint"))
+    return int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def optimizer_iterations(out: Path) -> int:
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_pretrain_writes_a_loadable_model_with_lower_heldout_perplexity(options_file, tmp_path):
+    out = tmp_path / "model"
+    # Straight from the reference CSV (Latin-1, spilled commas): rows 0..299 of its message column.
+    result = run_pretrain(SMS, out, options_file, "--text-column", "v2", "--rows", "0:300", "--max-steps", 30)
+    assert result.exit_code == 0, result.output
+    assert "held-out perplexity at step 0" in result.output
+
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["heldout_perplexity"] < 0.5 * meta["perplexity"]["heldout_at_step_0"]["mean"]
+    assert meta["training"]["steps"] == 30
+    assert meta["tokenizer"] == "punct"
+    messages = read_corpus([SMS], "v2", "0:300").messages
+    assert meta["corpus_fingerprint"] == corpus_fingerprint(messages, "punct")
+    read = meta["corpus"]["files"][0]
+    assert (read["rows_read"], read["messages"], read["text_column"], read["rows"]) == (5572, 300, "v2", "0:300")
+    assert meta["corpus"]["training_messages"] + meta["corpus"]["heldout_messages"] == 300
+    assert meta["training_seconds"] > 0
+
+    # Official layout: exactly the biLM datasets; the softmax stays in the checkpoint.
+    config = BiLMConfig.from_options(json.loads((out / "options.json").read_text()))
+    with h5py.File(out / "weights.hdf5", "r") as f:
+        names = set()
+        f.visititems(lambda name, obj: names.add(name) if isinstance(obj, h5py.Dataset) else None)
+        assert names == set(expected_shapes(config))
+        assert meta["parameters"] == sum(f[n].size for n in names)
+    ckpt_vars = dict(tf.train.list_variables(tf.train.latest_checkpoint(str(out / "checkpoint"))))
+    vocab = Vocabulary.load(out / "vocab.txt")
+    assert ckpt_vars["model/softmax_w/.ATTRIBUTES/VARIABLE_VALUE"] == [len(vocab), 8]
+
+    enc = load_encoder(str(out))
+    assert enc.dim == 16 and enc.tokenizer == "punct"
+    vectors = enc.embed_texts(["Free entry in 2 a wkly comp!", "Ok lar... Joking wif u oni...", ""])
+    assert vectors.shape == (3, 16) and np.isfinite(vectors).all()
+    assert np.abs(vectors[0]).sum() > 0 and not vectors[2].any()
+
+
+def test_a_run_stopped_by_max_steps_resumes_where_it_stopped(corpus, options_file, tmp_path):
+    out = tmp_path / "model"
+    first = run_pretrain(corpus, out, options_file, "--max-steps", 8)
+    assert first.exit_code == 0, first.output
+    assert "stopped by --max-steps 8 at step 8" in first.output
+    assert checkpoint_step(out) == 8 and optimizer_iterations(out) == 8
+
+    second = run_pretrain(corpus, out, options_file, "--max-steps", 14)
+    assert second.exit_code == 0, second.output
+    assert "step 8, epoch 0, batch 8" in second.output  # resumed, not restarted
+    assert checkpoint_step(out) == 14
+    assert optimizer_iterations(out) == 14  # Adam's state came back with the weights
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["steps"] == 14
+    assert meta["corpus"]["empty_messages_skipped"] == 1  # the corpus's blank line
+
+
+def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(corpus, options_file, tmp_path):
+    out = tmp_path / "model"
+    args = [sys.executable, "-m", "elmobatch.cli",
+            *pretrain_args(corpus, out, options_file, "--epochs", 1000, "--checkpoint-every", 3)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while tf.train.latest_checkpoint(str(out / "checkpoint")) is None:
+            assert process.poll() is None, "the pretraining process ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.5)
+        time.sleep(1.0)  # let it train a little past the checkpoint
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "weights.hdf5").exists()  # it never finished
+    killed_at = checkpoint_step(out)
+    assert killed_at >= 3  # every 3 steps and at each epoch's end
+
+    resumed = run_pretrain(corpus, out, options_file, "--epochs", 1000, "--max-steps", killed_at + 4)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resumed from {out / 'checkpoint' / f'ckpt-{killed_at}'}: step {killed_at}," in resumed.output
+    assert checkpoint_step(out) == killed_at + 4
+    assert load_encoder(str(out)).dim == 16
+
+
+def test_resuming_with_other_settings_or_bad_input_is_refused_clearly(corpus, options_file, tmp_path):
+    out = tmp_path / "model"
+    assert run_pretrain(corpus, out, options_file, "--max-steps", 2).exit_code == 0
+    args = pretrain_args(corpus, out, options_file, "--max-steps", 4)
+    other = CliRunner().invoke(main, [*args[:-2], "--batch-size", "8", *args[-2:]])
+    assert other.exit_code != 0
+    assert "batch_size=16" in other.output and "8" in other.output and "another --out" in other.output
+
+    bad_rows = CliRunner().invoke(main, ["pretrain", str(corpus), "--out", str(tmp_path / "m2"), "--rows", "5:2"])
+    assert bad_rows.exit_code != 0 and "--rows '5:2': expected 0 <= START < END" in bad_rows.output
+    no_column = CliRunner().invoke(main, ["pretrain", str(SMS), "--out", str(tmp_path / "m3"), "--text-column", "body"])
+    assert no_column.exit_code != 0 and "--text-column 'body' not found" in no_column.output
+
+
+def test_vocabulary_orders_by_count_and_round_trips(tmp_path):
+    vocab = build_vocabulary([["b", "a", "b"], ["c", "a", "b", "</S>"]], min_count=2)
+    assert vocab.tokens == ["<S>", "</S>", "<UNK>", "b", "a"]
+    assert vocab.ids(["a", "zzz"]).tolist() == [0, 4, 2, 1]
+    vocab.save(tmp_path / "vocab.txt")
+    assert Vocabulary.load(tmp_path / "vocab.txt").tokens == vocab.tokens
+    assert build_vocabulary([["x", "y", "y"]], max_size=4).tokens == ["<S>", "</S>", "<UNK>", "y"]
