@@ -1,5 +1,5 @@
-# make run   set up, then run the main job on the bundled example
-# make test  set up, then run the test suite
+# make run   set up (.venv), then score the example messages with the bundled default model and head
+# make test  set up (.venv, with the test extras), then run the test suite (what CI runs)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -9,14 +9,17 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# The example model is the tiny test fixture until the bundled default model arrives.
-EXAMPLE_MODEL ?= ../shared/fixtures/bilm_tiny
-
 run: setup
-	$(VENV)/bin/elmobatch embed examples/messages.csv --out out/messages --id-column id --model $(EXAMPLE_MODEL) --keep-text
+	$(VENV)/bin/elmobatch score examples/messages.csv --out out/messages.scored.csv
+	@echo "first rows of out/messages.scored.csv:"
+	@head -n 6 out/messages.scored.csv
 
-test: setup
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -33,6 +33,32 @@ def info(model):
                            "tokenizer": enc.tokenizer, "fingerprint": enc.fingerprint}, indent=2))
 
 
+@main.command()
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Embedding cache to list (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
+def models(cache_dir):
+    """List the bundled model and the models with vectors in the embedding cache."""
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.encoding.encoder import bundled_model_dir
+
+    rows = []
+    try:
+        enc = load_encoder("default")
+        rows.append(("default (bundled)", enc.dim, enc.fingerprint[:16], "-", enc.path))
+    except ModelError as exc:
+        rows.append(("default (bundled)", "-", "-", "-", f"missing: {exc}"))
+    cache = EmbeddingCache(cache_dir)
+    for info in cache.models():
+        name = "cached" if info.get("precision", "float32") == "float32" else f"cached, {info['precision']}"
+        rows.append((name, info.get("dim", "?"), info["fingerprint"][:16], f"{info['vectors']:,}",
+                     info.get("path", "?")))
+    header = ("model", "dim", "fingerprint", "vectors", "path")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) + "  " + str(row[4]))
+    click.echo(f"(embedding cache: {cache.directory}; bundled models in {bundled_model_dir().parent})")
+
+
 # ---- embed (issue 3) -------------------------------------------------------------------------
 
 

@@ -95,6 +95,7 @@ class EmbeddingCache:
             pooled = encoder.pool_tokens(tokens)
             counts = np.array([len(t) for t in tokens], np.int32)
             self.store(encoder.cache_key, missing, pooled, counts)
+            self._describe(encoder)
             found.update((k, (pooled[i], counts[i])) for i, k in enumerate(missing))
         self.computed += len(missing)
         self.hits += len(texts) - len(missing)
@@ -103,6 +104,33 @@ class EmbeddingCache:
         for i, key in enumerate(keys):
             layers[i], n_tokens[i] = found[key]
         return layers, n_tokens
+
+    def _describe(self, encoder) -> None:
+        """Write the model's model.json beside its segments once, for `elmobatch models`."""
+        path = self.model_dir(encoder.cache_key) / "model.json"
+        if path.is_file():
+            return
+        info = {"fingerprint": encoder.fingerprint, "precision": encoder.precision, "path": encoder.path,
+                "dim": encoder.dim, "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}
+        tmp = path.with_name(f".tmp-model-{uuid.uuid4().hex[:8]}.json")
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, path)
+
+    def models(self) -> list[dict]:
+        """The models with vectors in this cache: their model.json, plus `vectors` and `bytes` cached."""
+        root = self.directory / FORMAT_DIR
+        out = []
+        for directory in sorted(root.iterdir()) if root.is_dir() else []:
+            try:
+                info = json.loads((directory / "model.json").read_text())
+            except (OSError, ValueError):
+                info = {"fingerprint": directory.name}
+            segments = list(directory.glob("seg-*.ebc"))
+            info["vectors"] = sum(_segment_count(p) for p in segments)
+            info["bytes"] = sum(p.stat().st_size for p in segments)
+            info["cache_dir"] = str(directory)
+            out.append(info)
+        return out
 
     # ---- segments ------------------------------------------------------------------------
 
@@ -170,6 +198,18 @@ def _sweep_tmp(directory: Path, older_than_s: float = 3600) -> None:
                 tmp.unlink()
         except OSError:
             pass
+
+
+def _segment_count(path: Path) -> int:
+    """Entries in one segment, from its header (0 if the header is unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            length, crc = struct.unpack("<II", head[8:])
+            header = f.read(length)
+        return json.loads(header)["n"] if head[:8] == MAGIC and zlib.crc32(header) == crc else 0
+    except (OSError, ValueError, KeyError, struct.error):
+        return 0
 
 
 def _read_segment(path: Path, fingerprint: str, wanted: set[bytes]) -> dict[bytes, tuple[np.ndarray, int]]:
