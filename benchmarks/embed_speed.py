@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from elmobatch import load_encoder
+from elmobatch import load_encoder  # first: it loads TensorFlow quietly
+import tensorflow as tf  # noqa: E402
 from elmobatch.encoding.bilm import BiLM, BiLMConfig
 from elmobatch.encoding.encoder import PRECISIONS, bundled_model_dir
 

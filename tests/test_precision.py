@@ -55,3 +55,20 @@ def test_unknown_precision_and_hub_bf16_are_refused(fixture_dir):
         load_encoder(str(fixture_dir), precision="int4")
     with pytest.raises(ModelError, match="float32 only"):
         load_encoder(str(fixture_dir / "hub_module"), precision="bf16")
+
+
+def test_bf16_gives_the_default_heads_labels_on_the_reference_test_rows():
+    import pandas as pd
+
+    from elmobatch.training.head import default_head_dir, load_head
+    from tests.conftest import SMS
+
+    texts = pd.read_csv(SMS, encoding="latin-1").iloc[4457:, 1].astype(str).tolist()
+    assert len(texts) == 1115
+    head = load_head(default_head_dir())
+    fp32 = load_encoder("default").embed_texts(texts, layers=True)
+    bf16 = load_encoder("default", precision="bf16").embed_texts(texts, layers=True)
+    cosine = (fp32 * bf16).sum(-1) / np.maximum(np.linalg.norm(fp32, axis=-1) * np.linalg.norm(bf16, axis=-1), 1e-30)
+    assert cosine[np.linalg.norm(fp32, axis=-1) > 0].min() >= 0.999
+    same = (head.predict(fp32)[0] == head.predict(bf16)[0]).mean()
+    assert same >= 0.999, f"bf16 changed {int(round((1 - same) * len(texts)))} labels"

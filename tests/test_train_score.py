@@ -213,9 +213,17 @@ def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):
     assert len(pd.read_csv(tmp_path / "many" / "sms_spam.scored.csv", encoding="utf-8")) == 5572
 
 
-@pytest.mark.skipif((default_head_dir() / "head.json").is_file(), reason="the bundled default head is present")
-def test_missing_default_head_gets_a_clear_error(sms_test_file):
-    result = run("score", sms_test_file, ok=False)
+def test_score_without_head_uses_the_bundled_head_and_model(tmp_path, monkeypatch):
+    path = tmp_path / "few.csv"
+    path.write_text("v2\nWINNER!! Claim your free prize now, call 09061701461\nsee you at lunch?\n")
+    run("score", path, "--out", tmp_path / "few.scored.csv", "--cache-dir", tmp_path / "cache")
+    scored = pd.read_csv(tmp_path / "few.scored.csv")
+    assert list(scored.columns) == ["v2", "label", "score"] and set(scored["label"]) <= {"ham", "spam"}
+
+    import elmobatch.scoring.score as score_module
+
+    monkeypatch.setattr(score_module, "default_head_dir", lambda: tmp_path / "no-head-here")
+    result = run("score", path, "--out", tmp_path / "again.csv", ok=False)
     assert "bundled default head is missing" in result.output
 
 
