@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from elmobatch.cli import main
-from elmobatch.training.head import default_head_dir, load_head
+from elmobatch.training.head import load_head
 from tests.conftest import FIXTURE, SMS, tiny_options, write_random_model
 
 N_TEST = 1115
