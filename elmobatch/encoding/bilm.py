@@ -278,33 +278,46 @@ class BiLM(tf.Module):
         return self.highway_and_projection(self.char_cnn(char_ids, w), w)
 
     def lstm_layer(self, layer: int, x: tf.Tensor, w: dict | None = None) -> tf.Tensor:
-        """One LSTM layer, both directions at once: (2, batch, T, p_in) -> (2, batch, T, p_out).
+        """One LSTM layer, both directions in one loop: (2, batch, T, p_in) -> (2, batch, T, p_out).
 
         TF1's LSTMCell: gates from W_0 applied to [input, previous output], forget bias 1.0, cell
         clipped, output projected by W_P_0 and clipped. The input half of W_0 is applied to all
-        steps in one matmul; only the recurrent half runs in the step loop.
+        steps in one matmul; only the recurrent half runs in the step loop, where the two
+        directions are independent ops that run side by side.
         """
         c = self.config
         w_input, w_recurrent, bias, w_proj = (w or self._weights())["lstm"][layer]
-        gate_inputs = _matmul(x, w_input[:, None]) + bias[:, None, None, :]  # (2, batch, T, 4d)
-        steps = tf.transpose(gate_inputs, [2, 0, 1, 3])  # (T, 2, batch, 4d)
-        batch, d = tf.shape(x)[1], c.lstm_dim
-        h = tf.zeros([2, batch, c.lstm_output_dim], x.dtype)
-        cell = tf.zeros([2, batch, d], x.dtype)
-        outputs = tf.TensorArray(x.dtype, size=tf.shape(steps)[0])
-        for t in tf.range(tf.shape(steps)[0]):
-            gates = steps[t] + _matmul(h, w_recurrent)
-            sig = tf.sigmoid(gates[..., : 3 * d])  # input, forget, output
-            cell = sig[..., d : 2 * d] * cell + sig[..., :d] * tf.tanh(gates[..., 3 * d :])
+        shape = tf.shape(x)
+        batch, steps_n, d = shape[1], shape[2], c.lstm_dim
+        steps = []
+        for z in (0, 1):
+            flat = tf.reshape(x[z], [-1, x.shape[-1]])
+            gates = tf.reshape(_matmul(flat, w_input[z]) + bias[z], [batch, steps_n, 4 * d])
+            steps.append(tf.transpose(gates, [1, 0, 2]))  # (T, batch, 4d)
+
+        def step(t, h, cell, z):
+            gates = steps[z][t] + _matmul(h, w_recurrent[z])
+            sig = tf.sigmoid(gates[:, : 3 * d])  # input, forget, output
+            cell = sig[:, d : 2 * d] * cell + sig[:, :d] * tf.tanh(gates[:, 3 * d :])
             if c.cell_clip is not None:
                 cell = tf.clip_by_value(cell, -c.cell_clip, c.cell_clip)
-            h = sig[..., 2 * d :] * tf.tanh(cell)
+            h = sig[:, 2 * d :] * tf.tanh(cell)
             if w_proj is not None:
-                h = _matmul(h, w_proj)
+                h = _matmul(h, w_proj[z])
                 if c.proj_clip is not None:
                     h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
-            outputs = outputs.write(t, h)
-        out = tf.transpose(outputs.stack(), [1, 2, 0, 3])  # (2, batch, T, p_out)
+            return h, cell
+
+        h_f = h_b = tf.zeros([batch, c.lstm_output_dim], x.dtype)
+        c_f = c_b = tf.zeros([batch, d], x.dtype)
+        out_f = tf.TensorArray(x.dtype, size=steps_n)
+        out_b = tf.TensorArray(x.dtype, size=steps_n)
+        for t in tf.range(steps_n):
+            h_f, c_f = step(t, h_f, c_f, 0)
+            h_b, c_b = step(t, h_b, c_b, 1)
+            out_f = out_f.write(t, h_f)
+            out_b = out_b.write(t, h_b)
+        out = tf.transpose(tf.stack([out_f.stack(), out_b.stack()]), [0, 2, 1, 3])  # (2, batch, T, p_out)
         if c.use_skip_connections and layer > 0:
             out = out + x
         return out
