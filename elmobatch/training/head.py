@@ -29,6 +29,9 @@ FORMAT_VERSION = 1
 WEIGHT_NAMES = ("layer_logits", "gamma", "mean", "std", "w1", "b1", "w2", "b2")
 
 
+ROWS_AT_ONCE = 4096
+
+
 class HeadError(ValueError):
     """A head that cannot be loaded or does not fit the data or model, with what was expected."""
 
@@ -97,7 +100,15 @@ class Head:
         return np.einsum("nld,ld->nd", x, a) - c  # (optimize=True is 30x slower here)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """(n, n_layers + 1, dim) -> (n, k) float32: probability of each label, rows sum to 1."""
+        """(n, n_layers + 1, dim) -> (n, k) float32: probability of each label, rows sum to 1.
+
+        Computed `ROWS_AT_ONCE` rows at a time: the temporaries stay in cache and memory stays bounded.
+        """
+        x = np.asarray(x, np.float32)
+        parts = [self._probabilities(x[i : i + ROWS_AT_ONCE]) for i in range(0, len(x), ROWS_AT_ONCE)]
+        return np.concatenate(parts) if parts else self._probabilities(x)
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
         w = self.weights
         h = np.maximum(self.mix(x) @ w["w1"] + w["b1"], 0.0)
         logits = h @ w["w2"] + w["b2"]
