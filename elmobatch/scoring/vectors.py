@@ -12,7 +12,6 @@ join the reader's rejects with reason "missing_label".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
