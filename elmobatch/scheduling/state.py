@@ -7,18 +7,11 @@ processed. The checksum is recomputed only when size or mtime changed since it w
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 from pathlib import Path
 
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from elmobatch.embedding import file_sha256
 
 
 def write_json_atomically(path: Path, data) -> None:
