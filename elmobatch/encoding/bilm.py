@@ -277,61 +277,106 @@ class BiLM(tf.Module):
         w = self._weights()
         return self.highway_and_projection(self.char_cnn(char_ids, w), w)
 
-    def lstm_layer(self, layer: int, x: tf.Tensor, w: dict | None = None) -> tf.Tensor:
-        """One LSTM layer, both directions in one loop: (2, batch, T, p_in) -> (2, batch, T, p_out).
+    def input_gates(self, layer: int, x: tf.Tensor, w: dict | None = None) -> tf.Tensor:
+        """(2, ..., p_in) -> (2, ..., 4d): each direction's input half of W_0 plus bias, for all
+        positions in one matmul, so that only the recurrent half runs in the step loop."""
+        w_input, _, bias, _ = (w or self._weights())["lstm"][layer]
+        return tf.stack([_matmul(x[z], w_input[z]) + bias[z] for z in (0, 1)])
+
+    def lstm_step(self, layer: int, z: int, gates: tf.Tensor, h: tf.Tensor, cell: tf.Tensor, w: dict | None = None):
+        """One step of direction z (0 forward, 1 backward): input gates (batch, 4d), previous output
+        h (batch, p_out) and cell (batch, d) -> the new (h, cell).
 
         TF1's LSTMCell: gates from W_0 applied to [input, previous output], forget bias 1.0, cell
-        clipped, output projected by W_P_0 and clipped. The input half of W_0 is applied to all
-        steps in one matmul; only the recurrent half runs in the step loop, where the two
-        directions are independent ops that run side by side.
+        clipped, output projected by W_P_0 and clipped.
+        """
+        c, d = self.config, self.config.lstm_dim
+        _, w_recurrent, _, w_proj = (w or self._weights())["lstm"][layer]
+        gates = gates + _matmul(h, w_recurrent[z])
+        sig = tf.sigmoid(gates[:, : 3 * d])  # input, forget, output
+        cell = sig[:, d : 2 * d] * cell + sig[:, :d] * tf.tanh(gates[:, 3 * d :])
+        if c.cell_clip is not None:
+            cell = tf.clip_by_value(cell, -c.cell_clip, c.cell_clip)
+        h = sig[:, 2 * d :] * tf.tanh(cell)
+        if w_proj is not None:
+            h = _matmul(h, w_proj[z])
+            if c.proj_clip is not None:
+                h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
+        return h, cell
+
+    def run_lstm(self, layer: int, gates: tf.Tensor, start=None, w: dict | None = None) -> tf.Tensor:
+        """One LSTM layer over time, both directions in one loop: input gates (2, T, batch, 4d),
+        time-major, each direction in its own order -> outputs (2, T, batch, p_out), same order.
+
+        `start` is each direction's (h (1, p_out), cell (1, d)) to begin from, shared by every
+        sentence; None begins from zeros. The two directions are independent ops in each step,
+        so they run side by side.
         """
         c = self.config
-        w_input, w_recurrent, bias, w_proj = (w or self._weights())["lstm"][layer]
-        shape = tf.shape(x)
-        batch, steps_n, d = shape[1], shape[2], c.lstm_dim
-        steps = []
-        for z in (0, 1):
-            flat = tf.reshape(x[z], [-1, x.shape[-1]])
-            gates = tf.reshape(_matmul(flat, w_input[z]) + bias[z], [batch, steps_n, 4 * d])
-            steps.append(tf.transpose(gates, [1, 0, 2]))  # (T, batch, 4d)
-
-        def step(t, h, cell, z):
-            gates = steps[z][t] + _matmul(h, w_recurrent[z])
-            sig = tf.sigmoid(gates[:, : 3 * d])  # input, forget, output
-            cell = sig[:, d : 2 * d] * cell + sig[:, :d] * tf.tanh(gates[:, 3 * d :])
-            if c.cell_clip is not None:
-                cell = tf.clip_by_value(cell, -c.cell_clip, c.cell_clip)
-            h = sig[:, 2 * d :] * tf.tanh(cell)
-            if w_proj is not None:
-                h = _matmul(h, w_proj[z])
-                if c.proj_clip is not None:
-                    h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
-            return h, cell
-
-        h_f = h_b = tf.zeros([batch, c.lstm_output_dim], x.dtype)
-        c_f = c_b = tf.zeros([batch, d], x.dtype)
-        out_f = tf.TensorArray(x.dtype, size=steps_n)
-        out_b = tf.TensorArray(x.dtype, size=steps_n)
+        steps_n, batch = tf.shape(gates)[1], tf.shape(gates)[2]
+        if start is None:
+            zeros = (tf.zeros([1, c.lstm_output_dim]), tf.zeros([1, c.lstm_dim]))
+            start = [zeros, zeros]
+        (h_f, c_f), (h_b, c_b) = [(tf.tile(h, [batch, 1]), tf.tile(cell, [batch, 1])) for h, cell in start]
+        out_f = tf.TensorArray(tf.float32, size=steps_n)
+        out_b = tf.TensorArray(tf.float32, size=steps_n)
         for t in tf.range(steps_n):
-            h_f, c_f = step(t, h_f, c_f, 0)
-            h_b, c_b = step(t, h_b, c_b, 1)
+            h_f, c_f = self.lstm_step(layer, 0, gates[0, t], h_f, c_f, w)
+            h_b, c_b = self.lstm_step(layer, 1, gates[1, t], h_b, c_b, w)
             out_f = out_f.write(t, h_f)
             out_b = out_b.write(t, h_b)
-        out = tf.transpose(tf.stack([out_f.stack(), out_b.stack()]), [0, 2, 1, 3])  # (2, batch, T, p_out)
-        if c.use_skip_connections and layer > 0:
-            out = out + x
-        return out
+        return tf.stack([out_f.stack(), out_b.stack()])
 
     def lstm_layers(self, token_repr: tf.Tensor, lengths: tf.Tensor) -> list[tf.Tensor]:
-        """(batch, T, projection_dim) -> n_layers x (2, batch, T, projection_dim), both in forward order."""
+        """(batch, T, projection_dim) -> n_layers x (2, batch, T, p_out), both in forward order.
+
+        The training path: every position of every sentence, <S> and </S> included, from zero states.
+        """
         w = self._weights()
         backward_input = tf.reverse_sequence(token_repr, lengths, seq_axis=1, batch_axis=0)
-        x = tf.stack([token_repr, backward_input])
+        x = tf.transpose(tf.stack([token_repr, backward_input]), [0, 2, 1, 3])  # (2, T, batch, p)
         layers = []
         for layer in range(self.config.n_layers):
-            x = self.lstm_layer(layer, x, w)
-            backward = tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)
-            layers.append(tf.stack([x[0], backward]))
+            out = self.run_lstm(layer, self.input_gates(layer, x, w), None, w)
+            x = out + x if self.config.use_skip_connections and layer > 0 else out
+            layers.append(_forward_order(x, lengths))
+        return layers
+
+    def embed(self, word_repr: tf.Tensor, positions: tf.Tensor, n_tokens: tf.Tensor) -> list[tf.Tensor]:
+        """The inference path: LSTM outputs at the tokens only, with less work than `lstm_layers`.
+
+          word_repr: (n_words, projection_dim) token-layer vectors of the batch's distinct words;
+                     row 1 is <S>, row 2 is </S>
+          positions: (batch, T) int32 rows of word_repr, the tokens only, any row past each end
+          n_tokens:  (batch,) int32, tokens per sentence
+        Returns n_layers x (2, batch, T, p_out), forward and backward, both in forward order: the
+        training path's outputs at the token positions (within float rounding). The savings:
+          - layer 1's input gates are computed once per distinct word, not once per position;
+          - every sentence begins with the same step, <S> (forward) or </S> (backward) from a zero
+            state, so each layer's state after it is computed once, for a batch of one;
+          - the last step of each direction (</S> forward, <S> backward) feeds no token's output
+            and is not run.
+        """
+        w = self._weights()
+        word_gates = self.input_gates(0, tf.stack([word_repr, word_repr]), w)  # (2, n_words, 4d)
+        backward = tf.reverse_sequence(positions, n_tokens, seq_axis=1, batch_axis=0)
+        order = tf.transpose(tf.stack([positions, backward]), [0, 2, 1])  # (2, T, batch)
+        gates = tf.stack([tf.gather(word_gates[z], order[z]) for z in (0, 1)])
+        boundary_gates = tf.stack([word_gates[0, 1:2], word_gates[1, 2:3]])  # <S> forward, </S> backward
+        boundary_x = tf.stack([word_repr[1:2], word_repr[2:3]])  # (2, 1, p)
+        zeros = (tf.zeros([1, self.config.lstm_output_dim]), tf.zeros([1, self.config.lstm_dim]))
+        x, layers = None, []
+        for layer in range(self.config.n_layers):
+            if layer > 0:
+                gates = self.input_gates(layer, x, w)
+                boundary_gates = self.input_gates(layer, boundary_x, w)
+            start = [self.lstm_step(layer, z, boundary_gates[z], *zeros, w) for z in (0, 1)]
+            out = self.run_lstm(layer, gates, start, w)
+            boundary_out = tf.stack([h for h, _ in start])
+            if self.config.use_skip_connections and layer > 0:
+                out, boundary_out = out + x, boundary_out + boundary_x
+            x, boundary_x = out, boundary_out
+            layers.append(_forward_order(x, n_tokens))
         return layers
 
     def __call__(self, char_ids: tf.Tensor):
@@ -357,6 +402,13 @@ class BiLM(tf.Module):
                     f.create_dataset(name, data=value)
 
         _write_atomically(directory / "weights.hdf5", write_h5)
+
+
+def _forward_order(x: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """(2, T, batch, p) time-major, each direction in its own order -> (2, batch, T, p), both in
+    the sentence's forward order."""
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.stack([x[0], tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)])
 
 
 def _matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:

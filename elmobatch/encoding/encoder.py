@@ -78,23 +78,35 @@ class Encoder:
         if batch:
             yield batch
 
+    def _computed(self, sentences: list[list[str]]):
+        """Yield `(groups, layers)`: `layers` from `_run_batch`, row r of which belongs to every
+        index in `groups[r]`. A sentence repeated in `sentences` is computed once."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, sentence in enumerate(sentences):
+            if sentence:
+                groups.setdefault(tuple(sentence), []).append(i)
+        distinct, where = [list(s) for s in groups], list(groups.values())
+        for batch in self._batches(distinct):
+            yield [where[i] for i in batch], self._run_batch([distinct[i] for i in batch])
+
     def embed_tokens(self, sentences: list[list[str]]) -> list[np.ndarray]:
         """Token lists -> one float32 array (n_layers + 1, n_tokens, dim) per sentence."""
         out: list[np.ndarray | None] = [None] * len(sentences)
-        for batch in self._batches(sentences):
-            layers = self._run_batch([sentences[i] for i in batch])
-            for row, i in enumerate(batch):
-                out[i] = layers[row, :, : len(sentences[i])]
+        for groups, layers in self._computed(sentences):
+            for row, group in enumerate(groups):
+                for i in group:
+                    out[i] = layers[row, :, : len(sentences[i])]
         empty = np.zeros((self.n_layers + 1, 0, self.dim), np.float32)
         return [empty if o is None else o for o in out]
 
     def pool_tokens(self, sentences: list[list[str]]) -> np.ndarray:
         """Token lists -> (n, n_layers + 1, dim) float32: the mean over tokens of each layer."""
         pooled = np.zeros((len(sentences), self.n_layers + 1, self.dim), np.float32)
-        for batch in self._batches(sentences):
-            layers = self._run_batch([sentences[i] for i in batch])
-            counts = np.array([len(sentences[i]) for i in batch], np.float32)
-            pooled[batch] = layers.sum(axis=2) / counts[:, None, None]
+        for groups, layers in self._computed(sentences):
+            counts = np.array([len(sentences[group[0]]) for group in groups], np.float32)
+            means = layers.sum(axis=2) / counts[:, None, None]
+            for row, group in enumerate(groups):
+                pooled[group] = means[row]
         return pooled
 
     def embed_texts(self, texts: list[str], layers: bool = False) -> np.ndarray:
@@ -104,34 +116,53 @@ class Encoder:
 
 
 class NativeEncoder(Encoder):
-    """The TF2 biLM of `bilm.py`, compiled once with `tf.function` for any batch and length."""
+    """The TF2 biLM of `bilm.py`, compiled once with `tf.function` for any batch and length.
+
+    A word's token-layer vector does not depend on its sentence, so each word's is computed once
+    and remembered (up to `word_memory_bytes`; then the memory starts afresh).
+    """
+
+    word_memory_bytes = 64 << 20
 
     def __init__(self, bilm: BiLM, *, path: str, fingerprint: str, tokenizer: str, precision: str = "float32"):
         super().__init__(path=path, fingerprint=fingerprint, dim=bilm.config.dim,
                          n_layers=bilm.config.n_layers, tokenizer=tokenizer, precision=precision)
         self.bilm = bilm
         bilm.prepare(tf.bfloat16 if precision == "bf16" else tf.float32)
-        max_chars = bilm.config.max_characters_per_token
-        self._layers = tf.function(
-            self._all_layers,
-            input_signature=[tf.TensorSpec([None, max_chars], tf.int32), tf.TensorSpec([None, None], tf.int32),
-                             tf.TensorSpec([None], tf.int32)],
-            reduce_retracing=True,
-        )
+        c = bilm.config
+        self._token_layer = tf.function(bilm.token_layer, input_signature=[
+            tf.TensorSpec([None, c.max_characters_per_token], tf.int32)])
+        self._layers = tf.function(self._all_layers, input_signature=[
+            tf.TensorSpec([None, c.projection_dim], tf.float32), tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
+        self._boundary = self._token_layer(tok.boundary_char_ids(c.max_characters_per_token)).numpy()
+        self._words: dict[str, np.ndarray] = {}
 
-    def _all_layers(self, word_ids, positions, lengths):
-        """(n_words, max_chars), (batch, T), (batch,) -> (batch, n_layers + 1, T - 2, dim), zero past each end."""
-        token_repr = tf.gather(self.bilm.token_layer(word_ids), positions)
-        lstm_layers = self.bilm.lstm_layers(token_repr, lengths)
+    def _word_vectors(self, words: list[str]) -> np.ndarray:
+        """Distinct tokens -> (n, projection_dim) token-layer vectors, computing only unseen words."""
+        new = [w for w in words if w not in self._words]
+        if new:
+            if (len(self._words) + len(new)) * self.bilm.config.projection_dim * 4 > self.word_memory_bytes:
+                self._words.clear()
+            max_chars = self.bilm.config.max_characters_per_token
+            vectors = self._token_layer(np.stack([tok.word_char_ids(w, max_chars) for w in new])).numpy()
+            self._words.update(zip(new, vectors))
+        return np.stack([self._words[w] for w in words]) if words else self._boundary[:0]
+
+    def _all_layers(self, word_repr, positions, n_tokens):
+        """(n_words, p) token-layer vectors, (batch, T) their rows at the tokens, (batch,) ->
+        (batch, n_layers + 1, T, dim), zero past each end."""
+        token_repr = tf.gather(word_repr, positions)
         stacked = [tf.concat([token_repr, token_repr], axis=-1)]
-        stacked += [tf.concat([layer[0], layer[1]], axis=-1) for layer in lstm_layers]
-        out = tf.stack(stacked, axis=1)[:, :, 1:-1]  # drop <S> and </S> positions
-        mask = tf.sequence_mask(lengths - 2, tf.shape(out)[2], out.dtype)
+        stacked += [tf.concat([layer[0], layer[1]], axis=-1) for layer in self.bilm.embed(word_repr, positions, n_tokens)]
+        out = tf.stack(stacked, axis=1)
+        mask = tf.sequence_mask(n_tokens, tf.shape(out)[2], out.dtype)
         return out * mask[:, None, :, None]
 
     def _run_batch(self, sentences):
-        batch = tok.word_batch(sentences, self.bilm.config.max_characters_per_token)
-        return self._layers(*(tf.constant(a) for a in batch)).numpy()
+        words, positions, lengths = tok.word_batch(sentences)
+        word_repr = np.concatenate([self._boundary, self._word_vectors(words)])
+        return self._layers(word_repr, positions[:, 1:-1], lengths - 2).numpy()
 
 
 class HubEncoder(Encoder):

@@ -40,47 +40,45 @@ def tokenize(text: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
     raise ValueError(f"unknown tokenizer {tokenizer!r}: expected one of {', '.join(TOKENIZERS)}")
 
 
-def _word_ids(token: str, max_chars: int) -> np.ndarray:
+def word_char_ids(token: str, max_chars: int) -> np.ndarray:
+    """One token -> (max_chars,) int32, the +1-shifted ids: <w>, its UTF-8 bytes (cut to fit), </w>, padding."""
     ids = np.full(max_chars, PADDING, np.int32)
     data = token.encode("utf-8", "ignore")[: max_chars - 2]
     ids[0] = BEGIN_WORD
     ids[1 : 1 + len(data)] = np.frombuffer(data, np.uint8)
     ids[1 + len(data)] = END_WORD
-    return ids
+    return ids + 1
 
 
-def _boundary_ids(char: int, max_chars: int) -> np.ndarray:
-    ids = np.full(max_chars, PADDING, np.int32)
-    ids[:3] = (BEGIN_WORD, char, END_WORD)
-    return ids
+def boundary_char_ids(max_chars: int) -> np.ndarray:
+    """(3, max_chars) int32, +1-shifted: row 0 all zeros (no token, padding), row 1 <S>, row 2 </S>."""
+    rows = np.full((3, max_chars), PADDING + 1, np.int32)
+    rows[0] = 0
+    for row, char in ((1, BEGIN_SENTENCE), (2, END_SENTENCE)):
+        rows[row, :3] = (BEGIN_WORD + 1, char + 1, END_WORD + 1)
+    return rows
 
 
-def word_batch(sentences: list[list[str]], max_chars: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def word_batch(sentences: list[list[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Token lists -> the distinct words of the batch and where each sits.
 
-    Returns `(word_ids, positions, lengths)`:
-      word_ids:  (n_words, max_chars) int32, +1-shifted char ids; row 0 is all zeros (padding),
-                 rows 1 and 2 are <S> and </S>, then each distinct token once
-      positions: (batch, max_tokens + 2) int32, rows of word_ids: <S>, the tokens, </S>, then 0
+    Returns `(words, positions, lengths)`:
+      words:     each distinct token once, in order of first appearance
+      positions: (batch, max_tokens + 2) int32 rows of [padding, <S>, </S>, *words]: <S>, the
+                 tokens, </S>, then 0
       lengths:   (batch,) int32, tokens + 2
-    The context-free char CNN then runs once per distinct word, not once per position.
+    Context-free work (the char CNN) then runs once per distinct word, not once per position.
     """
-    rows = {"": 0}
-    word_ids = [np.zeros(max_chars, np.int32), _boundary_ids(BEGIN_SENTENCE, max_chars) + 1,
-                _boundary_ids(END_SENTENCE, max_chars) + 1]
+    rows: dict[str, int] = {}
     longest = max((len(s) for s in sentences), default=0)
     positions = np.zeros((len(sentences), longest + 2), np.int32)
     for row, tokens in enumerate(sentences):
         positions[row, 0] = 1
         for col, token in enumerate(tokens, start=1):
-            index = rows.get(token)
-            if index is None:
-                index = rows[token] = len(word_ids)
-                word_ids.append(_word_ids(token, max_chars) + 1)
-            positions[row, col] = index
+            positions[row, col] = rows.setdefault(token, len(rows) + 3)
         positions[row, len(tokens) + 1] = 2
     lengths = np.array([len(s) + 2 for s in sentences], np.int32)
-    return np.stack(word_ids), positions, lengths
+    return list(rows), positions, lengths
 
 
 def char_ids(sentences: list[list[str]], max_chars: int) -> np.ndarray:
@@ -88,5 +86,6 @@ def char_ids(sentences: list[list[str]], max_chars: int) -> np.ndarray:
 
     Each sentence is wrapped in <S> ... </S>; positions past a sentence's end are all zeros.
     """
-    word_ids, positions, _ = word_batch(sentences, max_chars)
-    return word_ids[positions]
+    words, positions, _ = word_batch(sentences)
+    table = [boundary_char_ids(max_chars)] + [word_char_ids(w, max_chars)[None] for w in words]
+    return np.concatenate(table)[positions]
