@@ -204,22 +204,20 @@ class BiLM(tf.Module):
           highway:    per layer (W_carry, b_carry, W_transform, b_transform)
           proj:       (W_proj, b_proj) or None
           lstm:       per layer (w_input (2, p_in, 4d), w_recurrent (2, p_out, 4d), bias (2, 4d),
-                      w_proj (2, d, p) or None); both directions stacked on axis 0, gates reordered
-                      from the file's (input, candidate, forget, output) to (input, forget, output,
-                      candidate) so that one sigmoid covers three gates; forget bias 1.0 folded in.
+                      w_proj (2, d, p) or None); both directions stacked on axis 0, gates in the
+                      file's order (input, candidate, forget, output), forget bias 1.0 folded in.
         Training computes this from the variables at every step (gradients flow through it);
         inference computes it once (`prepare`).
         """
         c, v = self.config, self.variables_by_name
         m = lambda w: tf.cast(w, matmul_dtype)  # noqa: E731
         d, p = c.lstm_dim, c.projection_dim
-        order = np.concatenate([np.arange(0, d), np.arange(2 * d, 4 * d), np.arange(d, 2 * d)])
-        forget_bias = np.concatenate([np.zeros(d), np.ones(d), np.zeros(2 * d)]).astype(np.float32)
+        forget_bias = np.concatenate([np.zeros(2 * d), np.ones(d), np.zeros(d)]).astype(np.float32)
         lstm = []
         for layer in range(c.n_layers):
             prefixes = [_lstm_prefix(direction, layer, c.n_layers) for direction in (0, 1)]
-            w = tf.gather(tf.stack([v[f"{q}/W_0"] for q in prefixes]), order, axis=-1)
-            bias = tf.gather(tf.stack([v[f"{q}/B"] for q in prefixes]), order, axis=-1) + forget_bias
+            w = tf.stack([v[f"{q}/W_0"] for q in prefixes])
+            bias = tf.stack([v[f"{q}/B"] for q in prefixes]) + forget_bias
             w_proj = m(tf.stack([v[f"{q}/W_P_0"] for q in prefixes])) if p < d else None
             lstm.append((m(w[:, :p]), m(w[:, p:]), bias, w_proj))
         return {
@@ -278,10 +276,11 @@ class BiLM(tf.Module):
         return self.highway_and_projection(self.char_cnn(char_ids, w), w)
 
     def input_gates(self, layer: int, x: tf.Tensor, w: dict | None = None) -> tf.Tensor:
-        """(2, ..., p_in) -> (2, ..., 4d): each direction's input half of W_0 plus bias, for all
-        positions in one matmul, so that only the recurrent half runs in the step loop."""
+        """x[z] (..., p_in) per direction z -> [forward, backward] (..., 4d): each direction's input
+        half of W_0 plus bias, for all positions in one matmul, so that only the recurrent half
+        runs in the step loop."""
         w_input, _, bias, _ = (w or self._weights())["lstm"][layer]
-        return tf.stack([_matmul(x[z], w_input[z]) + bias[z] for z in (0, 1)])
+        return [_matmul(x[z], w_input[z]) + bias[z] for z in (0, 1)]
 
     def lstm_step(self, layer: int, z: int, gates: tf.Tensor, h: tf.Tensor, cell: tf.Tensor, w: dict | None = None):
         """One step of direction z (0 forward, 1 backward): input gates (batch, 4d), previous output
@@ -290,41 +289,49 @@ class BiLM(tf.Module):
         TF1's LSTMCell: gates from W_0 applied to [input, previous output], forget bias 1.0, cell
         clipped, output projected by W_P_0 and clipped.
         """
-        c, d = self.config, self.config.lstm_dim
+        c = self.config
         _, w_recurrent, _, w_proj = (w or self._weights())["lstm"][layer]
-        gates = gates + _matmul(h, w_recurrent[z])
-        sig = tf.sigmoid(gates[:, : 3 * d])  # input, forget, output
-        cell = sig[:, d : 2 * d] * cell + sig[:, :d] * tf.tanh(gates[:, 3 * d :])
+        i, j, f, o = tf.split(gates + _matmul(h, w_recurrent[z]), 4, axis=1)  # one copy, not a slice each
+        cell = tf.sigmoid(f) * cell + tf.sigmoid(i) * tf.tanh(j)
         if c.cell_clip is not None:
             cell = tf.clip_by_value(cell, -c.cell_clip, c.cell_clip)
-        h = sig[:, 2 * d :] * tf.tanh(cell)
+        h = tf.sigmoid(o) * tf.tanh(cell)
         if w_proj is not None:
             h = _matmul(h, w_proj[z])
             if c.proj_clip is not None:
                 h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
         return h, cell
 
-    def run_lstm(self, layer: int, gates: tf.Tensor, start=None, w: dict | None = None) -> tf.Tensor:
-        """One LSTM layer over time, both directions in one loop: input gates (2, T, batch, 4d),
-        time-major, each direction in its own order -> outputs (2, T, batch, p_out), same order.
+    def run_lstm(self, layer: int, gates_at, shape, active=None, start=None, w: dict | None = None) -> tf.Tensor:
+        """One LSTM layer over time, both directions in one loop -> outputs (2, T, batch, p_out),
+        time-major, each direction in its own order.
 
-        `start` is each direction's (h (1, p_out), cell (1, d)) to begin from, shared by every
-        sentence; None begins from zeros. The two directions are independent ops in each step,
-        so they run side by side.
+          gates_at: gates_at(z, t, k) -> (k, 4d), the input gates of direction z at step t for the
+                    first k rows
+          shape:    (T, batch)
+          active:   (T,) int32, how many rows are still inside their sentence at each step, rows
+                    sorted longest first; those past their end do no work and output zeros.
+                    None: every row runs every step.
+          start:    each direction's (h (1, p_out), cell (1, d)), shared by every row; None: zeros
+        The two directions are independent ops in each step, so they run side by side.
         """
         c = self.config
-        steps_n, batch = tf.shape(gates)[1], tf.shape(gates)[2]
+        steps_n, batch = shape[0], shape[1]
         if start is None:
             zeros = (tf.zeros([1, c.lstm_output_dim]), tf.zeros([1, c.lstm_dim]))
             start = [zeros, zeros]
         (h_f, c_f), (h_b, c_b) = [(tf.tile(h, [batch, 1]), tf.tile(cell, [batch, 1])) for h, cell in start]
-        out_f = tf.TensorArray(tf.float32, size=steps_n)
-        out_b = tf.TensorArray(tf.float32, size=steps_n)
+        out_f = tf.TensorArray(tf.float32, size=steps_n, element_shape=[None, c.lstm_output_dim])
+        out_b = tf.TensorArray(tf.float32, size=steps_n, element_shape=[None, c.lstm_output_dim])
         for t in tf.range(steps_n):
-            h_f, c_f = self.lstm_step(layer, 0, gates[0, t], h_f, c_f, w)
-            h_b, c_b = self.lstm_step(layer, 1, gates[1, t], h_b, c_b, w)
-            out_f = out_f.write(t, h_f)
-            out_b = out_b.write(t, h_b)
+            tf.autograph.experimental.set_loop_options(shape_invariants=[
+                (h_f, tf.TensorShape([None, c.lstm_output_dim])), (c_f, tf.TensorShape([None, c.lstm_dim])),
+                (h_b, tf.TensorShape([None, c.lstm_output_dim])), (c_b, tf.TensorShape([None, c.lstm_dim]))])
+            k = batch if active is None else active[t]
+            h_f, c_f = self.lstm_step(layer, 0, gates_at(0, t, k), h_f[:k], c_f[:k], w)
+            h_b, c_b = self.lstm_step(layer, 1, gates_at(1, t, k), h_b[:k], c_b[:k], w)
+            out_f = out_f.write(t, tf.pad(h_f, [[0, batch - k], [0, 0]]))
+            out_b = out_b.write(t, tf.pad(h_b, [[0, batch - k], [0, 0]]))
         return tf.stack([out_f.stack(), out_b.stack()])
 
     def lstm_layers(self, token_repr: tf.Tensor, lengths: tf.Tensor) -> list[tf.Tensor]:
@@ -337,7 +344,8 @@ class BiLM(tf.Module):
         x = tf.transpose(tf.stack([token_repr, backward_input]), [0, 2, 1, 3])  # (2, T, batch, p)
         layers = []
         for layer in range(self.config.n_layers):
-            out = self.run_lstm(layer, self.input_gates(layer, x, w), None, w)
+            gates = self.input_gates(layer, x, w)
+            out = self.run_lstm(layer, lambda z, t, k: gates[z][t, :k], tf.shape(x)[1:3], None, None, w)
             x = out + x if self.config.use_skip_connections and layer > 0 else out
             layers.append(_forward_order(x, lengths))
         return layers
@@ -348,30 +356,34 @@ class BiLM(tf.Module):
           word_repr: (n_words, projection_dim) token-layer vectors of the batch's distinct words;
                      row 1 is <S>, row 2 is </S>
           positions: (batch, T) int32 rows of word_repr, the tokens only, any row past each end
-          n_tokens:  (batch,) int32, tokens per sentence
-        Returns n_layers x (2, batch, T, p_out), forward and backward, both in forward order: the
-        training path's outputs at the token positions (within float rounding). The savings:
+          n_tokens:  (batch,) int32, tokens per sentence, longest first
+        Returns n_layers x (2, batch, T, p_out), forward and backward, both in forward order, zero
+        past each end: the training path's outputs at the token positions (within float rounding).
+        The savings:
           - layer 1's input gates are computed once per distinct word, not once per position;
           - every sentence begins with the same step, <S> (forward) or </S> (backward) from a zero
             state, so each layer's state after it is computed once, for a batch of one;
           - the last step of each direction (</S> forward, <S> backward) feeds no token's output
-            and is not run.
+            and is not run; nor are steps past a sentence's end.
         """
         w = self._weights()
-        word_gates = self.input_gates(0, tf.stack([word_repr, word_repr]), w)  # (2, n_words, 4d)
+        shape = tf.shape(tf.transpose(positions))  # (T, batch)
+        active = tf.reduce_sum(tf.cast(n_tokens[None, :] > tf.range(shape[0])[:, None], tf.int32), axis=1)
+        word_gates = self.input_gates(0, [word_repr, word_repr], w)  # 2 x (n_words, 4d)
         backward = tf.reverse_sequence(positions, n_tokens, seq_axis=1, batch_axis=0)
         order = tf.transpose(tf.stack([positions, backward]), [0, 2, 1])  # (2, T, batch)
-        gates = tf.stack([tf.gather(word_gates[z], order[z]) for z in (0, 1)])
-        boundary_gates = tf.stack([word_gates[0, 1:2], word_gates[1, 2:3]])  # <S> forward, </S> backward
+        gates_at = lambda z, t, k: tf.gather(word_gates[z], order[z, t, :k])  # noqa: E731
+        boundary_gates = [word_gates[0][1:2], word_gates[1][2:3]]  # <S> forward, </S> backward
         boundary_x = tf.stack([word_repr[1:2], word_repr[2:3]])  # (2, 1, p)
         zeros = (tf.zeros([1, self.config.lstm_output_dim]), tf.zeros([1, self.config.lstm_dim]))
         x, layers = None, []
         for layer in range(self.config.n_layers):
             if layer > 0:
                 gates = self.input_gates(layer, x, w)
+                gates_at = lambda z, t, k, gates=gates: gates[z][t, :k]  # noqa: E731
                 boundary_gates = self.input_gates(layer, boundary_x, w)
             start = [self.lstm_step(layer, z, boundary_gates[z], *zeros, w) for z in (0, 1)]
-            out = self.run_lstm(layer, gates, start, w)
+            out = self.run_lstm(layer, gates_at, shape, active, start, w)
             boundary_out = tf.stack([h for h, _ in start])
             if self.config.use_skip_connections and layer > 0:
                 out, boundary_out = out + x, boundary_out + boundary_x

@@ -36,7 +36,7 @@ class Encoder:
     `max_batch_tokens` padded tokens, so little work goes to padding.
     """
 
-    batch_size = 64
+    batch_size = 256
     max_batch_tokens = 4096
 
     def __init__(self, *, path: str, fingerprint: str, dim: int, n_layers: int, tokenizer: str,
@@ -160,9 +160,11 @@ class NativeEncoder(Encoder):
         return out * mask[:, None, :, None]
 
     def _run_batch(self, sentences):
-        words, positions, lengths = tok.word_batch(sentences)
+        longest_first = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+        words, positions, lengths = tok.word_batch([sentences[i] for i in longest_first])
         word_repr = np.concatenate([self._boundary, self._word_vectors(words)])
-        return self._layers(word_repr, positions[:, 1:-1], lengths - 2).numpy()
+        layers = self._layers(word_repr, positions[:, 1:-1], lengths - 2).numpy()
+        return layers[np.argsort(longest_first)]
 
 
 class HubEncoder(Encoder):
