@@ -72,3 +72,28 @@ def test_bf16_gives_the_default_heads_labels_on_the_reference_test_rows():
     assert cosine[np.linalg.norm(fp32, axis=-1) > 0].min() >= 0.999
     same = (head.predict(fp32)[0] == head.predict(bf16)[0]).mean()
     assert same >= 0.999, f"bf16 changed {int(round((1 - same) * len(texts)))} labels"
+
+
+def test_repeated_messages_are_computed_once(fixture_dir):
+    enc = load_encoder(str(fixture_dir))
+    rows = []
+    run_batch = enc._run_batch
+    enc._run_batch = lambda sentences: rows.extend(sentences) or run_batch(sentences)
+    repeated = [SENTENCES[0], SENTENCES[1], SENTENCES[0], [], SENTENCES[0]]
+    pooled = enc.pool_tokens(repeated)
+    assert len(rows) == 2  # two distinct non-empty sentences
+    assert np.array_equal(pooled[0], pooled[2]) and np.array_equal(pooled[0], pooled[4])
+    assert not pooled[3].any()
+    alone = load_encoder(str(fixture_dir)).pool_tokens([SENTENCES[0]])
+    assert np.abs(pooled[0] - alone[0]).max() <= 1e-6
+
+
+def test_remembered_word_vectors_change_nothing_and_stay_bounded(fixture_dir):
+    fresh = load_encoder(str(fixture_dir)).embed_tokens(SENTENCES)
+    enc = load_encoder(str(fixture_dir))
+    enc.word_memory_bytes = 4 * enc.bilm.config.projection_dim * 8  # room for 8 words
+    n_words = len({w for s in SENTENCES for w in s})
+    for _ in range(2):  # the second pass reads remembered vectors where it can
+        for sentence, expected in zip(SENTENCES, fresh):
+            assert np.abs(enc.embed_tokens([sentence])[0] - expected).max() <= 1e-5
+    assert 0 < len(enc._words) < n_words
