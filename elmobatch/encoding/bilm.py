@@ -367,12 +367,12 @@ class BiLM(tf.Module):
             and is not run; nor are steps past a sentence's end.
         """
         w = self._weights()
-        shape = tf.shape(tf.transpose(positions))  # (T, batch)
-        active = tf.reduce_sum(tf.cast(n_tokens[None, :] > tf.range(shape[0])[:, None], tf.int32), axis=1)
+        batch, steps_n = tf.shape(positions)[0], tf.shape(positions)[1]
+        active = tf.reduce_sum(tf.cast(n_tokens[None, :] > tf.range(steps_n)[:, None], tf.int32), axis=1)
         word_gates = self.input_gates(0, [word_repr, word_repr], w)  # 2 x (n_words, 4d)
         backward = tf.reverse_sequence(positions, n_tokens, seq_axis=1, batch_axis=0)
-        order = tf.transpose(tf.stack([positions, backward]), [0, 2, 1])  # (2, T, batch)
-        gates_at = lambda z, t, k: tf.gather(word_gates[z], order[z, t, :k])  # noqa: E731
+        order = [positions, backward]
+        gates_at = lambda z, t, k: tf.gather(word_gates[z], order[z][:k, t])  # noqa: E731
         boundary_gates = [word_gates[0][1:2], word_gates[1][2:3]]  # <S> forward, </S> backward
         boundary_x = tf.stack([word_repr[1:2], word_repr[2:3]])  # (2, 1, p)
         zeros = (tf.zeros([1, self.config.lstm_output_dim]), tf.zeros([1, self.config.lstm_dim]))
@@ -383,7 +383,7 @@ class BiLM(tf.Module):
                 gates_at = lambda z, t, k, gates=gates: gates[z][t, :k]  # noqa: E731
                 boundary_gates = self.input_gates(layer, boundary_x, w)
             start = [self.lstm_step(layer, z, boundary_gates[z], *zeros, w) for z in (0, 1)]
-            out = self.run_lstm(layer, gates_at, shape, active, start, w)
+            out = self.run_lstm(layer, gates_at, (steps_n, batch), active, start, w)
             boundary_out = tf.stack([h for h, _ in start])
             if self.config.use_skip_connections and layer > 0:
                 out, boundary_out = out + x, boundary_out + boundary_x
