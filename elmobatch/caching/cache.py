@@ -27,6 +27,8 @@ import uuid
 import zlib
 from pathlib import Path
 
+from elmobatch.files import write_atomically
+
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -112,9 +114,7 @@ class EmbeddingCache:
             return
         info = {"fingerprint": encoder.fingerprint, "precision": encoder.precision, "path": encoder.path,
                 "dim": encoder.dim, "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}
-        tmp = path.with_name(f".tmp-model-{uuid.uuid4().hex[:8]}.json")
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
 
     def models(self) -> list[dict]:
         """The models with vectors in this cache: their model.json, plus `vectors` and `bytes` cached."""
@@ -170,15 +170,14 @@ class EmbeddingCache:
         directory.mkdir(parents=True, exist_ok=True)
         _sweep_tmp(directory)
         name = f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ebc"
-        tmp = directory / f".tmp-{name}"
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + struct.pack("<II", len(header), zlib.crc32(header)) + header)
-            f.write(index_bytes)
-            f.write(layers.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / name)
-        return directory / name
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + struct.pack("<II", len(header), zlib.crc32(header)) + header)
+                f.write(index_bytes)
+                f.write(layers.tobytes())
+
+        return write_atomically(directory / name, write)
 
     def _quarantine(self, path: Path, exc: Exception) -> None:
         self.corrupt += 1

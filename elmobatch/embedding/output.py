@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
+
+from elmobatch.files import write_atomically
 
 import numpy as np
 import pyarrow as pa
@@ -77,23 +78,13 @@ def read_embedding(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
 def write_parquet(table: pa.Table, final: Path, tmp_dir: Path) -> None:
     """Write to tmp_dir, then rename: a reader never sees a partial file."""
-    tmp = tmp_dir / (final.name + ".tmp")
-    pq.write_table(table, tmp)
-    _fsync_replace(tmp, final)
+    write_atomically(final, lambda tmp: pq.write_table(table, tmp), tmp_dir)
 
 
 def write_json(data: dict, final: Path, tmp_dir: Path) -> None:
-    tmp = tmp_dir / (final.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    _fsync_replace(tmp, final)
+    write_atomically(final, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"), tmp_dir)
 
 
 def is_output_dir(out: Path) -> bool:

@@ -31,6 +31,8 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from elmobatch.files import write_atomically
+
 
 class WeightFileError(ValueError):
     """A weight file that does not match its options, named with what was expected."""
@@ -406,14 +408,14 @@ class BiLM(tf.Module):
         """Write `options.json` and `weights.hdf5` in the official layout."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomically(directory / "options.json", lambda p: p.write_text(json.dumps(self.config.to_options(), indent=2)))
+        write_atomically(directory / "options.json", lambda p: p.write_text(json.dumps(self.config.to_options(), indent=2)))
 
         def write_h5(path: Path) -> None:
             with h5py.File(path, "w") as f:
                 for name, value in sorted(self.weights().items()):
                     f.create_dataset(name, data=value)
 
-        _write_atomically(directory / "weights.hdf5", write_h5)
+        write_atomically(directory / "weights.hdf5", write_h5)
 
 
 def _forward_order(x: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
@@ -428,12 +430,6 @@ def _matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     if w.dtype == x.dtype:
         return tf.matmul(x, w)
     return tf.cast(tf.matmul(tf.cast(x, w.dtype), w), x.dtype)
-
-
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def _initial_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

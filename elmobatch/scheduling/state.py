@@ -12,16 +12,12 @@ import os
 from pathlib import Path
 
 from elmobatch.embedding import file_sha256
+from elmobatch.files import write_atomically
 
 
 def write_json_atomically(path: Path, data) -> None:
-    """Write to a temporary name, fsync, rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    """A reader sees the old file or the new one, never part of one."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
 class JobState:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from elmobatch.files import write_atomically
+
 HEAD_JSON = "head.json"
 HEAD_WEIGHTS = "head.npz"
 FORMAT_VERSION = 1
@@ -146,13 +148,14 @@ def save_head(head: Head, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.asarray(head.weights[name], np.float32) for name in WEIGHT_NAMES}
-    tmp = directory / (HEAD_WEIGHTS + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(directory / HEAD_WEIGHTS)
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **arrays)
+
+    write_atomically(directory / HEAD_WEIGHTS, write_npz)
     meta = dict(head.meta, format_version=FORMAT_VERSION)
-    tmp = directory / (HEAD_JSON + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(directory / HEAD_JSON)
+    write_atomically(directory / HEAD_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     return directory
 
 
