@@ -282,7 +282,11 @@ class BiLM(tf.Module):
         half of W_0 plus bias, for all positions in one matmul, so that only the recurrent half
         runs in the step loop."""
         w_input, _, bias, _ = (w or self._weights())["lstm"][layer]
-        return [_matmul(x[z], w_input[z]) + bias[z] for z in (0, 1)]
+        gates = []
+        for z in (0, 1):
+            flat = tf.reshape(x[z], [-1, tf.shape(x[z])[-1]])  # 2-D: matmul and bias fuse into one op
+            gates.append(tf.reshape(_matmul(flat, w_input[z]) + bias[z], tf.concat([tf.shape(x[z])[:-1], [-1]], 0)))
+        return gates
 
     def lstm_step(self, layer: int, z: int, gates: tf.Tensor, h: tf.Tensor, cell: tf.Tensor, w: dict | None = None):
         """One step of direction z (0 forward, 1 backward): input gates (batch, 4d), previous output
