@@ -55,3 +55,33 @@ def test_corrupted_segment_is_detected_and_recomputed(tmp_path, fixture_encoder,
     np.testing.assert_array_equal(layers, expected)
     assert segment.with_name(segment.name + ".corrupt").exists()
     assert EmbeddingCache(tmp_path).embed(fixture_encoder, texts)[0].tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("where", ["data", "truncated"])
+def test_damage_found_by_a_long_lived_cache_object(tmp_path, fixture_encoder, where):
+    texts = ["one message", "another message here", "third"]
+    cache = EmbeddingCache(tmp_path)
+    expected, _ = cache.embed(fixture_encoder, texts)
+    assert cache.embed(fixture_encoder, texts)[0].tobytes() == expected.tobytes()  # served from the cache
+    [segment] = cache.segments(fixture_encoder.fingerprint)
+    data = bytearray(segment.read_bytes())
+    if where == "truncated":
+        data = data[:-7]
+    else:
+        data[-5] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    layers, _ = cache.embed(fixture_encoder, texts)
+    assert cache.corrupt == 1 and cache.computed == 6  # 3 at first, 3 again
+    np.testing.assert_array_equal(layers, expected)
+
+
+def test_hits_across_many_segments(tmp_path, fixture_encoder):
+    texts = [f"message number {i}" for i in range(12)]
+    writer = EmbeddingCache(tmp_path)
+    for start in range(0, 12, 3):  # four segments
+        writer.embed(fixture_encoder, texts[start : start + 3])
+    assert len(writer.segments(fixture_encoder.fingerprint)) == 4
+    reader = EmbeddingCache(tmp_path)
+    layers, _ = reader.embed(fixture_encoder, texts[::-1] + ["not cached yet"])
+    assert (reader.hits, reader.computed) == (12, 1)
+    np.testing.assert_allclose(layers[:12], fixture_encoder.embed_texts(texts[::-1], layers=True), atol=1e-6)
