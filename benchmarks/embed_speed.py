@@ -52,30 +52,29 @@ def flops_per_token(c: BiLMConfig) -> float:
     return cnn + highway + projection + 2 * c.n_layers * lstm_step
 
 
-def matmul_peak(dtype: tf.DType, n: int = 4096, repeats: int = 5) -> float:
-    a = tf.cast(tf.random.normal((n, n)), dtype)
-    b = tf.cast(tf.random.normal((n, n)), dtype)
-    f = tf.function(tf.matmul)
+def _giga_ops_per_s(matmul, a: tf.Tensor, b: tf.Tensor, repeats: int = 5) -> float:
+    """Multiply-adds x 2 per second / 1e9 of `matmul(a, b)` on square matrices, after one warm-up."""
+    f = tf.function(matmul)
     f(a, b).numpy()
     start = time.perf_counter()
     for _ in range(repeats):
         f(a, b).numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * a.shape[0] ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def int8_matmul_peak(n: int = 4096, repeats: int = 5) -> float:
+def matmul_peak(dtype: tf.DType, n: int = 4096) -> float:
+    a, b = (tf.cast(tf.random.normal((n, n)), dtype) for _ in range(2))
+    return _giga_ops_per_s(tf.matmul, a, b)
+
+
+def int8_matmul_peak(n: int = 4096) -> float:
     """uint8 x int8 -> int32 through TensorFlow's oneDNN quantized matmul (the fastest int8 op it
     offers on CPU), for comparison: an int8 mode only pays where this beats the bf16 peak."""
     ua = tf.bitcast(tf.cast(tf.random.uniform((n, n), 0, 255, tf.int32), tf.uint8), tf.quint8)
     ib = tf.bitcast(tf.cast(tf.random.uniform((n, n), -127, 127, tf.int32), tf.int8), tf.qint8)
     lo, hi = tf.constant(-1.0), tf.constant(1.0)
-    f = tf.function(lambda a, b: tf.raw_ops.QuantizedMatMulWithBias(
-        a=a, b=b, bias=tf.zeros([n]), min_a=lo, max_a=hi, min_b=lo, max_b=hi, Toutput=tf.qint32)[0])
-    f(ua, ib).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        f(ua, ib).numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    return _giga_ops_per_s(lambda a, b: tf.raw_ops.QuantizedMatMulWithBias(
+        a=a, b=b, bias=tf.zeros([n]), min_a=lo, max_a=hi, min_b=lo, max_b=hi, Toutput=tf.qint32)[0], ua, ib)
 
 
 def cpu_name() -> str:

@@ -277,7 +277,7 @@ class BiLM(tf.Module):
         w = self._weights()
         return self.highway_and_projection(self.char_cnn(char_ids, w), w)
 
-    def input_gates(self, layer: int, x: tf.Tensor, w: dict | None = None) -> tf.Tensor:
+    def input_gates(self, layer: int, x, w: dict | None = None) -> list[tf.Tensor]:
         """x[z] (..., p_in) per direction z -> [forward, backward] (..., 4d): each direction's input
         half of W_0 plus bias, for all positions in one matmul, so that only the recurrent half
         runs in the step loop."""
@@ -308,6 +308,10 @@ class BiLM(tf.Module):
                 h = tf.clip_by_value(h, -c.proj_clip, c.proj_clip)
         return h, cell
 
+    def zero_state(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """An LSTM direction's state before its first step: h (1, p_out) and cell (1, d), zeros."""
+        return tf.zeros([1, self.config.lstm_output_dim]), tf.zeros([1, self.config.lstm_dim])
+
     def run_lstm(self, layer: int, gates_at, shape, active=None, start=None, w: dict | None = None) -> tf.Tensor:
         """One LSTM layer over time, both directions in one loop -> outputs (2, T, batch, p_out),
         time-major, each direction in its own order.
@@ -323,9 +327,7 @@ class BiLM(tf.Module):
         """
         c = self.config
         steps_n, batch = shape[0], shape[1]
-        if start is None:
-            zeros = (tf.zeros([1, c.lstm_output_dim]), tf.zeros([1, c.lstm_dim]))
-            start = [zeros, zeros]
+        start = start or [self.zero_state(), self.zero_state()]
         (h_f, c_f), (h_b, c_b) = [(tf.tile(h, [batch, 1]), tf.tile(cell, [batch, 1])) for h, cell in start]
         out_f = tf.TensorArray(tf.float32, size=steps_n, element_shape=[None, c.lstm_output_dim])
         out_b = tf.TensorArray(tf.float32, size=steps_n, element_shape=[None, c.lstm_output_dim])
@@ -381,14 +383,13 @@ class BiLM(tf.Module):
         gates_at = lambda z, t, k: tf.gather(word_gates[z], order[z][:k, t])  # noqa: E731
         boundary_gates = [word_gates[0][1:2], word_gates[1][2:3]]  # <S> forward, </S> backward
         boundary_x = tf.stack([word_repr[1:2], word_repr[2:3]])  # (2, 1, p)
-        zeros = (tf.zeros([1, self.config.lstm_output_dim]), tf.zeros([1, self.config.lstm_dim]))
         x, layers = None, []
         for layer in range(self.config.n_layers):
             if layer > 0:
                 gates = self.input_gates(layer, x, w)
                 gates_at = lambda z, t, k, gates=gates: gates[z][t, :k]  # noqa: E731
                 boundary_gates = self.input_gates(layer, boundary_x, w)
-            start = [self.lstm_step(layer, z, boundary_gates[z], *zeros, w) for z in (0, 1)]
+            start = [self.lstm_step(layer, z, boundary_gates[z], *self.zero_state(), w) for z in (0, 1)]
             out = self.run_lstm(layer, gates_at, (steps_n, batch), active, start, w)
             boundary_out = tf.stack([h for h, _ in start])
             if self.config.use_skip_connections and layer > 0:

@@ -147,7 +147,7 @@ class NativeEncoder(Encoder):
             max_chars = self.bilm.config.max_characters_per_token
             vectors = self._token_layer(np.stack([tok.word_char_ids(w, max_chars) for w in new])).numpy()
             self._words.update(zip(new, vectors))
-        return np.stack([self._words[w] for w in words]) if words else self._boundary[:0]
+        return np.stack([self._words[w] for w in words])
 
     def _all_layers(self, word_repr, positions, n_tokens):
         """(n_words, p) token-layer vectors, (batch, T) their rows at the tokens, (batch,) ->
