@@ -14,18 +14,17 @@ def _clock(seconds: float) -> str:
 class Progress:
     """`update(rows, fraction)` after each chunk; `close()` at the end. fraction is in [0, 1]."""
 
-    def __init__(self, stream=None, *, tty: bool | None = None, every_s: float = 10.0, label: str = "embed"):
+    def __init__(self, stream=None, *, tty: bool | None = None, every_s: float = 10.0):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.every_s = every_s
-        self.label = label
         self.start = self.last = time.monotonic()
 
     def line(self, rows: int, fraction: float) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = rows / elapsed
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
-        return f"{self.label}: {rows:,} rows  {fraction:6.1%}  {rate:,.0f} rows/s  ETA {_clock(eta)}"
+        return f"embed: {rows:,} rows  {fraction:6.1%}  {rate:,.0f} rows/s  ETA {_clock(eta)}"
 
     def update(self, rows: int, fraction: float) -> None:
         now = time.monotonic()

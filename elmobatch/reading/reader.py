@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from elmobatch.reading.detect import (FALLBACK_ENCODING, ReadDecisions, ReadError, check_encoding,
+from elmobatch.reading.detect import (ReadDecisions, ReadError, check_encoding,
                                       check_id_column, choose_format, choose_text_column, detect_encoding)
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
@@ -400,5 +400,5 @@ def _value(values, column, columns):
     return values[columns.index(column)]
 
 
-__all__ = ["Chunk", "MessageReader", "ReadDecisions", "ReadError", "REASONS", "FALLBACK_ENCODING",
+__all__ = ["Chunk", "MessageReader", "ReadDecisions", "ReadError", "REASONS",
            "read_messages", "DEFAULT_MAX_TEXT_CHARS", "DEFAULT_CHUNK_ROWS"]
