@@ -9,6 +9,7 @@ import click
 
 from elmobatch.encoding import ModelError, load_encoder
 from elmobatch.encoding.encoder import PRECISIONS
+from elmobatch.encoding.tokens import DEFAULT_TOKENIZER, TOKENIZERS
 
 precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
@@ -284,7 +285,7 @@ def run(job_file, day):
 @click.option("--heldout", default=0.05, show_default=True, help="Fraction of messages held out for perplexity.")
 @click.option("--min-count", default=2, show_default=True, help="Vocabulary: tokens seen at least this often.")
 @click.option("--max-vocab", type=int, help="Vocabulary: at most this many entries, specials included.")
-@click.option("--tokenizer", default="punct", show_default=True, type=click.Choice(["punct", "whitespace"]))
+@click.option("--tokenizer", default=DEFAULT_TOKENIZER, show_default=True, type=click.Choice(TOKENIZERS))
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--dropout", default=0.1, show_default=True, help="Dropout on the top layer before the softmax.")
 @click.option("--seed", default=0, show_default=True)

@@ -134,7 +134,7 @@ def test_sigkill_during_run_then_rerun_is_complete_without_duplicates(tmp_path, 
     assert len(report["files"]) == 3 - done_before  # finished files are not redone
     rows = partition_rows(tmp_path / "scored")
     assert sorted(rows.values()) == [1200, 1200, 1200] and len(rows) == 3
-    assert not list((tmp_path / "scored").rglob(".*.tmp-*"))  # no partial files left behind
+    assert not list((tmp_path / "scored").rglob(".tmp-*"))  # no partial files left behind
 
 
 def test_output_written_but_not_recorded_is_not_duplicated_on_another_day(tmp_path, head_dir):
@@ -187,7 +187,7 @@ def test_disk_full_fails_cleanly_keeps_earlier_outputs_and_rerun_succeeds(tmp_pa
         assert path.read_bytes() == content, f"{path} changed"
     recorded = json.loads((small_tmpfs / "_state.json").read_text())["files"]
     assert len(recorded) < 3  # the file that did not fit is not recorded as done
-    assert not list(small_tmpfs.rglob(".*.tmp-*"))
+    assert not list(small_tmpfs.rglob(".tmp-*"))
     assert not (small_tmpfs / "date=2026-05-02" / "_SUCCESS").exists()
 
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)

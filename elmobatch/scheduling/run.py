@@ -88,12 +88,12 @@ def apply_retention(output: Path, days: int | None, today: dt.date) -> list[str]
     return removed
 
 
-def _embed_with_spark(spec: JobSpec, paths: list[str], log) -> None:
+def _embed_with_spark(spec: JobSpec, paths: list[str], encoder, log) -> None:
     """Fill the embedding cache through Spark; scoring then reads every vector from the cache."""
     from elmobatch.embedding.spark import warm_cache_with_spark
 
     log(f"embedding {len(paths)} file(s) with Spark ({spec.spark_master})")
-    warm_cache_with_spark(paths, spec, master=spec.spark_master)
+    warm_cache_with_spark(paths, spec, master=spec.spark_master, encoder=encoder)
 
 
 def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log) -> None:
@@ -105,7 +105,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     encoder.batch_size = spec.batch_size
     cache = EmbeddingCache(spec.cache_dir)
     if spec.engine == "spark":
-        _embed_with_spark(spec, [p for p, _ in pending], log)
+        _embed_with_spark(spec, [p for p, _ in pending], encoder, log)
 
     partition = spec.output / f"date={today.isoformat()}"
     report.partition = str(partition)

@@ -11,7 +11,6 @@ so rows_read = rows_scored + rows_rejected.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
+from elmobatch.files import commit, temporary_path
 from elmobatch.reading import REJECT_COLUMNS
 from elmobatch.scoring.metrics import classification_metrics
 from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
@@ -88,7 +88,7 @@ class _TableWriter:
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns, self.format = path, columns, output_format(path)
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.tmp = temporary_path(path)
         self.parquet = None
         self.rows = 0
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ class _TableWriter:
             self.write(pd.DataFrame({c: pd.Series(dtype="string") for c in self.columns}))
         if self.parquet is not None:
             self.parquet.close()
-        self.tmp.replace(self.path)
+        commit(self.tmp, self.path)
 
     def discard(self) -> None:
         if self.parquet is not None:
@@ -210,8 +210,8 @@ def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float 
     if not labels:
         raise LabelError(f"{where}: no labelled rows to measure")
     y_true = np.array([index[y] for y in labels], np.int64)
-    y_pred, _ = head.predict(x, threshold)
     proba = head.probabilities(x)
+    y_pred, _ = head.decide(proba, threshold)
     return classification_metrics(y_true, y_pred, proba, head.labels), y_true, proba
 
 

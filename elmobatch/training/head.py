@@ -9,7 +9,7 @@ Input x: (n, n_layers + 1, dim) float32, the token means of each biLM layer (wha
     p     = sigmoid(h @ w2 + b2)                     Dense(1, sigmoid): P(positive label)
             softmax(h @ w2 + b2)                     Dense(k, softmax) for k > 2 labels
 
-Training uses Keras (`training/train_head.py`); applying a head uses numpy only, from `head.npz`
+Training uses Keras (`training/fit.py`); applying a head uses numpy only, from `head.npz`
 (plain float32 arrays, read with allow_pickle=False) and `head.json` (labels, threshold,
 fingerprints, metrics). Loading a head never executes code from its files.
 """
@@ -125,7 +125,10 @@ class Head:
         Two labels: score = P(positive), label positive iff score >= threshold (default: the
         head's). More labels: the most probable label and its probability.
         """
-        proba = self.probabilities(x)
+        return self.decide(self.probabilities(x), threshold)
+
+    def decide(self, proba: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (n, n_labels) -> (label indices (n,), scores (n,)), as `predict` says."""
         if self.binary:
             t = self.threshold if threshold is None else threshold
             score = proba[:, 1]

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError
+from elmobatch.files import write_atomically
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
 
 # The bundled default model's architecture: output width 1024 like the official model; filters
@@ -119,7 +120,7 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
             reader = read_messages(path, text_column=text_column)
             selected, read, rejects = 0, 0, {}
             for chunk in reader:
-                read += len(chunk.texts) + len(chunk.rejects)
+                read += chunk.rows_read
                 numbers = chunk.rows["row_number"].to_numpy()
                 for number, text in zip(numbers, chunk.texts):
                     if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
@@ -364,7 +365,7 @@ def pretrain(
             f"epoch {int(progress['epoch'])}, batch {int(progress['batch_in_epoch'])}")
     else:
         state["initial_heldout_perplexity"] = heldout_perplexity(trainer, held_out, vocab)
-        (out / "pretrain.json").write_text(json.dumps(state, indent=2))
+        write_atomically(out / "pretrain.json", lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
     log(f"corpus: {len(train)} training and {len(held_out)} held-out messages, vocabulary {len(vocab)}, "
         f"biLM parameters {parameter_count(lm.bilm):,}; held-out perplexity at step 0: "
         f"{state['initial_heldout_perplexity']['mean']:.1f}")
@@ -451,7 +452,7 @@ def pretrain(
         },
         "softmax_parameters": int(lm.softmax_w.shape[0] * (lm.softmax_w.shape[1] + 1)),
     }
-    (out / "model.json").write_text(json.dumps(metadata, indent=2))
+    write_atomically(out / "model.json", lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
     log(f"wrote {out}: held-out perplexity {ppl['mean']:.1f} (forward {ppl['forward']:.1f}, backward "
         f"{ppl['backward']:.1f}), {metadata['training_seconds'] / 60:.1f} min of training, "
         f"{metadata['parameters']:,} parameters")
