@@ -208,7 +208,7 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
     except _head_errors() as exc:
         raise click.ClickException(str(exc))
     trained_on = head.meta.get("data", {}).get("file_sha256")
-    if split_spec is None and trained_on == file_sha256(input):
+    if split_spec is None and trained_on and trained_on == file_sha256(input):
         click.echo(f"note: {input} is the file this head was trained on; its training rows are included "
                    f"(evaluate only the held-out rows with --split {head.meta['data']['split']})", err=True)
     out = Path(out) if out else Path.cwd() / f"{Path(input).stem}.report"

@@ -33,9 +33,9 @@ class JobState:
     def _fingerprint(self, path: str) -> dict:
         stat = os.stat(path)
         known = self.files.get(path)
-        if known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns:
-            return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": known["sha256"]}
-        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
+        unchanged = known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns
+        sha = known["sha256"] if unchanged else file_sha256(path)
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
 
     def pending(self, patterns: tuple[str, ...]) -> list[tuple[str, dict]]:
         """Files matching the globs that are new or changed, sorted, with their fingerprints."""

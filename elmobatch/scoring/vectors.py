@@ -49,10 +49,10 @@ class LabelledData:
     text_column: str
 
 
-def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str, text_column: str | None = None,
-                     **read_options) -> LabelledData:
+def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
+                     text_column: str | None = None) -> LabelledData:
     """Read all of `path` with its labels. Raises LabelError if `label_column` is not a column."""
-    reader = read_messages(path, text_column=text_column, **read_options)
+    reader = read_messages(path, text_column=text_column)
     columns = reader.decisions.columns
     if label_column not in columns:
         raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")
