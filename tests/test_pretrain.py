@@ -163,3 +163,63 @@ def test_vocabulary_orders_by_count_and_round_trips(tmp_path):
     vocab.save(tmp_path / "vocab.txt")
     assert Vocabulary.load(tmp_path / "vocab.txt").tokens == vocab.tokens
     assert build_vocabulary([["x", "y", "y"]], max_size=4).tokens == ["<S>", "</S>", "<UNK>", "y"]
+
+
+# Run in a subprocess: `elmobatch pretrain ARGS...`, pausing after the K-th file renamed into the
+# model directory itself (not checkpoint/), so the test can SIGKILL it between the model's files.
+PAUSING_PRETRAIN = """
+import os, sys, time
+from elmobatch.cli import main
+
+model_dir, pause_after = os.path.abspath(sys.argv[1]), int(sys.argv[2])
+real_replace, placed = os.replace, []
+
+def replace_then_maybe_pause(src, dst):
+    real_replace(src, dst)
+    if os.path.dirname(os.path.abspath(dst)) == model_dir:
+        placed.append(dst)
+        print("placed", os.path.basename(dst), flush=True)
+        if len(placed) == pause_after:
+            time.sleep(300)
+
+os.replace = replace_then_maybe_pause
+main(sys.argv[3:])
+"""
+
+
+def test_model_dir_killed_between_its_files_loads_old_or_new_whole_or_refuses(corpus, options_file, tmp_path):
+    from elmobatch import ModelError
+
+    kill_after = 2  # the second of three renames: some new files in place, some old ones left
+    out = tmp_path / "model"
+    assert run_pretrain(corpus, out, options_file, "--max-steps", 2).exit_code == 0
+    old_fingerprint = load_encoder(str(out)).fingerprint
+
+    args = [sys.executable, "-c", PAUSING_PRETRAIN, str(out), str(kill_after),
+            *pretrain_args(corpus, out, options_file, "--max-steps", 4)]
+    writer = subprocess.Popen(args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    placed = []
+    try:
+        for line in writer.stdout:
+            placed += [line.split()[1]] if line.startswith("placed") else []
+            if len(placed) == kill_after:
+                writer.send_signal(signal.SIGKILL)
+                break
+    finally:
+        writer.kill()
+        writer.wait()
+    assert len(placed) == kill_after, f"the writer renamed only {placed}"
+
+    steps = json.loads((out / "model.json").read_text())["training"]["steps"]
+    try:
+        fingerprint = load_encoder(str(out)).fingerprint
+    except ModelError as exc:
+        assert "written only in part" in str(exc) and str(out) in str(exc)
+    else:  # whole: the old weights with the old model.json, or the new with the new
+        assert (fingerprint == old_fingerprint) == (steps == 2), f"model.json of step {steps} over other weights"
+
+    # The same command again finishes the model from the checkpoint.
+    assert run_pretrain(corpus, out, options_file, "--max-steps", 4).exit_code == 0
+    assert load_encoder(str(out)).fingerprint != old_fingerprint
+    assert json.loads((out / "model.json").read_text())["training"]["steps"] == 4

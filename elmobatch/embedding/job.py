@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
+from elmobatch.files import file_sha256
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, read_messages
 
 COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
@@ -48,14 +49,6 @@ class EmbedOptions:
 
 class OutputError(ValueError):
     """An output directory that cannot be used, with why."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _now() -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -409,18 +410,25 @@ class BiLM(tf.Module):
     def weights(self) -> dict[str, np.ndarray]:
         return {name: var.numpy() for name, var in self.variables_by_name.items()}
 
-    def save(self, directory: str | Path) -> None:
-        """Write `options.json` and `weights.hdf5` in the official layout."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(directory / "options.json", lambda p: p.write_text(json.dumps(self.config.to_options(), indent=2)))
+    def file_writers(self) -> dict[str, Callable[[Path], None]]:
+        """{file name: write(path)} for `options.json` and `weights.hdf5`, the official layout."""
+
+        def write_options(path: Path) -> None:
+            path.write_text(json.dumps(self.config.to_options(), indent=2))
 
         def write_h5(path: Path) -> None:
             with h5py.File(path, "w") as f:
                 for name, value in sorted(self.weights().items()):
                     f.create_dataset(name, data=value)
 
-        write_atomically(directory / "weights.hdf5", write_h5)
+        return {"options.json": write_options, "weights.hdf5": write_h5}
+
+    def save(self, directory: str | Path) -> None:
+        """Write `options.json` and `weights.hdf5` in the official layout, each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, write in self.file_writers().items():
+            write_atomically(directory / name, write)
 
 
 def _forward_order(x: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, WeightFileError, load_bilm
+from elmobatch.files import mismatched_files
 
 PRECISIONS = ("float32", "bf16")
 
@@ -215,9 +216,12 @@ def read_model_metadata(directory: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        metadata = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: not readable JSON ({exc})") from exc
+    if not isinstance(metadata, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(metadata).__name__}")
+    return metadata
 
 
 def _choose_tokenizer(requested: str | None, metadata: dict) -> str:
@@ -227,12 +231,27 @@ def _choose_tokenizer(requested: str | None, metadata: dict) -> str:
     return tokenizer
 
 
+def check_model_files(directory: Path, metadata: dict) -> None:
+    """Refuse model files other than those model.json records (directories without the record,
+    e.g. official ELMo downloads or models pretrained before it, are not checked)."""
+    recorded = metadata.get("files", {})
+    if not isinstance(recorded, dict):
+        raise ModelError(f"{directory / 'model.json'}: 'files' must map file names to sha256, got {recorded!r}")
+    mismatched = mismatched_files(directory, recorded)
+    if mismatched:
+        raise ModelError(f"{directory / mismatched[0]}: missing or not the file whose sha256 model.json records: "
+                         "the model was written only in part (a writer stopped between its files?); run "
+                         "`elmobatch pretrain` again to finish it, or copy the model again")
+
+
 def _load_native(directory: Path, tokenizer: str | None, precision: str) -> NativeEncoder:
+    metadata = read_model_metadata(directory)
+    check_model_files(directory, metadata)
     try:
         bilm = load_bilm(directory)
     except WeightFileError as exc:
         raise ModelError(str(exc)) from exc
-    tokenizer = _choose_tokenizer(tokenizer, read_model_metadata(directory))
+    tokenizer = _choose_tokenizer(tokenizer, metadata)
     fingerprint = weights_fingerprint(bilm, {"tokenizer": tokenizer})
     return NativeEncoder(bilm, path=str(directory), fingerprint=fingerprint, tokenizer=tokenizer, precision=precision)
 
@@ -272,6 +291,11 @@ def _load_hub(handle: str, tokenizer: str | None, precision: str) -> HubEncoder:
                       n_layers=n_layers, dim=int(outputs["lstm_outputs1"].shape[-1]))
 
 
+def is_remote(spec: str) -> bool:
+    """Whether loading `spec` may use the network: a URL or TF Hub handle ("https://...", "gs://...")."""
+    return "://" in str(spec)
+
+
 def bundled_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -289,7 +313,7 @@ def load_encoder(spec: str = "default", *, tokenizer: str | None = None, precisi
         if not (directory / "weights.hdf5").is_file():
             raise ModelError(f"the bundled default model is missing from {directory}")
         return _load_native(directory, tokenizer, precision)
-    if "://" in spec:
+    if is_remote(spec):
         return _load_hub(spec, tokenizer, precision)
     path = Path(spec)
     if not path.exists():

@@ -4,7 +4,7 @@
     name = "sms-nightly"
     inputs = ["/data/incoming/*.csv"]   # globs, relative to the spec file's folder
     output = "/data/scored"             # relative to the spec file's folder (so is cache_dir)
-    model = "default"                    # any load_encoder spec
+    model = "default"                    # any load_encoder spec; a URL needs allow_remote_model = true
     head = "default"                     # a head directory or "default"
 
 Optional keys are listed in `OPTIONAL` with their defaults. Paths are used as given (never passed
@@ -17,6 +17,8 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from elmobatch.encoding.encoder import is_remote
 
 
 class JobSpecError(ValueError):
@@ -38,6 +40,7 @@ OPTIONAL = {
     "retention_days": None,   # delete date= partitions older than this many days
     "engine": "local",        # local or spark
     "spark_master": "local[2]",
+    "allow_remote_model": False,  # must be true for a `model` URL (TF Hub handle) to be fetched
 }
 REQUIRED = ("name", "inputs", "output")
 
@@ -61,6 +64,19 @@ class JobSpec:
 def _resolve(base: Path, value: str) -> str:
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else base / path)
+
+
+def _model(path: Path, job: dict) -> str:
+    """[job].model; a remote one (URL, hub handle) only with allow_remote_model = true."""
+    model = job.get("model", "default")
+    allow = job.get("allow_remote_model", False)
+    if not isinstance(model, str) or not isinstance(allow, bool):
+        raise JobSpecError(f"{path}: [job].model must be a string and allow_remote_model true or false "
+                           f"(got {model!r}, {allow!r})")
+    if is_remote(model) and not allow:
+        raise JobSpecError(f"{path}: [job].model {model!r} is a URL, fetched only with allow_remote_model = true "
+                           "in [job]; add it if you trust that address, or point model at a local directory")
+    return model
 
 
 def load_job(path: str | Path) -> JobSpec:
@@ -92,13 +108,13 @@ def load_job(path: str | Path) -> JobSpec:
             raise JobSpecError(f"{path}: [job].{key} must be one of {', '.join(expected)}, got {job[key]!r}")
     base = path.resolve().parent
     head = job.get("head", "default")
-    model = job.get("model", "default")
+    model = _model(path, job)
     return JobSpec(
         name=str(job["name"]),
         inputs=tuple(_resolve(base, i) for i in inputs),
         output=Path(_resolve(base, job["output"])),
         source=path.resolve(),
-        model=model if model == "default" or "://" in model else _resolve(base, model),
+        model=model if model == "default" or is_remote(model) else _resolve(base, model),
         head=head if head == "default" else _resolve(base, head),
         options={k: _resolve(base, v) if k == "cache_dir" else v for k, v in job.items() if k in OPTIONAL},
     )

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
+from elmobatch.encoding.encoder import is_remote
 from elmobatch.files import commit, temporary_path
 from elmobatch.reading import REJECT_COLUMNS
 from elmobatch.scoring.metrics import classification_metrics
@@ -135,16 +136,26 @@ def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score
 
 def load_head_and_model(head_dir=None, model: str | None = None, precision: str = "float32"):
     """-> (Head, Encoder). The head: `head_dir`, else the bundled default. The model: `model`, else
-    the one head.json names (the bundled model for the bundled head). A model whose fingerprint
-    differs from the head's is refused (HeadError)."""
+    the one head.json names (the bundled model for the bundled head), which must be local: a head
+    never makes this fetch a URL. A model whose fingerprint differs from the head's is refused
+    (HeadError)."""
     if head_dir is None and not (default_head_dir() / HEAD_JSON).is_file():
         raise HeadError(f"no --head given, and the bundled default head is missing from {default_head_dir()} "
                         "(it ships with the default model): pass --head HEAD_DIR written by `elmobatch train`")
     head = load_head(head_dir or default_head_dir())
-    spec = model or (head.meta["model"].get("spec") if head_dir else None) or "default"
+    spec = model or (head_model_spec(head, head_dir) if head_dir else "default")
     encoder = load_encoder(spec, precision=precision)
     check_model(head, encoder.fingerprint, head_name=f"head {head_dir or 'default'}", model_name=f"model {spec}")
     return head, encoder
+
+
+def head_model_spec(head: Head, head_dir) -> str:
+    """The model head.json names, when it is local (a directory or "default"); a remote one is refused."""
+    spec = head.meta["model"].get("spec") or "default"
+    if not isinstance(spec, str) or is_remote(spec):
+        raise HeadError(f"{Path(head_dir) / HEAD_JSON}: names the remote model {spec!r}, which is never fetched "
+                        "on a head's word; pass --model with that URL (or a local copy) to use it")
+    return spec
 
 
 def check_threshold(head: Head, threshold: float | None) -> None:

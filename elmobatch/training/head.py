@@ -17,13 +17,14 @@ fingerprints, metrics). Loading a head never executes code from its files.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from elmobatch.files import write_atomically
+from elmobatch.files import mismatched_files, write_atomically, write_file_set
 
 HEAD_JSON = "head.json"
 HEAD_WEIGHTS = "head.npz"
@@ -147,7 +148,12 @@ class Head:
 
 
 def save_head(head: Head, directory: str | Path) -> Path:
-    """Write head.npz (plain arrays) and head.json into `directory`; return the directory."""
+    """Write head.npz (plain arrays) and head.json into `directory` as one unit; return the directory.
+
+    head.json records the sha256 of head.npz and is committed before it (`write_file_set`), so a
+    writer killed over an existing head leaves the old head, the new one, or a head that
+    `load_head` refuses by name: never new weights under old labels.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.asarray(head.weights[name], np.float32) for name in WEIGHT_NAMES}
@@ -156,9 +162,11 @@ def save_head(head: Head, directory: str | Path) -> Path:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, **arrays)
 
-    write_atomically(directory / HEAD_WEIGHTS, write_npz)
-    meta = dict(head.meta, format_version=FORMAT_VERSION)
-    write_atomically(directory / HEAD_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    def write_json(files: dict[str, str]) -> None:
+        meta = dict(head.meta, format_version=FORMAT_VERSION, files=files)
+        write_atomically(directory / HEAD_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+
+    write_file_set(directory, {HEAD_WEIGHTS: write_npz}, write_json)
     return directory
 
 
@@ -174,10 +182,22 @@ def load_head(directory: str | Path) -> Head:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HeadError(f"{meta_path}: not readable JSON ({exc})") from exc
+    _check_files(meta, directory)
     weights = _read_arrays(weights_path)
     head = Head(weights=weights, meta=meta)
     _validate(head, directory)
     return head
+
+
+def _check_files(meta, directory: Path) -> None:
+    """Refuse weights other than those head.json records (heads written before the record: unchecked)."""
+    recorded = meta.get("files", {}) if isinstance(meta, dict) else {}
+    if not isinstance(recorded, dict):
+        raise HeadError(f"{directory / HEAD_JSON}: 'files' must map file names to sha256, got {recorded!r}")
+    mismatched = mismatched_files(directory, recorded)
+    if mismatched:
+        raise HeadError(f"{directory / mismatched[0]}: missing or not the file whose sha256 {HEAD_JSON} records: the head "
+                        "was written only in part (a writer stopped between its files?); train or copy it again")
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -211,8 +231,7 @@ def _validate(head: Head, directory: Path) -> None:
     labels = meta["labels"]
     if not isinstance(labels, list) or len(labels) < 2:
         raise HeadError(f"{directory / HEAD_JSON}: 'labels' must list at least two label names, got {labels!r}")
-    if len(labels) == 2 and not isinstance(meta.get("threshold"), (int, float)):
-        raise HeadError(f"{directory / HEAD_JSON}: a two-label head needs a numeric 'threshold'")
+    _check_threshold(meta.get("threshold"), len(labels), directory / HEAD_JSON)
     n_layers, dim = w["mean"].shape if w["mean"].ndim == 2 else (None, None)
     hidden = w["w1"].shape[-1]
     n_out = 1 if len(labels) == 2 else len(labels)
@@ -222,6 +241,16 @@ def _validate(head: Head, directory: Path) -> None:
         if w[name].shape != shape:
             raise HeadError(f"{directory / HEAD_WEIGHTS}: array {name!r} has shape {w[name].shape}, "
                             f"expected {shape} for {len(labels)} labels")
+
+
+def _check_threshold(threshold, n_labels: int, path: Path) -> None:
+    """A two-label head needs a probability; a threshold anywhere must be a finite one in [0, 1]."""
+    if threshold is None and n_labels > 2:
+        return
+    number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+    if not number or not math.isfinite(threshold) or not 0 <= threshold <= 1:
+        raise HeadError(f"{path}: 'threshold' must be a finite probability between 0 and 1"
+                        f"{' (a two-label head needs one)' if n_labels == 2 else ''}, got {threshold!r}")
 
 
 def check_model(head: Head, fingerprint: str, *, head_name: str = "the head", model_name: str = "the model") -> None:

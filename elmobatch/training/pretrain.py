@@ -13,7 +13,8 @@ runs. The softmax weights live only in the checkpoint: `weights.hdf5` keeps the 
 Output directory:
     options.json, weights.hdf5   the biLM, official layout (load_encoder, other ELMo tools)
     vocab.txt                    the softmax vocabulary (<S>, </S>, <UNK>, then by count)
-    model.json                   tokenizer, corpus fingerprint, held-out perplexity, time, parameters
+    model.json                   tokenizer, corpus fingerprint, held-out perplexity, time, parameters,
+                                 and the sha256 of the three files above (checked by load_encoder)
     pretrain.json                the settings a resumed run must share with the first one
     checkpoint/                  tf.train.Checkpoint: biLM + softmax + optimizer + progress
 
@@ -37,7 +38,7 @@ import tensorflow as tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError
-from elmobatch.files import write_atomically
+from elmobatch.files import file_sha256, write_atomically, write_file_set
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
 
 # The bundled default model's architecture: output width 1024 like the official model; filters
@@ -282,6 +283,18 @@ def _load_or_check_settings(out: Path, settings: RunSettings, resuming: bool) ->
     return state
 
 
+def _write_model(out: Path, bilm: BiLM, metadata: dict) -> None:
+    """options.json, weights.hdf5 and model.json as one unit: model.json records the sha256 of
+    each model file (vocab.txt too) and is committed before them, so `load_encoder` refuses a
+    directory that a killed writer left half old, half new."""
+
+    def write_model_json(files: dict[str, str]) -> None:
+        metadata["files"] = {**files, "vocab.txt": file_sha256(out / "vocab.txt")}
+        write_atomically(out / "model.json", lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+
+    write_file_set(out, bilm.file_writers(), write_model_json)
+
+
 def pretrain(
     corpus: list[str | Path],
     out: str | Path,
@@ -418,7 +431,6 @@ def pretrain(
         log(f"stopped by {stopped_by} at step {int(progress['step'])}; run the same command again to resume")
 
     ppl = heldout_perplexity(trainer, held_out, vocab)
-    lm.bilm.save(out)
     metadata = {
         "tokenizer": tokenizer,
         "dim": config.dim,
@@ -452,7 +464,7 @@ def pretrain(
         },
         "softmax_parameters": int(lm.softmax_w.shape[0] * (lm.softmax_w.shape[1] + 1)),
     }
-    write_atomically(out / "model.json", lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    _write_model(out, lm.bilm, metadata)
     log(f"wrote {out}: held-out perplexity {ppl['mean']:.1f} (forward {ppl['forward']:.1f}, backward "
         f"{ppl['backward']:.1f}), {metadata['training_seconds'] / 60:.1f} min of training, "
         f"{metadata['parameters']:,} parameters")
