@@ -119,13 +119,14 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
 
 def _head_errors():
     """The errors of train/evaluate/score that are the user's to fix: shown as one clear line."""
+    from elmobatch.caching.cache import CacheWriteError
     from elmobatch.reading import ReadError
     from elmobatch.scoring.score import ScoreError
     from elmobatch.scoring.vectors import LabelError
     from elmobatch.training.head import HeadError
     from elmobatch.training.split import SplitError
 
-    return (ModelError, ReadError, HeadError, SplitError, ScoreError, LabelError)
+    return (ModelError, ReadError, HeadError, SplitError, ScoreError, LabelError, CacheWriteError)
 
 
 def _cache(cache_dir):

@@ -1,4 +1,6 @@
 import json
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +58,18 @@ def write_random_model(directory: Path, options: dict, seed: int = 0) -> Path:
         var.assign(var * 2.0 + 0.1)
     bilm.save(directory)
     return directory
+
+
+@contextmanager
+def small_tmpfs(mount_point: Path, size: str = "1m"):
+    """A tmpfs of `size` mounted at `mount_point` for disk-full tests (the machine's tests run as
+    root); the test is skipped where mounting is refused."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

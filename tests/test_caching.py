@@ -1,11 +1,17 @@
 """The embedding cache: computes each (model, normalized text) once; damaged files are never served."""
 
+import json
+import struct
+import zlib
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from elmobatch import load_encoder
 from elmobatch.caching import EmbeddingCache, normalize_text, text_hash
-from tests.conftest import tiny_options, write_random_model
+from elmobatch.cli import main
+from tests.conftest import FIXTURE, small_tmpfs, tiny_options, write_random_model
 
 TEXTS = ["Hello world", "Hello   world ", "\tHello world", "Free entry!! Call 0800", "", "   ", "Free entry!! Call 0800"]
 
@@ -85,3 +91,47 @@ def test_hits_across_many_segments(tmp_path, fixture_encoder):
     layers, _ = reader.embed(fixture_encoder, texts[::-1] + ["not cached yet"])
     assert (reader.hits, reader.computed) == (12, 1)
     np.testing.assert_allclose(layers[:12], fixture_encoder.embed_texts(texts[::-1], layers=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["no n", "n is text", "not an object"])
+def test_header_with_a_valid_checksum_but_bad_fields_is_corrupt(tmp_path, fixture_encoder, damage):
+    texts = ["one message", "another message here"]
+    expected, _ = EmbeddingCache(tmp_path).embed(fixture_encoder, texts)
+    [segment] = EmbeddingCache(tmp_path).segments(fixture_encoder.fingerprint)
+    data = segment.read_bytes()
+    length = struct.unpack("<I", data[8:12])[0]
+    header = json.loads(data[16 : 16 + length])
+    if damage == "no n":
+        del header["n"]
+    elif damage == "n is text":
+        header["n"] = "2"
+    else:
+        header = [header]
+    new_header = json.dumps(header).encode()  # its checksum recomputed: only the fields are wrong
+    segment.write_bytes(b"EBCACHE1" + struct.pack("<II", len(new_header), zlib.crc32(new_header)) + new_header
+                        + data[16 + length :])
+    cache = EmbeddingCache(tmp_path)
+    assert cache.models()[0]["vectors"] == 0  # counted as empty, no error
+    layers, _ = cache.embed(fixture_encoder, texts)
+    assert (cache.corrupt, cache.computed, cache.hits) == (1, 2, 0)
+    np.testing.assert_array_equal(layers, expected)
+    assert segment.with_name(segment.name + ".corrupt").exists()
+
+
+def test_cache_on_a_full_disk_names_the_cache_path(tmp_path):
+    messages = tmp_path / "day.csv"
+    messages.write_text("v1,v2\nham,see you at 8\nspam,WIN a prize now\n")
+    with small_tmpfs(tmp_path / "cache") as cache_dir:
+        with open(cache_dir / "filler", "wb") as f:  # fill the disk to the last block
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        result = CliRunner().invoke(main, ["embed", str(messages), "--out", str(tmp_path / "out"),
+                                           "--model", str(FIXTURE), "--cache-dir", str(cache_dir)])
+        assert result.exit_code == 1
+        [line] = result.output.strip().splitlines()
+        assert line.startswith(f"Error: embedding cache: cannot write {cache_dir}/v1/")
+        assert "No space left on device" in line and "--cache-dir" in line
+        assert not list(cache_dir.rglob(".tmp-*"))

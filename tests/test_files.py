@@ -1,8 +1,10 @@
-"""write_atomically: the old file or the whole new one, never part of one; no temporary left."""
+"""write_atomically and write_file_set: the old file(s) or the whole new ones, never part; no temporary left."""
+
+import json
 
 import pytest
 
-from elmobatch.files import write_atomically
+from elmobatch.files import file_sha256, mismatched_files, write_atomically, write_file_set
 
 
 def test_replaces_whole_file(tmp_path):
@@ -33,3 +35,25 @@ def test_temporary_goes_to_tmp_dir(tmp_path):
     write_atomically(tmp_path / "part.parquet", lambda tmp: seen.append(tmp) or tmp.write_bytes(b"x"), staging)
     assert seen[0].parent == staging and seen[0].name.startswith(".tmp-")
     assert (tmp_path / "part.parquet").read_bytes() == b"x"
+
+
+def test_file_set_failing_before_its_manifest_keeps_the_old_set_and_no_temporaries(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"old a")
+    (tmp_path / "list.json").write_text('{"a.bin": "old"}')
+
+    def fail(tmp):
+        tmp.write_bytes(b"part")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_file_set(tmp_path, {"a.bin": lambda tmp: tmp.write_bytes(b"new a"), "b.bin": fail},
+                       lambda shas: (tmp_path / "list.json").write_text(json.dumps(shas)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "list.json"]
+    assert (tmp_path / "a.bin").read_bytes() == b"old a"
+
+    recorded = {}
+    write_file_set(tmp_path, {"a.bin": lambda tmp: tmp.write_bytes(b"new a")}, recorded.update)
+    assert recorded == {"a.bin": file_sha256(tmp_path / "a.bin")} and mismatched_files(tmp_path, recorded) == []
+    (tmp_path / "a.bin").write_bytes(b"other")
+    assert mismatched_files(tmp_path, {**recorded, "../list.json": "x", "gone.bin": "y"}) == \
+        ["a.bin", "../list.json", "gone.bin"]

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from elmobatch.embedding import file_sha256
 from elmobatch.scoring.metrics import classification_metrics, roc_auc, roc_curve
 from elmobatch.training.fit import (FitSettings, TrainingError, best_f1_threshold, build_keras_model, fit_head,
                                     label_order, validation_split)
@@ -72,6 +73,13 @@ class Boom:
         return (open, (str(self.marker), "w"))
 
 
+def reseal(directory):
+    """Record head.npz's present sha256 in head.json, as a hostile head writer would."""
+    meta = json.loads((directory / "head.json").read_text())
+    meta["files"] = {"head.npz": file_sha256(directory / "head.npz")}
+    (directory / "head.json").write_text(json.dumps(meta))
+
+
 def test_loading_never_unpickles(trained, tmp_path):
     head, _ = trained
     marker = tmp_path / "code-ran"
@@ -79,11 +87,13 @@ def test_loading_never_unpickles(trained, tmp_path):
     arrays = {k: v for k, v in head.weights.items()}
     arrays["w1"] = np.array([Boom(marker)], dtype=object)
     np.savez(tmp_path / "object_array" / "head.npz", **arrays)
+    reseal(tmp_path / "object_array")
     with pytest.raises(HeadError, match="pickled"):
         load_head(tmp_path / "object_array")
 
     save_head(head, tmp_path / "raw_pickle")
     (tmp_path / "raw_pickle" / "head.npz").write_bytes(pickle.dumps(Boom(marker)))
+    reseal(tmp_path / "raw_pickle")
     with pytest.raises(HeadError, match="pickled"):
         load_head(tmp_path / "raw_pickle")
     assert not marker.exists()
@@ -99,6 +109,20 @@ def test_damaged_heads_get_clear_errors(trained, tmp_path):
     (tmp_path / "head.json").write_text(json.dumps(meta))
     with pytest.raises(HeadError, match="w2"):
         load_head(tmp_path)
+
+
+@pytest.mark.parametrize("threshold", ["NaN", "Infinity", "1.5", "-0.1", '"0.5"', "true", "null"])
+def test_threshold_must_be_a_finite_probability(trained, tmp_path, threshold):
+    head, _ = trained
+    save_head(head, tmp_path)
+    text = (tmp_path / "head.json").read_text()
+    meta = json.loads(text)
+    text = text.replace(f'"threshold": {json.dumps(meta["threshold"])}', f'"threshold": {threshold}')
+    (tmp_path / "head.json").write_text(text)
+    with pytest.raises(HeadError, match="'threshold' must be a finite probability between 0 and 1") as caught:
+        load_head(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'head.json'}: ") and message.endswith(f"got {json.loads(threshold)!r}")
 
 
 def test_another_model_fingerprint_is_refused(trained):

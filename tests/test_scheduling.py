@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from elmobatch.cli import main
 from elmobatch.scheduling.lock import JobLock
 from tests.conftest import FIXTURE, SMS
+from tests.conftest import small_tmpfs as mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
 ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
@@ -159,15 +160,9 @@ def test_retention_drops_old_partitions(tmp_path, head_dir):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 1 MiB tmpfs for the job's output (the machine's tests run as root)."""
-    mount_point = tmp_path / "scored"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    """A 1 MiB tmpfs for the job's output."""
+    with mounted_tmpfs(tmp_path / "scored") as mount_point:
+        yield mount_point
 
 
 def test_disk_full_fails_cleanly_keeps_earlier_outputs_and_rerun_succeeds(tmp_path, head_dir, small_tmpfs):
@@ -215,3 +210,19 @@ def test_cron_wrapper_under_env_i_logs_and_rotates(tmp_path, head_dir):
     again = subprocess.run([*env, "/bin/sh", str(REPO / "cron" / "elmobatch-cron.sh"), str(job), str(log)],
                            capture_output=True, text=True)
     assert again.returncode == 4 and "nothing to do" in log.read_text()
+
+
+def test_cron_wrapper_without_elmobatch_says_so_in_the_log(tmp_path):
+    wrapper = tmp_path / "install" / "cron" / "elmobatch-cron.sh"  # no .venv beside this copy
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_bytes((REPO / "cron" / "elmobatch-cron.sh").read_bytes())
+    env = ["env", "-i", f"HOME={tmp_path}", f"ELMOBATCH={tmp_path / 'missing' / 'elmobatch'}"]
+    result = subprocess.run([*env, "/bin/sh", str(wrapper), str(tmp_path / "nightly.toml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    log = tmp_path / ".local" / "state" / "elmobatch" / "nightly.log"  # the default, its folder created
+    text = log.read_text()
+    assert "start job=" in text and "error: elmobatch not found: set ELMOBATCH" in text and "exit=1" in text
+    assert "elmobatch not found" in result.stderr  # also for cron's mail
+    crontab = (REPO / "cron" / "crontab.example").read_text().splitlines()
+    assert 'MAILTO=""' not in crontab and any(line.startswith("MAILTO=") for line in crontab)

@@ -25,6 +25,7 @@ import struct
 import time
 import uuid
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 from elmobatch.files import write_atomically
@@ -40,6 +41,23 @@ INDEX_DTYPE = np.dtype([("key", "V32"), ("n_tokens", "<i4"), ("crc", "<u4")])
 
 class CorruptSegment(Exception):
     """A segment file whose bytes do not match its checksums."""
+
+
+class CacheWriteError(OSError):
+    """A cache file that could not be written (disk full, no permission), named in the message."""
+
+
+@contextmanager
+def _writing(path: Path):
+    """Turn an OSError while writing `path` into a CacheWriteError that names it: "No space left
+    on device" alone does not say which disk."""
+    try:
+        yield
+    except CacheWriteError:
+        raise
+    except OSError as exc:
+        raise CacheWriteError(f"embedding cache: cannot write {path} ({exc.strerror or exc}); free space "
+                              "there or use another cache directory (--cache-dir, cache_dir)") from exc
 
 
 def default_cache_dir() -> Path:
@@ -114,7 +132,8 @@ class EmbeddingCache:
             return
         info = {"fingerprint": encoder.fingerprint, "precision": encoder.precision, "path": encoder.path,
                 "dim": encoder.dim, "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}
-        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+        with _writing(path):
+            write_atomically(path, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
 
     def models(self) -> list[dict]:
         """The models with vectors in this cache: their model.json, plus `vectors` and `bytes` cached."""
@@ -167,9 +186,7 @@ class EmbeddingCache:
         header = json.dumps({"fingerprint": fingerprint, "n": len(keys), "layers": layers.shape[1],
                              "dim": layers.shape[2], "index_sha256": hashlib.sha256(index_bytes).hexdigest()}).encode()
         directory = self.model_dir(fingerprint)
-        directory.mkdir(parents=True, exist_ok=True)
-        _sweep_tmp(directory)
-        name = f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ebc"
+        path = directory / f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ebc"
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
@@ -177,7 +194,10 @@ class EmbeddingCache:
                 f.write(index_bytes)
                 f.write(layers.tobytes())
 
-        return write_atomically(directory / name, write)
+        with _writing(path):
+            directory.mkdir(parents=True, exist_ok=True)
+            _sweep_tmp(directory)
+            return write_atomically(path, write)
 
     def _quarantine(self, path: Path, exc: Exception) -> None:
         self.corrupt += 1
@@ -206,9 +226,27 @@ def _segment_count(path: Path) -> int:
             head = f.read(16)
             length, crc = struct.unpack("<II", head[8:])
             header = f.read(length)
-        return json.loads(header)["n"] if head[:8] == MAGIC and zlib.crc32(header) == crc else 0
-    except (OSError, ValueError, KeyError, struct.error):
+        return _parse_header(header)["n"] if head[:8] == MAGIC and zlib.crc32(header) == crc else 0
+    except (OSError, ValueError, CorruptSegment, struct.error):
         return 0
+
+
+HEADER_FIELDS = {"fingerprint": str, "n": int, "layers": int, "dim": int, "index_sha256": str}
+
+
+def _parse_header(header_bytes: bytes) -> dict:
+    """A segment's header JSON, every field present with its type; raises CorruptSegment otherwise."""
+    try:
+        header = json.loads(header_bytes)
+    except ValueError as exc:
+        raise CorruptSegment(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise CorruptSegment("header is not a JSON object")
+    for key, kind in HEADER_FIELDS.items():
+        value = header.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise CorruptSegment(f"header field {key!r} is missing or not a {kind.__name__} ({value!r})")
+    return header
 
 
 def _read_segment(path: Path, fingerprint: str, wanted: set[bytes]) -> dict[bytes, tuple[np.ndarray, int]]:
@@ -221,7 +259,7 @@ def _read_segment(path: Path, fingerprint: str, wanted: set[bytes]) -> dict[byte
         header_bytes = f.read(length)
         if len(header_bytes) != length or zlib.crc32(header_bytes) != crc:
             raise CorruptSegment("header checksum mismatch")
-        header = json.loads(header_bytes)
+        header = _parse_header(header_bytes)
         n, n_layers, dim = header["n"], header["layers"], header["dim"]
         if header["fingerprint"] != fingerprint:
             raise CorruptSegment("segment belongs to another model")
