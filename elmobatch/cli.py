@@ -155,7 +155,7 @@ _cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
 @click.option("--calibrate", type=click.Choice(["none", "platt", "temperature"]), default="none", show_default=True,
               help="Calibrate the scores on the validation slice (before the threshold is chosen there).")
 @click.option("--l2", type=click.FloatRange(min=0), help="L2 strength on the output weights "
-              "(default: none for mlp; for logistic the best of 1e-5..1e-1 on the validation slice).")
+              "(default: none for mlp; for logistic the best of 1e-4..1 on the validation slice).")
 @_cache_option
 @precision_option
 def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,

@@ -24,7 +24,7 @@ from elmobatch.training.calibration import CALIBRATIONS, CalibrationError, fit_c
 from elmobatch.training.head import HEAD_KINDS, Head, weight_names
 
 HIDDEN = 256
-L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 L2_WITHOUT_VALIDATION = 1e-3  # a logistic head's L2 strength when there are no validation rows to pick it
 
 
