@@ -151,10 +151,16 @@ _cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random choice.")
 @click.option("--positive-label", help="For two labels: the one `score` is the probability of (default: the rarer).")
+@click.option("--head-kind", type=click.Choice(["mlp", "logistic"]), default="mlp", show_default=True,
+              help="mlp: layer mix -> Dense(256, relu) -> output; logistic: layer mix -> output, L2-regularized.")
+@click.option("--calibrate", type=click.Choice(["none", "platt", "temperature"]), default="none", show_default=True,
+              help="Calibrate the scores on the validation slice (before the threshold is chosen there).")
+@click.option("--l2", type=click.FloatRange(min=0), help="L2 strength on the output weights "
+              "(default: none for mlp; for logistic the best of 1e-4..1 on the validation slice).")
 @_cache_option
 @precision_option
-def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, precision,
-          cache_dir):
+def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
+          calibrate, l2, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
     from elmobatch.scoring.metrics import format_table
     from elmobatch.training.fit import FitSettings, TrainingError
@@ -165,8 +171,9 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
         encoder = load_encoder(model, precision=precision)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
                           model_spec=model_record(model), split=split, text_column=text_column,
-                          positive=positive_label, settings=FitSettings(epochs=epochs, batch_size=batch_size,
-                                                                        seed=seed), log=click.echo)
+                          positive=positive_label, log=click.echo,
+                          settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
+                                               calibrate=calibrate, l2=l2))
     except (TrainingError, *_head_errors()) as exc:
         raise click.ClickException(str(exc))
     meta = head.meta
@@ -174,11 +181,18 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
     threshold = "none (most probable label)" if meta["threshold"] is None else f"{meta['threshold']:.4f}"
     click.echo(f"labels {', '.join(meta['labels'])}; threshold {threshold}; "
                f"layer weights {weights}; gamma {meta['gamma']:.3f}")
+    click.echo(f"head {meta['head_kind']} ({meta['training']['architecture']}); {_calibration_line(meta)}")
     if meta["metrics"]:
         test = meta["data"]["test_rows"]
         click.echo(f"held-out rows {test['first']}..{test['last']} ({test['count']}):")
         click.echo(format_table(meta["metrics"]))
     click.echo(f"head written to {out}")
+
+
+def _calibration_line(meta: dict) -> str:
+    calibration = meta.get("calibration") or {"method": "none"}
+    details = ", ".join(f"{k} {v:.4g}" for k, v in calibration.items() if k not in ("method", "rows"))
+    return f"calibration {calibration['method']}" + (f" ({details})" if details else "")
 
 
 @main.command()

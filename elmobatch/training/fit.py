@@ -6,6 +6,11 @@ x: (n, n_layers + 1, dim) float32; labels: n label names (strings). Class imbala
 with balanced class weights (n / (k * count_c)), early stopping watches the weighted loss on a
 stratified validation slice of the training rows, and `seed` fixes every random choice, so the
 same data and settings give the same head.
+
+Head kinds: "mlp" (layer mix -> Dense(256, relu) -> output) and "logistic" (layer mix -> output,
+an L2 penalty on the output weights, its strength the best of L2_GRID by validation loss unless
+given). `calibrate` ("platt" or "temperature", see calibration.py) is fitted on the validation
+slice after training, before the decision threshold is chosen there.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from elmobatch.training.head import Head
+from elmobatch.training.calibration import CALIBRATIONS, CalibrationError, fit_calibration
+from elmobatch.training.head import HEAD_KINDS, Head, weight_names
 
 HIDDEN = 256
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+L2_WITHOUT_VALIDATION = 1e-3  # a logistic head's L2 strength when there are no validation rows to pick it
 
 
 class TrainingError(ValueError):
@@ -33,6 +41,20 @@ class FitSettings:
     patience: int = 8
     learning_rate: float = 1e-3
     dropout: float = 0.2
+    head_kind: str = "mlp"
+    calibrate: str = "none"
+    l2: float | None = None  # L2 on the output weights; None: none for "mlp", picked on validation for "logistic"
+
+    def check(self) -> None:
+        if self.head_kind not in HEAD_KINDS:
+            raise TrainingError(f"head kind {self.head_kind!r}: expected one of {', '.join(HEAD_KINDS)}")
+        if self.calibrate not in CALIBRATIONS:
+            raise TrainingError(f"calibration {self.calibrate!r}: expected one of {', '.join(CALIBRATIONS)}")
+        if self.l2 is not None and not self.l2 >= 0:
+            raise TrainingError(f"l2 {self.l2!r}: expected a number >= 0")
+        if self.calibrate != "none" and self.validation_fraction <= 0:
+            raise TrainingError(f"calibration {self.calibrate!r} is fitted on the validation slice; "
+                                f"validation_fraction must be > 0, got {self.validation_fraction}")
 
 
 def label_order(labels: list[str], positive: str | None = None) -> list[str]:
@@ -115,14 +137,72 @@ class ScalarMix(keras.layers.Layer):
         return self.gamma * keras.ops.einsum("nld,l->nd", x, keras.ops.softmax(self.layer_logits))
 
 
-def build_keras_model(n_layers: int, dim: int, n_out: int, settings: FitSettings) -> keras.Model:
-    """The Keras twin of Head.probabilities (its inputs already standardized)."""
+def build_keras_model(n_layers: int, dim: int, n_out: int, settings: FitSettings,
+                      l2: float | None = None) -> keras.Model:
+    """The Keras twin of Head.probabilities before calibration (its inputs already standardized)."""
     inputs = keras.Input((n_layers, dim), name="layers")
-    mixed = keras.layers.Dropout(settings.dropout)(ScalarMix(name="mix")(inputs))
-    hidden = keras.layers.Dropout(settings.dropout)(keras.layers.Dense(HIDDEN, activation="relu", name="hidden")(mixed))
+    features = keras.layers.Dropout(settings.dropout)(ScalarMix(name="mix")(inputs))
+    if settings.head_kind == "mlp":
+        hidden = keras.layers.Dense(HIDDEN, activation="relu", name="hidden")(features)
+        features = keras.layers.Dropout(settings.dropout)(hidden)
     activation = "sigmoid" if n_out == 1 else "softmax"
-    outputs = keras.layers.Dense(n_out, activation=activation, name="out")(hidden)
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    outputs = keras.layers.Dense(n_out, activation=activation, name="out", kernel_regularizer=regularizer)(features)
     return keras.Model(inputs, outputs)
+
+
+def architecture(kind: str, k: int) -> str:
+    output = "Dense(1, sigmoid)" if k == 2 else f"Dense({k}, softmax)"
+    return f"layer mix -> Dense({HIDDEN}, relu) -> {output}" if kind == "mlp" else f"layer mix -> {output}"
+
+
+def weighted_log_loss(proba: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
+    """Mean class-weighted log loss of probabilities (n, k) for label indices y (n,): what early stopping watches."""
+    p = np.clip(proba[np.arange(len(y)), y].astype(np.float64), 1e-7, 1.0)
+    return float(np.mean(-np.log(p) * weights[y]))
+
+
+def _train_keras(z, y, train, val, weights, n_out, settings: FitSettings, l2: float | None):
+    """Fit one Keras net on z[train] (early stopping on z[val]); -> (model, Keras history dict)."""
+    keras.utils.set_random_seed(settings.seed)
+    model = build_keras_model(z.shape[1], z.shape[2], n_out, settings, l2)
+    loss = "binary_crossentropy" if n_out == 1 else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
+    target = y.astype(np.float32)[:, None] if n_out == 1 else y
+    callbacks = []
+    validation = None
+    if len(val):
+        validation = (z[val], target[val], weights[y[val]])
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
+                                                       restore_best_weights=True))
+    history = model.fit(z[train], target[train], sample_weight=weights[y[train]], validation_data=validation,
+                        epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True,
+                        callbacks=callbacks, verbose=0)
+    return model, history.history
+
+
+def _head_arrays(model: keras.Model, mean: np.ndarray, std: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+    mix, out = model.get_layer("mix"), model.get_layer("out")
+    arrays = {"layer_logits": np.asarray(mix.layer_logits.numpy()), "gamma": np.asarray(mix.gamma.numpy()),
+              "mean": mean, "std": std, "w2": out.kernel.numpy(), "b2": out.bias.numpy()}
+    if kind == "mlp":
+        hidden = model.get_layer("hidden")
+        arrays.update(w1=hidden.kernel.numpy(), b1=hidden.bias.numpy())
+    return {name: arrays[name] for name in weight_names(kind)}
+
+
+def calibrate_head(head: Head, x_val: np.ndarray, y_val: np.ndarray, method: str) -> Head:
+    """Fit `method` calibration on held-out rows (x_val (n, n_layers + 1, dim), label indices y_val),
+    then, for two labels, pick the threshold with the best F1 on the calibrated scores; in place."""
+    try:
+        head.meta["calibration"] = fit_calibration(method, head.logits(x_val), y_val)
+    except CalibrationError as exc:
+        raise TrainingError(str(exc)) from exc
+    if head.binary:
+        head.meta["threshold"] = best_f1_threshold(y_val == 1, head.probabilities(x_val)[:, 1])
+        head.meta["training"]["threshold_from"] = "best F1 of the positive label on the validation slice" + (
+            f" (after {method} calibration there)" if method != "none" else "")
+    return head
 
 
 def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: str | None = None,
@@ -133,6 +213,7 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     the learned layer weights and the training summary; callers add data facts and metrics.
     """
     settings = settings or FitSettings()
+    settings.check()
     x = np.asarray(x, np.float32)
     if x.ndim != 3 or len(x) != len(labels):
         raise TrainingError(f"expected vectors (n, n_layers + 1, dim) and n labels, got {x.shape} and {len(labels)}")
@@ -147,44 +228,39 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     train, val = validation_split(y, settings.validation_fraction, settings.seed)
     weights = class_weights(y[train], k)
 
-    keras.utils.set_random_seed(settings.seed)
-    model = build_keras_model(x.shape[1], x.shape[2], n_out, settings)
-    loss = "binary_crossentropy" if n_out == 1 else "sparse_categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
-    target = y.astype(np.float32)[:, None] if n_out == 1 else y
-    callbacks = []
-    validation = None
-    if len(val):
-        validation = (z[val], target[val], weights[y[val]])
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
-                                                       restore_best_weights=True))
-    history = model.fit(z[train], target[train], sample_weight=weights[y[train]], validation_data=validation,
-                        epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True,
-                        callbacks=callbacks, verbose=0)
-    losses = history.history
+    l2_losses = {}
+    if settings.head_kind == "logistic" and settings.l2 is None and len(val):
+        # One net per L2 strength; keep the one with the lowest class-weighted validation loss.
+        fits = {}
+        for l2 in L2_GRID:
+            fits[l2] = _train_keras(z, y, train, val, weights, n_out, settings, l2)
+            head = Head(weights=_head_arrays(fits[l2][0], mean, std, "logistic"),
+                        meta={"labels": names, "head_kind": "logistic"})
+            l2_losses[l2] = weighted_log_loss(head.probabilities(x[val]), y[val], weights)
+        l2 = min(l2_losses, key=l2_losses.get)
+        model, losses = fits[l2]
+    else:
+        l2 = settings.l2 if settings.l2 is not None or settings.head_kind == "mlp" else L2_WITHOUT_VALIDATION
+        model, losses = _train_keras(z, y, train, val, weights, n_out, settings, l2)
     best = int(np.argmin(losses["val_loss"])) if "val_loss" in losses else len(losses["loss"]) - 1
 
-    mix, hidden, out = model.get_layer("mix"), model.get_layer("hidden"), model.get_layer("out")
-    arrays = {
-        "layer_logits": np.asarray(mix.layer_logits.numpy()), "gamma": np.asarray(mix.gamma.numpy()),
-        "mean": mean, "std": std,
-        "w1": hidden.kernel.numpy(), "b1": hidden.bias.numpy(), "w2": out.kernel.numpy(), "b2": out.bias.numpy(),
-    }
+    arrays = _head_arrays(model, mean, std, settings.head_kind)
     summary = {
         "epochs_run": len(losses["loss"]), "best_epoch": best + 1,
         "train_loss": float(losses["loss"][best]),
         "validation_loss": float(losses["val_loss"][best]) if "val_loss" in losses else None,
         "rows_fit": int(len(train)), "rows_validation": int(len(val)),
         "class_weights": {n: float(w) for n, w in zip(names, weights)},
-        "settings": vars(settings).copy(), "architecture": f"layer mix -> Dense({HIDDEN}, relu) -> "
-        + ("Dense(1, sigmoid)" if n_out == 1 else f"Dense({k}, softmax)"),
+        "settings": vars(settings).copy(), "architecture": architecture(settings.head_kind, k),
+        "l2": l2,
     }
-    meta = {"labels": names, "positive_label": names[1] if k == 2 else None,
+    if l2_losses:
+        summary["l2_validation_losses"] = {f"{v:g}": loss for v, loss in l2_losses.items()}
+    meta = {"labels": names, "positive_label": names[1] if k == 2 else None, "head_kind": settings.head_kind,
             "threshold": 0.5 if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
-    if k == 2 and len(val):
-        meta["threshold"] = best_f1_threshold(y[val] == 1, head.probabilities(x[val])[:, 1])
-        summary["threshold_from"] = "best F1 of the positive label on the validation slice"
+    if len(val):
+        calibrate_head(head, x[val], y[val], settings.calibrate)
     meta["layer_weights"] = [float(v) for v in head.layer_weights]
     meta["gamma"] = float(arrays["gamma"])
     if log:
@@ -194,4 +270,4 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     return head, summary
 
 
-__all__ = ["FitSettings", "TrainingError", "fit_head", "label_order"]
+__all__ = ["FitSettings", "TrainingError", "calibrate_head", "fit_head", "label_order"]

@@ -5,13 +5,17 @@ Input x: (n, n_layers + 1, dim) float32, the token means of each biLM layer (wha
 
     z_j   = (x_j - mean_j) / std_j                  per-layer standardization, fixed from training rows
     m     = gamma * sum_j softmax(s)_j * z_j         ELMo's learned layer mix (steps 3 to 5)
-    h     = relu(m @ w1 + b1)                        Dense(256, relu)
-    p     = sigmoid(h @ w2 + b2)                     Dense(1, sigmoid): P(positive label)
-            softmax(h @ w2 + b2)                     Dense(k, softmax) for k > 2 labels
+    h     = relu(m @ w1 + b1)                        Dense(256, relu)     (head_kind "mlp", the default)
+    h     = m                                        no hidden layer      (head_kind "logistic")
+    z     = calibrate(h @ w2 + b2)                   output logits, calibrated (calibration.py; none: as is)
+    p     = sigmoid(z)                               two labels: P(positive label)
+            softmax(z)                               k > 2 labels
 
 Training uses Keras (`training/fit.py`); applying a head uses numpy only, from `head.npz`
-(plain float32 arrays, read with allow_pickle=False) and `head.json` (labels, threshold,
-fingerprints, metrics). Loading a head never executes code from its files.
+(plain float32 arrays, read with allow_pickle=False; a logistic head has no w1, b1) and
+`head.json` (labels, threshold, head_kind, calibration, fingerprints, metrics). A head.json
+without head_kind or calibration is an "mlp" head without calibration, as heads were before.
+Loading a head never executes code from its files.
 """
 
 from __future__ import annotations
@@ -25,11 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from elmobatch.files import mismatched_files, write_atomically, write_file_set
+from elmobatch.training.calibration import apply_calibration, check_calibration
 
 HEAD_JSON = "head.json"
 HEAD_WEIGHTS = "head.npz"
 FORMAT_VERSION = 1
 WEIGHT_NAMES = ("layer_logits", "gamma", "mean", "std", "w1", "b1", "w2", "b2")
+HEAD_KINDS = ("mlp", "logistic")
+HIDDEN_WEIGHTS = ("w1", "b1")
+
+
+def weight_names(kind: str) -> tuple[str, ...]:
+    """The arrays a head of `kind` has in head.npz: all of WEIGHT_NAMES, less the hidden layer for "logistic"."""
+    return WEIGHT_NAMES if kind == "mlp" else tuple(n for n in WEIGHT_NAMES if n not in HIDDEN_WEIGHTS)
 
 
 ROWS_AT_ONCE = 4096
@@ -83,6 +95,16 @@ class Head:
         return self.meta.get("threshold")
 
     @property
+    def kind(self) -> str:
+        """"mlp" (layer mix -> Dense(256, relu) -> output) or "logistic" (layer mix -> output)."""
+        return self.meta.get("head_kind", "mlp")
+
+    @property
+    def calibration(self) -> dict:
+        """head.json's "calibration" (see calibration.py); {"method": "none"} when absent."""
+        return self.meta.get("calibration") or {"method": "none"}
+
+    @property
     def model_fingerprint(self) -> str:
         return self.meta["model"]["fingerprint"]
 
@@ -111,10 +133,16 @@ class Head:
         parts = [self._probabilities(x[i : i + ROWS_AT_ONCE]) for i in range(0, len(x), ROWS_AT_ONCE)]
         return np.concatenate(parts) if parts else self._probabilities(x)
 
-    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, n_layers + 1, dim) -> (n, n_out) output logits before calibration (n_out 1 for two labels)."""
         w = self.weights
-        h = np.maximum(self.mix(x) @ w["w1"] + w["b1"], 0.0)
-        logits = h @ w["w2"] + w["b2"]
+        h = self.mix(x)
+        if self.kind == "mlp":
+            h = np.maximum(h @ w["w1"] + w["b1"], 0.0)
+        return h @ w["w2"] + w["b2"]
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        logits = apply_calibration(self.logits(x), self.calibration)
         if self.binary:
             p = sigmoid(logits[:, 0])
             return np.stack([1.0 - p, p], axis=1).astype(np.float32)
@@ -156,7 +184,7 @@ def save_head(head: Head, directory: str | Path) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = {name: np.asarray(head.weights[name], np.float32) for name in WEIGHT_NAMES}
+    arrays = {name: np.asarray(head.weights[name], np.float32) for name in weight_names(head.kind)}
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
@@ -182,8 +210,11 @@ def load_head(directory: str | Path) -> Head:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HeadError(f"{meta_path}: not readable JSON ({exc})") from exc
+    kind = meta.get("head_kind", "mlp") if isinstance(meta, dict) else None
+    if kind not in HEAD_KINDS:
+        raise HeadError(f"{meta_path}: 'head_kind' must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
     _check_files(meta, directory)
-    weights = _read_arrays(weights_path)
+    weights = _read_arrays(weights_path, weight_names(kind))
     head = Head(weights=weights, meta=meta)
     _validate(head, directory)
     return head
@@ -200,11 +231,11 @@ def _check_files(meta, directory: Path) -> None:
                         "was written only in part (a writer stopped between its files?); train or copy it again")
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {}
-            for name in WEIGHT_NAMES:
+            for name in names:
                 if name not in npz.files:
                     raise HeadError(f"{path}: array {name!r} is missing (found: {', '.join(npz.files)})")
                 arrays[name] = npz[name]
@@ -232,12 +263,16 @@ def _validate(head: Head, directory: Path) -> None:
     if not isinstance(labels, list) or len(labels) < 2:
         raise HeadError(f"{directory / HEAD_JSON}: 'labels' must list at least two label names, got {labels!r}")
     _check_threshold(meta.get("threshold"), len(labels), directory / HEAD_JSON)
+    problem = check_calibration(meta.get("calibration"), len(labels))
+    if problem:
+        raise HeadError(f"{directory / HEAD_JSON}: {problem}")
     n_layers, dim = w["mean"].shape if w["mean"].ndim == 2 else (None, None)
-    hidden = w["w1"].shape[-1]
+    hidden = w["w1"].shape[-1] if head.kind == "mlp" else dim
     n_out = 1 if len(labels) == 2 else len(labels)
     expected = {"layer_logits": (n_layers,), "gamma": (), "mean": (n_layers, dim), "std": (n_layers, dim),
                 "w1": (dim, hidden), "b1": (hidden,), "w2": (hidden, n_out), "b2": (n_out,)}
-    for name, shape in expected.items():
+    for name in weight_names(head.kind):
+        shape = expected[name]
         if w[name].shape != shape:
             raise HeadError(f"{directory / HEAD_WEIGHTS}: array {name!r} has shape {w[name].shape}, "
                             f"expected {shape} for {len(labels)} labels")

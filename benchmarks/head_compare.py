@@ -1,0 +1,151 @@
+"""Head comparison: head kind x calibration x threshold rule, picked on validation rows only.
+
+    python benchmarks/head_compare.py [--model SPEC] [--cache-dir DIR] [--json OUT]
+
+Candidates, each trained by elmobatch's own `fit_head` (so exactly what `elmobatch train
+--head-kind K --calibrate C` does):
+
+  kind         mlp (layer mix -> Dense(256, relu) -> Dense(1); today's head) or logistic (layer mix
+               -> Dense(1), L2 strength picked on the validation slice)
+  calibration  none, platt or temperature, fitted on the head's validation slice (10% of its rows)
+  threshold    F1-optimal on the validation slice (what train stores) or 0.5
+
+Stage 1 (selection): a stratified 20% of the 4,457 reference training rows is set aside; the
+candidates train on the other 80% and are measured on it. The winner is the kind and calibration
+with the lowest log loss there, then the threshold rule with the higher spam F1 there. The 1,115
+test rows play no part in the choice.
+Stage 2 (report): every candidate is retrained on all 4,457 training rows and measured on the
+reference test rows and on the everyday set (benchmarks/quality.py's columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+
+import numpy as np
+
+from elmobatch.caching import EmbeddingCache
+from elmobatch.encoding import load_encoder
+from elmobatch.training.fit import FitSettings, calibrate_head, fit_head, validation_split
+from elmobatch.training.head import Head
+
+import quality
+
+KINDS = ("mlp", "logistic")
+CALIBRATIONS = ("none", "platt", "temperature")
+THRESHOLD_RULES = ("best-f1", "0.5")
+SELECTION_FRACTION, SELECTION_SEED = 0.2, 1
+
+
+def labels_of(data: quality.Dataset) -> list[str]:
+    return ["spam" if s else "ham" for s in data.is_spam]
+
+
+def train_candidates(train: quality.Dataset, model_meta: dict, seed: int) -> dict[tuple[str, str], Head]:
+    """(kind, calibration) -> head; the calibrations of one kind share one trained net, as in fit_head."""
+    heads = {}
+    for kind in KINDS:
+        settings = FitSettings(head_kind=kind, seed=seed)
+        started = time.perf_counter()
+        base, summary = fit_head(train.x, labels_of(train), model_meta=model_meta, settings=settings)
+        print(f"  {kind}: {summary['epochs_run']} epochs, l2 {summary['l2']}, "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+        y = train.is_spam.astype(np.int64)
+        _, val = validation_split(y, settings.validation_fraction, settings.seed)
+        for method in CALIBRATIONS:
+            heads[kind, method] = calibrate_head(Head(base.weights, copy.deepcopy(base.meta)),
+                                                 train.x[val], y[val], method)
+    return heads
+
+
+def threshold_of(head: Head, rule: str) -> float:
+    return head.threshold if rule == "best-f1" else 0.5
+
+
+def selection_metrics(head: Head, data: quality.Dataset, rule: str) -> dict:
+    index, score = head.predict(data.x, threshold_of(head, rule))
+    metrics = quality.reference_metrics(data.is_spam, index == 1, score.astype(np.float64))
+    p = np.clip(np.where(data.is_spam, score, 1 - score).astype(np.float64), 1e-7, 1)
+    return dict(metrics, log_loss=float(-np.log(p).mean()))
+
+
+def pick_winner(rows: list[dict]) -> dict:
+    """Lowest selection log loss picks kind and calibration; the higher selection F1 picks the threshold rule."""
+    best = min(rows, key=lambda r: r["selection"]["log_loss"])
+    same = [r for r in rows if (r["kind"], r["calibration"]) == (best["kind"], best["calibration"])]
+    return max(same, key=lambda r: r["selection"]["spam_f1"])
+
+
+def name_of(row: dict) -> str:
+    return f"{row['kind']} / {row['calibration']} / t={row['threshold_rule']}"
+
+
+def format_table(rows: list[dict], winner: dict) -> str:
+    header = (f"{'candidate':<34} {'sel logloss':>11} {'sel Brier':>9} {'sel F1':>7} | {'t':>6} {'acc':>7} "
+              f"{'spam F1':>7} {'AUC':>7} {'Brier':>7} | {'ev acc':>6} {'notif':>6} {'pers':>6} {'spam':>6} {'conf':>5}")
+    lines = [f"{'':<34} {'selection rows (891 of train)':^31} | {'reference split (1,115 test rows)':^40} | "
+             f"{'everyday set':^35}", header, "-" * len(header)]
+    for r in rows:
+        s, ref, ev = r["selection"], r["reference"], r["everyday"]
+        sel = (f"{s['log_loss']:>11.4f} {s['brier']:>9.4f} {s['spam_f1']:>7.3f}" if s else f"{'-':>11} {'-':>9} {'-':>7}")
+        by = ev["accuracy_by_group"]
+        mark = " *" if r is winner else ""
+        lines.append(f"{name_of(r) + mark:<34} {sel} | {r['threshold']:>6.3f} {ref['accuracy']:>7.4f} "
+                     f"{ref['spam_f1']:>7.3f} {ref['roc_auc']:>7.4f} {ref['brier']:>7.4f} | {ev['accuracy']:>6.3f} "
+                     f"{by['notification ham']:>6.3f} {by['personal/work ham']:>6.3f} {by['spam']:>6.3f} "
+                     f"{ev['confident_mistakes']:>5d}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="Encoder spec (default: the bundled model).")
+    parser.add_argument("--cache-dir", help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
+    parser.add_argument("--data", default=str(quality.SMS), help="The SMS Spam Collection CSV (v1 label, v2 text).")
+    parser.add_argument("--everyday", default=str(quality.EVERYDAY), help="The everyday set CSV.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the heads' training (fit_head's --seed).")
+    parser.add_argument("--json", help="Also write the results as JSON to this file.")
+    args = parser.parse_args()
+
+    encoder = load_encoder(args.model)
+    cache = EmbeddingCache(args.cache_dir)
+    sms = quality.load_dataset(quality.Path(args.data), encoder, cache, "v1", "v2")
+    everyday = quality.load_dataset(quality.Path(args.everyday), encoder, cache, "label", "text")
+    train, test = quality.reference_split(sms)
+    model_meta = {"fingerprint": encoder.fingerprint, "spec": args.model}
+
+    fit_rows, selection_rows = validation_split(train.is_spam.astype(np.int64), SELECTION_FRACTION, SELECTION_SEED)
+    print(f"stage 1: {len(fit_rows)} rows fit, {len(selection_rows)} selection rows", file=sys.stderr)
+    selection_heads = train_candidates(train.subset(fit_rows), model_meta, args.seed)
+    print(f"stage 2: all {len(train.texts)} training rows", file=sys.stderr)
+    final_heads = train_candidates(train, model_meta, args.seed)
+
+    rows = []
+    for (kind, method), head in final_heads.items():
+        for rule in THRESHOLD_RULES:
+            system = quality.elmobatch_head(_with_threshold(head, threshold_of(head, rule)))
+            rows.append({"kind": kind, "calibration": method, "threshold_rule": rule,
+                         "threshold": threshold_of(head, rule),
+                         "calibration_params": head.meta["calibration"], "l2": head.meta["training"]["l2"],
+                         "selection": selection_metrics(selection_heads[kind, method], train.subset(selection_rows), rule),
+                         **{k: v for k, v in quality.measure("", system, test, everyday).items() if k != "system"}})
+    winner = pick_winner(rows)
+    result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),
+              "winner": name_of(winner), "rows": rows}
+    print(f"command: {result['command']}\nmachine: {result['machine']}\nmodel:   {result['model']}")
+    print(format_table(rows, winner))
+    print(f"* winner on the selection rows: {name_of(winner)}")
+    print(json.dumps(result))
+    quality.write_json(args.json, result)
+
+
+def _with_threshold(head: Head, threshold: float) -> Head:
+    return Head(head.weights, dict(head.meta, threshold=threshold))
+
+
+if __name__ == "__main__":
+    main()
