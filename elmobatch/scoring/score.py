@@ -4,9 +4,10 @@
 
 Every good row is written with its original columns plus `label` (predicted label name) and
 `score` (P(positive label); for more than two labels, the probability of the predicted one), in
-file order, chunk by chunk, to a temporary name renamed at the end. Rows the reader rejects go
-to a rejects file beside the output (`<output stem>.rejects.csv` or `.parquet`), always written,
-so rows_read = rows_scored + rows_rejected.
+file order, chunk by chunk, to a temporary file in `_tmp/` beside the output (named `.tmp-*.tmp`,
+so no reader's glob matches it), renamed at the end; what a killed run left there is swept when
+the same output is scored again. Rows the reader rejects go to a rejects file beside the output
+(`<output stem>.rejects.csv` or `.parquet`), always written, so rows_read = rows_scored + rows_rejected.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
-from elmobatch.files import commit, temporary_path
+from elmobatch.files import commit, remove_if_empty, staging_dir, sweep_temporaries, temporary_path, write_error
 from elmobatch.reading import REJECT_COLUMNS
 from elmobatch.scoring.metrics import classification_metrics
 from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
@@ -84,44 +85,59 @@ class ScoreSummary:
 
 
 class _TableWriter:
-    """Appends DataFrames to one CSV or Parquet file under a temporary name; `close` renames it."""
+    """Appends DataFrames to one CSV or Parquet file under a temporary name in `_tmp/` beside it;
+    `close` renames it into place. A failed write (e.g. disk full) raises WriteError naming the file."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns, self.format = path, columns, output_format(path)
-        self.tmp = temporary_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temporary_path(path, staging_dir(path))
         self.parquet = None
         self.rows = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, frame: pd.DataFrame) -> None:
+        try:
+            self._append(frame)
+        except OSError as exc:
+            raise write_error(exc, self.path) from exc
+        self.rows += len(frame)
+
+    def _append(self, frame: pd.DataFrame) -> None:
         if self.format == "csv":
             frame.to_csv(self.tmp, mode="a" if self.rows else "w", header=not self.rows, index=False)
-        else:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet is None:
-                # A column empty in the first chunk has no type yet: store it as text.
-                schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                                    for f in table.schema], metadata=table.schema.metadata)
-                self.parquet = pq.ParquetWriter(self.tmp, schema)
-            try:
-                table = table.cast(self.parquet.schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
-                                 "write CSV instead, or give the input consistent column types") from exc
-            self.parquet.write_table(table)
-        self.rows += len(frame)
+            return
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.parquet is None:
+            # A column empty in the first chunk has no type yet: store it as text.
+            schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                for f in table.schema], metadata=table.schema.metadata)
+            self.parquet = pq.ParquetWriter(self.tmp, schema)
+        try:
+            table = table.cast(self.parquet.schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
+                             "write CSV instead, or give the input consistent column types") from exc
+        self.parquet.write_table(table)
 
     def close(self) -> None:
         if self.rows == 0:
             self.write(pd.DataFrame({c: pd.Series(dtype="string") for c in self.columns}))
-        if self.parquet is not None:
-            self.parquet.close()
-        commit(self.tmp, self.path)
+        try:
+            if self.parquet is not None:
+                self.parquet.close()
+            commit(self.tmp, self.path)
+        except OSError as exc:
+            raise write_error(exc, self.path) from exc
+        remove_if_empty(self.tmp.parent)
 
     def discard(self) -> None:
-        if self.parquet is not None:
-            self.parquet.close()
+        try:
+            if self.parquet is not None:
+                self.parquet.close()
+        except OSError:  # e.g. the disk is full: the file is dropped anyway
+            pass
         self.tmp.unlink(missing_ok=True)
+        remove_if_empty(self.tmp.parent)
 
 
 def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score: np.ndarray) -> pd.DataFrame:
@@ -165,6 +181,8 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
     out = Path(out)
     rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
     summary = ScoreSummary(str(path), str(out), str(rejects_out))
+    for target in (out, rejects_out):  # what a killed run scoring the same output left
+        sweep_temporaries(target.parent, target.name)
     chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
     writer = rejects = None
     try:
