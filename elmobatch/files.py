@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -56,8 +57,11 @@ def sweep_temporaries(directory: str | Path, name: str | None = None) -> list[Pa
 
 
 def write_error(exc: OSError, path: str | Path) -> WriteError:
-    """`exc` as a WriteError naming `path` (a failed write on an open file names no file)."""
-    return WriteError(f"{path}: cannot write ({exc.strerror or exc})")
+    """`exc` as a WriteError naming `path` (a failed write on an open file names no file), in the
+    system's words for its errno (pyarrow gives that only inside its message)."""
+    found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+    code = exc.errno or (int(found.group(1)) if found else None)
+    return WriteError(f"{path}: cannot write ({os.strerror(code) if code else exc})")
 
 
 def commit(tmp: Path, path: str | Path) -> Path:
