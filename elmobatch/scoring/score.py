@@ -85,13 +85,13 @@ class ScoreSummary:
 
 
 class _TableWriter:
-    """Appends DataFrames to one CSV or Parquet file under a temporary name in `_tmp/` beside it;
-    `close` renames it into place. A failed write (e.g. disk full) raises WriteError naming the file."""
+    """Appends DataFrames to one CSV or Parquet file under a temporary name in `tmp_dir` (a `_tmp/`
+    on the same file system); `close` renames it into place. A failed write (e.g. disk full) raises WriteError naming the file."""
 
-    def __init__(self, path: Path, columns: list[str]):
+    def __init__(self, path: Path, columns: list[str], tmp_dir: Path):
         self.path, self.columns, self.format = path, columns, output_format(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temporary_path(path, staging_dir(path))
+        self.tmp = temporary_path(path, tmp_dir)
         self.parquet = None
         self.rows = 0
 
@@ -128,7 +128,6 @@ class _TableWriter:
             commit(self.tmp, self.path)
         except OSError as exc:
             raise write_error(exc, self.path) from exc
-        remove_if_empty(self.tmp.parent)
 
     def discard(self) -> None:
         try:
@@ -137,7 +136,6 @@ class _TableWriter:
         except OSError:  # e.g. the disk is full: the file is dropped anyway
             pass
         self.tmp.unlink(missing_ok=True)
-        remove_if_empty(self.tmp.parent)
 
 
 def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score: np.ndarray) -> pd.DataFrame:
@@ -181,17 +179,20 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
     out = Path(out)
     rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
     summary = ScoreSummary(str(path), str(out), str(rejects_out))
-    for target in (out, rejects_out):  # what a killed run scoring the same output left
-        sweep_temporaries(target.parent, target.name)
+    # what a killed run scoring the same output left (and an earlier version, beside the outputs)
+    for directory, name in {(out.parent, out.name), (out.parent, rejects_out.name),
+                            (rejects_out.parent, rejects_out.name)}:
+        sweep_temporaries(directory, name)
     chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
+    tmp_dir = staging_dir(out)  # both files are written there, then renamed into place
     writer = rejects = None
     try:
         for chunk, layers in chunks:
             if writer is None:
                 columns = [c if c not in ADDED_COLUMNS else f"input_{c}" for c in chunk.rows.columns
                            if c != "row_number"] + list(ADDED_COLUMNS)
-                writer = _TableWriter(out, columns)
-                rejects = _TableWriter(rejects_out, REJECT_COLUMNS)
+                writer = _TableWriter(out, columns, tmp_dir)
+                rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
             index, score = head.predict(layers, threshold)
             frame = scored_frame(chunk.rows, head.labels, index, score)
             writer.write(frame)
@@ -203,7 +204,8 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             for name, count in frame["label"].value_counts().items():
                 summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
         if writer is None:  # a file with no records at all
-            writer, rejects = _TableWriter(out, list(ADDED_COLUMNS)), _TableWriter(rejects_out, REJECT_COLUMNS)
+            writer = _TableWriter(out, list(ADDED_COLUMNS), tmp_dir)
+            rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
         writer.close()
         rejects.close()
     except BaseException:
@@ -211,6 +213,8 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             if w is not None:
                 w.discard()
         raise
+    finally:
+        remove_if_empty(tmp_dir)  # both writers are done with it
     return summary
 
 
