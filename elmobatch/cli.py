@@ -85,9 +85,15 @@ def models(cache_dir):
 @precision_option
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
           max_text_chars, reject_empty, engine, master, precision):
-    """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README)."""
+    """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
+
+    Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
+    1 failure (a non-empty --out that is not an elmobatch output is refused untouched).
+    """
     from elmobatch.caching import EmbeddingCache
     from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
+    from elmobatch.embedding.job import OutputLocked
+    from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s
     from elmobatch.reading import ReadError
 
     options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
@@ -109,6 +115,9 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
         else:
             manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
                                    batch_size=batch_size, progress=Progress(sys.stderr))
+    except OutputLocked as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
     except (ModelError, ReadError, OutputError, ValueError, OSError) as exc:  # OSError: e.g. disk full
         raise click.ClickException(str(exc))
     click.echo(summary_line(manifest, out))
@@ -255,7 +264,7 @@ def score(inputs, head_dir, model, out, threshold, text_column, cache_dir, preci
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
                                  threshold=threshold)
             click.echo(summary.line())
-    except _head_errors() as exc:
+    except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
         raise click.ClickException(str(exc))
 
 

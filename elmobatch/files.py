@@ -1,19 +1,68 @@
-"""Writing files so that a reader (or a run killed half-way) never sees part of one."""
+"""Writing files so that a reader (or a run killed half-way) never sees part of one.
+
+A file is written under a temporary name, then renamed into place. Temporary names start with
+".tmp-" and end with ".tmp", so no reader's `*.parquet` / `*.csv` glob matches one, and outputs
+put them in a `_tmp/` folder (`staging_dir`), which Spark, Hive, pyarrow and DuckDB globs skip.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import glob
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Callable
 
+STAGING = "_tmp"
+
+
+class WriteError(OSError):
+    """A file could not be written (e.g. the disk is full); the message names the file."""
+
 
 def temporary_path(path: str | Path, tmp_dir: str | Path | None = None) -> Path:
     """Where to write `path` before renaming it into place: in `tmp_dir` (same file system) or
-    beside `path`. The name starts with ".tmp-", so sweeps can find what a killed writer left."""
+    beside `path`, as .tmp-<random>-<name>.tmp, so sweeps can find what a killed writer left."""
     path = Path(path)
-    return Path(tmp_dir or path.parent) / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}"
+    return Path(tmp_dir or path.parent) / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}.tmp"
+
+
+def staging_dir(path: str | Path) -> Path:
+    """The `_tmp/` folder beside `path`, where its temporary file goes (made if missing)."""
+    directory = Path(path).parent / STAGING
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def remove_if_empty(directory: Path) -> None:
+    """Drop a staging folder nobody is using any more (a folder still in use is kept)."""
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def sweep_temporaries(directory: str | Path, name: str | None = None) -> list[Path]:
+    """Remove temporary files a killed writer left in `directory` or its `_tmp/` (those of the
+    file `name` only, if given; else all). Only for a directory no live writer uses. Returns them."""
+    # this version's names end in .tmp; earlier versions' did not
+    patterns = [f".tmp-????????-{glob.escape(name)}{end}" for end in ("", ".tmp")] if name else [".tmp-*"]
+    directory = Path(directory)
+    found = [tmp for where in (directory, directory / STAGING) for pattern in patterns for tmp in where.glob(pattern)]
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    remove_if_empty(directory / STAGING)
+    return found
+
+
+def write_error(exc: OSError, path: str | Path) -> WriteError:
+    """`exc` as a WriteError naming `path` (a failed write on an open file names no file), in the
+    system's words for its errno (pyarrow gives that only inside its message)."""
+    found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+    code = exc.errno or (int(found.group(1)) if found else None)
+    return WriteError(f"{path}: cannot write ({os.strerror(code) if code else exc})")
 
 
 def commit(tmp: Path, path: str | Path) -> Path:
@@ -26,13 +75,16 @@ def commit(tmp: Path, path: str | Path) -> Path:
 
 def write_atomically(path: str | Path, write: Callable[[Path], object], tmp_dir: str | Path | None = None) -> Path:
     """Write `path` whole or not at all: `write(tmp)` writes a temporary file (`temporary_path`),
-    which is then committed; on failure the temporary file is removed."""
+    which is then committed; on failure the temporary file is removed, and an OSError (e.g. disk
+    full) is raised as a WriteError naming `path`."""
     tmp = temporary_path(path, tmp_dir)
     try:
         write(tmp)
         return commit(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise write_error(exc, path) from exc
         raise
 
 

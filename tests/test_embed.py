@@ -57,7 +57,7 @@ def test_reference_file(sms_run, fixture_encoder):
     assert counts["rows_read"] == counts["rows_embedded"] == 5572 and counts["rows_rejected"] == 0
     assert "rows_read 5,572 = rows_embedded 5,572 + rows_rejected 0" in result.output
     assert (out / "_SUCCESS").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "_rejects",
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "_SUCCESS", "_manifest.json", "_rejects",
                                                      "part-00000-000000.parquet"]
     dim = fixture_encoder.dim
     # pyarrow: the contract's types

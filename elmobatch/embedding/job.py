@@ -6,10 +6,13 @@ Each chunk of each input is written as part-<file>-<chunk>.parquet plus _rejects
 then recorded in _state/. A run killed at any point and started again with the same inputs and
 options skips the recorded chunks and writes the rest, so the result equals an uninterrupted run.
 A directory that holds a completed run (_SUCCESS) is rewritten from scratch (the cache makes that
-cheap); so is one left by a run with other inputs, model or options.
+cheap); so is one left by a run with other inputs, model or options. A directory is taken for
+elmobatch's only when its own marker says so (output.is_output_dir); any other non-empty one is
+refused untouched. One run writes a directory at a time: it holds DIR/.lock (flock) throughout.
 
 The pieces, shared with the Spark engine (elmobatch/embedding/spark.py): `plan_run` (decisions,
-checksums, resume state), `write_chunk` (one chunk -> its files), `finish_run` (manifest, _SUCCESS).
+checksums, the lock, resume state), `write_chunk` (one chunk -> its files), `finish_run` (manifest,
+_SUCCESS).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +33,7 @@ import pyarrow.parquet as pq
 from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
 from elmobatch.files import file_sha256
+from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, read_messages
 
 COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
@@ -51,6 +57,10 @@ class OutputError(ValueError):
     """An output directory that cannot be used, with why."""
 
 
+class OutputLocked(OutputError):
+    """Another live process is writing the output directory (it holds DIR/.lock)."""
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -65,7 +75,12 @@ def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, ca
             raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
         encoder.batch_size = batch_size
     started, clock = _now(), time.monotonic()
-    plan = plan_run(inputs, out, encoder, options)
+    with plan_run(inputs, out, encoder, options) as plan:
+        return _embed_planned(plan, encoder, options, cache, progress, started, clock)
+
+
+def _embed_planned(plan: "RunPlan", encoder, options, cache, progress, started: str, clock: float) -> dict:
+    """The local engine's work once the output is locked and prepared; returns the manifest."""
     out, readers, inputs_info = plan.out, plan.readers, plan.inputs_info
 
     total_bytes = sum(i["bytes"] for i in inputs_info) or 1
@@ -105,8 +120,10 @@ class RunPlan:
     done: dict[str, dict]
 
 
-def plan_run(inputs, out, encoder, options: EmbedOptions) -> RunPlan:
-    """Open every input and prepare `out`; raises ReadError/OutputError before any work."""
+@contextmanager
+def plan_run(inputs, out, encoder, options: EmbedOptions) -> Iterator[RunPlan]:
+    """Open every input, lock and prepare `out`; yields the plan and holds the lock until the block ends.
+    Raises ReadError/OutputError (OutputLocked: another run holds the lock) before any work."""
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ReadError("no input files given")
@@ -116,9 +133,24 @@ def plan_run(inputs, out, encoder, options: EmbedOptions) -> RunPlan:
                     "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
     signature = _signature(inputs_info, encoder.cache_key, options)  # model and precision
     out = Path(out)
-    done = _prepare(out, signature)
-    schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint)
-    return RunPlan(out, readers, inputs_info, signature, schema, done)
+    _check_output(out)  # before creating anything: a directory not ours stays untouched
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock_output(out):
+        done = _prepare(out, signature)
+        schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint)
+        yield RunPlan(out, readers, inputs_info, signature, schema, done)
+
+
+@contextmanager
+def _lock_output(out: Path) -> Iterator[None]:
+    """Hold out/.lock (flock): a second writer is refused at once, naming the holder."""
+    try:
+        with JobLock(out / o.LOCK):
+            yield
+    except LockHeld as exc:
+        raise OutputLocked(f"--out {out}: another run is writing this directory (pid {exc.holder.get('pid', '?')}, "
+                           f"started {exc.holder.get('started', '?')}; lock {out / o.LOCK}); "
+                           "this run did nothing") from None
 
 
 def open_reader(path, options: EmbedOptions):
@@ -151,25 +183,32 @@ def _signature(inputs_info, fingerprint: str, options: EmbedOptions) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _prepare(out: Path, signature: str) -> dict[str, dict]:
-    """Make `out` ready; returns the finished chunks of an interrupted identical run, by part name."""
+def _check_output(out: Path) -> None:
+    """`out` is missing, empty or elmobatch's; else OutputError (and nothing in it is touched)."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    if not o.is_output_dir(out):
-        raise OutputError(f"--out {out}: not empty and not an elmobatch output directory "
-                          f"(no {o.STATE}/, {o.MANIFEST} or {o.SUCCESS}); refusing to write into it")
-    run_file = out / o.STATE / "run.json"
-    previous = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    if out.is_dir() and not o.is_output_dir(out):
+        raise OutputError(f"--out {out}: not empty and not an elmobatch output directory (no {o.MANIFEST} or "
+                          f"{o.STATE}/{o.RUN} with format {o.FORMAT!r}); refusing to write into it")
+
+
+def _prepare(out: Path, signature: str) -> dict[str, dict]:
+    """Make the locked `out` ready; returns the finished chunks of an interrupted identical run, by part name."""
+    _check_output(out)  # again, now that no other writer can change it
+    run_file = out / o.STATE / o.RUN
+    try:
+        previous = json.loads(run_file.read_text())
+    except (OSError, ValueError):
+        previous = {}
     resumable = not (out / o.SUCCESS).exists() and previous.get("signature") == signature
     if not resumable:
-        o.clear_output(out)
-    for name in (o.STATE, o.REJECTS):
-        (out / name).mkdir(exist_ok=True)
+        (out / o.STATE).mkdir(exist_ok=True)  # the new marker first: a run killed from here on leaves a
+        o.write_json({"format": o.FORMAT, "signature": signature, "started": _now()}, run_file, out / o.STATE)
+        o.clear_output(out)  # directory still known as ours
+    (out / o.REJECTS).mkdir(exist_ok=True)
     shutil.rmtree(out / o.TMP, ignore_errors=True)  # files a killed run was writing
     (out / o.TMP).mkdir()
     if not resumable:
-        o.write_json({"signature": signature, "started": _now()}, run_file, out / o.TMP)
         return {}
     done = {}
     for path in sorted((out / o.STATE).glob("part-*.json")):
@@ -228,6 +267,7 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
         mine = [r for r in records if r["source_file"] == info["name"]]
         info.update({k: sum(r[k] for r in mine) for k in ("rows_read", "rows_embedded", "rows_rejected")})
     manifest = {
+        "format": o.FORMAT,
         "counts": counts,
         "reject_reasons": reasons,
         "model": {"fingerprint": encoder.fingerprint, "path": encoder.path, "dim": encoder.dim,

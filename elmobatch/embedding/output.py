@@ -5,6 +5,10 @@
     DIR/_manifest.json      counts, model, inputs with checksums, parts, decisions, timings
     DIR/_SUCCESS            written last, only when the run completed
     DIR/_state/, DIR/_tmp/  while running: resume bookkeeping and files being written (removed at the end)
+    DIR/.lock               the writer's flock: one run per directory at a time
+
+A directory is elmobatch's only when its marker says so: `format` in _manifest.json (a completed
+run) or in _state/run.json (written first by every run).
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import json
 import shutil
 from pathlib import Path
 
-from elmobatch.files import write_atomically
+from elmobatch.files import STAGING, write_atomically
+from elmobatch.locking import JobLock
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SUCCESS, MANIFEST, REJECTS, STATE, TMP = "_SUCCESS", "_manifest.json", "_rejects", "_state", "_tmp"
+SUCCESS, MANIFEST, REJECTS, STATE, TMP, LOCK = "_SUCCESS", "_manifest.json", "_rejects", "_state", STAGING, ".lock"
+RUN = "run.json"  # in _state/: the marker and resume signature of the run in progress
+FORMAT = "elmobatch-embeddings"  # the `format` of _manifest.json and _state/run.json
 REJECTS_SCHEMA = pa.schema([("source_file", pa.string()), ("row_number", pa.int64()), ("reason", pa.string()),
                             ("detail", pa.string()), ("raw", pa.string())])
 
@@ -88,16 +95,39 @@ def write_json(data: dict, final: Path, tmp_dir: Path) -> None:
 
 
 def is_output_dir(out: Path) -> bool:
-    """Whether `out` is empty or was written by elmobatch embed (safe to resume or overwrite)."""
-    entries = list(out.iterdir())
-    return not entries or any((out / name).exists() for name in (STATE, MANIFEST, SUCCESS))
+    """Whether `out` may be written by elmobatch embed: empty, marked as ours, or holding only what a
+    first run killed before its marker leaves (its lock file; _state/ with temporary files)."""
+    return _marked(out / MANIFEST) or _marked(out / STATE / RUN) or _only_leftovers(out)
+
+
+def _marked(path: Path) -> bool:
+    """`path` is a JSON object with our `format`."""
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _only_leftovers(out: Path) -> bool:
+    for entry in out.iterdir():
+        if entry.name == LOCK:
+            ours = entry.is_file() and (entry.stat().st_size == 0 or "pid" in JobLock(entry).holder())
+        else:
+            ours = entry.name == STATE and entry.is_dir() and all(p.name.startswith(".tmp-") for p in entry.iterdir())
+        if not ours:
+            return False
+    return True
 
 
 def clear_output(out: Path) -> None:
-    """Remove what a previous run wrote (the marker first, so no reader trusts a half-cleared dir)."""
+    """Remove what a previous run wrote, all but the new run's marker (_state/run.json, written before);
+    _SUCCESS first, so no reader trusts a half-cleared directory."""
     for name in (SUCCESS, MANIFEST):
         (out / name).unlink(missing_ok=True)
     for part in out.glob("part-*.parquet"):
         part.unlink()
-    for name in (REJECTS, TMP, STATE):  # _state last: it marks the directory as ours until the end
+    for name in (REJECTS, TMP):
         shutil.rmtree(out / name, ignore_errors=True)
+    for entry in (out / STATE).iterdir():
+        if entry.name != RUN:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()

@@ -3,10 +3,10 @@
     manifest = embed_files_spark(["day.csv"], "out/", "default", master="local[4]")
 
 The driver plans the run exactly as the local engine does (`plan_run`: decisions, checksums,
-resume state), then starts one Spark task per *slice* of an input: slice k of n embeds the
-chunks whose index is k modulo n. Every task reads its whole file with the same chunked reader
-(parsing is cheap next to the biLM; so CSV repair, encoding fallback and rejects are exactly
-the local engine's) and, in `mapInArrow`, embeds its chunks through the shared
+the output's lock, held by the driver until the end, resume state), then starts one Spark task
+per *slice* of an input: slice k of n embeds the chunks whose index is k modulo n. Every task
+reads its whole file with the same chunked reader (parsing is cheap next to the biLM; so CSV
+repair, encoding fallback and rejects are exactly the local engine's) and, in `mapInArrow`, embeds its chunks through the shared
 `EmbeddingCache` with an encoder loaded once per Python worker, writing each chunk's part,
 rejects and state record straight into the output directory (`write_chunk`). The tasks return
 the chunk records; the driver writes the manifest and `_SUCCESS` (`finish_run`). So the
@@ -117,31 +117,32 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     encoder = encoder or load_encoder(model_spec, precision=precision)
     cache = EmbeddingCache(Path(cache_dir or default_cache_dir()).absolute())
     started, clock = _now(), time.monotonic()
-    plan = plan_run(inputs, out, encoder, options)
-    job = SparkJob(inputs=tuple(str(Path(i["path"]).absolute()) for i in plan.inputs_info),
-                   decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
-                   model_spec=str(model_spec), model_path=_local_model_path(model_spec),
-                   fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
-                   options=options, batch_size=batch_size, done=frozenset(plan.done))
-    own = spark is None
-    if own:
-        spark, own = spark_session(master)
-    try:
-        units = _units(plan, options.chunk_rows, spark.sparkContext.defaultParallelism)
-        engine = {"name": "spark", "master": spark.sparkContext.master, "tasks": len(units),
-                  "spark_version": spark.version}
-        results = _run(spark, job, units)
-    finally:
+    with plan_run(inputs, out, encoder, options) as plan:  # holds out/.lock until the manifest is written
+        job = SparkJob(inputs=tuple(str(Path(i["path"]).absolute()) for i in plan.inputs_info),
+                       decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
+                       model_spec=str(model_spec), model_path=_local_model_path(model_spec),
+                       fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
+                       options=options, batch_size=batch_size, done=frozenset(plan.done))
+        own = spark is None
         if own:
-            spark.stop()
-    new, notes = [r for r in results if "part" in r], [r for r in results if "part" not in r]
-    cache.corrupt = sum(n["corrupt_segments"] for n in notes)
-    engine.update(python_workers=len({n["worker"] for n in notes}), model_loads=sum(n["loaded_model"] for n in notes))
-    records = sorted([*plan.done.values(), *new], key=lambda r: r["part"])
-    _check_complete(plan.out, records, len(job.inputs))
-    return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
-                      started=started, seconds=time.monotonic() - clock, written=len(new),
-                      resumed=len(plan.done), engine=engine)
+            spark, own = spark_session(master)
+        try:
+            units = _units(plan, options.chunk_rows, spark.sparkContext.defaultParallelism)
+            engine = {"name": "spark", "master": spark.sparkContext.master, "tasks": len(units),
+                      "spark_version": spark.version}
+            results = _run(spark, job, units)
+        finally:
+            if own:
+                spark.stop()
+        new, notes = [r for r in results if "part" in r], [r for r in results if "part" not in r]
+        cache.corrupt = sum(n["corrupt_segments"] for n in notes)
+        engine.update(python_workers=len({n["worker"] for n in notes}),
+                      model_loads=sum(n["loaded_model"] for n in notes))
+        records = sorted([*plan.done.values(), *new], key=lambda r: r["part"])
+        _check_complete(plan.out, records, len(job.inputs))
+        return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
+                          started=started, seconds=time.monotonic() - clock, written=len(new),
+                          resumed=len(plan.done), engine=engine)
 
 
 def warm_cache_with_spark(paths, spec, *, master: str | None = None, spark=None, encoder=None) -> dict:

@@ -8,6 +8,7 @@
       _state.json                               inputs done: path -> size, mtime, sha256, output
       _last_run.json                            the latest run report
       .lock                                     held while a run is going (flock)
+      _tmp/, date=YYYY-MM-DD/_tmp/              files being written (.tmp-*.tmp), swept by the next run
 
 An output's name comes from its input's name and checksum, so a run killed between writing a file
 and recording it in the state writes the same name again on rerun: no duplicates, none missing.
@@ -22,7 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from elmobatch.scheduling.lock import JobLock, LockHeld
+from elmobatch.files import sweep_temporaries
+from elmobatch.locking import JobLock, LockHeld
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
 
@@ -56,6 +58,10 @@ class RunReport:
         """The one-line summary printed on stdout."""
         if self.status == "nothing to do":
             return f"{self.job}: nothing to do (no new or changed input files)"
+        if self.status == "locked":
+            return f"{self.job}: locked: another run holds the lock; this run did nothing"
+        if self.partition is None:
+            return f"{self.job}: {self.status} before writing any output ({self.seconds:.1f} s)"
         return (f"{self.job}: {self.status}: {len(self.files)} file(s), rows_read {self.rows_read} = scored "
                 f"{self.rows_scored} + rejected {self.rows_rejected} -> {self.partition} ({self.seconds:.1f} s)")
 
@@ -145,26 +151,40 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=print) -> RunRep
                     f"{lock.took_over.get('started')}) did not finish; taking over its lock")
             _run_locked(spec, report, today, log)
             report.seconds = round(time.monotonic() - started, 2)
-            write_json_atomically(spec.output / "_last_run.json", asdict(report))
+            try:
+                write_json_atomically(spec.output / "_last_run.json", asdict(report))
+            except OSError as exc:  # e.g. disk full: the run's files are in place, its report is not
+                report.status, report.exit_code = "failed", EXIT_FAILED
+                report.error = report.error or f"{type(exc).__name__}: {exc}"
     except LockHeld as exc:
         report.status, report.exit_code, report.error = "locked", EXIT_LOCKED, str(exc)
     return report
 
 
+def sweep_output(output: Path) -> None:
+    """Remove the temporary files a killed run left (only while holding the lock: no live writer)."""
+    for directory in (output, *output.glob("date=*"), *output.glob("date=*/_rejects")):
+        sweep_temporaries(directory)
+
+
 def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log) -> None:
-    state = JobState(spec.output / "_state.json")
-    pending = state.pending(spec.inputs)
-    report.removed_partitions = apply_retention(spec.output, spec.retention_days, today)
-    if not pending:
-        report.status, report.exit_code = "nothing to do", EXIT_NOTHING_TO_DO
-        return
     try:
+        sweep_output(spec.output)
+        state = JobState(spec.output / "_state.json")
+        pending = state.pending(spec.inputs)
+        report.removed_partitions = apply_retention(spec.output, spec.retention_days, today)
+        if not pending:
+            report.status, report.exit_code = "nothing to do", EXIT_NOTHING_TO_DO
+            return
         _process(spec, report, state, pending, today, log)
     except Exception as exc:  # reported, with the exit code; earlier outputs stay as they were
         report.status, report.exit_code = "failed", EXIT_FAILED
         report.error = f"{type(exc).__name__}: {exc}"
         if report.partition:
-            _write_report(report)
+            try:
+                _write_report(report)
+            except OSError:  # e.g. the disk is still full: the error goes to stderr and _last_run.json
+                pass
         return
     report.status = "ok with rejected rows" if report.rows_rejected else "ok"
     report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK

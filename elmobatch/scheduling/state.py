@@ -12,12 +12,14 @@ import os
 from pathlib import Path
 
 from elmobatch.embedding import file_sha256
-from elmobatch.files import write_atomically
+from elmobatch.files import remove_if_empty, staging_dir, write_atomically
 
 
 def write_json_atomically(path: Path, data) -> None:
-    """A reader sees the old file or the new one, never part of one."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
+    """A reader sees the old file or the new one, never part of one (written in `_tmp/` beside it)."""
+    staging = staging_dir(path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)), staging)
+    remove_if_empty(staging)
 
 
 class JobState:
@@ -25,9 +27,11 @@ class JobState:
         self.path = Path(path)
         try:
             self.files: dict[str, dict] = json.loads(self.path.read_text())["files"]
+            if not isinstance(self.files, dict) or not all(isinstance(v, dict) for v in self.files.values()):
+                raise TypeError("'files' is not an object of objects")
         except FileNotFoundError:
             self.files = {}
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or bytes that are not text
             raise ValueError(f"{self.path}: unreadable job state ({exc}); move it away to reprocess every input") from exc
 
     def _fingerprint(self, path: str) -> dict:

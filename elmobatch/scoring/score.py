@@ -4,9 +4,10 @@
 
 Every good row is written with its original columns plus `label` (predicted label name) and
 `score` (P(positive label); for more than two labels, the probability of the predicted one), in
-file order, chunk by chunk, to a temporary name renamed at the end. Rows the reader rejects go
-to a rejects file beside the output (`<output stem>.rejects.csv` or `.parquet`), always written,
-so rows_read = rows_scored + rows_rejected.
+file order, chunk by chunk, to a temporary file in `_tmp/` beside the output (named `.tmp-*.tmp`,
+so no reader's glob matches it), renamed at the end; what a killed run left there is swept when
+the same output is scored again. Rows the reader rejects go to a rejects file beside the output
+(`<output stem>.rejects.csv` or `.parquet`), always written, so rows_read = rows_scored + rows_rejected.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
 from elmobatch.encoding.encoder import is_remote
-from elmobatch.files import commit, temporary_path
+from elmobatch.files import commit, remove_if_empty, staging_dir, sweep_temporaries, temporary_path, write_error
 from elmobatch.reading import REJECT_COLUMNS
 from elmobatch.scoring.metrics import classification_metrics
 from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
@@ -85,43 +86,56 @@ class ScoreSummary:
 
 
 class _TableWriter:
-    """Appends DataFrames to one CSV or Parquet file under a temporary name; `close` renames it."""
+    """Appends DataFrames to one CSV or Parquet file under a temporary name in `tmp_dir` (a `_tmp/`
+    on the same file system); `close` renames it into place. A failed write (e.g. disk full) raises WriteError naming the file."""
 
-    def __init__(self, path: Path, columns: list[str]):
+    def __init__(self, path: Path, columns: list[str], tmp_dir: Path):
         self.path, self.columns, self.format = path, columns, output_format(path)
-        self.tmp = temporary_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temporary_path(path, tmp_dir)
         self.parquet = None
         self.rows = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, frame: pd.DataFrame) -> None:
+        try:
+            self._append(frame)
+        except OSError as exc:
+            raise write_error(exc, self.path) from exc
+        self.rows += len(frame)
+
+    def _append(self, frame: pd.DataFrame) -> None:
         if self.format == "csv":
             frame.to_csv(self.tmp, mode="a" if self.rows else "w", header=not self.rows, index=False)
-        else:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet is None:
-                # A column empty in the first chunk has no type yet: store it as text.
-                schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                                    for f in table.schema], metadata=table.schema.metadata)
-                self.parquet = pq.ParquetWriter(self.tmp, schema)
-            try:
-                table = table.cast(self.parquet.schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
-                                 "write CSV instead, or give the input consistent column types") from exc
-            self.parquet.write_table(table)
-        self.rows += len(frame)
+            return
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.parquet is None:
+            # A column empty in the first chunk has no type yet: store it as text.
+            schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                for f in table.schema], metadata=table.schema.metadata)
+            self.parquet = pq.ParquetWriter(self.tmp, schema)
+        try:
+            table = table.cast(self.parquet.schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
+                             "write CSV instead, or give the input consistent column types") from exc
+        self.parquet.write_table(table)
 
     def close(self) -> None:
         if self.rows == 0:
             self.write(pd.DataFrame({c: pd.Series(dtype="string") for c in self.columns}))
-        if self.parquet is not None:
-            self.parquet.close()
-        commit(self.tmp, self.path)
+        try:
+            if self.parquet is not None:
+                self.parquet.close()
+            commit(self.tmp, self.path)
+        except OSError as exc:
+            raise write_error(exc, self.path) from exc
 
     def discard(self) -> None:
-        if self.parquet is not None:
-            self.parquet.close()
+        try:
+            if self.parquet is not None:
+                self.parquet.close()
+        except OSError:  # e.g. the disk is full: the file is dropped anyway
+            pass
         self.tmp.unlink(missing_ok=True)
 
 
@@ -176,15 +190,20 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
     out = Path(out)
     rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
     summary = ScoreSummary(str(path), str(out), str(rejects_out))
+    # what a killed run scoring the same output left (and an earlier version, beside the outputs)
+    for directory, name in {(out.parent, out.name), (out.parent, rejects_out.name),
+                            (rejects_out.parent, rejects_out.name)}:
+        sweep_temporaries(directory, name)
     chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
+    tmp_dir = staging_dir(out)  # both files are written there, then renamed into place
     writer = rejects = None
     try:
         for chunk, layers in chunks:
             if writer is None:
                 columns = [c if c not in ADDED_COLUMNS else f"input_{c}" for c in chunk.rows.columns
                            if c != "row_number"] + list(ADDED_COLUMNS)
-                writer = _TableWriter(out, columns)
-                rejects = _TableWriter(rejects_out, REJECT_COLUMNS)
+                writer = _TableWriter(out, columns, tmp_dir)
+                rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
             index, score = head.predict(layers, threshold)
             frame = scored_frame(chunk.rows, head.labels, index, score)
             writer.write(frame)
@@ -196,7 +215,8 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             for name, count in frame["label"].value_counts().items():
                 summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
         if writer is None:  # a file with no records at all
-            writer, rejects = _TableWriter(out, list(ADDED_COLUMNS)), _TableWriter(rejects_out, REJECT_COLUMNS)
+            writer = _TableWriter(out, list(ADDED_COLUMNS), tmp_dir)
+            rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
         writer.close()
         rejects.close()
     except BaseException:
@@ -204,6 +224,8 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             if w is not None:
                 w.discard()
         raise
+    finally:
+        remove_if_empty(tmp_dir)  # both writers are done with it
     return summary
 
 

@@ -1,0 +1,71 @@
+"""One writer per output at a time: an exclusive `flock` on a lock file in the output
+(`elmobatch run`: OUTPUT/.lock; `elmobatch embed`: DIR/.lock).
+
+The kernel releases a flock when its process dies, however it dies (SIGKILL included), so a lock
+left by a killed run is free for the next run. The lock file keeps the holder's pid and start time,
+so a refused run can say who holds the lock, and a run that takes over from a killed one can say so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+
+class LockHeld(RuntimeError):
+    """Another live process holds the lock; `holder` is its record (pid, started)."""
+
+    def __init__(self, message: str, holder: dict):
+        super().__init__(message)
+        self.holder = holder
+
+
+class JobLock:
+    """Context manager: `with JobLock(path) as lock:`; `lock.took_over` names a dead holder, if any."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.took_over: dict | None = None
+        self._fd: int | None = None
+
+    def holder(self) -> dict:
+        """The lock file's record: {pid, started[, released]}; {} when absent, empty or not ours."""
+        try:
+            record = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def __enter__(self) -> "JobLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.holder()
+            raise LockHeld(f"{self.path}: another run holds the lock (pid {holder.get('pid', '?')}, "
+                           f"started {holder.get('started', '?')})", holder) from None
+        holder = self.holder()
+        if holder.get("pid") and holder["pid"] != os.getpid() and not holder.get("released"):
+            self.took_over = holder  # its process died without releasing: the kernel freed the flock
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is None:
+            return
+        holder = self.holder()
+        holder["released"] = True
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.write(self._fd, json.dumps(holder).encode())
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
