@@ -303,7 +303,7 @@ def run(job_file, day):
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write (and resume from).")
 @click.option("--options", "options_path", type=click.Path(dir_okay=False), help="options.json of the architecture (default: the bundled model's).")
 @click.option("--epochs", default=10, show_default=True, help="Epochs in all (a resumed run counts the earlier ones).")
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--batch-size", default=128, show_default=True, help="Messages per step (larger: faster per token).")
 @click.option("--max-minutes", type=float, help="Stop this run after M minutes (checkpointed; rerun to resume).")
 @click.option("--max-steps", type=int, help="Stop after N steps in all (checkpointed; rerun to resume).")
 @click.option("--heldout", default=0.05, show_default=True, help="Fraction of messages held out for perplexity.")
@@ -312,6 +312,8 @@ def run(job_file, day):
 @click.option("--tokenizer", default=DEFAULT_TOKENIZER, show_default=True, type=click.Choice(TOKENIZERS))
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--dropout", default=0.1, show_default=True, help="Dropout on the top layer before the softmax.")
+@click.option("--softmax-samples", default=0, show_default=True,
+              help="Train with a sampled softmax over N words per step (for large vocabularies); 0: full softmax.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--log-every", default=50, show_default=True, help="Steps between training-perplexity lines.")
 @click.option("--checkpoint-every", default=200, show_default=True, help="Steps between checkpoints.")

@@ -7,6 +7,7 @@ which are joined back with ",". Output: UTF-8, one message per line (newlines be
 Only the message text is written, never the label.
 """
 
+import json
 import sys
 
 import pandas as pd
@@ -26,6 +27,10 @@ def main(csv_path: str, start: int, end: int, out_path: str) -> None:
     lines = messages(csv_path, start, end)
     with open(out_path, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in lines)
+    source = {"source": f"SMS Spam Collection, message text of rows {start}..{end - 1} (labels not used)",
+              "license": "CC BY 4.0 (UCI Machine Learning Repository; Almeida and Gomez Hidalgo, 2011)"}
+    with open(out_path + ".source.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(source, indent=2) + "\n")
     print(f"{out_path}: {len(lines)} messages (rows {start}..{end - 1} of {csv_path})")
 
 

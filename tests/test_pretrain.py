@@ -223,3 +223,33 @@ def test_model_dir_killed_between_its_files_loads_old_or_new_whole_or_refuses(co
     assert run_pretrain(corpus, out, options_file, "--max-steps", 4).exit_code == 0
     assert load_encoder(str(out)).fingerprint != old_fingerprint
     assert json.loads((out / "model.json").read_text())["training"]["steps"] == 4
+
+
+
+def test_sampled_softmax_trains(corpus, options_file, tmp_path):
+    out = tmp_path / "model"
+    result = run_pretrain(corpus, out, options_file, "--max-steps", 20, "--softmax-samples", 16)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["softmax"].startswith("sampled (16 words per batch)")
+    # Held-out perplexity is always the full softmax's, so it is comparable with step 0's.
+    assert meta["heldout_perplexity"] < 0.7 * meta["perplexity"]["heldout_at_step_0"]["mean"]
+
+
+def test_model_json_names_each_corpus_source_with_its_token_count(corpus, options_file, tmp_path):
+    from elmobatch.encoding import tokens as tok
+
+    lines = ["the cat sat on the mat", "a dog ran to the park at 3:30pm"] * 20
+    second = tmp_path / "second.txt"
+    second.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    (tmp_path / "second.txt.source.json").write_text(json.dumps({"source": "made up", "license": "CC0"}))
+    out = tmp_path / "model"
+    result = CliRunner().invoke(main, ["pretrain", str(corpus), str(second), "--out", str(out), "--options",
+                                       str(options_file), "--batch-size", "16", "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "model.json").read_text())
+    files = meta["corpus"]["files"]
+    assert "source" not in files[0]
+    assert files[1]["source"] == {"source": "made up", "license": "CC0"}
+    assert files[1]["tokens"] == sum(len(tok.tokenize(line, "punct")) for line in lines)
+    assert files[0]["tokens"] > 3000  # 300 SMS messages

@@ -79,6 +79,7 @@ class RunSettings:
     heldout: float
     batch_size: int
     seed: int
+    softmax_samples: int
 
 
 # ---- the corpus ----------------------------------------------------------------------------
@@ -135,8 +136,28 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
         d = reader.decisions
         files.append({"file": Path(path).name, "format": d.format, "encoding": d.encoding,
                       "text_column": d.text_column, "rows": rows, "rows_read": read, "messages": selected,
-                      "rejected": rejects})
+                      "rejected": rejects, **_source_note(Path(path))})
     return CorpusRead(messages, files)
+
+
+def _source_note(path: Path) -> dict:
+    """{"source": ...} from `FILE.source.json` beside a corpus file (where the text came from, its
+    license), written by the scripts that build corpora; {} when there is none."""
+    note = path.with_name(path.name + ".source.json")
+    if not note.is_file():
+        return {}
+    try:
+        return {"source": json.loads(note.read_text(encoding="utf-8"))}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PretrainError(f"{note}: not readable JSON ({exc}); it should describe {path.name}'s source") from exc
+
+
+def count_tokens(files: list[dict], tokenized: list[list[str]]) -> None:
+    """Add each file's token count to its entry (`tokenized`: the messages of all files, in order)."""
+    start = 0
+    for f in files:
+        f["tokens"] = sum(len(s) for s in tokenized[start : start + f["messages"]])
+        start += f["messages"]
 
 
 def corpus_fingerprint(messages: list[str], tokenizer: str) -> str:
@@ -170,12 +191,15 @@ class LanguageModels(tf.Module):
                                      name="softmax_w")
         self.softmax_b = tf.Variable(np.zeros(vocab_size, np.float32), name="softmax_b")
 
-    def nll(self, char_ids: tf.Tensor, word_ids: tf.Tensor, dropout: float = 0.0):
+    def nll(self, char_ids: tf.Tensor, word_ids: tf.Tensor, dropout: float = 0.0, samples: int = 0):
         """Summed negative log likelihood of both LMs.
 
         char_ids (batch, T, max_chars), word_ids (batch, T) with <S> and </S> at each sentence's
         ends (padding: anything, masked). Returns (nll (2,) = [forward, backward], n_targets):
         every sentence of length L gives L - 1 targets per direction.
+        samples > 0: a sampled softmax over that many words drawn per batch (log-uniform: the
+        vocabulary is ordered by count), an estimate for training only, as bilm-tf trained; 0: the
+        full softmax (exact, used for held-out perplexity).
         """
         _, layers, lengths = self.bilm(char_ids)
         top = layers[-1]  # (2, batch, T, p), both directions in sentence order
@@ -186,8 +210,12 @@ class LanguageModels(tf.Module):
         h = tf.concat([forward_h, backward_h], 0)
         if dropout > 0:
             h = tf.nn.dropout(h, dropout)
-        logits = tf.matmul(h, self.softmax_w, transpose_b=True) + self.softmax_b
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        if samples:
+            losses = tf.nn.sampled_softmax_loss(self.softmax_w, self.softmax_b, tf.cast(targets[:, None], tf.int64),
+                                                h, samples, self.softmax_w.shape[0], remove_accidental_hits=True)
+        else:
+            logits = tf.matmul(h, self.softmax_w, transpose_b=True) + self.softmax_b
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
         n = tf.shape(forward_h)[0]
         return tf.stack([tf.reduce_sum(losses[:n]), tf.reduce_sum(losses[n:])]), n
 
@@ -226,13 +254,15 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
 class Trainer:
     """Compiled train and evaluation steps over one LanguageModels, with its optimizer."""
 
-    def __init__(self, lm: LanguageModels, learning_rate: float, dropout: float, clip_norm: float = 10.0):
+    def __init__(self, lm: LanguageModels, learning_rate: float, dropout: float, clip_norm: float = 10.0,
+                 softmax_samples: int = 0):
         import tf_keras  # Keras 2 optimizers track plain tf.Variables and checkpoint with tf.train
 
         self.lm = lm
         self.optimizer = tf_keras.optimizers.Adam(learning_rate)
         self.dropout = dropout
         self.clip_norm = clip_norm
+        self.softmax_samples = softmax_samples if 0 < softmax_samples < lm.softmax_w.shape[0] else 0
         max_chars = lm.bilm.config.max_characters_per_token
         signature = [tf.TensorSpec([None, None, max_chars], tf.int32), tf.TensorSpec([None, None], tf.int32)]
         self.train_step = tf.function(self._train_step, input_signature=signature)
@@ -241,7 +271,7 @@ class Trainer:
     def _train_step(self, char_ids, word_ids):
         variables = self.lm.trainable_variables
         with tf.GradientTape() as tape:
-            nll, n = self.lm.nll(char_ids, word_ids, self.dropout)
+            nll, n = self.lm.nll(char_ids, word_ids, self.dropout, self.softmax_samples)
             loss = tf.reduce_sum(nll) / tf.cast(2 * n, tf.float32)
         grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), self.clip_norm)
         self.optimizer.apply_gradients(zip(grads, variables))
@@ -301,7 +331,7 @@ def pretrain(
     *,
     options: dict | None = None,
     epochs: int = 10,
-    batch_size: int = 32,
+    batch_size: int = 128,
     max_minutes: float | None = None,
     max_steps: int | None = None,
     heldout: float = 0.05,
@@ -310,6 +340,7 @@ def pretrain(
     tokenizer: str = tok.DEFAULT_TOKENIZER,
     learning_rate: float = 1e-3,
     dropout: float = 0.1,
+    softmax_samples: int = 0,
     seed: int = 0,
     log_every: int = 50,
     checkpoint_every: int = 200,
@@ -341,8 +372,9 @@ def pretrain(
         log(f"{f['file']}: {f['format']}, {f['encoding']}, column {f['text_column']!r}: {f['messages']} messages"
             + (f" (rows {rows})" if rows else "")
             + (f", {sum(f['rejected'].values())} rows rejected by the reader {f['rejected']}" if f["rejected"] else ""))
-    sentences = [tok.tokenize(m, tokenizer) for m in messages]
-    sentences = [s for s in sentences if s]
+    tokenized = [tok.tokenize(m, tokenizer) for m in messages]
+    count_tokens(read.files, tokenized)
+    sentences = [s for s in tokenized if s]
     if len(sentences) < 2:
         raise PretrainError(f"{', '.join(map(str, corpus))}: {len(sentences)} non-empty messages; "
                             "pretraining needs at least 2 (one to train on, one held out)")
@@ -353,7 +385,7 @@ def pretrain(
         raise PretrainError(f"--heldout {heldout} leaves {len(train)} training and {len(held_out)} held-out "
                             "messages; both must be at least 1")
     settings = RunSettings(corpus_fingerprint(messages, tokenizer), config.to_options(), tokenizer, min_count,
-                           max_vocab, heldout, batch_size, seed)
+                           max_vocab, heldout, batch_size, seed, softmax_samples)
 
     checkpoint_dir = out / "checkpoint"
     resuming = tf.train.latest_checkpoint(str(checkpoint_dir)) is not None
@@ -367,7 +399,7 @@ def pretrain(
 
     tf.random.set_seed(seed)
     lm = LanguageModels(BiLM(config, seed=seed), len(vocab), seed)
-    trainer = Trainer(lm, learning_rate, dropout)
+    trainer = Trainer(lm, learning_rate, dropout, softmax_samples=softmax_samples)
     progress = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch_in_epoch")}
     seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
     checkpoint = tf.train.Checkpoint(model=lm, optimizer=trainer.optimizer, seconds=seconds, **progress)
@@ -459,7 +491,8 @@ def pretrain(
             "learning_rate": learning_rate,
             "dropout": dropout,
             "optimizer": "Adam, gradients clipped to global norm 10",
-            "softmax": "full, shared by the forward and backward LMs (weights in checkpoint/ only)",
+            "softmax": ("full" if not trainer.softmax_samples else f"sampled ({trainer.softmax_samples} words per batch)")
+                       + ", shared by the forward and backward LMs (weights in checkpoint/ only)",
             "seed": seed,
         },
         "softmax_parameters": int(lm.softmax_w.shape[0] * (lm.softmax_w.shape[1] + 1)),
