@@ -128,6 +128,18 @@ def test_unterminated_quote_costs_one_reject_and_reading_resumes(tmp_path):
     assert texts[5] == "later 6" and texts[-1] == "later 1005"
 
 
+def test_a_stray_quote_running_into_a_parse_error_costs_one_line(tmp_path):
+    """The quote opened on r1 is closed by the one on r5, whose next character is no comma."""
+    lines = ["id,text", "r0,fine", 'r1,"stray quote', "r2,fine", "r3,fine", "r4,fine", 'r5,she said "hi" twice',
+             "r6,fine"]
+    path = tmp_path / "stray.csv"
+    path.write_text("\n".join(lines) + "\n")
+    [chunk] = read_messages(path)
+    assert chunk.rejects[["row_number", "reason", "raw"]].values.tolist() == [[1, "unterminated_quote", 'r1,"stray quote']]
+    assert "runs 4 line(s) on into a CSV error" in chunk.rejects["detail"].iloc[0]
+    assert chunk.texts == ["fine"] * 4 + ['she said "hi" twice', "fine"]
+
+
 def test_a_quote_left_open_is_cut_at_the_record_limit(tmp_path):
     """A quote that a later line would close is still cut after 2 x --max-text-chars + 64 KiB."""
     filler = [f"r{i},{'x' * 99}" for i in range(1, 2001)]  # about 200 kB after the open quote

@@ -12,9 +12,9 @@ Every record gets a row number (data row within the file, from 0) and ends up in
 `rows` and `rejects`, so rows_read = good rows + rejects. Reject reasons are the `REASONS` keys.
 
 Memory stays bounded on any input: no line or record is held past `max_record_chars` (a line
-longer than that is cut and rejected as too long; a quote still open after that many characters,
-or at the end of the file, costs one `unterminated_quote` reject and reading resumes on the line
-after the one where the quote opened).
+longer than that is cut and rejected as too long; a quote still open after that many characters
+or at the end of the file, or one running over lines into a parse error, costs one
+`unterminated_quote` reject, and reading resumes on the line after the one where it opened).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ REASONS = {
     "undecodable": "bytes that are not valid in the file's encoding",
     "nul_byte": "a NUL (\\x00) character",
     "unparseable": "a record the format cannot parse (bad quoting, invalid JSON, not a JSON object)",
-    "unterminated_quote": "a quote still open at the end of the file or after max_record_chars characters",
+    "unterminated_quote": ("a quote still open at the end of the file or after max_record_chars characters, "
+                           "or one that runs over lines into a parse error"),
     "blank_line": "a blank line where a record was expected (CSV, TSV, JSON Lines)",
     "column_count": "more or fewer fields than the header has named columns",
     "missing_text": "no value in the text column (absent or null)",
@@ -153,13 +154,12 @@ class _Lines:
         raw = "".join(x.text for x in lines).rstrip("\r\n")
         return raw, any(x.bad for x in lines), max((x.cut_from for x in lines), default=0)
 
-    def push_back(self) -> int:
-        """Give back all but the first line of the current record, to be read again; -> lines given back."""
+    def push_back(self) -> None:
+        """Give back all but the first line of the current record, to be read again."""
         later = self.current[1:]
         self.current = self.current[:1]
         self.chars = len(self.current[0].text) if self.current else 0
         self.pushed.extend(reversed(later))
-        return len(later)
 
 
 def read_messages(path, *, text_column: str | None = None, id_column: str | None = None, fmt: str | None = None,
@@ -396,8 +396,8 @@ class MessageReader:
                 fields, error = None, str(exc)
             except _OpenRecord:
                 fields, error = None, _STILL_OPEN
-            if error is _STILL_OPEN or (error is not None and "end of data" in error):
-                yield self._unterminated(lines, at_end=error is not _STILL_OPEN)
+            if error is not None and (error is _STILL_OPEN or "end of data" in error or len(lines.current) > 1):
+                yield self._unterminated(lines, error)
                 reader = csv.reader(lines, **self._csv_dialect())  # a fresh parser, out of the quote
                 continue
             raw, bad, cut = lines.take()
@@ -412,20 +412,24 @@ class MessageReader:
             else:
                 yield self._csv_record(raw, fields, header, text_at, sep)
 
-    def _unterminated(self, lines: _Lines, at_end: bool) -> _Record:
-        """The record whose quote never closed: its first line is rejected, and the lines after it
-        are given back to be read again."""
+    def _unterminated(self, lines: _Lines, error: str) -> _Record:
+        """A record whose quote ran to the end of the file, past the record limit, or into a parse
+        error lines later: only its first line is rejected; the lines after it are read again."""
         chars, count = lines.chars, len(lines.current)
         lines.push_back()
         raw, _, cut = lines.take()
         if cut:
             return self._cut_line(raw, cut)
-        where = ("at the end of the file" if at_end
-                 else f"after {count:,} lines and {chars:,} characters (the most a record may hold is "
-                      f"{self.max_record_chars:,}: 2 x --max-text-chars + {RECORD_SLACK // 1024} KiB)")
+        if error is _STILL_OPEN:
+            what = (f"is still open after {count:,} lines and {chars:,} characters (the most a record may hold "
+                    f"is {self.max_record_chars:,}: 2 x --max-text-chars + {RECORD_SLACK // 1024} KiB)")
+        elif "end of data" in error:
+            what = "is still open at the end of the file"
+        else:
+            what = f"runs {count - 1:,} line(s) on into a {self.format.upper()} error ({error})"
         return _Record(_preview(raw), reason="unterminated_quote",
-                       detail=f"a quote opened on this line is still open {where}; reading resumed on the "
-                              f"next line{_preview_note(raw)}")
+                       detail=f"a quote opened on this line {what}; reading resumed on the next line"
+                              f"{_preview_note(raw)}")
 
     def _cut_line(self, raw: str, length: int) -> _Record:
         return _Record(_preview(raw), reason="too_long",
