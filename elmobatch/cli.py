@@ -9,11 +9,15 @@ import click
 
 from elmobatch.encoding import ModelError, load_encoder
 from elmobatch.encoding.encoder import PRECISIONS
-from elmobatch.encoding.tokens import DEFAULT_TOKENIZER, TOKENIZERS
+from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, TOKENIZERS
 
 precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
     help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
+
+max_tokens_option = click.option(
+    "--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS, show_default=True,
+    help="Messages with more tokens are rejected (too_many_tokens): this bounds each message's time and memory.")
 
 
 @click.group()
@@ -77,14 +81,16 @@ def models(cache_dir):
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
 @click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
-@click.option("--reject-empty", is_flag=True, help="Reject empty messages instead of embedding them as zeros.")
+@click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
+              "characters) instead of embedding them as zeros.")
+@max_tokens_option
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
 @click.option("--master", help="Spark master for --engine spark: local[N], spark://HOST:PORT, yarn "
                                "(default: the active session's, or spark-submit's, or local[*]).")
 @precision_option
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          max_text_chars, reject_empty, engine, master, precision):
+          max_text_chars, reject_empty, max_tokens, engine, master, precision):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
@@ -92,13 +98,13 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
     """
     from elmobatch.caching import EmbeddingCache
     from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
-    from elmobatch.embedding.job import OutputLocked
+    from elmobatch.embedding.job import OutputLocked, duplicate_ids_warning
     from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s
     from elmobatch.reading import ReadError
 
     options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                            chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                           keep_text=keep_text)
+                           keep_text=keep_text, max_tokens=max_tokens)
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
     try:
@@ -120,6 +126,9 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
         sys.exit(EXIT_LOCKED)
     except (ModelError, ReadError, OutputError, ValueError, OSError) as exc:  # OSError: e.g. disk full
         raise click.ClickException(str(exc))
+    warning = duplicate_ids_warning(manifest)
+    if warning:
+        click.echo(warning, err=True)
     click.echo(summary_line(manifest, out))
 
 
@@ -166,10 +175,11 @@ _cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Calibrate the scores on the validation slice (before the threshold is chosen there).")
 @click.option("--l2", type=click.FloatRange(min=0), help="L2 strength on the output weights "
               "(default: none for mlp; for logistic the best of 1e-4..1 on the validation slice).")
+@max_tokens_option
 @_cache_option
 @precision_option
 def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, precision, cache_dir):
+          calibrate, l2, max_tokens, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
     from elmobatch.scoring.metrics import format_table
     from elmobatch.training.fit import FitSettings, TrainingError
@@ -180,7 +190,7 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
         encoder = load_encoder(model, precision=precision)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
                           model_spec=model_record(model), split=split, text_column=text_column,
-                          positive=positive_label, log=click.echo,
+                          positive=positive_label, log=click.echo, max_tokens=max_tokens,
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2))
     except (TrainingError, *_head_errors()) as exc:
@@ -213,9 +223,11 @@ def _calibration_line(meta: dict) -> str:
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory (default: <input stem>.report).")
 @click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
+@max_tokens_option
 @_cache_option
 @precision_option
-def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, cache_dir, precision):
+def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, max_tokens, cache_dir,
+             precision):
     """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json."""
     from pathlib import Path
 
@@ -228,7 +240,7 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
         head, encoder = load_head_and_model(head_dir, model, precision)
         metrics, y_true, proba = evaluate_file(input, label_column=label_column, head=head, encoder=encoder,
                                                cache=_cache(cache_dir), text_column=text_column,
-                                               rows=split_spec, threshold=threshold)
+                                               rows=split_spec, threshold=threshold, max_tokens=max_tokens)
     except _head_errors() as exc:
         raise click.ClickException(str(exc))
     trained_on = head.meta.get("data", {}).get("file_sha256")
@@ -250,9 +262,10 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
               "(default: <input stem>.scored.csv in the current directory).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
 @click.option("--text-column", help="Column holding the message (default: detected).")
+@max_tokens_option
 @_cache_option
 @precision_option
-def score(inputs, head_dir, model, out, threshold, text_column, cache_dir, precision):
+def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cache_dir, precision):
     """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file."""
     from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
 
@@ -262,7 +275,7 @@ def score(inputs, head_dir, model, out, threshold, text_column, cache_dir, preci
         cache = _cache(cache_dir)
         for path, target in zip(inputs, outputs):
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
-                                 threshold=threshold)
+                                 threshold=threshold, max_tokens=max_tokens)
             click.echo(summary.line())
     except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
         raise click.ClickException(str(exc))
@@ -320,6 +333,7 @@ def run(job_file, day):
 @click.option("--note", help="Free text about the corpus, kept in model.json (e.g. where it came from).")
 @click.option("--text-column", help="Column holding the messages in CSV/TSV/JSONL/Parquet corpora (default: detected).")
 @click.option("--rows", help="Use only data rows START:END (from 0, END excluded) of each corpus file, e.g. 0:4457.")
+@max_tokens_option
 def pretrain(corpus, out, options_path, **kwargs):
     """Pretrain a biLM on the messages of CORPUS files into --out.
 

@@ -1,4 +1,5 @@
-"""Writing files so that a reader (or a run killed half-way) never sees part of one.
+"""Writing files so that a reader (or a run killed half-way) never sees part of one, and CSV
+that reads back exactly.
 
 A file is written under a temporary name, then renamed into place. Temporary names start with
 ".tmp-" and end with ".tmp", so no reader's `*.parquet` / `*.csv` glob matches one, and outputs
@@ -7,8 +8,9 @@ put them in a `_tmp/` folder (`staging_dir`), which Spark, Hive, pyarrow and Duc
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import glob
+import hashlib
 import os
 import re
 import uuid
@@ -128,3 +130,15 @@ def mismatched_files(directory: str | Path, recorded: dict[str, str]) -> list[st
     directory = Path(directory)
     return [name for name, sha in recorded.items()
             if Path(name).name != name or not (directory / name).is_file() or file_sha256(directory / name) != sha]
+
+
+def write_csv(frame, path: str | Path, *, append: bool) -> None:
+    """Write a pandas DataFrame to the CSV file `path` (with a header), or append its rows.
+
+    Every CSV elmobatch writes goes through here. Every non-numeric field is quoted, so a value
+    holding a bare \\r, a newline, a quote or a comma reads back exactly with Python's csv module
+    and pandas (csv's minimal quoting leaves a lone \\r bare when lines end in \\n). Values are
+    never altered: a field starting with = + - @ stays as it is (see README on spreadsheets).
+    """
+    frame.to_csv(path, mode="a" if append else "w", header=not append, index=False, encoding="utf-8",
+                 quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")

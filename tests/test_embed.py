@@ -124,7 +124,8 @@ def test_broken_file_keeps_the_invariant(tmp_path):
                    cache=tmp_path / "cache")
     m = manifest(tmp_path / "out")
     counts = m["counts"]
-    assert counts == {"rows_read": 11, "rows_embedded": 4, "rows_rejected": 7, "cache_hits": 0, "computed": 4}
+    assert counts == {"rows_read": 11, "rows_embedded": 4, "rows_rejected": 7, "cache_hits": 0, "computed": 4,
+                      "duplicate_ids": 0}
     assert "rows_read 11 = rows_embedded 4 + rows_rejected 7" in result.output
     assert m["inputs"][0]["decisions"]["encoding"] == "utf-8"
     table = dataset(tmp_path / "out")
@@ -133,10 +134,11 @@ def test_broken_file_keeps_the_invariant(tmp_path):
     bad = rejects(tmp_path / "out").sort_values("row_number")
     assert dict(zip(bad["row_number"], bad["reason"])) == {
         2: "undecodable", 3: "nul_byte", 4: "too_long", 5: "blank_line", 6: "column_count", 7: "column_count",
-        10: "unparseable"}
+        10: "unterminated_quote"}
     raw = dict(zip(bad["row_number"], bad["raw"]))
     assert raw[2] == "3,bad bytes \\xff\\xfe here,spam" and raw[6] == "6,only two fields"
-    assert len(raw[4]) > 1_000_000 and raw[10].startswith('10,"an unterminated')
+    assert raw[4] == "5," + "x" * 998 and raw[10] == '10,"an unterminated quote,spam'  # the long line: cut
+    assert "1,000,008 bytes" in dict(zip(bad["row_number"], bad["detail"]))[4]
     assert (bad["source_file"] == "broken.csv").all() and (bad["detail"] != "").all()
 
 
@@ -212,7 +214,8 @@ def test_several_inputs_and_formats(tmp_path):
     result = embed(tmp_path / "a.csv", tmp_path / "b.jsonl", tmp_path / "c.txt", "--out", tmp_path / "out",
                    cache=tmp_path / "cache")
     m = manifest(tmp_path / "out")
-    assert m["counts"] == {"rows_read": 4, "rows_embedded": 4, "rows_rejected": 0, "cache_hits": 1, "computed": 3}
+    assert m["counts"] == {"rows_read": 4, "rows_embedded": 4, "rows_rejected": 0, "cache_hits": 1, "computed": 3,
+                           "duplicate_ids": 0}
     assert [p["file"] for p in m["parts"]] == [f"part-0000{i}-000000.parquet" for i in range(3)]
     assert [i["decisions"]["text_column"] for i in m["inputs"]] == ["message", "text", "text"]
     assert dataset(tmp_path / "out")["id"].to_pylist() == ["a.csv:0", "a.csv:1", "b.jsonl:0", "b.jsonl:1"]

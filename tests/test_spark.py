@@ -101,7 +101,8 @@ def test_spark_output_equals_local(runs, inputs):
     # may be computed twice (same vectors), so only the sum is fixed.
     c = remote["counts"]
     assert c["cache_hits"] + c["computed"] == c["rows_embedded"] and c["computed"] >= local["counts"]["computed"]
-    assert remote["reject_reasons"] == {"nul_byte": 1, "unparseable": 2, "not_text": 1, "blank_line": 1}
+    assert remote["reject_reasons"] == {"nul_byte": 1, "unterminated_quote": 1, "unparseable": 1, "not_text": 1,
+                                        "blank_line": 1}
     assert [i["decisions"]["encoding"] for i in remote["inputs"]] == ["latin-1", "utf-8"]
     engine = remote["engine"]
     assert engine["name"] == "spark" and engine["tasks"] == 3  # 2 slices of the CSV + 1 for the JSON Lines file

@@ -27,11 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
+from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.files import file_sha256
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, read_messages
@@ -51,6 +54,7 @@ class EmbedOptions:
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     reject_empty: bool = False
     keep_text: bool = False
+    max_tokens: int = DEFAULT_MAX_TOKENS
 
 
 class OutputError(ValueError):
@@ -128,7 +132,7 @@ def plan_run(inputs, out, encoder, options: EmbedOptions) -> Iterator[RunPlan]:
     if not paths:
         raise ReadError("no input files given")
     _check_names(paths, options.id_column)
-    readers = [open_reader(p, options) for p in paths]
+    readers = [open_reader(p, options, encoder.tokenizer) for p in paths]
     inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
                     "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
     signature = _signature(inputs_info, encoder.cache_key, options)  # model and precision
@@ -153,11 +157,12 @@ def _lock_output(out: Path) -> Iterator[None]:
                            "this run did nothing") from None
 
 
-def open_reader(path, options: EmbedOptions):
-    """The chunked reader for one input, as every engine opens it."""
+def open_reader(path, options: EmbedOptions, tokenizer: str):
+    """The chunked reader for one input, as every engine opens it; `tokenizer`: the model's."""
     return read_messages(path, text_column=options.text_column, id_column=options.id_column, fmt=options.fmt,
                          encoding=options.encoding, chunk_rows=options.chunk_rows,
-                         max_text_chars=options.max_text_chars, reject_empty=options.reject_empty)
+                         max_text_chars=options.max_text_chars, reject_empty=options.reject_empty,
+                         max_tokens=options.max_tokens, tokenizer=tokenizer)
 
 
 def part_name(file_index: int, chunk_index: int) -> str:
@@ -259,6 +264,7 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
     if counts["rows_read"] != counts["rows_embedded"] + counts["rows_rejected"]:
         raise RuntimeError(f"internal error: rows_read {counts['rows_read']} != rows_embedded "
                            f"{counts['rows_embedded']} + rows_rejected {counts['rows_rejected']}")
+    counts["duplicate_ids"] = count_duplicate_ids([out / r["part"] for r in records]) if options.id_column else 0
     reasons: dict[str, int] = {}
     for r in records:
         for k, v in r["reject_reasons"].items():
@@ -289,6 +295,26 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
     shutil.rmtree(out / o.TMP, ignore_errors=True)  # bookkeeping: a completed run needs none
     shutil.rmtree(out / o.STATE, ignore_errors=True)
     return manifest
+
+
+def count_duplicate_ids(parts: list[Path]) -> int:
+    """Rows whose `id` an earlier row of these part files already has (0: every id is distinct).
+
+    Reads only the id column, keeping 8 bytes (a 64-bit hash) per row.
+    """
+    hashes = [pd.util.hash_array(pq.read_table(p, columns=["id"]).column("id").to_numpy(zero_copy_only=False))
+              for p in parts]
+    every = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    return int(len(every) - len(np.unique(every)))
+
+
+def duplicate_ids_warning(manifest: dict) -> str | None:
+    """A line for stderr when some embedded rows share an id (they are all kept)."""
+    n = manifest["counts"].get("duplicate_ids", 0)
+    if not n:
+        return None
+    return (f"warning: {n:,} row(s) repeat an id already used by an earlier row (--id-column "
+            f"{manifest['options']['id_column']!r}); all rows are kept, so `id` is not unique in this dataset")
 
 
 def summary_line(manifest: dict, out) -> str:

@@ -57,6 +57,7 @@ class SparkJob:
     precision: str  # load_encoder's precision: float32 or bf16
     cache_dir: str
     options: EmbedOptions
+    tokenizer: str  # the model's: counts tokens for options.max_tokens
     batch_size: int | None
     done: frozenset[str]  # part names an interrupted identical run already finished
 
@@ -122,7 +123,8 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
                        decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
                        model_spec=str(model_spec), model_path=_local_model_path(model_spec),
                        fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
-                       options=options, batch_size=batch_size, done=frozenset(plan.done))
+                       options=options, tokenizer=encoder.tokenizer, batch_size=batch_size,
+                       done=frozenset(plan.done))
         own = spark is None
         if own:
             spark, own = spark_session(master)
@@ -155,7 +157,7 @@ def warm_cache_with_spark(paths, spec, *, master: str | None = None, spark=None,
     import shutil
 
     options = EmbedOptions(text_column=spec.text_column, id_column=spec.id_column, fmt=spec.format,
-                           encoding=spec.encoding, chunk_rows=spec.chunk_rows)
+                           encoding=spec.encoding, chunk_rows=spec.chunk_rows, max_tokens=spec.max_tokens)
     scratch = Path(spec.output) / SPARK_SCRATCH
     manifest = embed_files_spark(paths, scratch, spec.model, options=options, cache_dir=spec.cache_dir,
                                  batch_size=spec.batch_size, master=master, spark=spark, encoder=encoder,
@@ -295,7 +297,7 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     the model, and how many damaged cache segments it set aside.
     """
     path, out = Path(job.inputs[file_index]), Path(job.out)
-    reader = open_reader(path, job.options)
+    reader = open_reader(path, job.options, job.tokenizer)
     mine, drivers = _comparable(reader.decisions.to_dict()), _comparable(job.decisions[file_index])
     if mine != drivers:
         raise SparkError(f"{path}: this executor reads the file differently from the driver "

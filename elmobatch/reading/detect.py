@@ -14,6 +14,9 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", "
                ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
 # Column names that usually hold the message, most specific first.
 TEXT_COLUMN_NAMES = ("text", "message", "msg", "body", "sms", "content", "sentence", "v2")
+# Leading bytes of compressed files, which no format here reads directly.
+COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz",
+                    b"\x28\xb5\x2f\xfd": "zstd"}
 FALLBACK_ENCODING = "latin-1"  # decodes any byte; what the reference data (and pandas users of it) use
 
 
@@ -52,6 +55,16 @@ def choose_format(path: Path, fmt: str | None) -> tuple[str, str]:
         raise ReadError(f"{path}: cannot tell the format from the extension {path.suffix!r}: "
                         f"pass --format ({', '.join(FORMATS)})")
     return found, f"from the extension {path.suffix}"
+
+
+def check_not_compressed(path: Path, fmt: str) -> None:
+    """Refuse a compressed file whatever its name says, naming the compression (not a parse error later)."""
+    with open(path, "rb") as f:
+        start = f.read(8)
+    for magic, kind in COMPRESSED_MAGIC.items():
+        if start.startswith(magic):
+            raise ReadError(f"{path}: the file is {kind}-compressed (it starts with the {kind} bytes "
+                            f"{magic.hex(' ')}), not {fmt.upper()}; decompress it first and read the result")
 
 
 def check_encoding(name: str) -> str:

@@ -10,6 +10,11 @@
 
 Every record gets a row number (data row within the file, from 0) and ends up in exactly one of
 `rows` and `rejects`, so rows_read = good rows + rejects. Reject reasons are the `REASONS` keys.
+
+Memory stays bounded on any input: no line or record is held past `max_record_chars` (a line
+longer than that is cut and rejected as too long; a quote still open after that many characters
+or at the end of the file, or one running over lines into a parse error, costs one
+`unterminated_quote` reject, and reading resumes on the line after the one where it opened).
 """
 
 from __future__ import annotations
@@ -22,25 +27,31 @@ from typing import Iterator
 
 import pandas as pd
 
-from elmobatch.reading.detect import (ReadDecisions, ReadError, check_encoding,
-                                      check_id_column, choose_format, choose_text_column, detect_encoding)
+from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, exceeds_tokens, is_blank
+from elmobatch.reading.detect import (ReadDecisions, ReadError, check_encoding, check_id_column,
+                                      check_not_compressed, choose_format, choose_text_column, detect_encoding)
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
 DEFAULT_CHUNK_ROWS = 10_000
-CSV_FIELD_LIMIT = 64 << 20  # a runaway quoted field stops here instead of eating the whole file
+CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column
+RECORD_SLACK = 64 << 10  # room for a record's other fields, beyond twice --max-text-chars
+RAW_PREVIEW = 1_000  # characters of `raw` kept for a record cut short (too long a line, an open quote)
 
 REASONS = {
     "undecodable": "bytes that are not valid in the file's encoding",
     "nul_byte": "a NUL (\\x00) character",
     "unparseable": "a record the format cannot parse (bad quoting, invalid JSON, not a JSON object)",
+    "unterminated_quote": ("a quote still open at the end of the file or after max_record_chars characters, "
+                           "or one that runs over lines into a parse error"),
     "blank_line": "a blank line where a record was expected (CSV, TSV, JSON Lines)",
     "column_count": "more or fewer fields than the header has named columns",
     "missing_text": "no value in the text column (absent or null)",
     "not_text": "a text value that is not a string (e.g. a JSON number)",
     "missing_id": "no value in the --id-column",
-    "too_long": "a message longer than --max-text-chars",
-    "empty_text": "an empty message, with --reject-empty",
+    "too_long": "a message longer than --max-text-chars (or a line longer than max_record_chars)",
+    "too_many_tokens": "a message of more than --max-tokens tokens",
+    "empty_text": "an empty message (nothing but spaces and invisible characters), with --reject-empty",
     "invalid_unicode": "text that cannot be stored as UTF-8 (a lone surrogate)",
 }
 REJECT_COLUMNS = ["source_file", "row_number", "reason", "detail", "raw"]
@@ -73,60 +84,116 @@ class _Record:
     detail: str = ""
 
 
+class _OpenRecord(Exception):
+    """Raised (through csv.reader) when a record wants another line past the record limit."""
+
+
+@dataclass
+class _Line:
+    text: str
+    bad: bool = False  # held bytes not valid in the encoding (shown as \\xNN)
+    cut_from: int = 0  # a line longer than the limit: its full length in bytes (the text is cut)
+
+
 @dataclass
 class _Lines:
-    """Decoded lines of a byte file, remembering which physical lines the current record used."""
+    """Decoded lines of a byte file, remembering which physical lines the current record used.
+
+    No line holds more than `limit` bytes (the rest of a longer one is skipped), and asking for
+    another line while the current record already holds `limit` characters, or a cut line,
+    raises _OpenRecord; `push_back` then returns the record's later lines to be read again.
+    """
 
     path: Path
     encoding: str
+    limit: int
     offset: int = 0
-    current: list[str] = field(default_factory=list)
-    bad: bool = False
+    current: list[_Line] = field(default_factory=list)
+    pushed: list[_Line] = field(default_factory=list)  # lines to read again, last first
+    chars: int = 0  # characters in `current`
+    _source: Iterator[_Line] | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        if self.current and (self.current[-1].cut_from or self.chars >= self.limit):
+            raise _OpenRecord
+        if self.pushed:
+            line = self.pushed.pop()
+        else:
+            if self._source is None:
+                self._source = self._read()
+            line = next(self._source)
+        self.current.append(line)
+        self.chars += len(line.text)
+        return line.text
+
+    def _read(self) -> Iterator[_Line]:
         with open(self.path, "rb") as f:
-            for raw in f:
+            while raw := f.readline(self.limit + 1):
                 self.offset += len(raw)
+                length = len(raw)
+                if length > self.limit and not raw.endswith(b"\n"):  # too long: skip to its end
+                    while rest := f.readline(1 << 20):
+                        self.offset += len(rest)
+                        length += len(rest)
+                        if rest.endswith(b"\n"):
+                            break
+                    yield _Line(raw[: self.limit].decode(self.encoding, "backslashreplace") + "\n", cut_from=length)
+                    continue
                 try:
-                    line = raw.decode(self.encoding)
+                    yield _Line(raw.decode(self.encoding))
                 except UnicodeDecodeError:
-                    line = raw.decode(self.encoding, "backslashreplace")  # keep the bytes visible
-                    self.bad = True
-                self.current.append(line)
-                yield line
+                    yield _Line(raw.decode(self.encoding, "backslashreplace"), bad=True)  # keep the bytes visible
 
-    def take(self) -> tuple[str, bool]:
-        """The raw text of the record just read (newline at the end removed), and whether it had bad bytes."""
-        raw, bad = "".join(self.current), self.bad
-        self.current, self.bad = [], False
-        return raw.rstrip("\r\n"), bad
+    def take(self) -> tuple[str, bool, int]:
+        """The record just read: raw text (newline at the end removed), whether it had bad bytes,
+        and the full length in bytes of a line in it that was cut (0: none was)."""
+        lines, self.current, self.chars = self.current, [], 0
+        raw = "".join(x.text for x in lines).rstrip("\r\n")
+        return raw, any(x.bad for x in lines), max((x.cut_from for x in lines), default=0)
+
+    def push_back(self) -> None:
+        """Give back all but the first line of the current record, to be read again."""
+        later = self.current[1:]
+        self.current = self.current[:1]
+        self.chars = len(self.current[0].text) if self.current else 0
+        self.pushed.extend(reversed(later))
 
 
 def read_messages(path, *, text_column: str | None = None, id_column: str | None = None, fmt: str | None = None,
                   encoding: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, reject_empty: bool = False,
+                  max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer: str = DEFAULT_TOKENIZER,
                   source_name: str | None = None) -> "MessageReader":
-    """Open `path` for chunked reading; raises ReadError (naming file and setting) if it cannot be read."""
+    """Open `path` for chunked reading; raises ReadError (naming file and setting) if it cannot be read.
+
+    `tokenizer` (the model's) counts each message's tokens for `max_tokens`."""
     return MessageReader(Path(path), text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                          chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                         source_name=source_name)
+                         max_tokens=max_tokens, tokenizer=tokenizer, source_name=source_name)
 
 
 class MessageReader:
     """Iterable over a file's chunks; iterating again reads the file again from the start."""
 
     def __init__(self, path: Path, *, text_column, id_column, fmt, encoding, chunk_rows, max_text_chars,
-                 reject_empty, source_name):
+                 reject_empty, max_tokens, tokenizer, source_name):
         if not path.is_file():
             raise ReadError(f"{path}: no such file")
         if chunk_rows < 1:
             raise ReadError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")
         if max_text_chars < 1:
             raise ReadError(f"--max-text-chars {max_text_chars}: expected a positive number of characters")
+        if max_tokens < 1:
+            raise ReadError(f"--max-tokens {max_tokens}: expected a positive number of tokens")
         self.path = path
         self.chunk_rows = chunk_rows
         self.max_text_chars = max_text_chars
+        self.max_record_chars = 2 * max_text_chars + RECORD_SLACK  # no line or record is held past this
         self.reject_empty = reject_empty
+        self.max_tokens, self.tokenizer = max_tokens, tokenizer
         self.source_name = source_name or path.name
         self.text_column = self.id_column = None  # set by _decide; sampling runs before they are known
         self.decisions = self._decide(text_column, id_column, fmt, encoding)
@@ -136,6 +203,7 @@ class MessageReader:
 
     def _decide(self, text_column, id_column, fmt, encoding) -> ReadDecisions:
         fmt, fmt_reason = choose_format(self.path, fmt)
+        check_not_compressed(self.path, fmt)
         if fmt == "parquet":
             enc, enc_reason = None, "Parquet is typed: no text encoding"
         elif encoding:
@@ -199,15 +267,18 @@ class MessageReader:
         if self.format == "parquet":
             records, progress = self._parquet_records()
         elif self.format == "txt":
-            lines = _Lines(self.path, self.encoding)
+            lines = self._lines()
             records, progress = self._txt_records(lines), lambda: lines.offset
         elif self.format == "jsonl":
-            lines = _Lines(self.path, self.encoding)
+            lines = self._lines()
             records, progress = self._jsonl_records(lines), lambda: lines.offset
         else:
-            lines = _Lines(self.path, self.encoding)
+            lines = self._lines()
             records, progress = self._csv_records(self._csv_header(), lines), lambda: lines.offset
         yield from self._chunks(records, progress)
+
+    def _lines(self) -> _Lines:
+        return _Lines(self.path, self.encoding, self.max_record_chars)
 
     def _chunks(self, records, progress) -> Iterator[Chunk]:
         good, texts, rejects = [], [], []
@@ -242,8 +313,11 @@ class MessageReader:
             return "missing_id", f"no value in id column {self.id_column!r}", None
         if len(text) > self.max_text_chars:
             return "too_long", f"{len(text):,} characters > --max-text-chars {self.max_text_chars:,}", None
-        if self.reject_empty and not text.strip():
-            return "empty_text", "empty message (--reject-empty)", None
+        if self.reject_empty and is_blank(text):
+            return "empty_text", "empty message: nothing but spaces or invisible characters (--reject-empty)", None
+        if exceeds_tokens(text, self.tokenizer, self.max_tokens):
+            return ("too_many_tokens", f"more than --max-tokens {self.max_tokens:,} tokens "
+                    f"({self.tokenizer} tokenizer)", None)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
@@ -273,13 +347,21 @@ class MessageReader:
 
     def _csv_header(self) -> list[tuple[str, bool]]:
         """[(column name, was it named in the file)]; blank names become 'Unnamed: i' as in pandas."""
-        lines = _Lines(self.path, self.encoding)
+        lines = self._lines()
         try:
-            row = next(csv.reader(iter(lines), **self._csv_dialect()), None)
+            row = next(csv.reader(lines, **self._csv_dialect()), None)
         except csv.Error as exc:
-            raise ReadError(f"{self.path}: the header line cannot be parsed as {self.format.upper()} ({exc})") from None
-        if lines.bad:
+            hint = " (an unterminated quote?)" if "end of data" in str(exc) else ""
+            raise ReadError(f"{self.path}: the header line cannot be parsed as {self.format.upper()} "
+                            f"({exc}){hint}") from None
+        except _OpenRecord:
+            raise ReadError(f"{self.path}: a quote opened on the header line is still open after "
+                            f"{lines.chars:,} characters") from None
+        _, bad, cut = lines.take()
+        if bad:
             raise ReadError(f"{self.path}: the header line is not valid {self.encoding}; pass --encoding")
+        if cut:
+            raise ReadError(f"{self.path}: the header line is {cut:,} bytes long; expected column names")
         if not row:
             raise ReadError(f"{self.path}: no header line: expected column names on the first line")
         header, seen = [], set()
@@ -295,34 +377,64 @@ class MessageReader:
     def _csv_records(self, header, lines: _Lines | None) -> Iterator[_Record]:
         """Data records after the header. `lines` None: a fresh pass used only for sampling."""
         csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-        lines = lines or _Lines(self.path, self.encoding)
+        lines = lines or self._lines()
         names = [name for name, _ in header]
         text_at = names.index(self.text_column) if self.text_column in names else None
         sep = "\t" if self.format == "tsv" else ","
-        reader = csv.reader(iter(lines), **self._csv_dialect())
+        reader = csv.reader(lines, **self._csv_dialect())
         try:
             next(reader)  # header
-        except (csv.Error, StopIteration):
+        except (csv.Error, _OpenRecord, StopIteration):
             return
         lines.take()
         while True:
             try:
-                fields = next(reader)
-                error = None
+                fields, error = next(reader), None
             except StopIteration:
                 return
             except csv.Error as exc:
                 fields, error = None, str(exc)
-            raw, bad = lines.take()
-            if bad:
+            except _OpenRecord:
+                fields, error = None, _STILL_OPEN
+            if error is not None and (error is _STILL_OPEN or "end of data" in error or len(lines.current) > 1):
+                yield self._unterminated(lines, error)
+                reader = csv.reader(lines, **self._csv_dialect())  # a fresh parser, out of the quote
+                continue
+            raw, bad, cut = lines.take()
+            if cut:
+                yield self._cut_line(raw, cut)
+            elif bad:
                 yield _Record(raw, reason="undecodable", detail=f"bytes not valid in {self.encoding}")
             elif error is not None:
-                hint = " (an unterminated quote?)" if "end of data" in error else ""
-                yield _Record(raw, reason="unparseable", detail=f"{self.format.upper()}: {error}{hint}")
+                yield _Record(raw, reason="unparseable", detail=f"{self.format.upper()}: {error}")
             elif not fields:
                 yield _Record(raw, reason="blank_line", detail="blank line")
             else:
                 yield self._csv_record(raw, fields, header, text_at, sep)
+
+    def _unterminated(self, lines: _Lines, error: str) -> _Record:
+        """A record whose quote ran to the end of the file, past the record limit, or into a parse
+        error lines later: only its first line is rejected; the lines after it are read again."""
+        chars, count = lines.chars, len(lines.current)
+        lines.push_back()
+        raw, _, cut = lines.take()
+        if cut:
+            return self._cut_line(raw, cut)
+        if error is _STILL_OPEN:
+            what = (f"is still open after {count:,} lines and {chars:,} characters (the most a record may hold "
+                    f"is {self.max_record_chars:,}: 2 x --max-text-chars + {RECORD_SLACK // 1024} KiB)")
+        elif "end of data" in error:
+            what = "is still open at the end of the file"
+        else:
+            what = f"runs {count - 1:,} line(s) on into a {self.format.upper()} error ({error})"
+        return _Record(_preview(raw), reason="unterminated_quote",
+                       detail=f"a quote opened on this line {what}; reading resumed on the next line"
+                              f"{_preview_note(raw)}")
+
+    def _cut_line(self, raw: str, length: int) -> _Record:
+        return _Record(_preview(raw), reason="too_long",
+                       detail=f"a line of {length:,} bytes, more than a record may hold ({self.max_record_chars:,} "
+                              f"characters: 2 x --max-text-chars + {RECORD_SLACK // 1024} KiB){_preview_note(raw)}")
 
     def _csv_record(self, raw, fields, header, text_at, sep) -> _Record:
         n, width = len(fields), len(header)
@@ -344,16 +456,21 @@ class MessageReader:
 
     def _txt_records(self, lines: _Lines) -> Iterator[_Record]:
         for _ in lines:
-            raw, bad = lines.take()
-            if bad:
+            raw, bad, cut = lines.take()
+            if cut:
+                yield self._cut_line(raw, cut)
+            elif bad:
                 yield _Record(raw, reason="undecodable", detail=f"bytes not valid in {self.encoding}")
             else:
                 yield _Record(raw, values=[raw], text=raw)
 
     def _jsonl_records(self, lines: _Lines | None) -> Iterator[_Record]:
-        lines = lines or _Lines(self.path, self.encoding)
+        lines = lines or self._lines()
         for _ in lines:
-            raw, bad = lines.take()
+            raw, bad, cut = lines.take()
+            if cut:
+                yield self._cut_line(raw, cut)
+                continue
             if bad:
                 yield _Record(raw, reason="undecodable", detail=f"bytes not valid in {self.encoding}")
                 continue
@@ -384,6 +501,18 @@ class MessageReader:
                                       text=row.get(self.text_column))
 
         return records(), lambda: state["rows"]
+
+
+_STILL_OPEN = "a quoted field still open at the record limit"
+
+
+def _preview(raw: str) -> str:
+    return raw[:RAW_PREVIEW]
+
+
+def _preview_note(raw: str) -> str:
+    """For the detail of a record whose `raw` is a preview: how much of it there was."""
+    return f" (raw: its first {RAW_PREVIEW:,} of {len(raw):,} characters)" if len(raw) > RAW_PREVIEW else ""
 
 
 def _numeric(value: str) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elmobatch.encoding.encoder import is_remote
+from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 
 
 class JobSpecError(ValueError):
@@ -37,6 +38,7 @@ OPTIONAL = {
     "batch_size": 64,
     "precision": "float32",   # or bf16 (see load_encoder)
     "chunk_rows": 10_000,
+    "max_tokens": DEFAULT_MAX_TOKENS,  # messages with more tokens are rejected (too_many_tokens)
     "retention_days": None,   # delete date= partitions older than this many days
     "engine": "local",        # local or spark
     "spark_master": "local[2]",
@@ -106,6 +108,9 @@ def load_job(path: str | Path) -> JobSpec:
                           ("precision", ("float32", "bf16"))):
         if key in job and job[key] not in expected:
             raise JobSpecError(f"{path}: [job].{key} must be one of {', '.join(expected)}, got {job[key]!r}")
+    max_tokens = job.get("max_tokens", DEFAULT_MAX_TOKENS)
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise JobSpecError(f"{path}: [job].max_tokens must be a positive whole number of tokens, got {max_tokens!r}")
     base = path.resolve().parent
     head = job.get("head", "default")
     model = _model(path, job)

@@ -22,7 +22,9 @@ import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
 from elmobatch.encoding.encoder import is_remote
-from elmobatch.files import commit, remove_if_empty, staging_dir, sweep_temporaries, temporary_path, write_error
+from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
+from elmobatch.files import (commit, remove_if_empty, staging_dir, sweep_temporaries, temporary_path, write_csv,
+                             write_error)
 from elmobatch.reading import REJECT_COLUMNS
 from elmobatch.scoring.metrics import classification_metrics
 from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
@@ -105,7 +107,7 @@ class _TableWriter:
 
     def _append(self, frame: pd.DataFrame) -> None:
         if self.format == "csv":
-            frame.to_csv(self.tmp, mode="a" if self.rows else "w", header=not self.rows, index=False)
+            write_csv(frame, self.tmp, append=self.rows > 0)
             return
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.parquet is None:
@@ -249,13 +251,14 @@ def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float 
 
 
 def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, text_column: str | None = None,
-                  rows: str | None = None, threshold: float | None = None):
+                  rows: str | None = None, threshold: float | None = None, max_tokens: int = DEFAULT_MAX_TOKENS):
     """Metrics of `head` on the labelled rows of `path` (all, or the held-out part of a split).
 
     -> (metrics dict, y_true (n,), proba (n, k)). Labels the head does not know raise LabelError.
     """
     check_threshold(head, threshold)
-    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column)
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column,
+                            max_tokens=max_tokens)
     keep = np.arange(len(data.labels))
     if rows is not None:
         keep = parse_split(rows).indices(len(data.labels))[1]

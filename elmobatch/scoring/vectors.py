@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from elmobatch.caching import EmbeddingCache
+from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.reading import REJECT_COLUMNS, read_messages
 
 MISSING_LABEL = "missing_label"
@@ -29,8 +30,9 @@ class LabelError(ValueError):
 
 def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None,
                  **read_options) -> Iterator[tuple[object, np.ndarray]]:
-    """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages."""
-    reader = read_messages(path, text_column=text_column, **read_options)
+    """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages (tokens
+    are counted with the encoder's tokenizer)."""
+    reader = read_messages(path, text_column=text_column, tokenizer=encoder.tokenizer, **read_options)
     for chunk in reader:
         layers, _ = cache.embed(encoder, chunk.texts)
         yield chunk, np.asarray(layers, np.float32)
@@ -49,10 +51,10 @@ class LabelledData:
     text_column: str
 
 
-def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
-                     text_column: str | None = None) -> LabelledData:
+def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str, text_column: str | None = None,
+                     max_tokens: int = DEFAULT_MAX_TOKENS) -> LabelledData:
     """Read all of `path` with its labels. Raises LabelError if `label_column` is not a column."""
-    reader = read_messages(path, text_column=text_column)
+    reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=encoder.tokenizer)
     columns = reader.decisions.columns
     if label_column not in columns:
         raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")

@@ -108,10 +108,12 @@ def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
     return bounds
 
 
-def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: str | None = None) -> CorpusRead:
+def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: str | None = None,
+                tokenizer: str = tok.DEFAULT_TOKENIZER, max_tokens: int = tok.DEFAULT_MAX_TOKENS) -> CorpusRead:
     """Corpus files through elmobatch.reading (plain text: one message per line; CSV, TSV, JSON
     Lines, Parquet: the text column) -> their messages, in order. `rows` keeps data rows START..END-1
-    of each file. Rows the reader rejects are counted by reason, never trained on."""
+    of each file. Rows the reader rejects (e.g. more than `max_tokens` tokens) are counted by
+    reason, never trained on."""
     from elmobatch.reading import ReadError, read_messages
 
     bounds = parse_rows(rows)
@@ -119,7 +121,7 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
     files = []
     for path in paths:
         try:
-            reader = read_messages(path, text_column=text_column)
+            reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=tokenizer)
             selected, read, rejects = 0, 0, {}
             for chunk in reader:
                 read += chunk.rows_read
@@ -347,6 +349,7 @@ def pretrain(
     note: str | None = None,
     text_column: str | None = None,
     rows: str | None = None,
+    max_tokens: int = tok.DEFAULT_MAX_TOKENS,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train (or resume training) the biLM on `corpus` files; write the model to `out`.
@@ -366,7 +369,7 @@ def pretrain(
     if batch_size < 1 or epochs < 1:
         raise PretrainError(f"--batch-size and --epochs must be at least 1 (got {batch_size}, {epochs})")
 
-    read = read_corpus(corpus, text_column, rows)
+    read = read_corpus(corpus, text_column, rows, tokenizer, max_tokens)
     messages = read.messages
     for f in read.files:
         log(f"{f['file']}: {f['format']}, {f['encoding']}, column {f['text_column']!r}: {f['messages']} messages"
