@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 
 def temporary_path(path: str | Path, tmp_dir: str | Path | None = None) -> Path:

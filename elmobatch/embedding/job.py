@@ -19,7 +19,7 @@ import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pyarrow as pa
@@ -59,7 +59,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, cache: EmbeddingCache | None = None,

@@ -75,7 +75,7 @@ class BiLMConfig:
         return 2 * self.projection_dim
 
     @classmethod
-    def from_options(cls, options: dict, source: str = "options") -> "BiLMConfig":
+    def from_options(cls, options: dict, source: str = "options") -> BiLMConfig:
         try:
             cnn, lstm = options["char_cnn"], options["lstm"]
             activation = cnn.get("activation", "relu")

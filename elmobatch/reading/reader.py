@@ -18,7 +18,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 
@@ -105,7 +105,7 @@ class _Lines:
 def read_messages(path, *, text_column: str | None = None, id_column: str | None = None, fmt: str | None = None,
                   encoding: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, reject_empty: bool = False,
-                  source_name: str | None = None) -> "MessageReader":
+                  source_name: str | None = None) -> MessageReader:
     """Open `path` for chunked reading; raises ReadError (naming file and setting) if it cannot be read."""
     return MessageReader(Path(path), text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                          chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,

@@ -12,7 +12,7 @@ join the reader's rejects with reason "missing_label".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
