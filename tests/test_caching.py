@@ -7,7 +7,8 @@ from elmobatch import load_encoder
 from elmobatch.caching import EmbeddingCache, normalize_text, text_hash
 from tests.conftest import tiny_options, write_random_model
 
-TEXTS = ["Hello world", "Hello   world ", "\tHello world", "Free entry!! Call 0800", "", "   ", "Free entry!! Call 0800"]
+TEXTS = ["Hello world", "Hello   world ", "\tHello world", "Free entry!! Call 0800", "", "   ",
+         "Free entry!! Call 0800"]
 
 
 def test_dedup_normalization_and_hits(tmp_path, fixture_encoder):

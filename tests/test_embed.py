@@ -129,12 +129,13 @@ def test_broken_file_keeps_the_invariant(tmp_path):
     assert m["inputs"][0]["decisions"]["encoding"] == "utf-8"
     table = dataset(tmp_path / "out")
     assert table["id"].to_pylist() == ["1", "2", "8", "9"]
-    assert table["text"].to_pylist() == ["caf\u00e9 au lait", "na\u00efve r\u00e9sum\u00e9 \U0001F600", "", "\u00fcber gut"]
+    assert table["text"].to_pylist() == ["caf\u00e9 au lait", "na\u00efve r\u00e9sum\u00e9 \U0001F600", "",
+                                         "\u00fcber gut"]
     bad = rejects(tmp_path / "out").sort_values("row_number")
-    assert dict(zip(bad["row_number"], bad["reason"])) == {
+    assert dict(zip(bad["row_number"], bad["reason"], strict=True)) == {
         2: "undecodable", 3: "nul_byte", 4: "too_long", 5: "blank_line", 6: "column_count", 7: "column_count",
         10: "unparseable"}
-    raw = dict(zip(bad["row_number"], bad["raw"]))
+    raw = dict(zip(bad["row_number"], bad["raw"], strict=True))
     assert raw[2] == "3,bad bytes \\xff\\xfe here,spam" and raw[6] == "6,only two fields"
     assert len(raw[4]) > 1_000_000 and raw[10].startswith('10,"an unterminated')
     assert (bad["source_file"] == "broken.csv").all() and (bad["detail"] != "").all()

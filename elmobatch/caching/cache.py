@@ -17,6 +17,7 @@ A segment failing any check is renamed to *.corrupt and its entries are recomput
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -91,7 +92,7 @@ class EmbeddingCache:
         missing = [k for k in unique if k not in found]
         if missing:
             first_text = {}
-            for key, text in zip(keys, texts):
+            for key, text in zip(keys, texts, strict=True):
                 first_text.setdefault(key, text)
             tokens = [encoder.tokenize(first_text[k]) for k in missing]
             pooled = encoder.pool_tokens(tokens)
@@ -162,7 +163,7 @@ class EmbeddingCache:
         index = np.zeros(len(keys), INDEX_DTYPE)
         index["key"] = np.frombuffer(b"".join(keys), "V32")
         index["n_tokens"] = n_tokens
-        index["crc"] = [_entry_crc(int(n), v) for n, v in zip(n_tokens, layers)]
+        index["crc"] = [_entry_crc(int(n), v) for n, v in zip(n_tokens, layers, strict=True)]
         index_bytes = index.tobytes()
         header = json.dumps({"fingerprint": fingerprint, "n": len(keys), "layers": layers.shape[1],
                              "dim": layers.shape[2], "index_sha256": hashlib.sha256(index_bytes).hexdigest()}).encode()
@@ -183,10 +184,8 @@ class EmbeddingCache:
         self.corrupt += 1
         log.warning("cache segment %s is damaged (%s): set aside as .corrupt; its vectors will be recomputed",
                     path, exc)
-        try:
+        with contextlib.suppress(OSError):
             os.replace(path, path.with_name(path.name + ".corrupt"))
-        except OSError:
-            pass
 
 
 def _sweep_tmp(directory: Path, older_than_s: float = 3600) -> None:

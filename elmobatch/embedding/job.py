@@ -78,7 +78,7 @@ def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, ca
     total_bytes = sum(i["bytes"] for i in inputs_info) or 1
     bytes_before, rows_seen, written, resumed = 0, 0, 0, 0
     records = []
-    for file_index, (reader, info) in enumerate(zip(readers, inputs_info)):
+    for file_index, (reader, info) in enumerate(zip(readers, inputs_info, strict=True)):
         for chunk in reader:
             name = part_name(file_index, chunk.index)
             record = plan.done.get(name)
@@ -120,7 +120,7 @@ def plan_run(inputs, out, encoder, options: EmbedOptions) -> RunPlan:
     _check_names(paths, options.id_column)
     readers = [open_reader(p, options) for p in paths]
     inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
-                    "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
+                    "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers, strict=True)]
     signature = _signature(inputs_info, encoder.cache_key, options)  # model and precision
     out = Path(out)
     done = _prepare(out, signature)
@@ -263,5 +263,6 @@ def summary_line(manifest: dict, out) -> str:
     c, t = manifest["counts"], manifest["timings"]
     return (f"rows_read {c['rows_read']:,} = rows_embedded {c['rows_embedded']:,} + rows_rejected "
             f"{c['rows_rejected']:,}; cache_hits {c['cache_hits']:,}, computed {c['computed']:,}; "
-            f"{len(manifest['inputs'])} file(s), {t['chunks_written']} chunk(s) written, {t['chunks_resumed']} resumed; "
+            f"{len(manifest['inputs'])} file(s), {t['chunks_written']} chunk(s) written, "
+            f"{t['chunks_resumed']} resumed; "
             f"{t['seconds']:.1f} s -> {out}")

@@ -175,7 +175,7 @@ def _units(plan, chunk_rows: int, parallelism: int) -> list[tuple[int, int, int]
     never more slices for a file than it can have chunks."""
     total = sum(i["bytes"] for i in plan.inputs_info) or 1
     units = []
-    for index, (info, reader) in enumerate(zip(plan.inputs_info, plan.readers)):
+    for index, (info, reader) in enumerate(zip(plan.inputs_info, plan.readers, strict=True)):
         share = max(1, round(parallelism * info["bytes"] / total))
         slices = max(1, min(share, _max_chunks(Path(info["path"]), reader, chunk_rows)))
         units += [(index, k, slices) for k in range(slices)]
@@ -321,5 +321,5 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     return [*records, note]
 
 
-__all__ = ["SparkError", "SparkJob", "embed_files_spark", "warm_cache_with_spark", "embed_units", "embed_slice", "spark_session",
-           "worker_encoder", "INSTALL_HINT"]
+__all__ = ["SparkError", "SparkJob", "embed_files_spark", "warm_cache_with_spark", "embed_units", "embed_slice",
+           "spark_session", "worker_encoder", "INSTALL_HINT"]

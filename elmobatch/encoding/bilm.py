@@ -255,7 +255,7 @@ class BiLM(tf.Module):
         chars = tf.nn.embedding_lookup(w["char_embed"], tf.reshape(char_ids, [-1, c.max_characters_per_token]))
         act = tf.nn.relu if c.activation == "relu" else tf.nn.tanh
         outputs = []
-        for (width, _), (kernel, bias) in zip(c.filters, w["cnn"]):
+        for (width, _), (kernel, bias) in zip(c.filters, w["cnn"], strict=True):
             positions = c.max_characters_per_token - width + 1
             windows = tf.concat([chars[:, k : k + positions] for k in range(width)], axis=-1)
             outputs.append(act(tf.reduce_max(_matmul(windows, kernel) + bias, axis=1)))
@@ -353,7 +353,7 @@ class BiLM(tf.Module):
         layers = []
         for layer in range(self.config.n_layers):
             gates = self.input_gates(layer, x, w)
-            out = self.run_lstm(layer, lambda z, t, k: gates[z][t, :k], tf.shape(x)[1:3], None, None, w)
+            out = self.run_lstm(layer, lambda z, t, k, gates=gates: gates[z][t, :k], tf.shape(x)[1:3], None, None, w)
             x = out + x if self.config.use_skip_connections and layer > 0 else out
             layers.append(_forward_order(x, lengths))
         return layers
@@ -413,7 +413,8 @@ class BiLM(tf.Module):
         """Write `options.json` and `weights.hdf5` in the official layout."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(directory / "options.json", lambda p: p.write_text(json.dumps(self.config.to_options(), indent=2)))
+        options_text = json.dumps(self.config.to_options(), indent=2)
+        write_atomically(directory / "options.json", lambda p: p.write_text(options_text))
 
         def write_h5(path: Path) -> None:
             with h5py.File(path, "w") as f:

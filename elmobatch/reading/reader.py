@@ -184,7 +184,7 @@ class MessageReader:
                 for i, value in enumerate(record.values[: len(header)]):
                     texty[i] = texty[i] or (value != "" and not _numeric(value))
         names = [name for name, _ in header]
-        return names, [name for (name, named), t in zip(header, texty) if t and named]
+        return names, [name for (name, named), t in zip(header, texty, strict=True) if t and named]
 
     def _size(self) -> int:
         if self.format == "parquet":
@@ -211,15 +211,14 @@ class MessageReader:
 
     def _chunks(self, records, progress) -> Iterator[Chunk]:
         good, texts, rejects = [], [], []
-        index = row_number = 0
-        for record in records:
+        index = 0
+        for row_number, record in enumerate(records):
             reason, detail, text = self._check(record)
             if reason is None:
                 good.append((row_number, record.values))
                 texts.append(text)
             else:
                 rejects.append((self.source_name, row_number, reason, detail, record.raw))
-            row_number += 1
             if len(good) + len(rejects) == self.chunk_rows:
                 yield self._chunk(index, good, texts, rejects, progress())
                 good, texts, rejects = [], [], []

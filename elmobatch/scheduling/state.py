@@ -28,7 +28,8 @@ class JobState:
         except FileNotFoundError:
             self.files = {}
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.path}: unreadable job state ({exc}); move it away to reprocess every input") from exc
+            raise ValueError(f"{self.path}: unreadable job state ({exc}); "
+                             "move it away to reprocess every input") from exc
 
     def _fingerprint(self, path: str) -> dict:
         stat = os.stat(path)

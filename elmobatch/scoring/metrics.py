@@ -33,7 +33,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), np.float64)
     starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         ranks[order[s:e]] = (s + e + 1) / 2.0
     return ranks
 
@@ -101,6 +101,6 @@ def format_table(metrics: dict) -> str:
     width = max(8, *(len(str(n)) + 2 for n in labels))
     lines.append("confusion (rows true, columns predicted):")
     lines.append(" " * width + "".join(f"{n:>{width}}" for n in labels))
-    for name, row in zip(labels, matrix):
+    for name, row in zip(labels, matrix, strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)

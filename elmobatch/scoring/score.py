@@ -54,7 +54,7 @@ def output_paths(inputs: list, out: str | None) -> list[Path]:
             output_format(out)  # raises: an unknown extension is a mistake, not a directory name
         directory = Path(out) if out is not None else Path.cwd()
         paths = [directory / f"{Path(p).stem}.scored.csv" for p in inputs]
-    for source, target in zip(inputs, paths):
+    for source, target in zip(inputs, paths, strict=True):
         if Path(source).resolve() == target.resolve():
             raise ScoreError(f"--out {target}: that is the input file; scores go to a new file")
     if len(set(paths)) < len(paths):

@@ -65,7 +65,7 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
         if missing.any():
             rejects.append(_label_rejects(reader, chunk.rows[missing], label_column))
         keep = ~missing
-        kept_texts = [t for t, k in zip(chunk.texts, keep) if k]
+        kept_texts = [t for t, k in zip(chunk.texts, keep, strict=True) if k]
         layers, _ = cache.embed(encoder, kept_texts)
         xs.append(np.asarray(layers, np.float32))
         labels.extend(values[keep].astype(str).str.strip().tolist())

@@ -175,7 +175,7 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
         "train_loss": float(losses["loss"][best]),
         "validation_loss": float(losses["val_loss"][best]) if "val_loss" in losses else None,
         "rows_fit": int(len(train)), "rows_validation": int(len(val)),
-        "class_weights": {n: float(w) for n, w in zip(names, weights)},
+        "class_weights": {n: float(w) for n, w in zip(names, weights, strict=True)},
         "settings": vars(settings).copy(), "architecture": f"layer mix -> Dense({HIDDEN}, relu) -> "
         + ("Dense(1, sigmoid)" if n_out == 1 else f"Dense({k}, softmax)"),
     }

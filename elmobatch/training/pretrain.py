@@ -122,11 +122,11 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
             for chunk in reader:
                 read += chunk.rows_read
                 numbers = chunk.rows["row_number"].to_numpy()
-                for number, text in zip(numbers, chunk.texts):
+                for number, text in zip(numbers, chunk.texts, strict=True):
                     if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
                         messages.append(text)
                         selected += 1
-                for number, reason in zip(chunk.rejects["row_number"], chunk.rejects["reason"]):
+                for number, reason in zip(chunk.rejects["row_number"], chunk.rejects["reason"], strict=True):
                     if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
                         rejects[reason] = rejects.get(reason, 0) + 1
         except ReadError as exc:
@@ -243,7 +243,7 @@ class Trainer:
             nll, n = self.lm.nll(char_ids, word_ids, self.dropout)
             loss = tf.reduce_sum(nll) / tf.cast(2 * n, tf.float32)
         grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), self.clip_norm)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return nll, n
 
     def _eval_step(self, char_ids, word_ids):
@@ -334,8 +334,8 @@ def pretrain(
         raise PretrainError(f"{', '.join(map(str, corpus))}: {len(sentences)} non-empty messages; "
                             "pretraining needs at least 2 (one to train on, one held out)")
     held = heldout_mask(len(sentences), heldout)
-    train = [s for s, h in zip(sentences, held) if not h]
-    held_out = [s for s, h in zip(sentences, held) if h]
+    train = [s for s, h in zip(sentences, held, strict=True) if not h]
+    held_out = [s for s, h in zip(sentences, held, strict=True) if h]
     if not held_out or not train:
         raise PretrainError(f"--heldout {heldout} leaves {len(train)} training and {len(held_out)} held-out "
                             "messages; both must be at least 1")
