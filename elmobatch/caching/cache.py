@@ -91,7 +91,7 @@ class EmbeddingCache:
         found = self.lookup(encoder.cache_key, unique)
         missing = [k for k in unique if k not in found]
         if missing:
-            first_text = {}
+            first_text: dict[bytes, str] = {}
             for key, text in zip(keys, texts, strict=True):
                 first_text.setdefault(key, text)
             tokens = [encoder.tokenize(first_text[k]) for k in missing]

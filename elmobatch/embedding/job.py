@@ -143,7 +143,7 @@ def part_name(file_index: int, chunk_index: int) -> str:
 def _check_names(paths: list[Path], id_column: str | None) -> None:
     """Ids default to file name + row number, so two inputs may not share a file name."""
     if id_column is None:
-        seen = {}
+        seen: dict[str, Path] = {}
         for p in paths:
             if p.name in seen:
                 raise ReadError(f"inputs {seen[p.name]} and {p} share the file name {p.name!r}, so their default ids "

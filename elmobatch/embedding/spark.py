@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -33,6 +34,9 @@ from elmobatch.caching import EmbeddingCache, default_cache_dir
 from elmobatch.embedding import output as o
 from elmobatch.embedding.job import (EmbedOptions, OutputError, _now, finish_run, open_reader, part_name, plan_run,
                                      write_chunk)
+
+if TYPE_CHECKING:  # the encoder module imports TensorFlow; the driver may never need it
+    from elmobatch.encoding.encoder import Encoder
 
 INSTALL_HINT = "the Spark engine needs pyspark: pip install 'elmobatch[spark]'"
 UNIT_SCHEMA = "file_index int, slice int, slices int"
@@ -231,7 +235,7 @@ def _check_complete(out: Path, records: list[dict], n_inputs: int) -> None:
 
 # ---- the executors ---------------------------------------------------------------------------
 
-_ENCODERS: dict[tuple[str, str, str], object] = {}  # per Python worker: (spec, fingerprint, precision) -> Encoder
+_ENCODERS: dict[tuple[str, str, str], Encoder] = {}  # per Python worker: (spec, fingerprint, precision) -> Encoder
 
 
 def worker_encoder(job: SparkJob):

@@ -24,6 +24,7 @@ within its own length, so padding again comes last.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,7 +381,7 @@ class BiLM(tf.Module):
         word_gates = self.input_gates(0, [word_repr, word_repr], w)  # 2 x (n_words, 4d)
         backward = _reverse_each(positions, n_tokens)
         order = [positions, backward]
-        gates_at = lambda z, t, k: tf.gather(word_gates[z], order[z][:k, t])  # noqa: E731
+        gates_at: Callable[..., tf.Tensor] = lambda z, t, k: tf.gather(word_gates[z], order[z][:k, t])  # noqa: E731
         boundary_gates = [word_gates[0][1:2], word_gates[1][2:3]]  # <S> forward, </S> backward
         boundary_x = tf.stack([word_repr[1:2], word_repr[2:3]])  # (2, 1, p)
         x, layers = None, []

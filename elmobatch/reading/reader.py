@@ -128,7 +128,8 @@ class MessageReader:
         self.max_text_chars = max_text_chars
         self.reject_empty = reject_empty
         self.source_name = source_name or path.name
-        self.text_column = self.id_column = None  # set by _decide; sampling runs before they are known
+        self.text_column: str | None = None  # set by _decide; sampling runs before it is known
+        self.id_column: str | None = None
         self.decisions = self._decide(text_column, id_column, fmt, encoding)
         self.size = self._size()  # the unit of Chunk.position: bytes, or rows for Parquet
 
@@ -195,17 +196,22 @@ class MessageReader:
 
     # ---- iteration -------------------------------------------------------------------------
 
+    def _lines(self) -> _Lines:
+        """A fresh pass over the decoded lines; only text formats read lines, and they always have an encoding."""
+        assert self.encoding is not None, f"{self.path}: {self.format} has no text encoding"
+        return _Lines(self.path, self.encoding)
+
     def __iter__(self) -> Iterator[Chunk]:
         if self.format == "parquet":
             records, progress = self._parquet_records()
         elif self.format == "txt":
-            lines = _Lines(self.path, self.encoding)
+            lines = self._lines()
             records, progress = self._txt_records(lines), lambda: lines.offset
         elif self.format == "jsonl":
-            lines = _Lines(self.path, self.encoding)
+            lines = self._lines()
             records, progress = self._jsonl_records(lines), lambda: lines.offset
         else:
-            lines = _Lines(self.path, self.encoding)
+            lines = self._lines()
             records, progress = self._csv_records(self._csv_header(), lines), lambda: lines.offset
         yield from self._chunks(records, progress)
 
@@ -272,7 +278,7 @@ class MessageReader:
 
     def _csv_header(self) -> list[tuple[str, bool]]:
         """[(column name, was it named in the file)]; blank names become 'Unnamed: i' as in pandas."""
-        lines = _Lines(self.path, self.encoding)
+        lines = self._lines()
         try:
             row = next(csv.reader(iter(lines), **self._csv_dialect()), None)
         except csv.Error as exc:
@@ -294,7 +300,7 @@ class MessageReader:
     def _csv_records(self, header, lines: _Lines | None) -> Iterator[_Record]:
         """Data records after the header. `lines` None: a fresh pass used only for sampling."""
         csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-        lines = lines or _Lines(self.path, self.encoding)
+        lines = lines or self._lines()
         names = [name for name, _ in header]
         text_at = names.index(self.text_column) if self.text_column in names else None
         sep = "\t" if self.format == "tsv" else ","
@@ -350,7 +356,7 @@ class MessageReader:
                 yield _Record(raw, values=[raw], text=raw)
 
     def _jsonl_records(self, lines: _Lines | None) -> Iterator[_Record]:
-        lines = lines or _Lines(self.path, self.encoding)
+        lines = lines or self._lines()
         for _ in lines:
             raw, bad = lines.take()
             if bad:

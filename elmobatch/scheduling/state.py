@@ -35,7 +35,7 @@ class JobState:
         stat = os.stat(path)
         known = self.files.get(path)
         unchanged = known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns
-        sha = known["sha256"] if unchanged else file_sha256(path)
+        sha = known["sha256"] if known and unchanged else file_sha256(Path(path))
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
 
     def pending(self, patterns: tuple[str, ...]) -> list[tuple[str, dict]]:

@@ -71,7 +71,7 @@ def classification_metrics(y_true, y_pred, proba: np.ndarray, labels: list[str])
                            "f1": _ratio(2 * precision * recall, precision + recall),
                            "support": int(m[c, :].sum()),
                            "roc_auc": roc_auc(y_true == c, proba[:, c])}
-    out = {"rows": int(len(y_true)), "accuracy": _ratio(np.trace(m), m.sum())}
+    out: dict[str, object] = {"rows": int(len(y_true)), "accuracy": _ratio(np.trace(m), m.sum())}
     if k == 2:
         pos = per_label[labels[1]]
         out.update(positive_label=labels[1], precision=pos["precision"], recall=pos["recall"], f1=pos["f1"],

@@ -89,7 +89,7 @@ class _TableWriter:
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns, self.format = path, columns, output_format(path)
         self.tmp = temporary_path(path)
-        self.parquet = None
+        self.parquet: pq.ParquetWriter | None = None
         self.rows = 0
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -166,10 +166,11 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
     rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
     summary = ScoreSummary(str(path), str(out), str(rejects_out))
     chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
-    writer = rejects = None
+    writer: _TableWriter | None = None
+    rejects: _TableWriter | None = None
     try:
         for chunk, layers in chunks:
-            if writer is None:
+            if writer is None or rejects is None:  # the first chunk: both open together
                 columns = [c if c not in ADDED_COLUMNS else f"input_{c}" for c in chunk.rows.columns
                            if c != "row_number"] + list(ADDED_COLUMNS)
                 writer = _TableWriter(out, columns)
@@ -184,7 +185,7 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             summary.rows_rejected += len(chunk.rejects)
             for name, count in frame["label"].value_counts().items():
                 summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
-        if writer is None:  # a file with no records at all
+        if writer is None or rejects is None:  # a file with no records at all
             writer, rejects = _TableWriter(out, list(ADDED_COLUMNS)), _TableWriter(rejects_out, REJECT_COLUMNS)
         writer.close()
         rejects.close()

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from elmobatch.caching import EmbeddingCache
-from elmobatch.reading import REJECT_COLUMNS, read_messages
+from elmobatch.reading import REJECT_COLUMNS, Chunk, read_messages
 
 MISSING_LABEL = "missing_label"
 
@@ -28,7 +28,7 @@ class LabelError(ValueError):
 
 
 def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None,
-                 **read_options) -> Iterator[tuple[object, np.ndarray]]:
+                 **read_options) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages."""
     reader = read_messages(path, text_column=text_column, **read_options)
     for chunk in reader:

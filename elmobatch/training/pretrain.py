@@ -118,7 +118,7 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
     for path in paths:
         try:
             reader = read_messages(path, text_column=text_column)
-            selected, read, rejects = 0, 0, {}
+            selected, read, rejects = 0, 0, dict[str, int]()
             for chunk in reader:
                 read += chunk.rows_read
                 numbers = chunk.rows["row_number"].to_numpy()
