@@ -164,6 +164,7 @@ def test_clear_errors(tmp_path):
     assert result.exit_code != 0 and "pass --text-column" in result.output and "subject, notes" in result.output
 
 
+@pytest.mark.slow  # two CLI subprocesses, each importing TensorFlow
 def test_sigkill_then_rerun_equals_clean_run(tmp_path):
     # 1,200 reference messages (UTF-8 now), 12 chunks of 100: killed after 3 chunks are recorded
     path = tmp_path / "part.csv"

@@ -57,6 +57,7 @@ def test_unknown_precision_and_hub_bf16_are_refused(fixture_dir):
         load_encoder(str(fixture_dir / "hub_module"), precision="bf16")
 
 
+@pytest.mark.slow  # the default model on 1,115 rows, twice
 def test_bf16_gives_the_default_heads_labels_on_the_reference_test_rows():
     import pandas as pd
 

@@ -16,6 +16,8 @@ from elmobatch.cli import main
 from elmobatch.scheduling.lock import JobLock
 from tests.conftest import FIXTURE, SMS
 
+pytestmark = pytest.mark.slow  # every test runs `elmobatch run` in subprocesses, each importing TensorFlow
+
 REPO = Path(__file__).resolve().parents[1]
 ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
 SMS_LINES = SMS.read_bytes().split(b"\n")

@@ -161,6 +161,7 @@ def _relabelled_sms(path, n, relabel):
     return frame
 
 
+@pytest.mark.slow  # trains two heads on 800 rows
 def test_other_label_names_and_three_labels(cache, tmp_path):
     binary = tmp_path / "binary.csv"
     _relabelled_sms(binary, 800, lambda c, m: "junk" if c == "spam" else "keep")
