@@ -50,6 +50,7 @@ def sms_run(tmp_path_factory):
     return base, result
 
 
+@pytest.mark.slow  # embeds the whole 5,572-row reference file
 def test_reference_file(sms_run, fixture_encoder):
     base, result = sms_run
     out = base / "out"
@@ -92,6 +93,7 @@ def test_reference_file(sms_run, fixture_encoder):
     assert con.execute(f"SELECT count(*) FROM read_parquet('{out / '_rejects' / '*.parquet'}')").fetchone() == (0,)
 
 
+@pytest.mark.slow  # the reference file twice more, from the cache
 def test_second_run_computes_nothing(sms_run):
     base, _ = sms_run
     for out in (base / "again", base / "out"):  # a new directory, and rewriting a completed one

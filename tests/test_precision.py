@@ -21,7 +21,7 @@ def plain_layers(bilm, sentences):
     return [out[i, :, 1 : len(s) + 1] for i, s in enumerate(sentences)]
 
 
-@pytest.fixture(scope="module", params=["fixture", "skip_3_layers"])
+@pytest.fixture(scope="module", params=["fixture", pytest.param("skip_3_layers", marks=pytest.mark.slow)])
 def model_dir(request, fixture_dir, tmp_path_factory):
     if request.param == "fixture":
         return fixture_dir
