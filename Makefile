@@ -1,9 +1,11 @@
-# make run   set up (.venv), then score the example messages with the bundled default model and head
-# make test  set up (.venv, with the test extras), then run the test suite (what CI runs)
+# make run        set up (.venv), then score the example messages with the bundled default model and head
+# make test       set up (.venv, with the test extras), then run the whole test suite (what CI runs, after lint)
+# make test-fast  the same suite without the tests marked slow: the edit-and-check loop
+# make lint       ruff and mypy over the code, as configured in pyproject.toml
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test
+.PHONY: setup run test test-fast lint
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -23,3 +25,10 @@ run: setup
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check .
+	$(PY) -m mypy

@@ -33,7 +33,7 @@ def info(model):
     try:
         enc = load_encoder(model)
     except ModelError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"path": enc.path, "dim": enc.dim, "layers": enc.n_layers + 1,
                            "tokenizer": enc.tokenizer, "fingerprint": enc.fingerprint}, indent=2))
 
@@ -60,7 +60,7 @@ def models(cache_dir):
     header = ("model", "dim", "fingerprint", "vectors", "path")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) + "  " + str(row[4]))
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths, strict=True)) + "  " + str(row[4]))
     click.echo(f"(embedding cache: {cache.directory}; bundled models in {bundled_model_dir().parent})")
 
 
@@ -77,8 +77,10 @@ def models(cache_dir):
               help="Input format (default: from the extension).")
 @click.option("--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not).")
 @click.option("--batch-size", type=int, help="Messages per encoder batch.")
-@click.option("--chunk-rows", type=int, default=10_000, show_default=True, help="Rows read, embedded and written at a time.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
+@click.option("--chunk-rows", type=int, default=10_000, show_default=True,
+              help="Rows read, embedded and written at a time.")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
 @click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
 @click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
@@ -117,7 +119,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
                                              batch_size=batch_size, master=master, encoder=enc,
                                              precision=precision)
             except SparkError as exc:
-                raise click.ClickException(str(exc))
+                raise click.ClickException(str(exc)) from exc
         else:
             manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
                                    batch_size=batch_size, progress=Progress(sys.stderr))
@@ -125,7 +127,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
     except (ModelError, ReadError, OutputError, ValueError, OSError) as exc:  # OSError: e.g. disk full
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     warning = duplicate_ids_warning(manifest)
     if warning:
         click.echo(warning, err=True)
@@ -194,7 +196,7 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2))
     except (TrainingError, *_head_errors()) as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     meta = head.meta
     weights = ", ".join(f"{w:.3f}" for w in meta["layer_weights"])
     threshold = "none (most probable label)" if meta["threshold"] is None else f"{meta['threshold']:.4f}"
@@ -218,7 +220,8 @@ def _calibration_line(meta: dict) -> str:
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label-column", required=True, help="Column holding each row's true label.")
 @click.option("--text-column", help="Column holding the message (default: detected).")
-@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False), help="Head directory (default: bundled).")
+@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False),
+              help="Head directory (default: bundled).")
 @click.option("--model", help="Encoder spec (default: the model the head names).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory (default: <input stem>.report).")
 @click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
@@ -242,7 +245,7 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
                                                cache=_cache(cache_dir), text_column=text_column,
                                                rows=split_spec, threshold=threshold, max_tokens=max_tokens)
     except _head_errors() as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     trained_on = head.meta.get("data", {}).get("file_sha256")
     if split_spec is None and trained_on and trained_on == file_sha256(input):
         click.echo(f"note: {input} is the file this head was trained on; its training rows are included "
@@ -256,7 +259,8 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False), help="Head directory (default: bundled).")
+@click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False),
+              help="Head directory (default: bundled).")
 @click.option("--model", help="Encoder spec (default: the model the head names).")
 @click.option("--out", type=click.Path(), help="Output .csv/.parquet file (one input) or directory "
               "(default: <input stem>.scored.csv in the current directory).")
@@ -273,12 +277,12 @@ def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cach
         outputs = output_paths(list(inputs), out)
         head, encoder = load_head_and_model(head_dir, model, precision)
         cache = _cache(cache_dir)
-        for path, target in zip(inputs, outputs):
+        for path, target in zip(inputs, outputs, strict=True):
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
                                  threshold=threshold, max_tokens=max_tokens)
             click.echo(summary.line())
     except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
 
 
 # ---- run (issue 7) ---------------------------------------------------------------------------
@@ -313,8 +317,10 @@ def run(job_file, day):
 
 @main.command()
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write (and resume from).")
-@click.option("--options", "options_path", type=click.Path(dir_okay=False), help="options.json of the architecture (default: the bundled model's).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (and resume from).")
+@click.option("--options", "options_path", type=click.Path(dir_okay=False),
+              help="options.json of the architecture (default: the bundled model's).")
 @click.option("--epochs", default=10, show_default=True, help="Epochs in all (a resumed run counts the earlier ones).")
 @click.option("--batch-size", default=128, show_default=True, help="Messages per step (larger: faster per token).")
 @click.option("--max-minutes", type=float, help="Stop this run after M minutes (checkpointed; rerun to resume).")
@@ -351,11 +357,11 @@ def pretrain(corpus, out, options_path, **kwargs):
             with open(options_path, encoding="utf-8") as f:
                 options = json.load(f)
         except (OSError, ValueError) as exc:
-            raise click.ClickException(f"{options_path}: not readable JSON options ({exc})")
+            raise click.ClickException(f"{options_path}: not readable JSON options ({exc})") from exc
     try:
         run_pretrain(list(corpus), out, options=options, log=lambda line: click.echo(line, err=True), **kwargs)
     except PretrainError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 STAGING = "_tmp"
 

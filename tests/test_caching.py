@@ -13,7 +13,8 @@ from elmobatch.caching import EmbeddingCache, normalize_text, text_hash
 from elmobatch.cli import main
 from tests.conftest import FIXTURE, small_tmpfs, tiny_options, write_random_model
 
-TEXTS = ["Hello world", "Hello   world ", "\tHello world", "Free entry!! Call 0800", "", "   ", "Free entry!! Call 0800"]
+TEXTS = ["Hello world", "Hello   world ", "\tHello world", "Free entry!! Call 0800", "", "   ",
+         "Free entry!! Call 0800"]
 
 
 def test_dedup_normalization_and_hits(tmp_path, fixture_encoder):

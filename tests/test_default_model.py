@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from elmobatch import load_encoder
 from elmobatch.encoding.encoder import bundled_model_dir
@@ -48,6 +49,7 @@ def test_default_model_was_trained_on_the_training_rows_only():
     assert meta["corpus_fingerprint"] != corpus_fingerprint(sms_messages(0, 5572), "punct")
 
 
+@pytest.mark.slow  # the default model on 1,115 rows
 def test_default_model_and_head_reach_the_quality_bar_on_the_reference_test_rows(tmp_path):
     from click.testing import CliRunner
 

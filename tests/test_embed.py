@@ -50,6 +50,7 @@ def sms_run(tmp_path_factory):
     return base, result
 
 
+@pytest.mark.slow  # embeds the whole 5,572-row reference file
 def test_reference_file(sms_run, fixture_encoder):
     base, result = sms_run
     out = base / "out"
@@ -92,6 +93,7 @@ def test_reference_file(sms_run, fixture_encoder):
     assert con.execute(f"SELECT count(*) FROM read_parquet('{out / '_rejects' / '*.parquet'}')").fetchone() == (0,)
 
 
+@pytest.mark.slow  # the reference file twice more, from the cache
 def test_second_run_computes_nothing(sms_run):
     base, _ = sms_run
     for out in (base / "again", base / "out"):  # a new directory, and rewriting a completed one
@@ -130,12 +132,13 @@ def test_broken_file_keeps_the_invariant(tmp_path):
     assert m["inputs"][0]["decisions"]["encoding"] == "utf-8"
     table = dataset(tmp_path / "out")
     assert table["id"].to_pylist() == ["1", "2", "8", "9"]
-    assert table["text"].to_pylist() == ["caf\u00e9 au lait", "na\u00efve r\u00e9sum\u00e9 \U0001F600", "", "\u00fcber gut"]
+    assert table["text"].to_pylist() == ["caf\u00e9 au lait", "na\u00efve r\u00e9sum\u00e9 \U0001F600", "",
+                                         "\u00fcber gut"]
     bad = rejects(tmp_path / "out").sort_values("row_number")
-    assert dict(zip(bad["row_number"], bad["reason"])) == {
+    assert dict(zip(bad["row_number"], bad["reason"], strict=True)) == {
         2: "undecodable", 3: "nul_byte", 4: "too_long", 5: "blank_line", 6: "column_count", 7: "column_count",
         10: "unterminated_quote"}
-    raw = dict(zip(bad["row_number"], bad["raw"]))
+    raw = dict(zip(bad["row_number"], bad["raw"], strict=True))
     assert raw[2] == "3,bad bytes \\xff\\xfe here,spam" and raw[6] == "6,only two fields"
     assert raw[4] == "5," + "x" * 998 and raw[10] == '10,"an unterminated quote,spam'  # the long line: cut
     assert "1,000,008 bytes" in dict(zip(bad["row_number"], bad["detail"]))[4]
@@ -165,6 +168,7 @@ def test_clear_errors(tmp_path):
     assert result.exit_code != 0 and "pass --text-column" in result.output and "subject, notes" in result.output
 
 
+@pytest.mark.slow  # two CLI subprocesses, each importing TensorFlow
 def test_sigkill_then_rerun_equals_clean_run(tmp_path):
     # 1,200 reference messages (UTF-8 now), 12 chunks of 100: killed after 3 chunks are recorded
     path = tmp_path / "part.csv"

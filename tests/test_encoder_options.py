@@ -42,7 +42,7 @@ def test_shapes_and_layers(variant):
     n_layers = options["lstm"]["n_layers"]
     assert enc.dim == 2 * options["lstm"]["projection_dim"] == 16
     outputs = enc.embed_tokens(SENTENCES)
-    for sentence, out in zip(SENTENCES, outputs):
+    for sentence, out in zip(SENTENCES, outputs, strict=True):
         assert out.shape == (n_layers + 1, len(sentence), 16)
         assert np.isfinite(out).all()
         # Layer 0 is the token representation, duplicated.
@@ -53,7 +53,7 @@ def test_shapes_and_layers(variant):
 def test_batch_and_padding_independence(variant):
     _, _, enc = variant
     together = enc.embed_tokens(SENTENCES)
-    for sentence, batched in zip(SENTENCES, together):
+    for sentence, batched in zip(SENTENCES, together, strict=True):
         alone = enc.embed_tokens([sentence])[0]
         assert np.abs(alone - batched).max() <= 1e-5
     # The same sentence next to a very long one (much padding) is unchanged.
@@ -127,7 +127,8 @@ def test_wrong_shape_is_named(tmp_path):
     directory = write_random_model(tmp_path, tiny_options())
     options = tiny_options(dim=32)  # the file was written for dim 24
     (directory / "options.json").write_text(json.dumps(options))
-    with pytest.raises(ModelError, match=r"RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/W_0' has shape \(16, 96\), the options call for \(16, 128\)"):
+    expected = r"RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/W_0' has shape \(16, 96\), the options call for \(16, 128\)"
+    with pytest.raises(ModelError, match=expected):
         load_encoder(str(directory))
 
 

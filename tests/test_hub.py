@@ -16,7 +16,7 @@ def test_hub_module_matches_native(hub_encoder, fixture_encoder, fixture_sentenc
     assert hub_encoder.n_layers == 2
     hub_out = hub_encoder.embed_tokens(fixture_sentences)
     native_out = fixture_encoder.embed_tokens(fixture_sentences)
-    for h, n in zip(hub_out, native_out):
+    for h, n in zip(hub_out, native_out, strict=True):
         assert h.shape == n.shape
         assert np.abs(h - n).max() <= 1e-5
 

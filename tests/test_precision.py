@@ -16,12 +16,12 @@ SENTENCES = [["Free", "entry", "in", "2", "a", "wkly", "comp", "to", "win", "FA"
 def plain_layers(bilm, sentences):
     """The training graph: char ids per position, weights laid out from the variables on each call."""
     token_repr, lstm_layers, _ = bilm(tok.char_ids(sentences, bilm.config.max_characters_per_token))
-    layers = [tf.concat([token_repr, token_repr], -1)] + [tf.concat([l[0], l[1]], -1) for l in lstm_layers]
+    layers = [tf.concat([token_repr, token_repr], -1)] + [tf.concat([layer[0], layer[1]], -1) for layer in lstm_layers]
     out = tf.stack(layers, axis=1).numpy()
     return [out[i, :, 1 : len(s) + 1] for i, s in enumerate(sentences)]
 
 
-@pytest.fixture(scope="module", params=["fixture", "skip_3_layers"])
+@pytest.fixture(scope="module", params=["fixture", pytest.param("skip_3_layers", marks=pytest.mark.slow)])
 def model_dir(request, fixture_dir, tmp_path_factory):
     if request.param == "fixture":
         return fixture_dir
@@ -34,7 +34,7 @@ def model_dir(request, fixture_dir, tmp_path_factory):
 def test_float32_fast_path_equals_plain_path(model_dir):
     enc = load_encoder(str(model_dir))
     fast = enc.embed_tokens(SENTENCES)
-    for f, p in zip(fast, plain_layers(enc.bilm, SENTENCES)):
+    for f, p in zip(fast, plain_layers(enc.bilm, SENTENCES), strict=True):
         assert f.shape == p.shape
         assert np.abs(f - p).max() <= 1e-5
 
@@ -57,6 +57,7 @@ def test_unknown_precision_and_hub_bf16_are_refused(fixture_dir):
         load_encoder(str(fixture_dir / "hub_module"), precision="bf16")
 
 
+@pytest.mark.slow  # the default model on 1,115 rows, twice
 def test_bf16_gives_the_default_heads_labels_on_the_reference_test_rows():
     import pandas as pd
 
@@ -94,6 +95,6 @@ def test_remembered_word_vectors_change_nothing_and_stay_bounded(fixture_dir):
     enc.word_memory_bytes = 4 * enc.bilm.config.projection_dim * 8  # room for 8 words
     n_words = len({w for s in SENTENCES for w in s})
     for _ in range(2):  # the second pass reads remembered vectors where it can
-        for sentence, expected in zip(SENTENCES, fresh):
+        for sentence, expected in zip(SENTENCES, fresh, strict=True):
             assert np.abs(enc.embed_tokens([sentence])[0] - expected).max() <= 1e-5
     assert 0 < len(enc._words) < n_words

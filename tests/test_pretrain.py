@@ -61,6 +61,7 @@ def optimizer_iterations(out: Path) -> int:
     return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+@pytest.mark.slow  # pretrains a model
 def test_pretrain_writes_a_loadable_model_with_lower_heldout_perplexity(options_file, tmp_path):
     out = tmp_path / "model"
     # Straight from the reference CSV (Latin-1, spilled commas): rows 0..299 of its message column.
@@ -97,6 +98,7 @@ def test_pretrain_writes_a_loadable_model_with_lower_heldout_perplexity(options_
     assert np.abs(vectors[0]).sum() > 0 and not vectors[2].any()
 
 
+@pytest.mark.slow  # pretrains twice
 def test_a_run_stopped_by_max_steps_resumes_where_it_stopped(corpus, options_file, tmp_path):
     out = tmp_path / "model"
     first = run_pretrain(corpus, out, options_file, "--max-steps", 8)
@@ -114,6 +116,7 @@ def test_a_run_stopped_by_max_steps_resumes_where_it_stopped(corpus, options_fil
     assert meta["corpus"]["empty_messages_skipped"] == 1  # the corpus's blank line
 
 
+@pytest.mark.slow  # a pretraining subprocess
 def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(corpus, options_file, tmp_path):
     out = tmp_path / "model"
     args = [sys.executable, "-m", "elmobatch.cli",
@@ -142,6 +145,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(corpus, options_f
     assert load_encoder(str(out)).dim == 16
 
 
+@pytest.mark.slow  # pretrains before it resumes
 def test_resuming_with_other_settings_or_bad_input_is_refused_clearly(corpus, options_file, tmp_path):
     out = tmp_path / "model"
     assert run_pretrain(corpus, out, options_file, "--max-steps", 2).exit_code == 0

@@ -67,7 +67,7 @@ def test_jsonl_rejects(tmp_path):
     assert reader.decisions.text_column == "text"
     assert texts == ["fine", "oké"] and list(rows["row_number"]) == [0, 6]
     assert list(rows["id"]) == [1, 7]
-    assert dict(zip(rejects["row_number"], rejects["reason"])) == {
+    assert dict(zip(rejects["row_number"], rejects["reason"], strict=True)) == {
         1: "unparseable", 2: "unparseable", 3: "missing_text", 4: "not_text", 5: "blank_line"}
 
 

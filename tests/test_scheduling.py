@@ -17,6 +17,8 @@ from elmobatch.scheduling.lock import JobLock
 from tests.conftest import FIXTURE, SMS
 from tests.conftest import small_tmpfs as mounted_tmpfs
 
+pytestmark = pytest.mark.slow  # every test runs `elmobatch run` in subprocesses, each importing TensorFlow
+
 REPO = Path(__file__).resolve().parents[1]
 ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
 SMS_LINES = SMS.read_bytes().split(b"\n")

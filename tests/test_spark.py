@@ -89,6 +89,7 @@ def assert_same_output(a, b):
             assert pq.ParquetFile(Path(b) / name).metadata.num_rows == pq.ParquetFile(Path(a) / name).metadata.num_rows
 
 
+@pytest.mark.slow  # starts Spark
 def test_spark_output_equals_local(runs, inputs):
     base, local, remote = runs
     assert_same_output(base / "local", base / "spark")
@@ -112,6 +113,7 @@ def test_spark_output_equals_local(runs, inputs):
     assert spilled["text"].endswith("FML, PO Box 5249, MK17 92H. 450Ppw 16\"")
 
 
+@pytest.mark.slow  # Spark
 def test_cli_spark_reuses_cache_and_session(runs, inputs, spark):
     base, local, _ = runs
     out = base / "cli"
@@ -124,6 +126,7 @@ def test_cli_spark_reuses_cache_and_session(runs, inputs, spark):
     assert spark.range(3).count() == 3  # the CLI used the active session and left it running
 
 
+@pytest.mark.slow  # Spark
 def test_worker_model_must_match_driver(runs, inputs, spark, tmp_path):
     """The driver's model and the executors' differ: the run fails with the reason, and no _SUCCESS."""
     other = load_encoder(str(write_random_model(tmp_path / "other", tiny_options())))
@@ -157,6 +160,7 @@ class StopAfterFirstChunk:
         pass
 
 
+@pytest.mark.slow  # Spark
 def test_spark_resumes_an_interrupted_run(runs, inputs, spark, fixture_encoder):
     base, local, _ = runs
     out = base / "resumed"
@@ -170,6 +174,7 @@ def test_spark_resumes_an_interrupted_run(runs, inputs, spark, fixture_encoder):
     assert_same_output(base / "local", out)
 
 
+@pytest.mark.slow  # Spark
 def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
     """`elmobatch run` with engine = "spark": Spark fills the job's cache, then scoring finds every vector."""
     import datetime as dt

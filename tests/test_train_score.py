@@ -156,11 +156,12 @@ def _relabelled_sms(path, n, relabel):
     """The first n reference rows as a clean UTF-8 file with columns message, category."""
     frame = pd.read_csv(SMS, encoding="latin-1", usecols=[0, 1], nrows=n, keep_default_na=False)
     frame = frame.rename(columns={"v1": "category", "v2": "message"})
-    frame["category"] = [relabel(c, m) for c, m in zip(frame["category"], frame["message"])]
+    frame["category"] = [relabel(c, m) for c, m in zip(frame["category"], frame["message"], strict=True)]
     frame.to_csv(path, index=False)
     return frame
 
 
+@pytest.mark.slow  # trains two heads on 800 rows
 def test_other_label_names_and_three_labels(cache, tmp_path):
     binary = tmp_path / "binary.csv"
     _relabelled_sms(binary, 800, lambda c, m: "junk" if c == "spam" else "keep")
@@ -174,7 +175,8 @@ def test_other_label_names_and_three_labels(cache, tmp_path):
                  "--epochs", 3, "--split", "random:0.25:1", "--cache-dir", cache)
     head = json.loads((tmp_path / "h3" / "head.json").read_text())
     assert head["labels"] == ["long", "short", "spam"] and head["threshold"] is None
-    assert head["metrics"]["rows"] == 200 and len(head["metrics"]["confusion_matrix"]["rows_true_columns_predicted"]) == 3
+    assert head["metrics"]["rows"] == 200
+    assert len(head["metrics"]["confusion_matrix"]["rows_true_columns_predicted"]) == 3
     assert "(macro)" in result.output
     run("score", three, "--head", tmp_path / "h3", "--cache-dir", cache, "--out", tmp_path / "s3.csv")
     scored = pd.read_csv(tmp_path / "s3.csv", keep_default_na=False)

@@ -17,6 +17,7 @@ A segment failing any check is renamed to *.corrupt and its entries are recomput
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -108,8 +109,8 @@ class EmbeddingCache:
         found = self.lookup(encoder.cache_key, unique)
         missing = [k for k in unique if k not in found]
         if missing:
-            first_text = {}
-            for key, text in zip(keys, texts):
+            first_text: dict[bytes, str] = {}
+            for key, text in zip(keys, texts, strict=True):
                 first_text.setdefault(key, text)
             tokens = [encoder.tokenize(first_text[k]) for k in missing]
             pooled = encoder.pool_tokens(tokens)
@@ -181,7 +182,7 @@ class EmbeddingCache:
         index = np.zeros(len(keys), INDEX_DTYPE)
         index["key"] = np.frombuffer(b"".join(keys), "V32")
         index["n_tokens"] = n_tokens
-        index["crc"] = [_entry_crc(int(n), v) for n, v in zip(n_tokens, layers)]
+        index["crc"] = [_entry_crc(int(n), v) for n, v in zip(n_tokens, layers, strict=True)]
         index_bytes = index.tobytes()
         header = json.dumps({"fingerprint": fingerprint, "n": len(keys), "layers": layers.shape[1],
                              "dim": layers.shape[2], "index_sha256": hashlib.sha256(index_bytes).hexdigest()}).encode()
@@ -203,10 +204,8 @@ class EmbeddingCache:
         self.corrupt += 1
         log.warning("cache segment %s is damaged (%s): set aside as .corrupt; its vectors will be recomputed",
                     path, exc)
-        try:
+        with contextlib.suppress(OSError):
             os.replace(path, path.with_name(path.name + ".corrupt"))
-        except OSError:
-            pass
 
 
 def _sweep_tmp(directory: Path, older_than_s: float = 3600) -> None:

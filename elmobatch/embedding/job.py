@@ -23,7 +23,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Iterator
 
@@ -66,7 +66,7 @@ class OutputLocked(OutputError):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, cache: EmbeddingCache | None = None,
@@ -90,7 +90,7 @@ def _embed_planned(plan: "RunPlan", encoder, options, cache, progress, started: 
     total_bytes = sum(i["bytes"] for i in inputs_info) or 1
     bytes_before, rows_seen, written, resumed = 0, 0, 0, 0
     records = []
-    for file_index, (reader, info) in enumerate(zip(readers, inputs_info)):
+    for file_index, (reader, info) in enumerate(zip(readers, inputs_info, strict=True)):
         for chunk in reader:
             name = part_name(file_index, chunk.index)
             record = plan.done.get(name)
@@ -134,7 +134,7 @@ def plan_run(inputs, out, encoder, options: EmbedOptions) -> Iterator[RunPlan]:
     _check_names(paths, options.id_column)
     readers = [open_reader(p, options, encoder.tokenizer) for p in paths]
     inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
-                    "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers)]
+                    "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers, strict=True)]
     signature = _signature(inputs_info, encoder.cache_key, options)  # model and precision
     out = Path(out)
     _check_output(out)  # before creating anything: a directory not ours stays untouched
@@ -173,7 +173,7 @@ def part_name(file_index: int, chunk_index: int) -> str:
 def _check_names(paths: list[Path], id_column: str | None) -> None:
     """Ids default to file name + row number, so two inputs may not share a file name."""
     if id_column is None:
-        seen = {}
+        seen: dict[str, Path] = {}
         for p in paths:
             if p.name in seen:
                 raise ReadError(f"inputs {seen[p.name]} and {p} share the file name {p.name!r}, so their default ids "
@@ -322,5 +322,6 @@ def summary_line(manifest: dict, out) -> str:
     c, t = manifest["counts"], manifest["timings"]
     return (f"rows_read {c['rows_read']:,} = rows_embedded {c['rows_embedded']:,} + rows_rejected "
             f"{c['rows_rejected']:,}; cache_hits {c['cache_hits']:,}, computed {c['computed']:,}; "
-            f"{len(manifest['inputs'])} file(s), {t['chunks_written']} chunk(s) written, {t['chunks_resumed']} resumed; "
+            f"{len(manifest['inputs'])} file(s), {t['chunks_written']} chunk(s) written, "
+            f"{t['chunks_resumed']} resumed; "
             f"{t['seconds']:.1f} s -> {out}")

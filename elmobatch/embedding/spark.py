@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -33,6 +34,9 @@ from elmobatch.caching import EmbeddingCache, default_cache_dir
 from elmobatch.embedding import output as o
 from elmobatch.embedding.job import (EmbedOptions, OutputError, _now, finish_run, open_reader, part_name, plan_run,
                                      write_chunk)
+
+if TYPE_CHECKING:  # the encoder module imports TensorFlow; the driver may never need it
+    from elmobatch.encoding.encoder import Encoder
 
 INSTALL_HINT = "the Spark engine needs pyspark: pip install 'elmobatch[spark]'"
 UNIT_SCHEMA = "file_index int, slice int, slices int"
@@ -178,7 +182,7 @@ def _units(plan, chunk_rows: int, parallelism: int) -> list[tuple[int, int, int]
     never more slices for a file than it can have chunks."""
     total = sum(i["bytes"] for i in plan.inputs_info) or 1
     units = []
-    for index, (info, reader) in enumerate(zip(plan.inputs_info, plan.readers)):
+    for index, (info, reader) in enumerate(zip(plan.inputs_info, plan.readers, strict=True)):
         share = max(1, round(parallelism * info["bytes"] / total))
         slices = max(1, min(share, _max_chunks(Path(info["path"]), reader, chunk_rows)))
         units += [(index, k, slices) for k in range(slices)]
@@ -234,7 +238,7 @@ def _check_complete(out: Path, records: list[dict], n_inputs: int) -> None:
 
 # ---- the executors ---------------------------------------------------------------------------
 
-_ENCODERS: dict[tuple[str, str, str], object] = {}  # per Python worker: (spec, fingerprint, precision) -> Encoder
+_ENCODERS: dict[tuple[str, str, str], Encoder] = {}  # per Python worker: (spec, fingerprint, precision) -> Encoder
 
 
 def worker_encoder(job: SparkJob):
@@ -324,5 +328,5 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     return [*records, note]
 
 
-__all__ = ["SparkError", "SparkJob", "embed_files_spark", "warm_cache_with_spark", "embed_units", "embed_slice", "spark_session",
-           "worker_encoder", "INSTALL_HINT"]
+__all__ = ["SparkError", "SparkJob", "embed_files_spark", "warm_cache_with_spark", "embed_units", "embed_slice",
+           "spark_session", "worker_encoder", "INSTALL_HINT"]

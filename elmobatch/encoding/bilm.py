@@ -24,6 +24,7 @@ within its own length, so padding again comes last.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -76,7 +77,7 @@ class BiLMConfig:
         return 2 * self.projection_dim
 
     @classmethod
-    def from_options(cls, options: dict, source: str = "options") -> "BiLMConfig":
+    def from_options(cls, options: dict, source: str = "options") -> BiLMConfig:
         try:
             cnn, lstm = options["char_cnn"], options["lstm"]
             activation = cnn.get("activation", "relu")
@@ -256,7 +257,7 @@ class BiLM(tf.Module):
         chars = tf.nn.embedding_lookup(w["char_embed"], tf.reshape(char_ids, [-1, c.max_characters_per_token]))
         act = tf.nn.relu if c.activation == "relu" else tf.nn.tanh
         outputs = []
-        for (width, _), (kernel, bias) in zip(c.filters, w["cnn"]):
+        for (width, _), (kernel, bias) in zip(c.filters, w["cnn"], strict=True):
             positions = c.max_characters_per_token - width + 1
             windows = tf.concat([chars[:, k : k + positions] for k in range(width)], axis=-1)
             outputs.append(act(tf.reduce_max(_matmul(windows, kernel) + bias, axis=1)))
@@ -354,7 +355,7 @@ class BiLM(tf.Module):
         layers = []
         for layer in range(self.config.n_layers):
             gates = self.input_gates(layer, x, w)
-            out = self.run_lstm(layer, lambda z, t, k: gates[z][t, :k], tf.shape(x)[1:3], None, None, w)
+            out = self.run_lstm(layer, lambda z, t, k, gates=gates: gates[z][t, :k], tf.shape(x)[1:3], None, None, w)
             x = out + x if self.config.use_skip_connections and layer > 0 else out
             layers.append(_forward_order(x, lengths))
         return layers
@@ -381,7 +382,7 @@ class BiLM(tf.Module):
         word_gates = self.input_gates(0, [word_repr, word_repr], w)  # 2 x (n_words, 4d)
         backward = _reverse_each(positions, n_tokens)
         order = [positions, backward]
-        gates_at = lambda z, t, k: tf.gather(word_gates[z], order[z][:k, t])  # noqa: E731
+        gates_at: Callable[..., tf.Tensor] = lambda z, t, k: tf.gather(word_gates[z], order[z][:k, t])  # noqa: E731
         boundary_gates = [word_gates[0][1:2], word_gates[1][2:3]]  # <S> forward, </S> backward
         boundary_x = tf.stack([word_repr[1:2], word_repr[2:3]])  # (2, 1, p)
         x, layers = None, []

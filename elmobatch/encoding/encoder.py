@@ -72,7 +72,8 @@ class Encoder:
         order = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: len(sentences[i]))
         batch: list[int] = []
         for i in order:
-            if batch and ((len(batch) + 1) * len(sentences[i]) > self.max_batch_tokens or len(batch) == self.batch_size):
+            too_many_tokens = (len(batch) + 1) * len(sentences[i]) > self.max_batch_tokens
+            if batch and (too_many_tokens or len(batch) == self.batch_size):
                 yield batch
                 batch = []
             batch.append(i)
@@ -147,7 +148,7 @@ class NativeEncoder(Encoder):
                 self._words.clear()
             max_chars = self.bilm.config.max_characters_per_token
             vectors = self._token_layer(np.stack([tok.word_char_ids(w, max_chars) for w in new])).numpy()
-            self._words.update(zip(new, vectors))
+            self._words.update(zip(new, vectors, strict=True))
         return np.stack([self._words[w] for w in words])
 
     def _all_layers(self, word_repr, positions, n_tokens):
@@ -155,7 +156,8 @@ class NativeEncoder(Encoder):
         (batch, n_layers + 1, T, dim), zero past each end."""
         token_repr = tf.gather(word_repr, positions)
         stacked = [tf.concat([token_repr, token_repr], axis=-1)]
-        stacked += [tf.concat([layer[0], layer[1]], axis=-1) for layer in self.bilm.embed(word_repr, positions, n_tokens)]
+        lstm_layers = self.bilm.embed(word_repr, positions, n_tokens)
+        stacked += [tf.concat([layer[0], layer[1]], axis=-1) for layer in lstm_layers]
         out = tf.stack(stacked, axis=1)
         mask = tf.sequence_mask(n_tokens, tf.shape(out)[2], out.dtype)
         return out * mask[:, None, :, None]

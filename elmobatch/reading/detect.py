@@ -86,7 +86,7 @@ def detect_encoding(path: Path) -> tuple[str, str]:
     rejects); one whose non-ASCII lines are mostly not UTF-8 is a legacy 8-bit file.
     """
     invalid = valid_non_ascii = 0
-    first_invalid = None
+    first_invalid = -1  # index of the first undecodable line, -1 while none is found
     with open(path, "rb") as f:
         bom = f.read(3) == codecs.BOM_UTF8
         f.seek(0)
@@ -98,7 +98,7 @@ def detect_encoding(path: Path) -> tuple[str, str]:
                 valid_non_ascii += 1
             except UnicodeDecodeError:
                 invalid += 1
-                first_invalid = number if first_invalid is None else first_invalid
+                first_invalid = number if first_invalid < 0 else first_invalid
     if invalid == 0:
         return ("utf-8-sig" if bom else "utf-8"), "valid UTF-8" + (" with a byte-order mark" if bom else "")
     if valid_non_ascii > invalid:

@@ -23,7 +23,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 
@@ -166,7 +166,7 @@ def read_messages(path, *, text_column: str | None = None, id_column: str | None
                   encoding: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, reject_empty: bool = False,
                   max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer: str = DEFAULT_TOKENIZER,
-                  source_name: str | None = None) -> "MessageReader":
+                  source_name: str | None = None) -> MessageReader:
     """Open `path` for chunked reading; raises ReadError (naming file and setting) if it cannot be read.
 
     `tokenizer` (the model's) counts each message's tokens for `max_tokens`."""
@@ -195,7 +195,8 @@ class MessageReader:
         self.reject_empty = reject_empty
         self.max_tokens, self.tokenizer = max_tokens, tokenizer
         self.source_name = source_name or path.name
-        self.text_column = self.id_column = None  # set by _decide; sampling runs before they are known
+        self.text_column: str | None = None  # set by _decide; sampling runs before it is known
+        self.id_column: str | None = None
         self.decisions = self._decide(text_column, id_column, fmt, encoding)
         self.size = self._size()  # the unit of Chunk.position: bytes, or rows for Parquet
 
@@ -252,7 +253,7 @@ class MessageReader:
                 for i, value in enumerate(record.values[: len(header)]):
                     texty[i] = texty[i] or (value != "" and not _numeric(value))
         names = [name for name, _ in header]
-        return names, [name for (name, named), t in zip(header, texty) if t and named]
+        return names, [name for (name, named), t in zip(header, texty, strict=True) if t and named]
 
     def _size(self) -> int:
         if self.format == "parquet":
@@ -262,6 +263,11 @@ class MessageReader:
         return self.path.stat().st_size
 
     # ---- iteration -------------------------------------------------------------------------
+
+    def _lines(self) -> _Lines:
+        """A fresh pass over the decoded lines; only text formats read lines, and they always have an encoding."""
+        assert self.encoding is not None, f"{self.path}: {self.format} has no text encoding"
+        return _Lines(self.path, self.encoding)
 
     def __iter__(self) -> Iterator[Chunk]:
         if self.format == "parquet":
@@ -282,15 +288,14 @@ class MessageReader:
 
     def _chunks(self, records, progress) -> Iterator[Chunk]:
         good, texts, rejects = [], [], []
-        index = row_number = 0
-        for record in records:
+        index = 0
+        for row_number, record in enumerate(records):
             reason, detail, text = self._check(record)
             if reason is None:
                 good.append((row_number, record.values))
                 texts.append(text)
             else:
                 rejects.append((self.source_name, row_number, reason, detail, record.raw))
-            row_number += 1
             if len(good) + len(rejects) == self.chunk_rows:
                 yield self._chunk(index, good, texts, rejects, progress())
                 good, texts, rejects = [], [], []

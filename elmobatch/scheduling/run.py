@@ -189,8 +189,14 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log) -> None:
     report.status = "ok with rejected rows" if report.rows_rejected else "ok"
     report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK
     _write_report(report)
-    (Path(report.partition) / "_SUCCESS").write_text(report.run_id + "\n")
+    (_partition_dir(report) / "_SUCCESS").write_text(report.run_id + "\n")
+
+
+def _partition_dir(report: RunReport) -> Path:
+    """The output partition of this run; _process names it before it writes anything there."""
+    assert report.partition is not None, f"run {report.run_id}: no output partition chosen yet"
+    return Path(report.partition)
 
 
 def _write_report(report: RunReport) -> None:
-    write_json_atomically(Path(report.partition) / f"_run-{report.run_id}.json", asdict(report))
+    write_json_atomically(_partition_dir(report) / f"_run-{report.run_id}.json", asdict(report))

@@ -32,13 +32,14 @@ class JobState:
         except FileNotFoundError:
             self.files = {}
         except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or bytes that are not text
-            raise ValueError(f"{self.path}: unreadable job state ({exc}); move it away to reprocess every input") from exc
+            raise ValueError(f"{self.path}: unreadable job state ({exc}); "
+                             "move it away to reprocess every input") from exc
 
     def _fingerprint(self, path: str) -> dict:
         stat = os.stat(path)
         known = self.files.get(path)
         unchanged = known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns
-        sha = known["sha256"] if unchanged else file_sha256(path)
+        sha = known["sha256"] if known and unchanged else file_sha256(Path(path))
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
 
     def pending(self, patterns: tuple[str, ...]) -> list[tuple[str, dict]]:

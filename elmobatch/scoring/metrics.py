@@ -33,7 +33,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), np.float64)
     starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         ranks[order[s:e]] = (s + e + 1) / 2.0
     return ranks
 
@@ -71,7 +71,7 @@ def classification_metrics(y_true, y_pred, proba: np.ndarray, labels: list[str])
                            "f1": _ratio(2 * precision * recall, precision + recall),
                            "support": int(m[c, :].sum()),
                            "roc_auc": roc_auc(y_true == c, proba[:, c])}
-    out = {"rows": int(len(y_true)), "accuracy": _ratio(np.trace(m), m.sum())}
+    out: dict[str, object] = {"rows": int(len(y_true)), "accuracy": _ratio(np.trace(m), m.sum())}
     if k == 2:
         pos = per_label[labels[1]]
         out.update(positive_label=labels[1], precision=pos["precision"], recall=pos["recall"], f1=pos["f1"],
@@ -101,6 +101,6 @@ def format_table(metrics: dict) -> str:
     width = max(8, *(len(str(n)) + 2 for n in labels))
     lines.append("confusion (rows true, columns predicted):")
     lines.append(" " * width + "".join(f"{n:>{width}}" for n in labels))
-    for name, row in zip(labels, matrix):
+    for name, row in zip(labels, matrix, strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)

@@ -58,7 +58,7 @@ def output_paths(inputs: list, out: str | None) -> list[Path]:
             output_format(out)  # raises: an unknown extension is a mistake, not a directory name
         directory = Path(out) if out is not None else Path.cwd()
         paths = [directory / f"{Path(p).stem}.scored.csv" for p in inputs]
-    for source, target in zip(inputs, paths):
+    for source, target in zip(inputs, paths, strict=True):
         if Path(source).resolve() == target.resolve():
             raise ScoreError(f"--out {target}: that is the input file; scores go to a new file")
     if len(set(paths)) < len(paths):
@@ -95,7 +95,7 @@ class _TableWriter:
         self.path, self.columns, self.format = path, columns, output_format(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_path(path, tmp_dir)
-        self.parquet = None
+        self.parquet: pq.ParquetWriter | None = None
         self.rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -198,10 +198,11 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
         sweep_temporaries(directory, name)
     chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
     tmp_dir = staging_dir(out)  # both files are written there, then renamed into place
-    writer = rejects = None
+    writer: _TableWriter | None = None
+    rejects: _TableWriter | None = None
     try:
         for chunk, layers in chunks:
-            if writer is None:
+            if writer is None or rejects is None:  # the first chunk: both open together
                 columns = [c if c not in ADDED_COLUMNS else f"input_{c}" for c in chunk.rows.columns
                            if c != "row_number"] + list(ADDED_COLUMNS)
                 writer = _TableWriter(out, columns, tmp_dir)
@@ -216,7 +217,7 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             summary.rows_rejected += len(chunk.rejects)
             for name, count in frame["label"].value_counts().items():
                 summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
-        if writer is None:  # a file with no records at all
+        if writer is None or rejects is None:  # a file with no records at all
             writer = _TableWriter(out, list(ADDED_COLUMNS), tmp_dir)
             rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
         writer.close()

@@ -12,14 +12,14 @@ join the reader's rejects with reason "missing_label".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
 from elmobatch.caching import EmbeddingCache
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
-from elmobatch.reading import REJECT_COLUMNS, read_messages
+from elmobatch.reading import REJECT_COLUMNS, Chunk, read_messages
 
 MISSING_LABEL = "missing_label"
 
@@ -29,7 +29,7 @@ class LabelError(ValueError):
 
 
 def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None,
-                 **read_options) -> Iterator[tuple[object, np.ndarray]]:
+                 **read_options) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages (tokens
     are counted with the encoder's tokenizer)."""
     reader = read_messages(path, text_column=text_column, tokenizer=encoder.tokenizer, **read_options)
@@ -67,7 +67,7 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
         if missing.any():
             rejects.append(_label_rejects(reader, chunk.rows[missing], label_column))
         keep = ~missing
-        kept_texts = [t for t, k in zip(chunk.texts, keep) if k]
+        kept_texts = [t for t, k in zip(chunk.texts, keep, strict=True) if k]
         layers, _ = cache.embed(encoder, kept_texts)
         xs.append(np.asarray(layers, np.float32))
         labels.extend(values[keep].astype(str).str.strip().tolist())

@@ -63,8 +63,8 @@ def label_order(labels: list[str], positive: str | None = None) -> list[str]:
     The positive label is `positive` if given, else the rarer label (the thing to detect, such
     as spam), the later name on a tie.
     """
-    names, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-    names = [str(n) for n in names]
+    unique_names, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+    names = [str(n) for n in unique_names]
     if len(names) < 2:
         found = f"only {names[0]!r}" if names else "none"
         raise TrainingError(f"training data has one label value ({found}) among {len(labels)} rows; "
@@ -92,12 +92,12 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified: about `fraction` of each class (at least one row of a class with >= 2 rows)."""
     rng = np.random.default_rng(seed)
-    val = []
+    picked: list[int] = []
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
         take = min(len(rows) - 1, max(1, int(round(fraction * len(rows))))) if fraction > 0 else 0
-        val.extend(rng.permutation(rows)[:take])
-    val = np.sort(np.asarray(val, dtype=np.int64))
+        picked.extend(rng.permutation(rows)[:take])
+    val = np.sort(np.asarray(picked, dtype=np.int64))
     train = np.setdiff1d(np.arange(len(y)), val)
     return train, val
 
@@ -250,13 +250,13 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
         "train_loss": float(losses["loss"][best]),
         "validation_loss": float(losses["val_loss"][best]) if "val_loss" in losses else None,
         "rows_fit": int(len(train)), "rows_validation": int(len(val)),
-        "class_weights": {n: float(w) for n, w in zip(names, weights)},
+        "class_weights": {n: float(w) for n, w in zip(names, weights, strict=True)},
         "settings": vars(settings).copy(), "architecture": architecture(settings.head_kind, k),
         "l2": l2,
     }
     if l2_losses:
         summary["l2_validation_losses"] = {f"{v:g}": loss for v, loss in l2_losses.items()}
-    meta = {"labels": names, "positive_label": names[1] if k == 2 else None, "head_kind": settings.head_kind,
+    meta: dict[str, object] = {"labels": names, "positive_label": names[1] if k == 2 else None, "head_kind": settings.head_kind,
             "threshold": 0.5 if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
     if len(val):
@@ -264,9 +264,9 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     meta["layer_weights"] = [float(v) for v in head.layer_weights]
     meta["gamma"] = float(arrays["gamma"])
     if log:
-        val = summary["validation_loss"]
+        val_loss = summary["validation_loss"]
         log(f"trained {summary['epochs_run']} epochs, kept epoch {summary['best_epoch']}"
-            + (f" (lowest validation loss, {val:.4f})" if val is not None else ""))
+            + (f" (lowest validation loss, {val_loss:.4f})" if val_loss is not None else ""))
     return head, summary
 
 

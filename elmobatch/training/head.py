@@ -188,7 +188,7 @@ def save_head(head: Head, directory: str | Path) -> Path:
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle's bool
 
     def write_json(files: dict[str, str]) -> None:
         meta = dict(head.meta, format_version=FORMAT_VERSION, files=files)

@@ -31,7 +31,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -122,15 +122,15 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
     for path in paths:
         try:
             reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=tokenizer)
-            selected, read, rejects = 0, 0, {}
+            selected, read, rejects = 0, 0, dict[str, int]()
             for chunk in reader:
                 read += chunk.rows_read
                 numbers = chunk.rows["row_number"].to_numpy()
-                for number, text in zip(numbers, chunk.texts):
+                for number, text in zip(numbers, chunk.texts, strict=True):
                     if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
                         messages.append(text)
                         selected += 1
-                for number, reason in zip(chunk.rejects["row_number"], chunk.rejects["reason"]):
+                for number, reason in zip(chunk.rejects["row_number"], chunk.rejects["reason"], strict=True):
                     if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
                         rejects[reason] = rejects.get(reason, 0) + 1
         except ReadError as exc:
@@ -276,7 +276,7 @@ class Trainer:
             nll, n = self.lm.nll(char_ids, word_ids, self.dropout, self.softmax_samples)
             loss = tf.reduce_sum(nll) / tf.cast(2 * n, tf.float32)
         grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), self.clip_norm)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return nll, n
 
     def _eval_step(self, char_ids, word_ids):
@@ -382,8 +382,8 @@ def pretrain(
         raise PretrainError(f"{', '.join(map(str, corpus))}: {len(sentences)} non-empty messages; "
                             "pretraining needs at least 2 (one to train on, one held out)")
     held = heldout_mask(len(sentences), heldout)
-    train = [s for s, h in zip(sentences, held) if not h]
-    held_out = [s for s, h in zip(sentences, held) if h]
+    train = [s for s, h in zip(sentences, held, strict=True) if not h]
+    held_out = [s for s, h in zip(sentences, held, strict=True) if h]
     if not held_out or not train:
         raise PretrainError(f"--heldout {heldout} leaves {len(train)} training and {len(held_out)} held-out "
                             "messages; both must be at least 1")

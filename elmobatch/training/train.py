@@ -38,7 +38,7 @@ def model_record(spec: str) -> str:
 def rows_fingerprint(row_numbers, texts, labels) -> str:
     """sha256 over (row number, text, label) of the rows a head was fitted on."""
     digest = hashlib.sha256()
-    for r, t, y in zip(row_numbers, texts, labels):
+    for r, t, y in zip(row_numbers, texts, labels, strict=True):
         digest.update(f"{int(r)}\x1f{t}\x1f{y}\x1e".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
@@ -69,13 +69,14 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
         "test_rows": ({"count": int(len(test)), "first": int(row_numbers[test].min()),
                        "last": int(row_numbers[test].max())} if len(test) else {"count": 0}),
         "train_fingerprint": rows_fingerprint(row_numbers[train], [data.texts[i] for i in train], train_labels),
-        "label_counts": {k: int(v) for k, v in zip(*np.unique(np.asarray(train_labels), return_counts=True))},
+        "label_counts": {k: int(v) for k, v in zip(*np.unique(np.asarray(train_labels), return_counts=True),
+                                                   strict=True)},
     }
     test_labels = [data.labels[i] for i in test]
     unseen = sorted(set(test_labels) - set(head.labels))
     if unseen:
         log(f"note: held-out rows with labels never seen in training are left out of the metrics: {unseen}")
-        test = np.array([i for i, y in zip(test, test_labels) if y in head.labels], np.int64)
+        test = np.array([i for i, y in zip(test, test_labels, strict=True) if y in head.labels], np.int64)
         test_labels = [data.labels[i] for i in test]
     head.meta["metrics"] = head_metrics(head, data.x[test], test_labels)[0] if len(test) else None
     save_head(head, out)

@@ -37,7 +37,7 @@ class Vocabulary:
         Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
