@@ -138,7 +138,7 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
         d = reader.decisions
         files.append({"file": Path(path).name, "format": d.format, "encoding": d.encoding,
                       "text_column": d.text_column, "rows": rows, "rows_read": read, "messages": selected,
-                      "rejected": rejects, **_source_note(Path(path))})
+                      "rejected": rejects, "sha256": file_sha256(path), **_source_note(Path(path))})
     return CorpusRead(messages, files)
 
 
@@ -490,6 +490,7 @@ def pretrain(
             "steps": int(progress["step"]),
             "epochs_completed": int(progress["epoch"]),
             "complete": stopped_by is None,
+            "stopped_by": stopped_by,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
             "dropout": dropout,
