@@ -257,3 +257,27 @@ def test_model_json_names_each_corpus_source_with_its_token_count(corpus, option
     assert files[1]["source"] == {"source": "made up", "license": "CC0"}
     assert files[1]["tokens"] == sum(len(tok.tokenize(line, "punct")) for line in lines)
     assert files[0]["tokens"] > 3000  # 300 SMS messages
+
+
+def test_init_from_starts_at_another_models_weights_and_records_it(corpus, options_file, tmp_path):
+    from elmobatch.files import file_sha256
+
+    first = tmp_path / "first"
+    assert run_pretrain(corpus, first, options_file, "--max-steps", 5).exit_code == 0
+    second = tmp_path / "second"
+    # No --options: the starting model's architecture. No steps: the weights are the starting ones.
+    result = CliRunner().invoke(main, ["pretrain", str(corpus), "--out", str(second), "--init-from", str(first),
+                                       "--batch-size", "16", "--max-steps", "0"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(first / "weights.hdf5", "r") as a, h5py.File(second / "weights.hdf5", "r") as b:
+        names = []
+        a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        assert names and all(np.array_equal(a[n][...], b[n][...]) for n in names)
+    record = json.loads((second / "model.json").read_text())["initialized_from"]
+    assert record["weights_sha256"] == file_sha256(first / "weights.hdf5") and record["path"] == str(first)
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(tiny_options(max_characters_per_token=20)))  # no skip connections
+    result = CliRunner().invoke(main, ["pretrain", str(corpus), "--out", str(tmp_path / "third"), "--init-from",
+                                       str(first), "--options", str(other), "--max-steps", "1"])
+    assert result.exit_code != 0 and "differs from --options" in result.output

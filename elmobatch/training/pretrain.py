@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from elmobatch.encoding import tokens as tok
-from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError
+from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError, read_options, read_weights
 from elmobatch.files import file_sha256, write_atomically, write_file_set
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
 
@@ -80,6 +80,7 @@ class RunSettings:
     batch_size: int
     seed: int
     softmax_samples: int
+    init_from_sha256: str | None = None
 
 
 # ---- the corpus ----------------------------------------------------------------------------
@@ -91,6 +92,41 @@ class CorpusRead:
 
     messages: list[str]
     files: list[dict]  # per file: name, format, encoding, text column, rows read/selected/rejected
+
+
+@dataclass
+class StartingModel:
+    """The model a run starts from (`--init-from`): its architecture and weights."""
+
+    directory: Path
+    config: BiLMConfig
+    weights: dict[str, np.ndarray]
+    sha256: str  # of its weights.hdf5
+
+    def record(self) -> dict:
+        """What model.json says of it: where, which weights, and what it was trained on."""
+        meta_path = self.directory / "model.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        return {"path": str(self.directory), "weights_sha256": self.sha256,
+                "corpus_note": meta.get("corpus", {}).get("note"),
+                "training_tokens": meta.get("corpus", {}).get("training_tokens"),
+                "heldout_perplexity": meta.get("heldout_perplexity")}
+
+
+def _starting_model(init_from: str | Path | None, options: dict | None) -> StartingModel | None:
+    """Read `--init-from`'s model; refuse one whose architecture differs from `options`."""
+    if init_from is None:
+        return None
+    directory = Path(init_from)
+    try:
+        config = read_options(directory / "options.json")
+        weights = read_weights(directory / "weights.hdf5", config)
+    except WeightFileError as exc:
+        raise PretrainError(f"--init-from {init_from}: {exc}") from exc
+    if options is not None and BiLMConfig.from_options(options, source="--options") != config:
+        raise PretrainError(f"--init-from {init_from}: its options.json differs from --options; "
+                            "leave --options out to train the starting model's architecture")
+    return StartingModel(directory, config, weights, file_sha256(directory / "weights.hdf5"))
 
 
 def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
@@ -350,16 +386,20 @@ def pretrain(
     text_column: str | None = None,
     rows: str | None = None,
     max_tokens: int = tok.DEFAULT_MAX_TOKENS,
+    init_from: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train (or resume training) the biLM on `corpus` files; write the model to `out`.
 
     Stops after `epochs` epochs in all, or `max_steps` steps in all, or `max_minutes` of this
-    run, whichever comes first; returns the model.json it wrote.
+    run, whichever comes first; returns the model.json it wrote. `init_from`: a model directory
+    whose biLM weights the training starts from (its architecture, unless `options` is given and
+    equal), as ELMo's biLM is fine-tuned on a new domain; the softmax starts afresh.
     """
     started = time.monotonic()
     out = Path(out)
-    options = options or DEFAULT_OPTIONS
+    start = _starting_model(init_from, options)
+    options = options or (start.config.to_options() if start else DEFAULT_OPTIONS)
     try:
         config = BiLMConfig.from_options(options, source="--options")
     except WeightFileError as exc:
@@ -388,7 +428,7 @@ def pretrain(
         raise PretrainError(f"--heldout {heldout} leaves {len(train)} training and {len(held_out)} held-out "
                             "messages; both must be at least 1")
     settings = RunSettings(corpus_fingerprint(messages, tokenizer), config.to_options(), tokenizer, min_count,
-                           max_vocab, heldout, batch_size, seed, softmax_samples)
+                           max_vocab, heldout, batch_size, seed, softmax_samples, start.sha256 if start else None)
 
     checkpoint_dir = out / "checkpoint"
     resuming = tf.train.latest_checkpoint(str(checkpoint_dir)) is not None
@@ -401,7 +441,7 @@ def pretrain(
         vocab.save(out / "vocab.txt")
 
     tf.random.set_seed(seed)
-    lm = LanguageModels(BiLM(config, seed=seed), len(vocab), seed)
+    lm = LanguageModels(BiLM(config, start.weights if start else None, seed=seed), len(vocab), seed)
     trainer = Trainer(lm, learning_rate, dropout, softmax_samples=softmax_samples)
     progress = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch_in_epoch")}
     seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
@@ -499,6 +539,7 @@ def pretrain(
                        + ", shared by the forward and backward LMs (weights in checkpoint/ only)",
             "seed": seed,
         },
+        "initialized_from": start.record() if start else None,
         "softmax_parameters": int(lm.softmax_w.shape[0] * (lm.softmax_w.shape[1] + 1)),
     }
     _write_model(out, lm.bilm, metadata)
