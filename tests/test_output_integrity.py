@@ -3,7 +3,6 @@ output, no temporary a reader's glob matches (SIGKILL at a random moment), clear
 
 import hashlib
 import json
-import os
 import random
 import re
 import signal
@@ -20,8 +19,8 @@ from click.testing import CliRunner
 
 from elmobatch.cli import main
 from elmobatch.locking import JobLock
-from tests.conftest import FIXTURE, SMS
-from tests.test_scheduling import head_dir, run_cli, small_tmpfs, write_job, write_messages  # noqa: F401
+from tests.conftest import FIXTURE, SMS, write_messages
+from tests.test_scheduling import run_cli, write_job
 
 REPO = Path(__file__).resolve().parents[1]
 ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
