@@ -179,6 +179,7 @@ print(json.dumps([read(sys.argv[1]), read(sys.argv[2])]))
 """
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 def test_memory_stays_bounded_with_an_early_unterminated_quote(tmp_path):
     """Peak memory of a real process reading a 12 MB file whose second line opens a quote that
     never closes: no higher than reading the same file without that quote (the old reader held
