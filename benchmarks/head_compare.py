@@ -86,12 +86,14 @@ def name_of(row: dict) -> str:
 
 def format_table(rows: list[dict], winner: dict) -> str:
     header = (f"{'candidate':<34} {'sel logloss':>11} {'sel Brier':>9} {'sel F1':>7} | {'t':>6} {'acc':>7} "
-              f"{'spam F1':>7} {'AUC':>7} {'Brier':>7} | {'ev acc':>6} {'notif':>6} {'pers':>6} {'spam':>6} {'conf':>5}")
+              f"{'spam F1':>7} {'AUC':>7} {'Brier':>7} | "
+              f"{'ev acc':>6} {'notif':>6} {'pers':>6} {'spam':>6} {'conf':>5}")
     lines = [f"{'':<34} {'selection rows (891 of train)':^31} | {'reference split (1,115 test rows)':^40} | "
              f"{'everyday set':^35}", header, "-" * len(header)]
     for r in rows:
         s, ref, ev = r["selection"], r["reference"], r["everyday"]
-        sel = (f"{s['log_loss']:>11.4f} {s['brier']:>9.4f} {s['spam_f1']:>7.3f}" if s else f"{'-':>11} {'-':>9} {'-':>7}")
+        sel = (f"{s['log_loss']:>11.4f} {s['brier']:>9.4f} {s['spam_f1']:>7.3f}" if s
+               else f"{'-':>11} {'-':>9} {'-':>7}")
         by = ev["accuracy_by_group"]
         mark = " *" if r is winner else ""
         lines.append(f"{name_of(r) + mark:<34} {sel} | {r['threshold']:>6.3f} {ref['accuracy']:>7.4f} "
@@ -131,7 +133,8 @@ def main() -> None:
             rows.append({"kind": kind, "calibration": method, "threshold_rule": rule,
                          "threshold": threshold_of(head, rule),
                          "calibration_params": head.meta["calibration"], "l2": head.meta["training"]["l2"],
-                         "selection": selection_metrics(selection_heads[kind, method], train.subset(selection_rows), rule),
+                         "selection": selection_metrics(selection_heads[kind, method],
+                                                        train.subset(selection_rows), rule),
                          **{k: v for k, v in quality.measure("", system, test, everyday).items() if k != "system"}})
     winner = pick_winner(rows)
     result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),

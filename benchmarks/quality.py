@@ -52,7 +52,7 @@ class Dataset:
     kinds: list[str]
     x: np.ndarray
 
-    def subset(self, rows: np.ndarray) -> "Dataset":
+    def subset(self, rows: np.ndarray) -> Dataset:
         return Dataset([self.texts[i] for i in rows], self.is_spam[rows], [self.kinds[i] for i in rows], self.x[rows])
 
 
@@ -155,7 +155,8 @@ def format_rows(rows: list[dict]) -> str:
         ref, ev = r["reference"], r["everyday"]
         auc = "   -" if ref["roc_auc"] is None else f"{ref['roc_auc']:.4f}"
         by = ev["accuracy_by_group"]
-        lines.append(f"{r['system']:<34} {ref['accuracy']:>7.4f} {ref['spam_f1']:>8.3f} {auc:>8} {ref['brier']:>7.4f} | "
+        lines.append(f"{r['system']:<34} {ref['accuracy']:>7.4f} {ref['spam_f1']:>8.3f} {auc:>8} "
+                     f"{ref['brier']:>7.4f} | "
                      f"{ev['accuracy']:>7.3f} {by['notification ham']:>6.3f} {by['personal/work ham']:>6.3f} "
                      f"{by['spam']:>6.3f} {ev['confident_mistakes']:>14d}")
     return "\n".join(lines)

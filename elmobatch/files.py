@@ -8,6 +8,7 @@ put them in a `_tmp/` folder (`staging_dir`), which Spark, Hive, pyarrow and Duc
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
@@ -15,7 +16,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 STAGING = "_tmp"
 
@@ -40,10 +41,8 @@ def staging_dir(path: str | Path) -> Path:
 
 def remove_if_empty(directory: Path) -> None:
     """Drop a staging folder nobody is using any more (a folder still in use is kept)."""
-    try:
+    with contextlib.suppress(OSError):
         directory.rmdir()
-    except OSError:
-        pass
 
 
 def sweep_temporaries(directory: str | Path, name: str | None = None) -> list[Path]:
@@ -99,7 +98,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_file_set(directory: str | Path, writers: dict[str, Callable[[Path], object]],
+def write_file_set(directory: str | Path, writers: Mapping[str, Callable[[Path], object]],
                    write_manifest: Callable[[dict[str, str]], object]) -> None:
     """Write several files of `directory` as one unit, told apart from a mix of old and new.
 

@@ -39,7 +39,7 @@ class JobLock:
             return {}
         return record if isinstance(record, dict) else {}
 
-    def __enter__(self) -> "JobLock":
+    def __enter__(self) -> JobLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -61,7 +61,7 @@ def write_random_model(directory: Path, options: dict, seed: int = 0) -> Path:
 
 
 @contextmanager
-def small_tmpfs(mount_point: Path, size: str = "1m"):
+def mounted_tmpfs(mount_point: Path, size: str = "1m"):
     """A tmpfs of `size` mounted at `mount_point` for disk-full tests (the machine's tests run as
     root); the test is skipped where mounting is refused."""
     mount_point.mkdir(parents=True, exist_ok=True)
@@ -73,3 +73,33 @@ def small_tmpfs(mount_point: Path, size: str = "1m"):
         yield mount_point
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs at tmp_path/scored, for an output that fills its disk."""
+    with mounted_tmpfs(tmp_path / "scored") as mount_point:
+        yield mount_point
+
+
+def write_messages(path: Path, start: int, stop: int) -> Path:
+    """Records start..stop of the reference file (one record per line there), with its header."""
+    lines = SMS.read_bytes().split(b"\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join([lines[0]] + lines[1 + start : 1 + stop]) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory):
+    """A head trained for 2 epochs on the first 400 reference rows with the fixture model."""
+    from click.testing import CliRunner
+
+    from elmobatch.cli import main
+
+    out = tmp_path_factory.mktemp("head") / "head"
+    train_file = write_messages(out.parent / "train.csv", 0, 400)
+    result = CliRunner().invoke(main, ["train", str(train_file), "--label-column", "v1", "--model", str(FIXTURE),
+                                       "--out", str(out), "--epochs", "2", "--cache-dir", str(out.parent / "cache")])
+    assert result.exit_code == 0, result.output
+    return out

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from elmobatch import load_encoder
 from elmobatch.caching import EmbeddingCache, normalize_text, text_hash
 from elmobatch.cli import main
-from tests.conftest import FIXTURE, small_tmpfs, tiny_options, write_random_model
+from tests.conftest import FIXTURE, mounted_tmpfs, tiny_options, write_random_model
 
 TEXTS = ["Hello world", "Hello   world ", "\tHello world", "Free entry!! Call 0800", "", "   ",
          "Free entry!! Call 0800"]
@@ -122,7 +122,7 @@ def test_header_with_a_valid_checksum_but_bad_fields_is_corrupt(tmp_path, fixtur
 def test_cache_on_a_full_disk_names_the_cache_path(tmp_path):
     messages = tmp_path / "day.csv"
     messages.write_text("v1,v2\nham,see you at 8\nspam,WIN a prize now\n")
-    with small_tmpfs(tmp_path / "cache") as cache_dir:
+    with mounted_tmpfs(tmp_path / "cache") as cache_dir:
         with open(cache_dir / "filler", "wb") as f:  # fill the disk to the last block
             try:
                 while True:

@@ -141,7 +141,7 @@ def test_broken_file_keeps_the_invariant(tmp_path):
     raw = dict(zip(bad["row_number"], bad["raw"], strict=True))
     assert raw[2] == "3,bad bytes \\xff\\xfe here,spam" and raw[6] == "6,only two fields"
     assert raw[4] == "5," + "x" * 998 and raw[10] == '10,"an unterminated quote,spam'  # the long line: cut
-    assert "1,000,008 bytes" in dict(zip(bad["row_number"], bad["detail"]))[4]
+    assert "1,000,008 bytes" in dict(zip(bad["row_number"], bad["detail"], strict=True))[4]
     assert (bad["source_file"] == "broken.csv").all() and (bad["detail"] != "").all()
 
 

@@ -61,6 +61,7 @@ def same_head(loaded: Head, expected: Head) -> bool:
             and all(np.array_equal(loaded.weights[n], expected.weights[n]) for n in expected.weights))
 
 
+@pytest.mark.slow  # writer subprocesses importing TensorFlow, SIGKILLed
 @pytest.mark.parametrize("kill_after", [1, 2])
 def test_head_killed_between_its_files_loads_old_or_new_whole_or_refuses(tmp_path, kill_after):
     old = random_head(0, ["ham", "spam"], 0.3)

@@ -100,7 +100,7 @@ def test_temperature_lowers_the_validation_log_loss_and_the_threshold_follows(la
 
 
 def test_three_labels_take_temperature_not_platt(layers, fixture_encoder):
-    labels = [("spam" if s else ("short" if len(t) < 30 else "long")) for s, t in zip(SPAM, TEXTS)]
+    labels = [("spam" if s else ("short" if len(t) < 30 else "long")) for s, t in zip(SPAM, TEXTS, strict=True)]
     meta = {"fingerprint": fixture_encoder.fingerprint}
     head, _ = fit_head(layers, labels, model_meta=meta,
                        settings=FitSettings(epochs=2, calibrate="temperature", validation_fraction=0.3))

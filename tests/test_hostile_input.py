@@ -65,13 +65,13 @@ def hostile_input(tmp_path_factory):
     ids = [f"{t}#{i}" for i, t in enumerate(hostile_strings(60, seed=1))]
     bad = '"bad\rraw =1",x,"extra\n,field",y\n'  # four fields for two columns: a column_count reject
     path = write_csv_input(tmp_path_factory.mktemp("hostile") / "hostile.csv", ["text", "id"],
-                           [[t, i] for t, i in zip(texts, ids)], extra_lines=bad)
+                           [[t, i] for t, i in zip(texts, ids, strict=True)], extra_lines=bad)
     return path, texts, ids, bad.rstrip("\n")
 
 
 def check_round_trip(scored: Path, rejects: Path, texts, ids, bad_raw):
     rows, frame = read_back(scored)
-    assert [r[:2] for r in rows] == [[t, i] for t, i in zip(texts, ids)]
+    assert [r[:2] for r in rows] == [[t, i] for t, i in zip(texts, ids, strict=True)]
     assert frame["text"].tolist() == texts and frame["id"].tolist() == ids
     assert list(frame.columns) == ["text", "id", "label", "score"]
     assert set(frame["label"]) <= {"ham", "spam"} and frame["score"].astype(float).between(0, 1).all()
@@ -122,7 +122,8 @@ def test_unterminated_quote_costs_one_reject_and_reading_resumes(tmp_path):
     chunks = list(read_messages(path, chunk_rows=300))
     rejects = pd.concat([c.rejects for c in chunks])
     assert sum(c.rows_read for c in chunks) == 1006 and sum(len(c.rows) for c in chunks) == 1005
-    assert rejects[["row_number", "reason", "raw"]].values.tolist() == [[5, "unterminated_quote", 'r5,"oops, never closed']]
+    assert rejects[["row_number", "reason", "raw"]].values.tolist() == [
+        [5, "unterminated_quote", 'r5,"oops, never closed']]
     assert "end of the file" in rejects["detail"].iloc[0] and "resumed on the next line" in rejects["detail"].iloc[0]
     texts = [t for c in chunks for t in c.texts]
     assert texts[5] == "later 6" and texts[-1] == "later 1005"
@@ -135,7 +136,8 @@ def test_a_stray_quote_running_into_a_parse_error_costs_one_line(tmp_path):
     path = tmp_path / "stray.csv"
     path.write_text("\n".join(lines) + "\n")
     [chunk] = read_messages(path)
-    assert chunk.rejects[["row_number", "reason", "raw"]].values.tolist() == [[1, "unterminated_quote", 'r1,"stray quote']]
+    assert chunk.rejects[["row_number", "reason", "raw"]].values.tolist() == [
+        [1, "unterminated_quote", 'r1,"stray quote']]
     assert "runs 4 line(s) on into a CSV error" in chunk.rejects["detail"].iloc[0]
     assert chunk.texts == ["fine"] * 4 + ['she said "hi" twice', "fine"]
 
@@ -177,6 +179,7 @@ print(json.dumps([read(sys.argv[1]), read(sys.argv[2])]))
 """
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 def test_memory_stays_bounded_with_an_early_unterminated_quote(tmp_path):
     """Peak memory of a real process reading a 12 MB file whose second line opens a quote that
     never closes: no higher than reading the same file without that quote (the old reader held

@@ -3,7 +3,6 @@ output, no temporary a reader's glob matches (SIGKILL at a random moment), clear
 
 import hashlib
 import json
-import os
 import random
 import re
 import signal
@@ -20,8 +19,8 @@ from click.testing import CliRunner
 
 from elmobatch.cli import main
 from elmobatch.locking import JobLock
-from tests.conftest import FIXTURE, SMS
-from tests.test_scheduling import head_dir, run_cli, small_tmpfs, write_job, write_messages  # noqa: F401
+from tests.conftest import FIXTURE, SMS, write_messages
+from tests.test_scheduling import run_cli, write_job
 
 REPO = Path(__file__).resolve().parents[1]
 ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
@@ -96,6 +95,7 @@ def _embed_process(out: Path, cache: Path, chunk_rows: int) -> subprocess.Popen:
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # two embed subprocesses, each importing TensorFlow and embedding the reference file
 def test_two_embeds_on_one_output_one_is_refused_with_exit_5(tmp_path):
     out = tmp_path / "X"
     first = _embed_process(out, tmp_path / "cA", 400)
@@ -128,6 +128,7 @@ def lock_holder(tmp_path):
     holder.wait()
 
 
+@pytest.mark.slow  # the lock holder is a subprocess importing TensorFlow; one engine is Spark
 @pytest.mark.parametrize("engine", ["local", "spark"])
 def test_embed_refused_while_another_process_holds_the_lock(tmp_path, lock_holder, engine):
     out, pid = lock_holder
@@ -154,6 +155,7 @@ def _kill_at_a_random_moment_of_writing(proc: subprocess.Popen, output: Path) ->
     proc.wait()
 
 
+@pytest.mark.slow  # `elmobatch run` subprocesses, SIGKILLed and rerun
 @pytest.mark.parametrize("output_format", ["parquet", "csv"])
 def test_run_killed_at_random_then_rerun_readme_query_counts_every_row_once(tmp_path, head_dir, output_format):
     for i, (start, stop) in enumerate([(0, 1200), (1200, 2400), (2400, 3600)]):
@@ -172,6 +174,7 @@ def test_run_killed_at_random_then_rerun_readme_query_counts_every_row_once(tmp_
     assert per_file == [("part0", 1200), ("part1", 1200), ("part2", 1200)]
 
 
+@pytest.mark.slow  # `elmobatch score` subprocesses, SIGKILLed and rerun
 def test_score_killed_at_random_then_rerun_leaves_only_whole_files(tmp_path, head_dir):
     # 15,000 distinct messages: two chunks, so the output is being written for seconds
     messages = tmp_path / "many.csv"
@@ -193,6 +196,7 @@ def test_score_killed_at_random_then_rerun_leaves_only_whole_files(tmp_path, hea
 # ---- one-line errors ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a head, then scores onto a tmpfs
 def test_score_on_a_full_disk_is_one_line_naming_the_file(tmp_path, head_dir, small_tmpfs):
     (small_tmpfs / "filler").write_bytes(b"x" * 900_000)
     target = small_tmpfs / "sms.scored.csv"
@@ -211,6 +215,7 @@ def test_embed_on_a_full_disk_names_the_file(tmp_path, small_tmpfs):
     assert line.startswith(f"Error: {small_tmpfs}/") and line.endswith(": cannot write (No space left on device)")
 
 
+@pytest.mark.slow  # trains a head; `elmobatch run` in a subprocess
 def test_corrupt_job_state_is_one_line_naming_it(tmp_path, head_dir):
     write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
     job = write_job(tmp_path, head_dir)
@@ -225,6 +230,7 @@ def test_corrupt_job_state_is_one_line_naming_it(tmp_path, head_dir):
     assert json.loads((tmp_path / "scored" / "_last_run.json").read_text())["exit_code"] == 1
 
 
+@pytest.mark.slow  # trains a head; `elmobatch run` in a subprocess
 def test_locked_run_summary_says_so(tmp_path, head_dir):
     write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
     job = write_job(tmp_path, head_dir)

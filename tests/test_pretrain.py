@@ -191,6 +191,7 @@ main(sys.argv[3:])
 """
 
 
+@pytest.mark.slow  # pretrains, then a pretraining subprocess SIGKILLed between files
 def test_model_dir_killed_between_its_files_loads_old_or_new_whole_or_refuses(corpus, options_file, tmp_path):
     from elmobatch import ModelError
 
@@ -230,6 +231,7 @@ def test_model_dir_killed_between_its_files_loads_old_or_new_whole_or_refuses(co
 
 
 
+@pytest.mark.slow  # pretrains 20 steps
 def test_sampled_softmax_trains(corpus, options_file, tmp_path):
     out = tmp_path / "model"
     result = run_pretrain(corpus, out, options_file, "--max-steps", 20, "--softmax-samples", 16)
@@ -240,6 +242,7 @@ def test_sampled_softmax_trains(corpus, options_file, tmp_path):
     assert meta["heldout_perplexity"] < 0.7 * meta["perplexity"]["heldout_at_step_0"]["mean"]
 
 
+@pytest.mark.slow  # pretrains (21 s on the busy machine)
 def test_model_json_names_each_corpus_source_with_its_token_count(corpus, options_file, tmp_path):
     from elmobatch.encoding import tokens as tok
 

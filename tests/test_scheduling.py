@@ -10,35 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from elmobatch.cli import main
 from elmobatch.scheduling.lock import JobLock
-from tests.conftest import FIXTURE, SMS
-from tests.conftest import small_tmpfs as mounted_tmpfs
+from tests.conftest import FIXTURE, SMS, write_messages
 
 pytestmark = pytest.mark.slow  # every test runs `elmobatch run` in subprocesses, each importing TensorFlow
 
 REPO = Path(__file__).resolve().parents[1]
 ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
-SMS_LINES = SMS.read_bytes().split(b"\n")
-
-
-def write_messages(path: Path, start: int, stop: int) -> Path:
-    """Records start..stop of the reference file (one record per line there), with its header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\n".join([SMS_LINES[0]] + SMS_LINES[1 + start : 1 + stop]) + b"\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def head_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("head") / "head"
-    train_file = write_messages(out.parent / "train.csv", 0, 400)
-    result = CliRunner().invoke(main, ["train", str(train_file), "--label-column", "v1", "--model", str(FIXTURE),
-                                       "--out", str(out), "--epochs", "2", "--cache-dir", str(out.parent / "cache")])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def write_job(tmp_path: Path, head_dir: Path, **extra) -> Path:
@@ -158,13 +137,6 @@ def test_retention_drops_old_partitions(tmp_path, head_dir):
     write_messages(tmp_path / "incoming" / "b.csv", 20, 40)
     assert run_cli(job, "--date", "2026-04-20").returncode == 0
     assert sorted(p.name for p in (tmp_path / "scored").glob("date=*")) == ["date=2026-04-20"]
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 1 MiB tmpfs for the job's output."""
-    with mounted_tmpfs(tmp_path / "scored") as mount_point:
-        yield mount_point
 
 
 def test_disk_full_fails_cleanly_keeps_earlier_outputs_and_rerun_succeeds(tmp_path, head_dir, small_tmpfs):

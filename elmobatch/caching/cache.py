@@ -243,7 +243,7 @@ def _parse_header(header_bytes: bytes) -> dict:
         raise CorruptSegment("header is not a JSON object")
     for key, kind in HEADER_FIELDS.items():
         value = header.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+        if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
             raise CorruptSegment(f"header field {key!r} is missing or not a {kind.__name__} ({value!r})")
     return header
 

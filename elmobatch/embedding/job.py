@@ -21,11 +21,11 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, UTC
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,7 @@ def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, ca
         return _embed_planned(plan, encoder, options, cache, progress, started, clock)
 
 
-def _embed_planned(plan: "RunPlan", encoder, options, cache, progress, started: str, clock: float) -> dict:
+def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: str, clock: float) -> dict:
     """The local engine's work once the output is locked and prepared; returns the manifest."""
     out, readers, inputs_info = plan.out, plan.readers, plan.inputs_info
 

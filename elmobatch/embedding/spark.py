@@ -6,11 +6,12 @@ The driver plans the run exactly as the local engine does (`plan_run`: decisions
 the output's lock, held by the driver until the end, resume state), then starts one Spark task
 per *slice* of an input: slice k of n embeds the chunks whose index is k modulo n. Every task
 reads its whole file with the same chunked reader (parsing is cheap next to the biLM; so CSV
-repair, encoding fallback and rejects are exactly the local engine's) and, in `mapInArrow`, embeds its chunks through the shared
-`EmbeddingCache` with an encoder loaded once per Python worker, writing each chunk's part,
-rejects and state record straight into the output directory (`write_chunk`). The tasks return
-the chunk records; the driver writes the manifest and `_SUCCESS` (`finish_run`). So the
-output directory, the cache and the model must be paths every executor can reach.
+repair, encoding fallback and rejects are exactly the local engine's) and, in `mapInArrow`, embeds
+its chunks through the shared `EmbeddingCache` with an encoder loaded once per Python worker,
+writing each chunk's part, rejects and state record straight into the output directory
+(`write_chunk`). The tasks return the chunk records; the driver writes the manifest and
+`_SUCCESS` (`finish_run`). So the output directory, the cache and the model must be paths
+every executor can reach.
 """
 
 from __future__ import annotations

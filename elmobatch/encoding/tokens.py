@@ -13,8 +13,8 @@ byte-order mark): a message of nothing else has no tokens, like an empty one.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from itertools import islice
-from typing import Iterator
 
 import numpy as np
 

@@ -113,7 +113,7 @@ class _Lines:
     chars: int = 0  # characters in `current`
     _source: Iterator[_Line] | None = None
 
-    def __iter__(self) -> "_Lines":
+    def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
@@ -264,11 +264,6 @@ class MessageReader:
 
     # ---- iteration -------------------------------------------------------------------------
 
-    def _lines(self) -> _Lines:
-        """A fresh pass over the decoded lines; only text formats read lines, and they always have an encoding."""
-        assert self.encoding is not None, f"{self.path}: {self.format} has no text encoding"
-        return _Lines(self.path, self.encoding)
-
     def __iter__(self) -> Iterator[Chunk]:
         if self.format == "parquet":
             records, progress = self._parquet_records()
@@ -284,6 +279,8 @@ class MessageReader:
         yield from self._chunks(records, progress)
 
     def _lines(self) -> _Lines:
+        """A fresh pass over the decoded lines; only text formats read lines, and they always have an encoding."""
+        assert self.encoding is not None, f"{self.path}: {self.format} has no text encoding"
         return _Lines(self.path, self.encoding, self.max_record_chars)
 
     def _chunks(self, records, progress) -> Iterator[Chunk]:

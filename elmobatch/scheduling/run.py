@@ -16,6 +16,7 @@ and recording it in the state writes the same name again on rerun: no duplicates
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -181,10 +182,9 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log) -> None:
         report.status, report.exit_code = "failed", EXIT_FAILED
         report.error = f"{type(exc).__name__}: {exc}"
         if report.partition:
-            try:
+            # a report that cannot be written (e.g. the disk is still full): the error goes to stderr and _last_run.json
+            with contextlib.suppress(OSError):
                 _write_report(report)
-            except OSError:  # e.g. the disk is still full: the error goes to stderr and _last_run.json
-                pass
         return
     report.status = "ok with rejected rows" if report.rows_rejected else "ok"
     report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK

@@ -89,7 +89,8 @@ class ScoreSummary:
 
 class _TableWriter:
     """Appends DataFrames to one CSV or Parquet file under a temporary name in `tmp_dir` (a `_tmp/`
-    on the same file system); `close` renames it into place. A failed write (e.g. disk full) raises WriteError naming the file."""
+    on the same file system); `close` renames it into place. A failed write (e.g. disk full) raises
+    WriteError naming the file."""
 
     def __init__(self, path: Path, columns: list[str], tmp_dir: Path):
         self.path, self.columns, self.format = path, columns, output_format(path)

@@ -26,7 +26,9 @@ class CalibrationError(ValueError):
 
 def apply_calibration(logits: np.ndarray, calibration: dict | None) -> np.ndarray:
     """(n, n_out) logits -> calibrated logits of the same shape; None or method "none" leaves them."""
-    method = (calibration or {}).get("method", "none")
+    if calibration is None:
+        return logits
+    method = calibration.get("method", "none")
     if method == "platt":
         return logits * calibration["slope"] + calibration["intercept"]
     if method == "temperature":

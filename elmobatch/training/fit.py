@@ -228,7 +228,8 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     train, val = validation_split(y, settings.validation_fraction, settings.seed)
     weights = class_weights(y[train], k)
 
-    l2_losses = {}
+    l2: float | None
+    l2_losses: dict[float, float] = {}
     if settings.head_kind == "logistic" and settings.l2 is None and len(val):
         # One net per L2 strength; keep the one with the lowest class-weighted validation loss.
         fits = {}
@@ -237,7 +238,7 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
             head = Head(weights=_head_arrays(fits[l2][0], mean, std, "logistic"),
                         meta={"labels": names, "head_kind": "logistic"})
             l2_losses[l2] = weighted_log_loss(head.probabilities(x[val]), y[val], weights)
-        l2 = min(l2_losses, key=l2_losses.get)
+        l2 = min(l2_losses, key=l2_losses.__getitem__)
         model, losses = fits[l2]
     else:
         l2 = settings.l2 if settings.l2 is not None or settings.head_kind == "mlp" else L2_WITHOUT_VALIDATION
@@ -256,8 +257,9 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     }
     if l2_losses:
         summary["l2_validation_losses"] = {f"{v:g}": loss for v, loss in l2_losses.items()}
-    meta: dict[str, object] = {"labels": names, "positive_label": names[1] if k == 2 else None, "head_kind": settings.head_kind,
-            "threshold": 0.5 if k == 2 else None, "model": dict(model_meta), "training": summary}
+    meta: dict[str, object] = {
+        "labels": names, "positive_label": names[1] if k == 2 else None, "head_kind": settings.head_kind,
+        "threshold": 0.5 if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
     if len(val):
         calibrate_head(head, x[val], y[val], settings.calibrate)

@@ -227,8 +227,9 @@ def _check_files(meta, directory: Path) -> None:
         raise HeadError(f"{directory / HEAD_JSON}: 'files' must map file names to sha256, got {recorded!r}")
     mismatched = mismatched_files(directory, recorded)
     if mismatched:
-        raise HeadError(f"{directory / mismatched[0]}: missing or not the file whose sha256 {HEAD_JSON} records: the head "
-                        "was written only in part (a writer stopped between its files?); train or copy it again")
+        raise HeadError(f"{directory / mismatched[0]}: missing or not the file whose sha256 {HEAD_JSON} records: "
+                        "the head was written only in part (a writer stopped between its files?); "
+                        "train or copy it again")
 
 
 def _read_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:

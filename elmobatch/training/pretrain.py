@@ -535,7 +535,8 @@ def pretrain(
             "learning_rate": learning_rate,
             "dropout": dropout,
             "optimizer": "Adam, gradients clipped to global norm 10",
-            "softmax": ("full" if not trainer.softmax_samples else f"sampled ({trainer.softmax_samples} words per batch)")
+            "softmax": ("full" if not trainer.softmax_samples
+                        else f"sampled ({trainer.softmax_samples} words per batch)")
                        + ", shared by the forward and backward LMs (weights in checkpoint/ only)",
             "seed": seed,
         },
