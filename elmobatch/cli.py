@@ -332,7 +332,8 @@ def run(job_file, day):
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--dropout", default=0.1, show_default=True, help="Dropout on the top layer before the softmax.")
 @click.option("--init-from", type=click.Path(file_okay=False, exists=True),
-              help="Start from this model directory's biLM weights (and architecture), e.g. to go on training on more text.")
+              help="Start from this model directory's biLM weights (and architecture), "
+              "e.g. to go on training on more text.")
 @click.option("--softmax-samples", default=0, show_default=True,
               help="Train with a sampled softmax over N words per step (for large vocabularies); 0: full softmax.")
 @click.option("--seed", default=0, show_default=True)

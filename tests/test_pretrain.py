@@ -262,6 +262,7 @@ def test_model_json_names_each_corpus_source_with_its_token_count(corpus, option
     assert files[0]["tokens"] > 3000  # 300 SMS messages
 
 
+@pytest.mark.slow  # two pretraining runs
 def test_init_from_starts_at_another_models_weights_and_records_it(corpus, options_file, tmp_path):
     from elmobatch.files import file_sha256
 
