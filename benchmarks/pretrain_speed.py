@@ -1,10 +1,12 @@
 """Pretraining speed of the default architecture: today's training step against the earlier one.
 
     python benchmarks/pretrain_speed.py [--steps 8] [--csv ../shared/data/sms_spam.csv]
-        [--variant NAME=BATCH,SAMPLES ...]
+        [--corpus FILE ...] [--min-count 2] [--max-vocab N] [--variant NAME=BATCH,SAMPLES ...]
 
-Corpus: the message text of the reference training rows (0..4456), tokenized as `elmobatch
-pretrain` does, in the batches of its first epoch (shuffled, length-bucketed). Each variant trains
+Corpus: the message text of the reference training rows (0..4456), or `--corpus` text files (one
+message per line, e.g. build/sms_train.txt build/wordnet.txt), tokenized as `elmobatch pretrain`
+does, vocabulary by --min-count/--max-vocab, in the batches of its first epoch (shuffled,
+length-bucketed). Each variant trains
 a fresh model (`elmobatch.training.pretrain.Trainer`, the whole step in one tf.function) for
 2 warm-up steps and `--steps` timed steps, and reports:
 
@@ -78,6 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     parser.add_argument("--csv", default=str(HERE.parents[1] / "shared/data/sms_spam.csv"))
+    parser.add_argument("--corpus", nargs="+", help="text files, one message per line (default: the SMS rows)")
+    parser.add_argument("--min-count", type=int, default=2)
+    parser.add_argument("--max-vocab", type=int)
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=BATCH,SAMPLES: another variant to time (SAMPLES 0: full softmax)")
     args = parser.parse_args()
@@ -87,13 +92,16 @@ def main() -> None:
         batch, samples = values.split(",")
         variants[name] = (int(batch), int(samples))
 
-    sentences = [s for s in (tok.tokenize(m, "punct") for m in messages(args.csv, 0, 4457)) if s]
-    vocab = build_vocabulary(sentences, 2, None)
+    texts = messages(args.csv, 0, 4457) if not args.corpus else [
+        line.rstrip("\n") for path in args.corpus for line in open(path, encoding="utf-8")]
+    sentences = [s for s in (tok.tokenize(m, "punct") for m in texts) if s]
+    vocab = build_vocabulary(sentences, args.min_count, args.max_vocab)
     config = BiLMConfig.from_options(pt.DEFAULT_OPTIONS)
     peak32 = matmul_peak(tf.float32)
     report = {"machine": {"cpu": cpu_name(), "cpus": len(os.sched_getaffinity(0)),
                           "load_average": os.getloadavg()[0], "fp32_matmul_gflops": round(peak32, 1)},
-              "corpus": {"messages": len(sentences), "vocabulary": len(vocab)}}
+              "corpus": {"files": args.corpus or ["SMS rows 0..4456"], "messages": len(sentences),
+                         "vocabulary": len(vocab)}}
     for name, (batch_size, samples) in variants.items():
         report[name] = measure(sentences, vocab, config, batch_size, samples, args.steps, peak32)
         print(json.dumps({name: report[name]}), flush=True)
