@@ -93,7 +93,7 @@ def main() -> None:
         variants[name] = (int(batch), int(samples))
 
     texts = messages(args.csv, 0, 4457) if not args.corpus else [
-        line.rstrip("\n") for path in args.corpus for line in open(path, encoding="utf-8")]
+        line for path in args.corpus for line in Path(path).read_text(encoding="utf-8").splitlines()]
     sentences = [s for s in (tok.tokenize(m, "punct") for m in texts) if s]
     vocab = build_vocabulary(sentences, args.min_count, args.max_vocab)
     config = BiLMConfig.from_options(pt.DEFAULT_OPTIONS)
