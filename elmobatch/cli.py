@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
-from elmobatch.encoding import ModelError, load_encoder
-from elmobatch.encoding.encoder import PRECISIONS
+from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, TOKENIZERS
 
 precision_option = click.option(
@@ -18,6 +18,14 @@ precision_option = click.option(
 max_tokens_option = click.option(
     "--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS, show_default=True,
     help="Messages with more tokens are rejected (too_many_tokens): this bounds each message's time and memory.")
+
+
+def load_encoder(spec: str, **kwargs):
+    """elmobatch.load_encoder, imported only here: TensorFlow loads for the commands that run a model,
+    never for help, version, argument errors or a job with nothing to do."""
+    from elmobatch.encoding.encoder import load_encoder as load
+
+    return load(spec, **kwargs)
 
 
 @click.group()
@@ -44,7 +52,7 @@ def info(model):
 def models(cache_dir):
     """List the bundled model and the models with vectors in the embedding cache."""
     from elmobatch.caching import EmbeddingCache
-    from elmobatch.encoding.encoder import bundled_model_dir
+    from elmobatch.encoding.specs import bundled_model_dir
 
     rows = []
     try:
@@ -109,6 +117,9 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
                            keep_text=keep_text, max_tokens=max_tokens)
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
+    missing = next((path for path in inputs if not os.path.isfile(path)), None)
+    if missing:  # before the model loads, so a mistyped name fails at once
+        raise click.ClickException(f"{missing}: no such file")
     try:
         enc = load_encoder(model, precision=precision)
         if engine == "spark":

@@ -31,7 +31,7 @@ from typing import Callable
 
 import h5py
 import numpy as np
-import tensorflow as tf
+from elmobatch._tensorflow import tf
 
 from elmobatch.files import write_atomically
 

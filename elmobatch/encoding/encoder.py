@@ -17,18 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
+
+from elmobatch._tensorflow import tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, WeightFileError, load_bilm
+from elmobatch.encoding.specs import PRECISIONS, ModelError, bundled_model_dir, is_remote
 from elmobatch.files import mismatched_files
-
-PRECISIONS = ("float32", "bf16")
-
-
-class ModelError(ValueError):
-    """A model spec that cannot be loaded, with what was expected."""
-
 
 class Encoder:
     """Shared batching and pooling; a backend supplies `_run_batch`.
@@ -291,15 +286,6 @@ def _load_hub(handle: str, tokenizer: str | None, precision: str) -> HubEncoder:
     fingerprint = _hash_files(files, directory, {"hub": True, "tokenizer": tokenizer})
     return HubEncoder(module, signature, path=handle, fingerprint=fingerprint, tokenizer=tokenizer,
                       n_layers=n_layers, dim=int(outputs["lstm_outputs1"].shape[-1]))
-
-
-def is_remote(spec: str) -> bool:
-    """Whether loading `spec` may use the network: a URL or TF Hub handle ("https://...", "gs://...")."""
-    return "://" in str(spec)
-
-
-def bundled_model_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 def load_encoder(spec: str = "default", *, tokenizer: str | None = None, precision: str = "float32") -> Encoder:

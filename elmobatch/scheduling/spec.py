@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elmobatch.encoding.encoder import is_remote
+from elmobatch.encoding.specs import is_remote
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 
 
