@@ -28,16 +28,30 @@ def load_encoder(spec: str, **kwargs):
     return load(spec, **kwargs)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})  # subcommands inherit -h
 @click.version_option(package_name="elmobatch")
 def main():
-    """Embed and score message files with ELMo."""
+    """Embed and score message files with ELMo.
+
+    \b
+    Examples:
+      elmobatch score messages.csv           # label with the bundled model and head
+      elmobatch embed messages.csv --out v/  # a Parquet embeddings dataset
+      elmobatch run jobs/sms-nightly.toml    # a scheduled job
+      elmobatch COMMAND -h                   # one command's options
+    """
 
 
 @main.command()
 @click.argument("model", default="default")
 def info(model):
-    """Describe MODEL (a load_encoder spec): path, dim, layers, tokenizer, fingerprint."""
+    """Describe MODEL (a load_encoder spec): path, dim, layers, tokenizer, fingerprint.
+
+    \b
+    Examples:
+      elmobatch info
+      elmobatch info path/to/model_dir
+    """
     try:
         enc = load_encoder(model)
     except ModelError as exc:
@@ -50,7 +64,13 @@ def info(model):
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Embedding cache to list (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 def models(cache_dir):
-    """List the bundled model and the models with vectors in the embedding cache."""
+    """List the bundled model and the models with vectors in the embedding cache.
+
+    \b
+    Examples:
+      elmobatch models
+      elmobatch models --cache-dir /data/elmo-cache
+    """
     from elmobatch.caching import EmbeddingCache
     from elmobatch.encoding.specs import bundled_model_dir
 
@@ -105,6 +125,12 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
     1 failure (a non-empty --out that is not an elmobatch output is refused untouched).
+
+    \b
+    Examples:
+      elmobatch embed messages.csv --out vectors/
+      elmobatch embed a.csv b.jsonl --out vectors/ --text-column body --keep-text
+      elmobatch embed big.csv --out vectors/ --engine spark --master local[4]
     """
     from elmobatch.caching import EmbeddingCache
     from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
@@ -193,7 +219,13 @@ _cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
 @precision_option
 def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
           calibrate, l2, max_tokens, precision, cache_dir):
-    """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
+    """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
+
+    \b
+    Examples:
+      elmobatch train labelled.csv --label-column v1 --out my_head/
+      elmobatch train labelled.csv --label-column v1 --out my_head/ --head-kind logistic --split random:0.2
+    """
     from elmobatch.scoring.metrics import format_table
     from elmobatch.training.fit import FitSettings, TrainingError
     from elmobatch.training.train import model_record, parse_split, train_file
@@ -242,7 +274,13 @@ def _calibration_line(meta: dict) -> str:
 @precision_option
 def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, max_tokens, cache_dir,
              precision):
-    """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json."""
+    """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json.
+
+    \b
+    Examples:
+      elmobatch evaluate test.csv --label-column v1
+      elmobatch evaluate labelled.csv --label-column v1 --head my_head/ --split last:0.2 --out report/
+    """
     from pathlib import Path
 
     from elmobatch.scoring.metrics import format_table
@@ -281,7 +319,14 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
 @_cache_option
 @precision_option
 def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cache_dir, precision):
-    """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file."""
+    """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file.
+
+    \b
+    Examples:
+      elmobatch score messages.csv                     # -> messages.scored.csv
+      elmobatch score a.csv b.csv --head my_head/ --out scored/
+      elmobatch score messages.csv --out scored.parquet --threshold 0.3
+    """
     from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
 
     try:
@@ -307,6 +352,11 @@ def run(job_file, day):
 
     Exit codes: 0 ok, 3 ok with rejected rows, 4 nothing to do, 5 another run holds the lock,
     1 failure, 2 bad job file.
+
+    \b
+    Examples:
+      elmobatch run jobs/sms-nightly.toml
+      elmobatch run jobs/sms-nightly.toml --date 2026-01-31
     """
     from elmobatch.scheduling.run import EXIT_BAD_JOB, run_job
     from elmobatch.scheduling.spec import JobSpecError, load_job
@@ -359,6 +409,11 @@ def pretrain(corpus, out, options_path, **kwargs):
 
     Writes options.json + weights.hdf5 (official layout), vocab.txt and model.json; checkpoints
     to OUT/checkpoint and resumes from it when run again with the same corpus and settings.
+
+    \b
+    Examples:
+      elmobatch pretrain corpus.txt --out my_model/ --epochs 5
+      elmobatch pretrain messages.csv --text-column v2 --rows 0:4457 --out my_model/ --max-minutes 30
     """
     from elmobatch.training.pretrain import PretrainError, pretrain as run_pretrain
 

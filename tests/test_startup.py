@@ -89,3 +89,45 @@ def test_load_encoder_from_the_package_loads_tensorflow_lazily_and_quietly(fixtu
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
     assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()
+
+
+# ---- packaging: python -m elmobatch, -h, Examples, build requirements, LICENSE, py.typed -------------
+
+
+COMMANDS = ["info", "models", "embed", "train", "evaluate", "score", "run", "pretrain"]
+
+
+def test_every_command_accepts_dash_h_and_shows_examples():
+    from click.testing import CliRunner
+
+    from elmobatch.cli import main
+
+    assert sorted(main.commands) == sorted(COMMANDS)  # a new command gets checked here too
+    for args in ([], *([c] for c in COMMANDS)):
+        result = CliRunner().invoke(main, [*args, "-h"])
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage: " in result.output and "-h, --help" in result.output
+        examples = result.output.split("Examples:\n", 1)
+        assert len(examples) == 2, f"{args}: no Examples block"
+        assert examples[1].lstrip().startswith("elmobatch "), f"{args}: examples should be command lines"
+
+
+def test_python_dash_m_elmobatch_runs_the_command_line():
+    result = subprocess.run([sys.executable, "-m", "elmobatch", "--version"], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode == 0 and "0.1.0" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "elmobatch", "score", "-h"], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode == 0 and result.stdout.startswith("Usage: elmobatch score")
+
+
+def test_build_requirements_match_the_license_metadata_and_ship_license_and_py_typed():
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"  # an SPDX string: needs setuptools >= 77
+    assert "setuptools>=77" in pyproject["build-system"]["requires"]
+    license_text = (REPO / pyproject["project"]["license-files"][0]).read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["elmobatch"]
+    assert (REPO / "elmobatch" / "py.typed").is_file()
