@@ -347,18 +347,22 @@ def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cach
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Partition date (default: today).")
-def run(job_file, day):
+@click.option("--exit-codes", "exit_codes", type=click.Choice(["detailed", "zero-on-success"]),
+              help="detailed: the codes below; zero-on-success: 0 also for 3 and 4, for orchestrators such as "
+                   "Airflow or Kubernetes (default: the job file's exit_codes, else detailed).")
+def run(job_file, day, exit_codes):
     """Run the job in JOB_FILE (TOML): score new input files into OUTPUT/date=YYYY-MM-DD/.
 
     Exit codes: 0 ok, 3 ok with rejected rows, 4 nothing to do, 5 another run holds the lock,
-    1 failure, 2 bad job file.
+    1 failure, 2 bad job file. With --exit-codes zero-on-success (or exit_codes = "zero-on-success"
+    in the job file) 3 and 4 become 0.
 
     \b
     Examples:
       elmobatch run jobs/sms-nightly.toml
       elmobatch run jobs/sms-nightly.toml --date 2026-01-31
     """
-    from elmobatch.scheduling.run import EXIT_BAD_JOB, run_job
+    from elmobatch.scheduling.run import EXIT_BAD_JOB, exit_status, run_job
     from elmobatch.scheduling.spec import JobSpecError, load_job
 
     try:
@@ -370,7 +374,7 @@ def run(job_file, day):
     if report.error:
         click.echo(f"Error: {report.error}", err=True)
     click.echo(report.line())
-    sys.exit(report.exit_code)
+    sys.exit(exit_status(report.exit_code, exit_codes or spec.exit_codes))
 
 
 # ---- pretrain (issue 5) ---------------------------------------------------------------------

@@ -36,6 +36,20 @@ EXIT_OK_WITH_REJECTS = 3
 EXIT_NOTHING_TO_DO = 4
 EXIT_LOCKED = 5
 
+# How a run's outcome becomes the process's exit status: "detailed" (the default) keeps the codes
+# above; "zero-on-success" exits 0 for every successful outcome, for orchestrators (Airflow,
+# Kubernetes CronJobs) that read any other status as a failure. Failures, a bad job and the lock
+# keep their codes either way.
+EXIT_CODE_STYLES = ("detailed", "zero-on-success")
+SUCCESSFUL_OUTCOMES = (EXIT_OK, EXIT_OK_WITH_REJECTS, EXIT_NOTHING_TO_DO)
+
+
+def exit_status(code: int, style: str) -> int:
+    """The process exit status for a run that ended with `code`, under `style` (EXIT_CODE_STYLES)."""
+    if style not in EXIT_CODE_STYLES:
+        raise ValueError(f"unknown exit code style {style!r}: expected one of {', '.join(EXIT_CODE_STYLES)}")
+    return EXIT_OK if style == "zero-on-success" and code in SUCCESSFUL_OUTCOMES else code
+
 
 @dataclass
 class RunReport:

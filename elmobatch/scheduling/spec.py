@@ -43,6 +43,7 @@ OPTIONAL = {
     "engine": "local",        # local or spark
     "spark_master": "local[2]",
     "allow_remote_model": False,  # must be true for a `model` URL (TF Hub handle) to be fetched
+    "exit_codes": "detailed",  # or zero-on-success: exit 0 also for rejects (3) and nothing to do (4)
 }
 REQUIRED = ("name", "inputs", "output")
 
@@ -105,7 +106,7 @@ def load_job(path: str | Path) -> JobSpec:
     if not inputs or not all(isinstance(i, str) for i in inputs):
         raise JobSpecError(f"{path}: [job].inputs must be a list of glob patterns (strings)")
     for key, expected in (("engine", ("local", "spark")), ("output_format", ("parquet", "csv")),
-                          ("precision", ("float32", "bf16"))):
+                          ("precision", ("float32", "bf16")), ("exit_codes", ("detailed", "zero-on-success"))):
         if key in job and job[key] not in expected:
             raise JobSpecError(f"{path}: [job].{key} must be one of {', '.join(expected)}, got {job[key]!r}")
     max_tokens = job.get("max_tokens", DEFAULT_MAX_TOKENS)
