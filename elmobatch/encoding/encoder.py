@@ -87,7 +87,11 @@ class Encoder:
             yield [where[i] for i in batch], self._run_batch([distinct[i] for i in batch])
 
     def embed_tokens(self, sentences: list[list[str]]) -> list[np.ndarray]:
-        """Token lists -> one float32 array (n_layers + 1, n_tokens, dim) per sentence."""
+        """Token lists -> one float32 array (n_layers + 1, n_tokens, dim) per sentence.
+
+        Raises TypeError for a str where a token list belongs (it would be embedded per character).
+        """
+        _check_batch(sentences, "embed_tokens", "a list of token lists, e.g. [['The', 'cat']]", inner=True)
         out: list[np.ndarray | None] = [None] * len(sentences)
         for groups, layers in self._computed(sentences):
             for row, group in enumerate(groups):
@@ -107,9 +111,22 @@ class Encoder:
         return pooled
 
     def embed_texts(self, texts: list[str], layers: bool = False) -> np.ndarray:
-        """Raw messages -> (n, dim), or (n, n_layers + 1, dim) with `layers=True`."""
+        """Raw messages -> (n, dim), or (n, n_layers + 1, dim) with `layers=True`.
+
+        `texts` is a list (any sequence) of messages; a single str raises TypeError rather than
+        being embedded one character at a time: pass [text] for one message, shape (1, dim).
+        """
+        _check_batch(texts, "embed_texts", "a list of messages: pass [text] for one, shape (1, dim)")
         pooled = self.pool_tokens([self.tokenize(t) for t in texts])
         return pooled if layers else pooled.mean(axis=1)
+
+
+def _check_batch(batch, method: str, expected: str, inner: bool = False) -> None:
+    """TypeError for a str given where a batch (or, with `inner`, a batch of token lists) belongs."""
+    if isinstance(batch, str | bytes):
+        raise TypeError(f"{method}: expected {expected}; got a single {type(batch).__name__}")
+    if inner and any(isinstance(item, str | bytes) for item in batch):
+        raise TypeError(f"{method}: expected {expected}; got a list of str (a sentence is a list of tokens)")
 
 
 class NativeEncoder(Encoder):
