@@ -10,6 +10,8 @@ import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, TOKENIZERS
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, EXIT_CODE_STYLES,
+                                FORMATS)
 
 precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
@@ -101,16 +103,18 @@ def models(cache_dir):
 @click.option("--model", default="default", show_default=True, help="A load_encoder spec.")
 @click.option("--text-column", help="Column holding the message (default: detected).")
 @click.option("--id-column", help="Column used as `id` (default: file name:row number).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "jsonl", "parquet", "txt"]),
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Input format (default: from the extension).")
 @click.option("--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not).")
-@click.option("--batch-size", type=int, help="Messages per encoder batch.")
-@click.option("--chunk-rows", type=int, default=10_000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Messages per encoder batch.")
+@click.option("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, show_default=True,
               help="Rows read, embedded and written at a time.")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
-@click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
+@click.option("--max-text-chars", type=int, default=DEFAULT_MAX_TEXT_CHARS, show_default=True,
+              help="Longer messages are rejected.")
 @click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
               "characters) instead of embedding them as zeros.")
 @max_tokens_option
@@ -347,7 +351,7 @@ def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cach
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Partition date (default: today).")
-@click.option("--exit-codes", "exit_codes", type=click.Choice(["detailed", "zero-on-success"]),
+@click.option("--exit-codes", "exit_codes", type=click.Choice(EXIT_CODE_STYLES),
               help="detailed: the codes below; zero-on-success: 0 also for 3 and 4, for orchestrators such as "
                    "Airflow or Kubernetes (default: the job file's exit_codes, else detailed).")
 def run(job_file, day, exit_codes):

@@ -63,3 +63,9 @@ def test_a_single_str_is_refused_never_embedded_per_character(fixture_encoder):
     one = fixture_encoder.embed_texts(["hello"])
     assert one.shape == (1, fixture_encoder.dim)
     np.testing.assert_allclose(one[0], fixture_encoder.embed_texts(["hello", "other"])[0], atol=1e-6)
+
+
+def test_the_encoders_batch_size_is_the_shared_default(fixture_encoder):
+    from elmobatch.settings import DEFAULT_BATCH_SIZE
+
+    assert type(fixture_encoder).batch_size == DEFAULT_BATCH_SIZE == 256

@@ -24,6 +24,7 @@ from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, WeightFileError, load_bilm
 from elmobatch.encoding.specs import PRECISIONS, ModelError, bundled_model_dir, is_remote
 from elmobatch.files import mismatched_files
+from elmobatch.settings import DEFAULT_BATCH_SIZE
 
 class Encoder:
     """Shared batching and pooling; a backend supplies `_run_batch`.
@@ -32,7 +33,7 @@ class Encoder:
     `max_batch_tokens` padded tokens, so little work goes to padding.
     """
 
-    batch_size = 256
+    batch_size = DEFAULT_BATCH_SIZE
     max_batch_tokens = 4096
 
     def __init__(self, *, path: str, fingerprint: str, dim: int, n_layers: int, tokenizer: str,

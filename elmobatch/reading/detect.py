@@ -9,7 +9,8 @@ import codecs
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet", "txt")
+from elmobatch.settings import FORMATS
+
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
 # Column names that usually hold the message, most specific first.

@@ -28,11 +28,10 @@ from collections.abc import Iterator
 import pandas as pd
 
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, exceeds_tokens, is_blank
+from elmobatch.settings import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS
 from elmobatch.reading.detect import (ReadDecisions, ReadError, check_encoding, check_id_column,
                                       check_not_compressed, choose_format, choose_text_column, detect_encoding)
 
-DEFAULT_MAX_TEXT_CHARS = 20_000
-DEFAULT_CHUNK_ROWS = 10_000
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column
 RECORD_SLACK = 64 << 10  # room for a record's other fields, beyond twice --max-text-chars

@@ -27,6 +27,7 @@ from elmobatch.files import sweep_temporaries
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
+from elmobatch.settings import EXIT_CODE_STYLES
 
 # Exit codes of `elmobatch run` (documented in README, used by cron/elmobatch-cron.sh).
 EXIT_OK = 0
@@ -40,7 +41,6 @@ EXIT_LOCKED = 5
 # above; "zero-on-success" exits 0 for every successful outcome, for orchestrators (Airflow,
 # Kubernetes CronJobs) that read any other status as a failure. Failures, a bad job and the lock
 # keep their codes either way.
-EXIT_CODE_STYLES = ("detailed", "zero-on-success")
 SUCCESSFUL_OUTCOMES = (EXIT_OK, EXIT_OK_WITH_REJECTS, EXIT_NOTHING_TO_DO)
 
 
