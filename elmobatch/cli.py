@@ -17,6 +17,10 @@ precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
     help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
 
+delimiter_option = click.option(
+    "--delimiter", help="Field delimiter of CSV/TSV input, one character (default: detected from the first lines "
+    "among , ; tab |; the choice and its reason are recorded).")
+
 max_tokens_option = click.option(
     "--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS, show_default=True,
     help="Messages with more tokens are rejected (too_many_tokens): this bounds each message's time and memory.")
@@ -117,6 +121,7 @@ def models(cache_dir):
               help="Longer messages are rejected.")
 @click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
               "characters) instead of embedding them as zeros.")
+@delimiter_option
 @max_tokens_option
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
@@ -124,7 +129,7 @@ def models(cache_dir):
                                "(default: the active session's, or spark-submit's, or local[*]).")
 @precision_option
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          max_text_chars, reject_empty, max_tokens, engine, master, precision):
+          max_text_chars, reject_empty, delimiter, max_tokens, engine, master, precision):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
@@ -144,7 +149,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
 
     options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                            chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                           keep_text=keep_text, max_tokens=max_tokens)
+                           keep_text=keep_text, max_tokens=max_tokens, delimiter=delimiter)
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
     missing = next((path for path in inputs if not os.path.isfile(path)), None)
@@ -319,10 +324,11 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
               "(default: <input stem>.scored.csv in the current directory).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
 @click.option("--text-column", help="Column holding the message (default: detected).")
+@delimiter_option
 @max_tokens_option
 @_cache_option
 @precision_option
-def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cache_dir, precision):
+def score(inputs, head_dir, model, out, threshold, text_column, delimiter, max_tokens, cache_dir, precision):
     """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file.
 
     \b
@@ -339,7 +345,7 @@ def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cach
         cache = _cache(cache_dir)
         for path, target in zip(inputs, outputs, strict=True):
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
-                                 threshold=threshold, max_tokens=max_tokens)
+                                 threshold=threshold, max_tokens=max_tokens, delimiter=delimiter)
             click.echo(summary.line())
     except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
         raise click.ClickException(str(exc)) from exc

@@ -48,6 +48,7 @@ BAD_VALUES = [
     ("inputs", '["a.csv", 3]', "a glob pattern or a non-empty list of them"),
     ("output", "1", "a directory path (a string)"),
     ("exit_codes", '"quiet"', "one of detailed, zero-on-success"),
+    ("delimiter", '";;"', "one character"),
 ]
 
 

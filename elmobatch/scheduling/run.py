@@ -131,7 +131,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     report.partition = str(partition)
     partition.mkdir(parents=True, exist_ok=True)
     (partition / "_SUCCESS").unlink(missing_ok=True)  # this partition is being written again
-    read_options = {k: getattr(spec, k) for k in ("id_column", "encoding", "chunk_rows", "max_tokens")}
+    read_options = {k: getattr(spec, k) for k in ("id_column", "encoding", "chunk_rows", "max_tokens", "delimiter")}
     read_options["fmt"] = spec.format
     for path, fingerprint in pending:
         name = output_name(path, fingerprint["sha256"], spec.output_format)

@@ -37,6 +37,7 @@ OPTIONAL = {
     "id_column": None,        # else source file name + row number
     "label_column": None,     # unused by scoring; kept so one spec can also describe training data
     "format": None,           # input format: csv, tsv, jsonl, parquet, txt (else from the extension)
+    "delimiter": None,        # CSV/TSV field delimiter (else detected: , ; tab |)
     "encoding": None,         # input encoding (else UTF-8 with fallback)
     "output_format": "parquet",  # scored files: parquet or csv
     "threshold": None,        # decision threshold (else the head's)
@@ -92,6 +93,7 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "id_column": (_is_text, "a column name (a string)"),
     "label_column": (_is_text, "a column name (a string)"),
     "format": _one_of(FORMATS),
+    "delimiter": (lambda value: isinstance(value, str) and len(value) == 1, 'one character, e.g. ";" or "\\t"'),
     "encoding": (_is_encoding, 'a text encoding name Python knows, e.g. "utf-8" or "latin-1"'),
     "output_format": _one_of(SCORED_FORMATS),
     "threshold": (_is_probability, "a probability between 0 and 1 (a number)"),
