@@ -69,11 +69,20 @@ def choose_format(path: Path, fmt: str | None) -> tuple[str, str]:
 
 
 def _widths(sample: list[str], delimiter: str) -> list[int]:
-    """Field counts of the sampled records (header first) when split on `delimiter`, quotes honoured."""
-    try:
-        return [len(fields) for fields in csv.reader(sample, delimiter=delimiter) if fields]
-    except csv.Error:
-        return []
+    """Field counts of the sampled records (header first) when split on `delimiter`, quotes honoured;
+    a record the csv module cannot parse counts as width 0 (it fits no delimiter)."""
+    widths: list[int] = []
+    reader = csv.reader(sample, delimiter=delimiter)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return widths
+        except csv.Error:
+            widths.append(0)
+            continue
+        if fields:
+            widths.append(len(fields))
 
 
 def _fits(widths: list[int]) -> bool:
