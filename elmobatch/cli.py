@@ -3,33 +3,61 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
-from elmobatch.encoding import ModelError, load_encoder
-from elmobatch.encoding.encoder import PRECISIONS
+from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, TOKENIZERS
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, EXIT_CODE_STYLES,
+                                FORMATS)
 
 precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
     help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
+
+delimiter_option = click.option(
+    "--delimiter", help="Field delimiter of CSV/TSV input, one character (default: detected from the first lines "
+    "among , ; tab |; the choice and its reason are recorded).")
 
 max_tokens_option = click.option(
     "--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS, show_default=True,
     help="Messages with more tokens are rejected (too_many_tokens): this bounds each message's time and memory.")
 
 
-@click.group()
+def load_encoder(spec: str, **kwargs):
+    """elmobatch.load_encoder, imported only here: TensorFlow loads for the commands that run a model,
+    never for help, version, argument errors or a job with nothing to do."""
+    from elmobatch.encoding.encoder import load_encoder as load
+
+    return load(spec, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})  # subcommands inherit -h
 @click.version_option(package_name="elmobatch")
 def main():
-    """Embed and score message files with ELMo."""
+    """Embed and score message files with ELMo.
+
+    \b
+    Examples:
+      elmobatch score messages.csv           # label with the bundled model and head
+      elmobatch embed messages.csv --out v/  # a Parquet embeddings dataset
+      elmobatch run jobs/sms-nightly.toml    # a scheduled job
+      elmobatch COMMAND -h                   # one command's options
+    """
 
 
 @main.command()
 @click.argument("model", default="default")
 def info(model):
-    """Describe MODEL (a load_encoder spec): path, dim, layers, tokenizer, fingerprint."""
+    """Describe MODEL (a load_encoder spec): path, dim, layers, tokenizer, fingerprint.
+
+    \b
+    Examples:
+      elmobatch info
+      elmobatch info path/to/model_dir
+    """
     try:
         enc = load_encoder(model)
     except ModelError as exc:
@@ -42,9 +70,15 @@ def info(model):
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Embedding cache to list (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 def models(cache_dir):
-    """List the bundled model and the models with vectors in the embedding cache."""
+    """List the bundled model and the models with vectors in the embedding cache.
+
+    \b
+    Examples:
+      elmobatch models
+      elmobatch models --cache-dir /data/elmo-cache
+    """
     from elmobatch.caching import EmbeddingCache
-    from elmobatch.encoding.encoder import bundled_model_dir
+    from elmobatch.encoding.specs import bundled_model_dir
 
     rows = []
     try:
@@ -73,18 +107,21 @@ def models(cache_dir):
 @click.option("--model", default="default", show_default=True, help="A load_encoder spec.")
 @click.option("--text-column", help="Column holding the message (default: detected).")
 @click.option("--id-column", help="Column used as `id` (default: file name:row number).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "jsonl", "parquet", "txt"]),
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Input format (default: from the extension).")
 @click.option("--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not).")
-@click.option("--batch-size", type=int, help="Messages per encoder batch.")
-@click.option("--chunk-rows", type=int, default=10_000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Messages per encoder batch.")
+@click.option("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, show_default=True,
               help="Rows read, embedded and written at a time.")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
-@click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
+@click.option("--max-text-chars", type=int, default=DEFAULT_MAX_TEXT_CHARS, show_default=True,
+              help="Longer messages are rejected.")
 @click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
               "characters) instead of embedding them as zeros.")
+@delimiter_option
 @max_tokens_option
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
@@ -92,11 +129,17 @@ def models(cache_dir):
                                "(default: the active session's, or spark-submit's, or local[*]).")
 @precision_option
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          max_text_chars, reject_empty, max_tokens, engine, master, precision):
+          max_text_chars, reject_empty, delimiter, max_tokens, engine, master, precision):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
     1 failure (a non-empty --out that is not an elmobatch output is refused untouched).
+
+    \b
+    Examples:
+      elmobatch embed messages.csv --out vectors/
+      elmobatch embed a.csv b.jsonl --out vectors/ --text-column body --keep-text
+      elmobatch embed big.csv --out vectors/ --engine spark --master local[4]
     """
     from elmobatch.caching import EmbeddingCache
     from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
@@ -106,9 +149,12 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
 
     options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                            chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                           keep_text=keep_text, max_tokens=max_tokens)
+                           keep_text=keep_text, max_tokens=max_tokens, delimiter=delimiter)
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
+    missing = next((path for path in inputs if not os.path.isfile(path)), None)
+    if missing:  # before the model loads, so a mistyped name fails at once
+        raise click.ClickException(f"{missing}: no such file")
     try:
         enc = load_encoder(model, precision=precision)
         if engine == "spark":
@@ -182,7 +228,13 @@ _cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
 @precision_option
 def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
           calibrate, l2, max_tokens, precision, cache_dir):
-    """Train a head on the labelled file INPUT; write it with its held-out metrics to --out."""
+    """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
+
+    \b
+    Examples:
+      elmobatch train labelled.csv --label-column v1 --out my_head/
+      elmobatch train labelled.csv --label-column v1 --out my_head/ --head-kind logistic --split random:0.2
+    """
     from elmobatch.scoring.metrics import format_table
     from elmobatch.training.fit import FitSettings, TrainingError
     from elmobatch.training.train import model_record, parse_split, train_file
@@ -231,7 +283,13 @@ def _calibration_line(meta: dict) -> str:
 @precision_option
 def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, max_tokens, cache_dir,
              precision):
-    """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json."""
+    """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json.
+
+    \b
+    Examples:
+      elmobatch evaluate test.csv --label-column v1
+      elmobatch evaluate labelled.csv --label-column v1 --head my_head/ --split last:0.2 --out report/
+    """
     from pathlib import Path
 
     from elmobatch.scoring.metrics import format_table
@@ -266,11 +324,19 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
               "(default: <input stem>.scored.csv in the current directory).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
 @click.option("--text-column", help="Column holding the message (default: detected).")
+@delimiter_option
 @max_tokens_option
 @_cache_option
 @precision_option
-def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cache_dir, precision):
-    """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file."""
+def score(inputs, head_dir, model, out, threshold, text_column, delimiter, max_tokens, cache_dir, precision):
+    """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file.
+
+    \b
+    Examples:
+      elmobatch score messages.csv                     # -> messages.scored.csv
+      elmobatch score a.csv b.csv --head my_head/ --out scored/
+      elmobatch score messages.csv --out scored.parquet --threshold 0.3
+    """
     from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
 
     try:
@@ -279,7 +345,7 @@ def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cach
         cache = _cache(cache_dir)
         for path, target in zip(inputs, outputs, strict=True):
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
-                                 threshold=threshold, max_tokens=max_tokens)
+                                 threshold=threshold, max_tokens=max_tokens, delimiter=delimiter)
             click.echo(summary.line())
     except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
         raise click.ClickException(str(exc)) from exc
@@ -291,13 +357,22 @@ def score(inputs, head_dir, model, out, threshold, text_column, max_tokens, cach
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Partition date (default: today).")
-def run(job_file, day):
+@click.option("--exit-codes", "exit_codes", type=click.Choice(EXIT_CODE_STYLES),
+              help="detailed: the codes below; zero-on-success: 0 also for 3 and 4, for orchestrators such as "
+                   "Airflow or Kubernetes (default: the job file's exit_codes, else detailed).")
+def run(job_file, day, exit_codes):
     """Run the job in JOB_FILE (TOML): score new input files into OUTPUT/date=YYYY-MM-DD/.
 
     Exit codes: 0 ok, 3 ok with rejected rows, 4 nothing to do, 5 another run holds the lock,
-    1 failure, 2 bad job file.
+    1 failure, 2 bad job file. With --exit-codes zero-on-success (or exit_codes = "zero-on-success"
+    in the job file) 3 and 4 become 0.
+
+    \b
+    Examples:
+      elmobatch run jobs/sms-nightly.toml
+      elmobatch run jobs/sms-nightly.toml --date 2026-01-31
     """
-    from elmobatch.scheduling.run import EXIT_BAD_JOB, run_job
+    from elmobatch.scheduling.run import EXIT_BAD_JOB, exit_status, run_job
     from elmobatch.scheduling.spec import JobSpecError, load_job
 
     try:
@@ -309,7 +384,7 @@ def run(job_file, day):
     if report.error:
         click.echo(f"Error: {report.error}", err=True)
     click.echo(report.line())
-    sys.exit(report.exit_code)
+    sys.exit(exit_status(report.exit_code, exit_codes or spec.exit_codes))
 
 
 # ---- pretrain (issue 5) ---------------------------------------------------------------------
@@ -351,6 +426,11 @@ def pretrain(corpus, out, options_path, **kwargs):
 
     Writes options.json + weights.hdf5 (official layout), vocab.txt and model.json; checkpoints
     to OUT/checkpoint and resumes from it when run again with the same corpus and settings.
+
+    \b
+    Examples:
+      elmobatch pretrain corpus.txt --out my_model/ --epochs 5
+      elmobatch pretrain messages.csv --text-column v2 --rows 0:4457 --out my_model/ --max-minutes 30
     """
     from elmobatch.training.pretrain import PretrainError, pretrain as run_pretrain
 

@@ -1,6 +1,7 @@
 """The native TF2 biLM reproduces the reference implementation's outputs on the fixture."""
 
 import numpy as np
+import pytest
 
 from elmobatch import load_encoder
 
@@ -47,3 +48,24 @@ def test_empty_message_is_zero_vector(fixture_encoder):
     assert not np.isnan(out).any()
     assert np.all(out[:2] == 0) and np.abs(out[2]).sum() > 0
     assert fixture_encoder.embed_tokens([[]])[0].shape == (3, 0, 32)
+
+
+def test_a_single_str_is_refused_never_embedded_per_character(fixture_encoder):
+    """embed_texts takes a list of messages; a bare str is a TypeError naming the fix, not len(str) vectors."""
+    with pytest.raises(TypeError, match=r"embed_texts: expected a list of messages: pass \[text\] for one"):
+        fixture_encoder.embed_texts("hello")
+    with pytest.raises(TypeError, match="embed_texts: .*got a single bytes"):
+        fixture_encoder.embed_texts(b"hello")
+    with pytest.raises(TypeError, match=r"embed_tokens: expected a list of token lists.*got a list of str"):
+        fixture_encoder.embed_tokens(["The", "cat"])
+    with pytest.raises(TypeError, match="embed_tokens: .*got a single str"):
+        fixture_encoder.embed_tokens("The cat")
+    one = fixture_encoder.embed_texts(["hello"])
+    assert one.shape == (1, fixture_encoder.dim)
+    np.testing.assert_allclose(one[0], fixture_encoder.embed_texts(["hello", "other"])[0], atol=1e-6)
+
+
+def test_the_encoders_batch_size_is_the_shared_default(fixture_encoder):
+    from elmobatch.settings import DEFAULT_BATCH_SIZE
+
+    assert type(fixture_encoder).batch_size == DEFAULT_BATCH_SIZE == 256

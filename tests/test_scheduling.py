@@ -65,6 +65,21 @@ def test_new_files_only_changed_files_again_and_exit_codes(tmp_path, head_dir):
     assert rejects["reason"].tolist() == ["nul_byte"]
 
 
+def test_rejects_exit_0_under_zero_on_success_and_3_by_default(tmp_path, head_dir):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "a.csv").write_bytes(b"v1,v2\nham,fine\nspam,bad \x00 row\n")
+    job = write_job(tmp_path, head_dir, exit_codes="zero-on-success")
+    lenient = run_cli(job, "--date", "2026-06-01")
+    assert lenient.returncode == 0, lenient.stderr
+    assert "rows_read 2 = scored 1 + rejected 1" in lenient.stdout
+    report = json.loads((tmp_path / "scored" / "_last_run.json").read_text())
+    assert report["exit_code"] == 3  # the report keeps the detailed outcome
+    (incoming / "b.csv").write_bytes(b"v1,v2\nham,also fine\nspam,bad \x00 row\n")
+    detailed = run_cli(job, "--date", "2026-06-02", "--exit-codes", "detailed")
+    assert detailed.returncode == 3, detailed.stderr
+
+
 def test_bad_job_file_exits_2_naming_the_key(tmp_path, head_dir):
     job = write_job(tmp_path, head_dir, colour="blue")
     result = run_cli(job)

@@ -55,6 +55,7 @@ class EmbedOptions:
     reject_empty: bool = False
     keep_text: bool = False
     max_tokens: int = DEFAULT_MAX_TOKENS
+    delimiter: str | None = None  # CSV/TSV; None: detected per file
 
 
 class OutputError(ValueError):
@@ -162,7 +163,7 @@ def open_reader(path, options: EmbedOptions, tokenizer: str):
     return read_messages(path, text_column=options.text_column, id_column=options.id_column, fmt=options.fmt,
                          encoding=options.encoding, chunk_rows=options.chunk_rows,
                          max_text_chars=options.max_text_chars, reject_empty=options.reject_empty,
-                         max_tokens=options.max_tokens, tokenizer=tokenizer)
+                         max_tokens=options.max_tokens, tokenizer=tokenizer, delimiter=options.delimiter)
 
 
 def part_name(file_index: int, chunk_index: int) -> str:
@@ -183,8 +184,11 @@ def _check_names(paths: list[Path], id_column: str | None) -> None:
 
 def _signature(inputs_info, fingerprint: str, options: EmbedOptions) -> str:
     """What decides the output: a rerun resumes only when this is unchanged."""
+    settings = asdict(options)
+    if settings["delimiter"] is None:  # detected: the signature stays that of outputs written before the option
+        del settings["delimiter"]
     data = {"inputs": [(i["name"], i["sha256"]) for i in inputs_info], "model": fingerprint,
-            "options": asdict(options), "layout": 1}
+            "options": settings, "layout": 1}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

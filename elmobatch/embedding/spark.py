@@ -162,7 +162,8 @@ def warm_cache_with_spark(paths, spec, *, master: str | None = None, spark=None,
     import shutil
 
     options = EmbedOptions(text_column=spec.text_column, id_column=spec.id_column, fmt=spec.format,
-                           encoding=spec.encoding, chunk_rows=spec.chunk_rows, max_tokens=spec.max_tokens)
+                           encoding=spec.encoding, chunk_rows=spec.chunk_rows, max_tokens=spec.max_tokens,
+                           delimiter=spec.delimiter)
     scratch = Path(spec.output) / SPARK_SCRATCH
     manifest = embed_files_spark(paths, scratch, spec.model, options=options, cache_dir=spec.cache_dir,
                                  batch_size=spec.batch_size, master=master, spark=spark, encoder=encoder,

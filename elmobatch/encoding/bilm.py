@@ -30,7 +30,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import tensorflow as tf
+from elmobatch._tensorflow import tf
 
 from elmobatch.files import write_atomically
 

@@ -17,18 +17,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
+
+from elmobatch._tensorflow import tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, WeightFileError, load_bilm
+from elmobatch.encoding.specs import PRECISIONS, ModelError, bundled_model_dir, is_remote
 from elmobatch.files import mismatched_files
-
-PRECISIONS = ("float32", "bf16")
-
-
-class ModelError(ValueError):
-    """A model spec that cannot be loaded, with what was expected."""
-
+from elmobatch.settings import DEFAULT_BATCH_SIZE
 
 class Encoder:
     """Shared batching and pooling; a backend supplies `_run_batch`.
@@ -37,7 +33,7 @@ class Encoder:
     `max_batch_tokens` padded tokens, so little work goes to padding.
     """
 
-    batch_size = 256
+    batch_size = DEFAULT_BATCH_SIZE
     max_batch_tokens = 4096
 
     def __init__(self, *, path: str, fingerprint: str, dim: int, n_layers: int, tokenizer: str,
@@ -92,7 +88,11 @@ class Encoder:
             yield [where[i] for i in batch], self._run_batch([distinct[i] for i in batch])
 
     def embed_tokens(self, sentences: list[list[str]]) -> list[np.ndarray]:
-        """Token lists -> one float32 array (n_layers + 1, n_tokens, dim) per sentence."""
+        """Token lists -> one float32 array (n_layers + 1, n_tokens, dim) per sentence.
+
+        Raises TypeError for a str where a token list belongs (it would be embedded per character).
+        """
+        _check_batch(sentences, "embed_tokens", "a list of token lists, e.g. [['The', 'cat']]", inner=True)
         out: list[np.ndarray | None] = [None] * len(sentences)
         for groups, layers in self._computed(sentences):
             for row, group in enumerate(groups):
@@ -112,9 +112,22 @@ class Encoder:
         return pooled
 
     def embed_texts(self, texts: list[str], layers: bool = False) -> np.ndarray:
-        """Raw messages -> (n, dim), or (n, n_layers + 1, dim) with `layers=True`."""
+        """Raw messages -> (n, dim), or (n, n_layers + 1, dim) with `layers=True`.
+
+        `texts` is a list (any sequence) of messages; a single str raises TypeError rather than
+        being embedded one character at a time: pass [text] for one message, shape (1, dim).
+        """
+        _check_batch(texts, "embed_texts", "a list of messages: pass [text] for one, shape (1, dim)")
         pooled = self.pool_tokens([self.tokenize(t) for t in texts])
         return pooled if layers else pooled.mean(axis=1)
+
+
+def _check_batch(batch, method: str, expected: str, inner: bool = False) -> None:
+    """TypeError for a str given where a batch (or, with `inner`, a batch of token lists) belongs."""
+    if isinstance(batch, str | bytes):
+        raise TypeError(f"{method}: expected {expected}; got a single {type(batch).__name__}")
+    if inner and any(isinstance(item, str | bytes) for item in batch):
+        raise TypeError(f"{method}: expected {expected}; got a list of str (a sentence is a list of tokens)")
 
 
 class NativeEncoder(Encoder):
@@ -291,15 +304,6 @@ def _load_hub(handle: str, tokenizer: str | None, precision: str) -> HubEncoder:
     fingerprint = _hash_files(files, directory, {"hub": True, "tokenizer": tokenizer})
     return HubEncoder(module, signature, path=handle, fingerprint=fingerprint, tokenizer=tokenizer,
                       n_layers=n_layers, dim=int(outputs["lstm_outputs1"].shape[-1]))
-
-
-def is_remote(spec: str) -> bool:
-    """Whether loading `spec` may use the network: a URL or TF Hub handle ("https://...", "gs://...")."""
-    return "://" in str(spec)
-
-
-def bundled_model_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 def load_encoder(spec: str = "default", *, tokenizer: str | None = None, precision: str = "float32") -> Encoder:

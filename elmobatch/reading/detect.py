@@ -6,10 +6,13 @@ The decisions go into the run manifest, so a user can see why a file was read th
 from __future__ import annotations
 
 import codecs
+import csv
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet", "txt")
+from elmobatch.settings import FORMATS
+
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
 # Column names that usually hold the message, most specific first.
@@ -18,6 +21,12 @@ TEXT_COLUMN_NAMES = ("text", "message", "msg", "body", "sms", "content", "senten
 COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz",
                     b"\x28\xb5\x2f\xfd": "zstd"}
 FALLBACK_ENCODING = "latin-1"  # decodes any byte; what the reference data (and pandas users of it) use
+DELIMITERS = (",", ";", "\t", "|")  # what delimiter detection tries
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+SAMPLE_LINES = 50  # lines looked at to find the delimiter
+CONSISTENT_SHARE = 0.8  # a delimiter fits when at least this share of sampled rows has the header's width
+# A header field as a .txt file's header line would hold it: a bare column name, no spaces.
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
 class ReadError(ValueError):
@@ -37,6 +46,8 @@ class ReadDecisions:
     text_column_reason: str
     id_column: str | None
     columns: list[str]
+    delimiter: str | None = None  # CSV/TSV (and a .txt with a header); None for JSON Lines, Parquet, plain text
+    delimiter_reason: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +66,76 @@ def choose_format(path: Path, fmt: str | None) -> tuple[str, str]:
         raise ReadError(f"{path}: cannot tell the format from the extension {path.suffix!r}: "
                         f"pass --format ({', '.join(FORMATS)})")
     return found, f"from the extension {path.suffix}"
+
+
+def _widths(sample: list[str], delimiter: str) -> list[int]:
+    """Field counts of the sampled records (header first) when split on `delimiter`, quotes honoured;
+    a record the csv module cannot parse counts as width 0 (it fits no delimiter)."""
+    widths: list[int] = []
+    reader = csv.reader(sample, delimiter=delimiter)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return widths
+        except csv.Error:
+            widths.append(0)
+            continue
+        if fields:
+            widths.append(len(fields))
+
+
+def _fits(widths: list[int]) -> bool:
+    """The header has at least two columns and (nearly) every sampled row has as many."""
+    if not widths or widths[0] < 2:
+        return False
+    rows = widths[1:]
+    return not rows or sum(w == widths[0] for w in rows) >= CONSISTENT_SHARE * len(rows)
+
+
+def _shown(delimiter: str) -> str:
+    return f"{DELIMITER_NAMES.get(delimiter, 'the character')} {delimiter!r}"
+
+
+def choose_delimiter(path: Path, fmt: str, sample: list[str], requested: str | None) -> tuple[str | None, str]:
+    """(delimiter, reason) for a CSV, TSV or .txt file from its first lines; None: a plain-text .txt.
+
+    The delimiter that splits the header into two or more columns and (nearly) every sampled row
+    into as many is chosen; two such delimiters make the file ambiguous (ReadError naming
+    --delimiter). A .txt file is delimited only when its first line is a header of bare column
+    names; otherwise it stays one message per line.
+    """
+    if requested is not None:
+        if len(requested) != 1 or requested in "\r\n\"":
+            raise ReadError(f"--delimiter {requested!r}: expected one character other than a quote or newline, "
+                            f"e.g. {', '.join(repr(d) for d in DELIMITERS)}")
+        return requested, "given (--delimiter)"
+    default = "\t" if fmt == "tsv" else ","
+    widths = {d: _widths(sample, d) for d in DELIMITERS}
+    fitting = [d for d in DELIMITERS if _fits(widths[d])]
+    if fmt == "txt":
+        fitting = [d for d in fitting if _is_header(sample[0], d)]
+        if not fitting:
+            return None, "plain text: no delimited header line"
+    if len(fitting) > 1:
+        found = ", ".join(f"{_shown(d)} ({widths[d][0]} columns)" for d in fitting)
+        raise ReadError(f"{path}: cannot tell the delimiter: {found} each split the header and the first rows "
+                        f"alike; pass --delimiter")
+    if fitting:
+        d = fitting[0]
+        return d, (f"detected: {_shown(d)} splits the header into {widths[d][0]} columns and "
+                   f"{_share(widths[d])} alike")
+    return default, f"the {fmt.upper()} default {_shown(default)}: no delimiter splits the header and rows alike"
+
+
+def _share(widths: list[int]) -> str:
+    rows = widths[1:]
+    return f"{sum(w == widths[0] for w in rows)} of {len(rows)} sampled rows" if rows else "no rows (none yet)"
+
+
+def _is_header(line: str, delimiter: str) -> bool:
+    fields = next(csv.reader([line], delimiter=delimiter), [])
+    return len(fields) >= 2 and all(_COLUMN_NAME.match(f.strip()) for f in fields)
 
 
 def check_not_compressed(path: Path, fmt: str) -> None:

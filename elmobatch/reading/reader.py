@@ -28,11 +28,11 @@ from collections.abc import Iterator
 import pandas as pd
 
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, exceeds_tokens, is_blank
-from elmobatch.reading.detect import (ReadDecisions, ReadError, check_encoding, check_id_column,
-                                      check_not_compressed, choose_format, choose_text_column, detect_encoding)
+from elmobatch.settings import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS
+from elmobatch.reading.detect import (SAMPLE_LINES, ReadDecisions, ReadError, check_encoding, check_id_column,
+                                      check_not_compressed, choose_delimiter, choose_format, choose_text_column,
+                                      detect_encoding)
 
-DEFAULT_MAX_TEXT_CHARS = 20_000
-DEFAULT_CHUNK_ROWS = 10_000
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column
 RECORD_SLACK = 64 << 10  # room for a record's other fields, beyond twice --max-text-chars
@@ -166,20 +166,21 @@ def read_messages(path, *, text_column: str | None = None, id_column: str | None
                   encoding: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, reject_empty: bool = False,
                   max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer: str = DEFAULT_TOKENIZER,
-                  source_name: str | None = None) -> MessageReader:
+                  source_name: str | None = None, delimiter: str | None = None) -> MessageReader:
     """Open `path` for chunked reading; raises ReadError (naming file and setting) if it cannot be read.
 
-    `tokenizer` (the model's) counts each message's tokens for `max_tokens`."""
+    `tokenizer` (the model's) counts each message's tokens for `max_tokens`; `delimiter` (CSV, TSV)
+    is detected from the first lines when None (see choose_delimiter)."""
     return MessageReader(Path(path), text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                          chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                         max_tokens=max_tokens, tokenizer=tokenizer, source_name=source_name)
+                         max_tokens=max_tokens, tokenizer=tokenizer, source_name=source_name, delimiter=delimiter)
 
 
 class MessageReader:
     """Iterable over a file's chunks; iterating again reads the file again from the start."""
 
     def __init__(self, path: Path, *, text_column, id_column, fmt, encoding, chunk_rows, max_text_chars,
-                 reject_empty, max_tokens, tokenizer, source_name):
+                 reject_empty, max_tokens, tokenizer, source_name, delimiter=None):
         if not path.is_file():
             raise ReadError(f"{path}: no such file")
         if chunk_rows < 1:
@@ -197,12 +198,14 @@ class MessageReader:
         self.source_name = source_name or path.name
         self.text_column: str | None = None  # set by _decide; sampling runs before it is known
         self.id_column: str | None = None
-        self.decisions = self._decide(text_column, id_column, fmt, encoding)
+        self.delimiter = ","  # of CSV/TSV; set by _decide
+        self.decisions = self._decide(text_column, id_column, fmt, encoding, delimiter)
         self.size = self._size()  # the unit of Chunk.position: bytes, or rows for Parquet
 
     # ---- decisions -------------------------------------------------------------------------
 
-    def _decide(self, text_column, id_column, fmt, encoding) -> ReadDecisions:
+    def _decide(self, text_column, id_column, fmt, encoding, delimiter) -> ReadDecisions:
+        fmt_given = fmt is not None
         fmt, fmt_reason = choose_format(self.path, fmt)
         check_not_compressed(self.path, fmt)
         if fmt == "parquet":
@@ -212,6 +215,13 @@ class MessageReader:
         else:
             enc, enc_reason = detect_encoding(self.path)
         self.format, self.encoding = fmt, enc
+        found, delimiter_reason = None, ""
+        if fmt in ("csv", "tsv") or (fmt == "txt" and (delimiter is not None or not fmt_given)):
+            found, delimiter_reason = choose_delimiter(self.path, fmt, self._sample_lines(), delimiter)
+        if fmt == "txt" and found is not None:
+            fmt = self.format = "csv"
+            fmt_reason += f"; read as CSV: {'--delimiter given' if delimiter else 'its first line is a header'}"
+        self.delimiter = found or ","
         columns, text_like = self._columns()
         if fmt == "txt":
             text, text_reason = "text", "plain text: one message per line"
@@ -221,7 +231,16 @@ class MessageReader:
         self.columns, self.text_column, self.id_column = columns, text, id_column
         return ReadDecisions(path=str(self.path), format=fmt, format_reason=fmt_reason, encoding=enc,
                              encoding_reason=enc_reason, text_column=text, text_column_reason=text_reason,
-                             id_column=id_column, columns=columns)
+                             id_column=id_column, columns=columns, delimiter=found, delimiter_reason=delimiter_reason)
+
+    def _sample_lines(self) -> list[str]:
+        """The first lines, decoded (undecodable bytes replaced), for delimiter detection."""
+        assert self.encoding is not None, f"{self.path}: {self.format} has no text encoding"
+        lines: list[str] = []
+        with open(self.path, "rb") as f:
+            while len(lines) < SAMPLE_LINES and (raw := f.readline(self.max_record_chars)):
+                lines.append(raw.decode(self.encoding, errors="replace"))
+        return lines
 
     def _columns(self) -> tuple[list[str], list[str]]:
         """All column names, and those whose sampled values look like free text."""
@@ -343,9 +362,9 @@ class MessageReader:
     # ---- formats ---------------------------------------------------------------------------
 
     def _csv_dialect(self) -> dict:
-        if self.format == "tsv":  # TSV has no quoting: a quote character is just text
+        if self.format == "tsv" and self.delimiter == "\t":  # TSV has no quoting: a quote character is just text
             return dict(delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
-        return dict(delimiter=",", strict=True)
+        return dict(delimiter=self.delimiter, strict=True)
 
     def _csv_header(self) -> list[tuple[str, bool]]:
         """[(column name, was it named in the file)]; blank names become 'Unnamed: i' as in pandas."""
@@ -382,7 +401,7 @@ class MessageReader:
         lines = lines or self._lines()
         names = [name for name, _ in header]
         text_at = names.index(self.text_column) if self.text_column in names else None
-        sep = "\t" if self.format == "tsv" else ","
+        sep = self.delimiter
         reader = csv.reader(lines, **self._csv_dialect())
         try:
             next(reader)  # header

@@ -28,6 +28,7 @@ from elmobatch.files import sweep_temporaries
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
+from elmobatch.settings import EXIT_CODE_STYLES
 
 # Exit codes of `elmobatch run` (documented in README, used by cron/elmobatch-cron.sh).
 EXIT_OK = 0
@@ -36,6 +37,19 @@ EXIT_BAD_JOB = 2
 EXIT_OK_WITH_REJECTS = 3
 EXIT_NOTHING_TO_DO = 4
 EXIT_LOCKED = 5
+
+# How a run's outcome becomes the process's exit status: "detailed" (the default) keeps the codes
+# above; "zero-on-success" exits 0 for every successful outcome, for orchestrators (Airflow,
+# Kubernetes CronJobs) that read any other status as a failure. Failures, a bad job and the lock
+# keep their codes either way.
+SUCCESSFUL_OUTCOMES = (EXIT_OK, EXIT_OK_WITH_REJECTS, EXIT_NOTHING_TO_DO)
+
+
+def exit_status(code: int, style: str) -> int:
+    """The process exit status for a run that ended with `code`, under `style` (EXIT_CODE_STYLES)."""
+    if style not in EXIT_CODE_STYLES:
+        raise ValueError(f"unknown exit code style {style!r}: expected one of {', '.join(EXIT_CODE_STYLES)}")
+    return EXIT_OK if style == "zero-on-success" and code in SUCCESSFUL_OUTCOMES else code
 
 
 @dataclass
@@ -118,7 +132,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     report.partition = str(partition)
     partition.mkdir(parents=True, exist_ok=True)
     (partition / "_SUCCESS").unlink(missing_ok=True)  # this partition is being written again
-    read_options = {k: getattr(spec, k) for k in ("id_column", "encoding", "chunk_rows", "max_tokens")}
+    read_options = {k: getattr(spec, k) for k in ("id_column", "encoding", "chunk_rows", "max_tokens", "delimiter")}
     read_options["fmt"] = spec.format
     for path, fingerprint in pending:
         name = output_name(path, fingerprint["sha256"], spec.output_format)

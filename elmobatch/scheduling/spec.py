@@ -7,19 +7,25 @@
     model = "default"                    # any load_encoder spec; a URL needs allow_remote_model = true
     head = "default"                     # a head directory or "default"
 
-Optional keys are listed in `OPTIONAL` with their defaults. Paths are used as given (never passed
+Optional keys are listed in `OPTIONAL` with their defaults, and what every key must hold in
+`KEY_TYPES`: a wrong type is refused at load, naming the key. Paths are used as given (never passed
 through a shell); relative ones are taken from the spec file's folder, so a job runs the same from
 cron as from a terminal.
 """
 
 from __future__ import annotations
 
+import codecs
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from elmobatch.encoding.encoder import is_remote
+from elmobatch.encoding.specs import PRECISIONS, is_remote
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, ENGINES, EXIT_CODE_STYLES, FORMATS,
+                                SCORED_FORMATS)
 
 
 class JobSpecError(ValueError):
@@ -31,20 +37,85 @@ OPTIONAL = {
     "id_column": None,        # else source file name + row number
     "label_column": None,     # unused by scoring; kept so one spec can also describe training data
     "format": None,           # input format: csv, tsv, jsonl, parquet, txt (else from the extension)
+    "delimiter": None,        # CSV/TSV field delimiter (else detected: , ; tab |)
     "encoding": None,         # input encoding (else UTF-8 with fallback)
     "output_format": "parquet",  # scored files: parquet or csv
     "threshold": None,        # decision threshold (else the head's)
     "cache_dir": None,        # embedding cache (else $ELMOBATCH_CACHE or ~/.cache/elmobatch)
-    "batch_size": 64,
+    "batch_size": DEFAULT_BATCH_SIZE,
     "precision": "float32",   # or bf16 (see load_encoder)
-    "chunk_rows": 10_000,
+    "chunk_rows": DEFAULT_CHUNK_ROWS,
     "max_tokens": DEFAULT_MAX_TOKENS,  # messages with more tokens are rejected (too_many_tokens)
     "retention_days": None,   # delete date= partitions older than this many days
     "engine": "local",        # local or spark
     "spark_master": "local[2]",
     "allow_remote_model": False,  # must be true for a `model` URL (TF Hub handle) to be fetched
+    "exit_codes": "detailed",  # or zero-on-success: exit 0 also for rejects (3) and nothing to do (4)
 }
 REQUIRED = ("name", "inputs", "output")
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_patterns(value: Any) -> bool:
+    return _is_text(value) or (isinstance(value, list) and value != [] and all(_is_text(v) for v in value))
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_probability(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _is_encoding(value: Any) -> bool:
+    try:
+        return _is_text(value) and codecs.lookup(value) is not None
+    except LookupError:
+        return False
+
+
+def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: isinstance(value, str) and value in choices), f"one of {', '.join(choices)}"
+
+
+# What each [job] key must hold: (check, the expected value as the error message states it).
+KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (_is_text, "a non-empty string"),
+    "inputs": (_is_patterns, "a glob pattern or a non-empty list of them (strings)"),
+    "output": (_is_text, "a directory path (a string)"),
+    "model": (_is_text, "a load_encoder spec (a string)"),
+    "head": (_is_text, 'a head directory or "default" (a string)'),
+    "text_column": (_is_text, "a column name (a string)"),
+    "id_column": (_is_text, "a column name (a string)"),
+    "label_column": (_is_text, "a column name (a string)"),
+    "format": _one_of(FORMATS),
+    "delimiter": (lambda value: isinstance(value, str) and len(value) == 1, 'one character, e.g. ";" or "\\t"'),
+    "encoding": (_is_encoding, 'a text encoding name Python knows, e.g. "utf-8" or "latin-1"'),
+    "output_format": _one_of(SCORED_FORMATS),
+    "threshold": (_is_probability, "a probability between 0 and 1 (a number)"),
+    "cache_dir": (_is_text, "a directory path (a string)"),
+    "batch_size": (_is_positive_int, "a positive whole number of messages"),
+    "precision": _one_of(PRECISIONS),
+    "chunk_rows": (_is_positive_int, "a positive whole number of rows"),
+    "max_tokens": (_is_positive_int, "a positive whole number of tokens"),
+    "retention_days": (_is_positive_int, "a positive whole number of days (leave it out to keep every partition)"),
+    "engine": _one_of(ENGINES),
+    "spark_master": (_is_text, 'a Spark master URL (a string), e.g. "local[2]"'),
+    "allow_remote_model": (lambda value: isinstance(value, bool), "true or false"),
+    "exit_codes": _one_of(EXIT_CODE_STYLES),
+}
+
+
+def check_types(path: Path, job: dict) -> None:
+    """Refuse the first key (in file order) whose value is not what KEY_TYPES says it must be."""
+    for key, value in job.items():
+        check, expected = KEY_TYPES[key]
+        if not check(value):
+            raise JobSpecError(f"{path}: [job].{key} must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -71,11 +142,7 @@ def _resolve(base: Path, value: str) -> str:
 def _model(path: Path, job: dict) -> str:
     """[job].model; a remote one (URL, hub handle) only with allow_remote_model = true."""
     model = job.get("model", "default")
-    allow = job.get("allow_remote_model", False)
-    if not isinstance(model, str) or not isinstance(allow, bool):
-        raise JobSpecError(f"{path}: [job].model must be a string and allow_remote_model true or false "
-                           f"(got {model!r}, {allow!r})")
-    if is_remote(model) and not allow:
+    if is_remote(model) and not job.get("allow_remote_model", False):
         raise JobSpecError(f"{path}: [job].model {model!r} is a URL, fetched only with allow_remote_model = true "
                            "in [job]; add it if you trust that address, or point model at a local directory")
     return model
@@ -99,23 +166,13 @@ def load_job(path: str | Path) -> JobSpec:
     missing = [k for k in REQUIRED if k not in job]
     if missing:
         raise JobSpecError(f"{path}: [job] needs {', '.join(missing)}")
-    inputs = job["inputs"]
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not inputs or not all(isinstance(i, str) for i in inputs):
-        raise JobSpecError(f"{path}: [job].inputs must be a list of glob patterns (strings)")
-    for key, expected in (("engine", ("local", "spark")), ("output_format", ("parquet", "csv")),
-                          ("precision", ("float32", "bf16"))):
-        if key in job and job[key] not in expected:
-            raise JobSpecError(f"{path}: [job].{key} must be one of {', '.join(expected)}, got {job[key]!r}")
-    max_tokens = job.get("max_tokens", DEFAULT_MAX_TOKENS)
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise JobSpecError(f"{path}: [job].max_tokens must be a positive whole number of tokens, got {max_tokens!r}")
+    check_types(path, job)
+    inputs = [job["inputs"]] if isinstance(job["inputs"], str) else job["inputs"]
     base = path.resolve().parent
     head = job.get("head", "default")
     model = _model(path, job)
     return JobSpec(
-        name=str(job["name"]),
+        name=job["name"],
         inputs=tuple(_resolve(base, i) for i in inputs),
         output=Path(_resolve(base, job["output"])),
         source=path.resolve(),

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
-from elmobatch.encoding.encoder import is_remote
+from elmobatch.encoding.specs import is_remote
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.files import (commit, remove_if_empty, staging_dir, sweep_temporaries, temporary_path, write_csv,
                              write_error)

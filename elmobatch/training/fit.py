@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import elmobatch._tensorflow  # noqa: F401  (loads TensorFlow quietly before keras does)
 import keras
 import numpy as np
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
-import tensorflow as tf
+from elmobatch._tensorflow import tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError, read_options, read_weights

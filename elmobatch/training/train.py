@@ -27,7 +27,7 @@ from elmobatch.training.split import Split, parse_split  # noqa: F401 (parse_spl
 def model_record(spec: str) -> str:
     """How head.json names the model: "default" for the bundled one (wherever it is installed), an
     existing directory as an absolute path, else the spec as given."""
-    from elmobatch.encoding.encoder import bundled_model_dir
+    from elmobatch.encoding.specs import bundled_model_dir
 
     if spec == "default" or not Path(spec).exists():
         return spec

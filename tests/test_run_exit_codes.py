@@ -1,0 +1,50 @@
+"""`elmobatch run --exit-codes` and the job file's exit_codes: orchestrators get 0 for "nothing to do"
+(4) and "success with rejects" (3) when they ask; the detailed codes stay the default. Real
+subprocesses; a job with nothing to do loads no model, so these are fast (rejects: test_scheduling)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def idle_job(tmp_path: Path, extra: str = "") -> Path:
+    """A job whose input glob matches nothing: every run has nothing to do."""
+    (tmp_path / "incoming").mkdir(exist_ok=True)
+    job = tmp_path / "job.toml"
+    job.write_text(f'[job]\nname = "idle"\ninputs = ["incoming/*.csv"]\noutput = "scored"\n{extra}')
+    return job
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "elmobatch", "run", *args], capture_output=True, text=True,
+                          cwd=REPO)
+
+
+def test_nothing_to_do_exits_4_by_default_and_0_with_zero_on_success(tmp_path):
+    job = idle_job(tmp_path)
+    default = run_cli(str(job))
+    assert default.returncode == 4 and "nothing to do" in default.stdout
+    assert run_cli(str(job), "--exit-codes", "detailed").returncode == 4
+    lenient = run_cli(str(job), "--exit-codes", "zero-on-success")
+    assert lenient.returncode == 0 and "nothing to do" in lenient.stdout
+
+
+def test_job_file_exit_codes_key_and_the_option_overrides_it(tmp_path):
+    job = idle_job(tmp_path, 'exit_codes = "zero-on-success"\n')
+    assert run_cli(str(job)).returncode == 0
+    assert run_cli(str(job), "--exit-codes", "detailed").returncode == 4
+
+
+def test_bad_exit_codes_value_in_job_file_exits_2_naming_the_key(tmp_path):
+    job = idle_job(tmp_path, 'exit_codes = "always-zero"\n')
+    result = run_cli(str(job))
+    assert result.returncode == 2
+    assert "[job].exit_codes must be one of detailed, zero-on-success" in result.stderr
+
+
+def test_bad_job_file_stays_2_even_with_zero_on_success(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "no inputs"\n')
+    assert run_cli(str(job), "--exit-codes", "zero-on-success").returncode == 2
