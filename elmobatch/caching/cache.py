@@ -411,9 +411,13 @@ class KeyIndex:
             with _writing(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+            except BaseException:
+                db.close()
+                raise
             self._db, self._pid = db, os.getpid()
         return self._db
 
@@ -422,15 +426,22 @@ class KeyIndex:
         """The connection; a damaged database file is deleted (then rebuilt from the segments by
         the next sync) and SQLite's other failures are raised as CacheWriteError naming the file."""
         try:
-            yield self._connect()
+            try:
+                db = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise
+                self._discard(exc)
+                db = self._connect()
+            yield db
         except sqlite3.OperationalError as exc:
             raise CacheWriteError(f"embedding cache: cannot use the index {self.path} ({exc}); free space there "
                                   "or use another cache directory (--cache-dir, cache_dir)") from exc
         except sqlite3.DatabaseError as exc:
-            log.warning("cache index %s is damaged (%s): rebuilding it from the segments", self.path, exc)
-            self._discard()
+            self._discard(exc)
 
-    def _discard(self) -> None:
+    def _discard(self, exc: Exception) -> None:
+        log.warning("cache index %s is damaged (%s): rebuilding it from the segments", self.path, exc)
         if self._db is not None:
             self._db.close()
         self._db, self.synced_mtime = None, None
