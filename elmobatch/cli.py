@@ -64,6 +64,96 @@ def models(cache_dir):
     click.echo(f"(embedding cache: {cache.directory}; bundled models in {bundled_model_dir().parent})")
 
 
+# ---- cache housekeeping ---------------------------------------------------------------------
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'500M', '10G', '1.5T', '4096' (bytes; K/M/G/T are powers of 1024) -> bytes."""
+    number, unit = text.strip().upper().removesuffix("B"), ""
+    if number and number[-1] in SIZE_UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise click.BadParameter(f"{text!r}: expected a size such as 500M, 10G or 1.5T (bytes if no unit)")
+    return int(value * SIZE_UNITS[unit])
+
+
+def human_bytes(n: int) -> str:
+    """4783875 -> '4.6 MiB'."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            break
+        size /= 1024
+    return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+
+
+_housekeeping_cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
+                                          help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
+
+
+@main.group()
+def cache():
+    """Look after the embedding cache: its size, compaction, pruning."""
+
+
+@cache.command("info")
+@_housekeeping_cache_option
+def cache_info(cache_dir):
+    """Models, vectors, bytes and segments in the cache."""
+    from elmobatch.caching import EmbeddingCache
+
+    store = EmbeddingCache(cache_dir)
+    models = store.models()
+    header = ("fingerprint", "dim", "vectors", "segments", "bytes", "index", "set aside")
+    rows = [(m["fingerprint"][:16], m.get("dim", "?"), f"{m['vectors']:,}", m["segments"], human_bytes(m["bytes"]),
+             human_bytes(m["index_bytes"]), m["set_aside"]) for m in models]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    total = sum(m["bytes"] + m["index_bytes"] for m in models)
+    click.echo(f"{len(models)} model(s), {sum(m['vectors'] for m in models):,} vectors, "
+               f"{sum(m['segments'] for m in models)} segments, {human_bytes(total)} in {store.directory}")
+
+
+@cache.command("compact")
+@_housekeeping_cache_option
+def cache_compact(cache_dir):
+    """Merge each day's small segments (safe while other runs use the cache)."""
+    from elmobatch.caching import EmbeddingCache
+
+    store = EmbeddingCache(cache_dir)
+    try:
+        result = store.compact()
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"segments {result['segments_before']} -> {result['segments_after']} in {store.directory}")
+
+
+@cache.command("prune")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Remove vectors written more than DAYS days ago.")
+@click.option("--max-size", "max_bytes", metavar="SIZE", callback=lambda _ctx, _param, v: None if v is None
+              else parse_size(v), help="Then remove the oldest until the cache's segments "
+              "total at most SIZE (500M, 10G, ...).")
+@_housekeeping_cache_option
+def cache_prune(older_than, max_bytes, cache_dir):
+    """Remove old vectors (whole segments, oldest first); they are recomputed if needed again."""
+    from elmobatch.caching import EmbeddingCache
+
+    if older_than is None and max_bytes is None:
+        raise click.UsageError("say what to remove: --older-than DAYS and/or --max-size SIZE")
+    store = EmbeddingCache(cache_dir)
+    removed = store.prune(older_than_days=older_than, max_bytes=max_bytes)
+    click.echo(f"removed {removed['segments']} segment(s), {removed['vectors']:,} vectors, "
+               f"{human_bytes(removed['bytes'])} from {store.directory}")
+
+
 # ---- embed (issue 3) -------------------------------------------------------------------------
 
 

@@ -187,3 +187,37 @@ def test_prune_by_age_and_by_size(tmp_path):
     assert cache.prune(max_bytes=size) == {"segments": 1, "vectors": 10, "bytes": size}
     assert_served(EmbeddingCache(tmp_path).lookup(FP, old + mid + new), new)
     assert_served(cache.lookup(FP, old + mid + new), new)  # the pruning object forgot them too
+
+
+def test_cache_commands_info_compact_prune(tmp_path):
+    from click.testing import CliRunner
+
+    from elmobatch.cli import main
+
+    cache = EmbeddingCache(tmp_path)
+    old, new = make_keys("old", 10), make_keys("new", 20)
+    segment = store(cache, old)
+    ten_days_ago = time.time_ns() - 10 * DAY_NS
+    os.utime(segment, ns=(ten_days_ago, ten_days_ago))
+    store(cache, new[:10])
+    store(cache, new[10:])
+
+    def cli(*args: str):
+        return CliRunner().invoke(main, ["cache", *args, "--cache-dir", str(tmp_path)])
+
+    info = cli("info")
+    assert info.exit_code == 0, info.output
+    [_, row, total] = info.output.strip().splitlines()
+    assert row.split()[:4] == [FP[:16], "?", "30", "3"]  # no model.json: synthetic vectors, dim unknown
+    assert total.startswith("1 model(s), 30 vectors, 3 segments, ") and total.endswith(str(tmp_path))
+    compact = cli("compact")
+    assert (compact.exit_code, compact.output.split()[:4]) == (0, ["segments", "3", "->", "2"])
+    pruned = cli("prune", "--older-than", "7")
+    assert pruned.exit_code == 0 and pruned.output.startswith("removed 1 segment(s), 10 vectors, ")
+    assert_served(EmbeddingCache(tmp_path).lookup(FP, old + new), new)
+    bad = cli("prune", "--max-size", "10Q")
+    assert bad.exit_code == 2 and "Invalid value for '--max-size': '10Q': expected a size such as 500M" in bad.output
+    assert cli("prune").exit_code == 2
+    emptied = cli("prune", "--max-size", "0")
+    assert emptied.exit_code == 0 and emptied.output.startswith("removed 1 segment(s), 20 vectors, ")
+    assert "0 vectors, 0 segments" in cli("info").output

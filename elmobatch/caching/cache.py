@@ -153,7 +153,8 @@ class EmbeddingCache:
             write_atomically(path, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
 
     def models(self) -> list[dict]:
-        """The models with vectors in this cache: their model.json, plus `vectors` and `bytes` cached."""
+        """The models with vectors in this cache: their model.json, plus `vectors`, `bytes` and
+        `segments` cached, `index_bytes` and `set_aside` (damaged segments renamed *.corrupt)."""
         root = self.directory / FORMAT_DIR
         out = []
         for directory in sorted(root.iterdir()) if root.is_dir() else []:
@@ -164,6 +165,9 @@ class EmbeddingCache:
             segments = list(directory.glob("seg-*.ebc"))
             info["vectors"] = sum(_segment_count(p) for p in segments)
             info["bytes"] = sum(p.stat().st_size for p in segments)
+            info["segments"] = len(segments)
+            info["index_bytes"] = sum(p.stat().st_size for p in (directory / INDEX_DIR).glob(INDEX_FILE + "*"))
+            info["set_aside"] = len(list(directory.glob("*.corrupt")))
             info["cache_dir"] = str(directory)
             out.append(info)
         return out
