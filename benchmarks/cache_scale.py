@@ -5,8 +5,9 @@
 Fills a fresh cache with N synthetic vectors through the public API (`EmbeddingCache.store`, one
 segment per --segment-entries keys, as `embed` writes one per chunk), then times `lookup` from a
 new cache object (as a new run would) over batches of --batch keys, all cached (hits) or none
-(misses), then `compact` and the hits again. Vectors are 3 layers x --dim floats: dim 32 keeps the
-disk small (the index, the part that grows with N, is the same whatever the dim). Prints JSON.
+(misses), then `compact` and the hits again; each figure is the best of 3 passes. Vectors are
+3 layers x --dim floats: dim 32 keeps the disk small (the index, the part that grows with N, is
+the same whatever the dim). Prints JSON.
 """
 
 from __future__ import annotations
@@ -74,15 +75,19 @@ def keys(numbers) -> list[bytes]:
     return [hashlib.sha256(f"message {int(i)}".encode()).digest() for i in numbers]
 
 
-def us_per_key(directory: Path, batches: list[list[bytes]], expect_found: bool) -> float:
-    """Mean microseconds per key over the batches, looked up by a new cache object (as a new run)."""
-    cache = EmbeddingCache(directory)
-    cache.lookup(FINGERPRINT, batches[0][:10])  # opens the index: once per run, not per key
-    started = time.perf_counter()
-    for batch in batches:
-        found = cache.lookup(FINGERPRINT, batch)
-        assert len(found) == (len(batch) if expect_found else 0), (len(found), len(batch))
-    return round((time.perf_counter() - started) * 1e6 / sum(len(b) for b in batches), 1)
+def us_per_key(directory: Path, batches: list[list[bytes]], expect_found: bool, passes: int = 3) -> float:
+    """Microseconds per key over the batches, looked up by a new cache object (as a new run would);
+    the best of `passes` passes (the machine is shared: the best pass is the least disturbed)."""
+    best = float("inf")
+    for _ in range(passes):
+        cache = EmbeddingCache(directory)
+        cache.lookup(FINGERPRINT, batches[0][:10])  # opens the index: once per run, not per key
+        started = time.perf_counter()
+        for batch in batches:
+            found = cache.lookup(FINGERPRINT, batch)
+            assert len(found) == (len(batch) if expect_found else 0), (len(found), len(batch))
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1e6 / sum(len(b) for b in batches), 1)
 
 
 def disk_bytes(directory: Path) -> int:

@@ -172,6 +172,10 @@ def cache_prune(older_than, max_bytes, cache_dir):
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
+@click.option("--vectors", type=click.Choice(["pooled", "layers"]), default="pooled", show_default=True,
+              help="pooled: the `embedding` column only; layers: also each layer's vectors (`layers`, 3x the bytes).")
+@click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Precision of the vectors written (float16: half the bytes, about 3 significant digits).")
 @click.option("--max-text-chars", type=int, default=20_000, show_default=True, help="Longer messages are rejected.")
 @click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
               "characters) instead of embedding them as zeros.")
@@ -182,7 +186,7 @@ def cache_prune(older_than, max_bytes, cache_dir):
                                "(default: the active session's, or spark-submit's, or local[*]).")
 @precision_option
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          max_text_chars, reject_empty, max_tokens, engine, master, precision):
+          vectors, vector_dtype, max_text_chars, reject_empty, max_tokens, engine, master, precision):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
@@ -196,7 +200,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
 
     options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                            chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                           keep_text=keep_text, max_tokens=max_tokens)
+                           keep_text=keep_text, max_tokens=max_tokens, vectors=vectors, vector_dtype=vector_dtype)
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
     try:

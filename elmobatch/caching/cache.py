@@ -397,6 +397,8 @@ CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, segment INTEGER NOT NU
     WITHOUT ROWID;
 """
 KEYS_PER_QUERY = 500  # below SQLite's limit on query parameters
+MMAP_BYTES = 1 << 30  # address space only: the index file is mapped up to its size
+WAL_LIMIT_BYTES = 64 << 20  # the write-ahead log is cut back to this after a checkpoint
 
 
 class KeyIndex:
@@ -418,6 +420,8 @@ class KeyIndex:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # B-tree pages read in place, not copied
+                db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
                 db.executescript(SCHEMA)
             except BaseException:
                 db.close()
@@ -499,6 +503,7 @@ class KeyIndex:
         """Delete entries whose segment was dropped (an O(entries) pass: for compaction)."""
         with self._using() as db:
             db.execute("DELETE FROM entries WHERE segment NOT IN (SELECT id FROM segments)")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 @contextmanager
