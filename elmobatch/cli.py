@@ -66,21 +66,14 @@ def models(cache_dir):
 
 # ---- cache housekeeping ---------------------------------------------------------------------
 
-SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
 def parse_size(text: str) -> int:
-    """'500M', '10G', '1.5T', '4096' (bytes; K/M/G/T are powers of 1024) -> bytes."""
-    number, unit = text.strip().upper().removesuffix("B"), ""
-    if number and number[-1] in SIZE_UNITS:
-        number, unit = number[:-1], number[-1]
+    """A --max-size value -> bytes (see caching.cache.parse_size)."""
+    from elmobatch.caching.cache import parse_size as parse
+
     try:
-        value = float(number)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise click.BadParameter(f"{text!r}: expected a size such as 500M, 10G or 1.5T (bytes if no unit)")
-    return int(value * SIZE_UNITS[unit])
+        return parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def human_bytes(n: int) -> str:

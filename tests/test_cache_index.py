@@ -221,3 +221,29 @@ def test_cache_commands_info_compact_prune(tmp_path):
     emptied = cli("prune", "--max-size", "0")
     assert emptied.exit_code == 0 and emptied.output.startswith("removed 1 segment(s), 20 vectors, ")
     assert "0 vectors, 0 segments" in cli("info").output
+
+
+def test_a_job_file_prunes_the_cache_after_its_run(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from elmobatch.cli import main
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    old, new = make_keys("old", 10), make_keys("new", 10)
+    segment = store(cache, old)
+    ten_days_ago = time.time_ns() - 10 * DAY_NS
+    os.utime(segment, ns=(ten_days_ago, ten_days_ago))
+    store(cache, new)
+    job = tmp_path / "job.toml"
+    spec = '[job]\nname = "nightly"\ninputs = ["in/*.csv"]\noutput = "out"\ncache_dir = "cache"\n'
+    job.write_text(spec + 'cache_max_size = "ten gigs"\n')
+    bad = CliRunner().invoke(main, ["run", str(job)])
+    assert bad.exit_code == 2 and "[job].cache_max_size 'ten gigs': expected a size such as 500M" in bad.output
+    job.write_text(spec + "cache_prune_days = 7\n")
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 4, result.output  # no input files yet: nothing to do, and the cache is pruned
+    last = json.loads((tmp_path / "out" / "_last_run.json").read_text())
+    assert last["cache_pruned"]["segments"] == 1 and last["cache_pruned"]["vectors"] == 10
+    assert_served(EmbeddingCache(tmp_path / "cache").lookup(FP, old + new), new)

@@ -76,6 +76,24 @@ def _writing(path: Path):
                               "there or use another cache directory (--cache-dir, cache_dir)") from exc
 
 
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """'500M', '10G', '1.5T', '4096' or 4096 (bytes; K/M/G/T are powers of 1024) -> bytes."""
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    number = str(text).strip().upper().removesuffix("B")
+    unit = number[-1] if number and number[-1] in SIZE_UNITS else ""
+    try:
+        value = float(number.removesuffix(unit) if unit else number)
+    except ValueError:
+        value = -1
+    if isinstance(text, bool) or not value >= 0:
+        raise ValueError(f"{text!r}: expected a size such as 500M, 10G or 1.5T (bytes if no unit)")
+    return int(value * SIZE_UNITS[unit])
+
+
 def default_cache_dir() -> Path:
     """$ELMOBATCH_CACHE, else ~/.cache/elmobatch."""
     return Path(os.environ.get("ELMOBATCH_CACHE") or Path.home() / ".cache" / "elmobatch")

@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.encoder import is_remote
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 
@@ -40,6 +41,8 @@ OPTIONAL = {
     "chunk_rows": 10_000,
     "max_tokens": DEFAULT_MAX_TOKENS,  # messages with more tokens are rejected (too_many_tokens)
     "retention_days": None,   # delete date= partitions older than this many days
+    "cache_prune_days": None,  # after each run, remove cached vectors written more than this many days ago
+    "cache_max_size": None,   # after each run, remove the oldest cached vectors beyond this size ("10G")
     "engine": "local",        # local or spark
     "spark_master": "local[2]",
     "allow_remote_model": False,  # must be true for a `model` URL (TF Hub handle) to be fetched
@@ -81,6 +84,17 @@ def _model(path: Path, job: dict) -> str:
     return model
 
 
+def _check_cache_pruning(path: Path, job: dict) -> None:
+    days, size = job.get("cache_prune_days"), job.get("cache_max_size")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days < 0):
+        raise JobSpecError(f"{path}: [job].cache_prune_days must be a number of days >= 0, got {days!r}")
+    if size is not None:
+        try:
+            parse_size(size)
+        except ValueError as exc:
+            raise JobSpecError(f"{path}: [job].cache_max_size {exc}") from None
+
+
 def load_job(path: str | Path) -> JobSpec:
     path = Path(path)
     try:
@@ -111,6 +125,7 @@ def load_job(path: str | Path) -> JobSpec:
     max_tokens = job.get("max_tokens", DEFAULT_MAX_TOKENS)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise JobSpecError(f"{path}: [job].max_tokens must be a positive whole number of tokens, got {max_tokens!r}")
+    _check_cache_pruning(path, job)
     base = path.resolve().parent
     head = job.get("head", "default")
     model = _model(path, job)
