@@ -247,3 +247,35 @@ def test_a_job_file_prunes_the_cache_after_its_run(tmp_path):
     last = json.loads((tmp_path / "out" / "_last_run.json").read_text())
     assert last["cache_pruned"]["segments"] == 1 and last["cache_pruned"]["vectors"] == 10
     assert_served(EmbeddingCache(tmp_path / "cache").lookup(FP, old + new), new)
+
+
+KILLED_WRITER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from tests.test_cache_index import make_keys, store
+from elmobatch.caching import EmbeddingCache
+cache = EmbeddingCache(sys.argv[1])
+for batch in range(10_000):
+    store(cache, make_keys(f"batch{batch}-", 50))
+    print(batch, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_store_leaves_a_cache_that_serves_every_finished_batch(tmp_path):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), str(ROOT)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if int(line) >= 20:  # well into its loop: killed somewhere in a store or an index transaction
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = int(line) + 1
+    cache = EmbeddingCache(tmp_path)
+    keys = [k for b in range(finished) for k in make_keys(f"batch{b}-", 50)]
+    assert_served(cache.lookup(FP, keys), keys)
+    assert cache.corrupt == 0
+    with sqlite3.connect(index_path(cache)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
