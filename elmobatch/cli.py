@@ -98,6 +98,89 @@ def models(cache_dir):
     click.echo(f"(embedding cache: {cache.directory}; bundled models in {bundled_model_dir().parent})")
 
 
+# ---- cache housekeeping ---------------------------------------------------------------------
+
+def parse_size(text: str) -> int:
+    """A --max-size value -> bytes (see caching.cache.parse_size)."""
+    from elmobatch.caching.cache import parse_size as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def human_bytes(n: int) -> str:
+    """4783875 -> '4.6 MiB'."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            break
+        size /= 1024
+    return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+
+
+_housekeeping_cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
+                                          help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
+
+
+@main.group()
+def cache():
+    """Look after the embedding cache: its size, compaction, pruning."""
+
+
+@cache.command("info")
+@_housekeeping_cache_option
+def cache_info(cache_dir):
+    """Models, vectors, bytes and segments in the cache."""
+    from elmobatch.caching import EmbeddingCache
+
+    store = EmbeddingCache(cache_dir)
+    models = store.models()
+    header = ("fingerprint", "dim", "vectors", "segments", "bytes", "index", "set aside")
+    rows = [(m["fingerprint"][:16], m.get("dim", "?"), f"{m['vectors']:,}", m["segments"], human_bytes(m["bytes"]),
+             human_bytes(m["index_bytes"]), m["set_aside"]) for m in models]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    total = sum(m["bytes"] + m["index_bytes"] for m in models)
+    click.echo(f"{len(models)} model(s), {sum(m['vectors'] for m in models):,} vectors, "
+               f"{sum(m['segments'] for m in models)} segments, {human_bytes(total)} in {store.directory}")
+
+
+@cache.command("compact")
+@_housekeeping_cache_option
+def cache_compact(cache_dir):
+    """Merge each day's small segments (safe while other runs use the cache)."""
+    from elmobatch.caching import EmbeddingCache
+
+    store = EmbeddingCache(cache_dir)
+    try:
+        result = store.compact()
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"segments {result['segments_before']} -> {result['segments_after']} in {store.directory}")
+
+
+@cache.command("prune")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Remove vectors written more than DAYS days ago.")
+@click.option("--max-size", "max_bytes", metavar="SIZE", callback=lambda _ctx, _param, v: None if v is None
+              else parse_size(v), help="Then remove the oldest until the cache's segments "
+              "total at most SIZE (500M, 10G, ...).")
+@_housekeeping_cache_option
+def cache_prune(older_than, max_bytes, cache_dir):
+    """Remove old vectors (whole segments, oldest first); they are recomputed if needed again."""
+    from elmobatch.caching import EmbeddingCache
+
+    if older_than is None and max_bytes is None:
+        raise click.UsageError("say what to remove: --older-than DAYS and/or --max-size SIZE")
+    store = EmbeddingCache(cache_dir)
+    removed = store.prune(older_than_days=older_than, max_bytes=max_bytes)
+    click.echo(f"removed {removed['segments']} segment(s), {removed['vectors']:,} vectors, "
+               f"{human_bytes(removed['bytes'])} from {store.directory}")
+
+
 # ---- embed (issue 3) -------------------------------------------------------------------------
 
 
@@ -117,6 +200,10 @@ def models(cache_dir):
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
+@click.option("--vectors", type=click.Choice(["pooled", "layers"]), default="pooled", show_default=True,
+              help="pooled: the `embedding` column only; layers: also each layer's vectors (`layers`, 3x the bytes).")
+@click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Precision of the vectors written (float16: half the bytes, about 3 significant digits).")
 @click.option("--max-text-chars", type=int, default=DEFAULT_MAX_TEXT_CHARS, show_default=True,
               help="Longer messages are rejected.")
 @click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
@@ -129,7 +216,7 @@ def models(cache_dir):
                                "(default: the active session's, or spark-submit's, or local[*]).")
 @precision_option
 def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          max_text_chars, reject_empty, delimiter, max_tokens, engine, master, precision):
+          vectors, vector_dtype, max_text_chars, reject_empty, delimiter, max_tokens, engine, master, precision):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
@@ -149,7 +236,8 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
 
     options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
                            chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                           keep_text=keep_text, max_tokens=max_tokens, delimiter=delimiter)
+                           keep_text=keep_text, max_tokens=max_tokens, delimiter=delimiter, vectors=vectors,
+                           vector_dtype=vector_dtype)
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
     missing = next((path for path in inputs if not os.path.isfile(path)), None)

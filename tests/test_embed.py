@@ -46,7 +46,7 @@ def rejects(out) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def sms_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("sms")
-    result = embed(SMS, "--out", base / "out", "--keep-text", cache=base / "cache")
+    result = embed(SMS, "--out", base / "out", "--keep-text", "--vectors", "layers", cache=base / "cache")
     return base, result
 
 
@@ -97,7 +97,7 @@ def test_reference_file(sms_run, fixture_encoder):
 def test_second_run_computes_nothing(sms_run):
     base, _ = sms_run
     for out in (base / "again", base / "out"):  # a new directory, and rewriting a completed one
-        embed(SMS, "--out", out, "--keep-text", cache=base / "cache")
+        embed(SMS, "--out", out, "--keep-text", "--vectors", "layers", cache=base / "cache")
         counts = manifest(out)["counts"]
         assert counts["computed"] == 0 and counts["cache_hits"] == counts["rows_embedded"] == 5572
     assert dataset(base / "again").equals(dataset(base / "out"))
@@ -207,7 +207,7 @@ def test_sigkill_then_rerun_equals_clean_run(tmp_path):
     assert resumed.num_rows == 1200 and len(set(resumed["id"].to_pylist())) == 1200
     assert resumed["id"].equals(fresh["id"]) and resumed["text_hash"].equals(fresh["text_hash"])
     assert resumed["n_tokens"].equals(fresh["n_tokens"])
-    np.testing.assert_allclose(read_layers(resumed), read_layers(fresh), atol=1e-6)
+    np.testing.assert_allclose(read_embedding(resumed), read_embedding(fresh), atol=1e-6)
     assert manifest(out)["counts"]["rows_embedded"] == manifest(clean)["counts"]["rows_embedded"] == 1200
 
 

@@ -19,7 +19,7 @@ pytest.importorskip("pyspark", reason="the Spark engine is an optional extra: pi
 
 from elmobatch.caching import EmbeddingCache  # noqa: E402
 from elmobatch.cli import main  # noqa: E402
-from elmobatch.embedding import EmbedOptions, embed_files, read_layers  # noqa: E402
+from elmobatch.embedding import EmbedOptions, embed_files, read_embedding  # noqa: E402
 from elmobatch.embedding.spark import SparkError, embed_files_spark  # noqa: E402
 from elmobatch.encoding import load_encoder  # noqa: E402
 from tests.conftest import FIXTURE, SMS, tiny_options, write_random_model  # noqa: E402
@@ -82,7 +82,7 @@ def assert_same_output(a, b):
     assert tb.schema.equals(ta.schema, check_metadata=True)  # fixed_size_list types and elmobatch metadata
     for column in ("id", "source_file", "row_number", "text_hash", "n_tokens", "text", "model_fingerprint"):
         assert tb[column].to_pylist() == ta[column].to_pylist(), column
-    np.testing.assert_allclose(read_layers(tb), read_layers(ta), atol=1e-5)
+    np.testing.assert_allclose(read_embedding(tb), read_embedding(ta), atol=1e-5)
     pd.testing.assert_frame_equal(rejects(b), rejects(a))
     for name in listing(a):
         if name.endswith(".parquet"):

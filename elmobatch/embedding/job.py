@@ -56,6 +56,8 @@ class EmbedOptions:
     keep_text: bool = False
     max_tokens: int = DEFAULT_MAX_TOKENS
     delimiter: str | None = None  # CSV/TSV; None: detected per file
+    vectors: str = "pooled"  # or "layers": also write the per-layer vectors (see output.VECTORS)
+    vector_dtype: str = "float32"  # or "float16"
 
 
 class OutputError(ValueError):
@@ -142,7 +144,8 @@ def plan_run(inputs, out, encoder, options: EmbedOptions) -> Iterator[RunPlan]:
     out.mkdir(parents=True, exist_ok=True)
     with _lock_output(out):
         done = _prepare(out, signature)
-        schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint)
+        schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint,
+                                     options.vectors, options.vector_dtype)
         yield RunPlan(out, readers, inputs_info, signature, schema, done)
 
 

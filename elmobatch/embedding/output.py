@@ -31,23 +31,34 @@ REJECTS_SCHEMA = pa.schema([("source_file", pa.string()), ("row_number", pa.int6
                             ("detail", pa.string()), ("raw", pa.string())])
 
 
-def embeddings_schema(dim: int, n_layers: int, keep_text: bool, fingerprint: str) -> pa.Schema:
-    """`layers` holds n_layers + 1 per-layer token means; `embedding` is their mean (the hub "default")."""
+VECTORS = ("pooled", "layers")  # pooled: `embedding` only; layers: also the per-layer `layers` column
+VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+def embeddings_schema(dim: int, n_layers: int, keep_text: bool, fingerprint: str, vectors: str = "pooled",
+                      vector_dtype: str = "float32") -> pa.Schema:
+    """`embedding` is the mean of the n_layers + 1 per-layer token means (the hub "default");
+    `layers` (with vectors="layers") holds those per-layer means. Floats are `vector_dtype`."""
+    if vectors not in VECTORS or vector_dtype not in VECTOR_DTYPES:
+        raise ValueError(f"vectors={vectors!r}, vector_dtype={vector_dtype!r}: expected one of {VECTORS} "
+                         f"and one of {tuple(VECTOR_DTYPES)}")
+    value = VECTOR_DTYPES[vector_dtype]
     fields = [("id", pa.string()), ("source_file", pa.string()), ("row_number", pa.int64()),
               ("text_hash", pa.string()), ("n_tokens", pa.int32()),
-              ("embedding", pa.list_(pa.float32(), dim)),
-              ("layers", pa.list_(pa.list_(pa.float32(), dim), n_layers + 1)),
-              ("model_fingerprint", pa.string())]
+              ("embedding", pa.list_(value, dim))]
+    if vectors == "layers":
+        fields.append(("layers", pa.list_(pa.list_(value, dim), n_layers + 1)))
+    fields.append(("model_fingerprint", pa.string()))
     if keep_text:
         fields.append(("text", pa.string()))
     metadata = {"elmobatch.dim": str(dim), "elmobatch.layers": str(n_layers + 1),
-                "elmobatch.model_fingerprint": fingerprint}
+                "elmobatch.model_fingerprint": fingerprint, "elmobatch.vectors": vectors}
     return pa.schema(fields, metadata=metadata)
 
 
-def _fixed_lists(values: np.ndarray, *sizes: int) -> pa.Array:
-    """float32 array (n, *sizes) -> nested fixed_size_list array of length n."""
-    array = pa.array(np.ascontiguousarray(values, np.float32).reshape(-1), pa.float32())
+def _fixed_lists(values: np.ndarray, value_type: pa.DataType, *sizes: int) -> pa.Array:
+    """float array (n, *sizes) -> nested fixed_size_list array of length n, of `value_type` floats."""
+    array = pa.array(np.ascontiguousarray(values, value_type.to_pandas_dtype()).reshape(-1), value_type)
     for size in reversed(sizes):
         array = pa.FixedSizeListArray.from_arrays(array, size)
     return array
@@ -55,18 +66,20 @@ def _fixed_lists(values: np.ndarray, *sizes: int) -> pa.Array:
 
 def embeddings_table(schema: pa.Schema, *, ids, source_file: str, row_numbers, hashes, n_tokens: np.ndarray,
                      layers: np.ndarray, texts=None) -> pa.Table:
-    """One chunk's rows; `layers` is (n, n_layers + 1, dim) float32."""
+    """One chunk's rows; `layers` is (n, n_layers + 1, dim) float32 (the mean is taken in float32)."""
     n, n_layer, dim = layers.shape
+    value_type = schema.field("embedding").type.value_type
     columns = {
         "id": pa.array(ids, pa.string()),
         "source_file": pa.array([source_file] * n, pa.string()),
         "row_number": pa.array(row_numbers, pa.int64()),
         "text_hash": pa.array(hashes, pa.string()),
         "n_tokens": pa.array(n_tokens, pa.int32()),
-        "embedding": _fixed_lists(layers.mean(axis=1), dim),
-        "layers": _fixed_lists(layers, n_layer, dim),
+        "embedding": _fixed_lists(layers.mean(axis=1), value_type, dim),
         "model_fingerprint": pa.array([schema.metadata[b"elmobatch.model_fingerprint"].decode()] * n, pa.string()),
     }
+    if "layers" in schema.names:
+        columns["layers"] = _fixed_lists(layers, value_type, n_layer, dim)
     if "text" in schema.names:
         columns["text"] = pa.array(texts, pa.string())
     return pa.Table.from_pydict(columns, schema=schema)
@@ -74,15 +87,20 @@ def embeddings_table(schema: pa.Schema, *, ids, source_file: str, row_numbers, h
 
 def read_layers(table: pa.Table) -> np.ndarray:
     """The `layers` column of an embeddings table -> float32 (n, n_layers + 1, dim)."""
+    if "layers" not in table.column_names:
+        raise ValueError("this embeddings dataset has no `layers` column (written with --vectors pooled, the "
+                         "default): embed with --vectors layers for per-layer vectors")
     column = table.column("layers").combine_chunks()
     n_layers, dim = column.type.list_size, column.type.value_type.list_size
-    return column.flatten().flatten().to_numpy().reshape(len(column), n_layers, dim)
+    values = column.flatten().flatten().to_numpy().astype(np.float32, copy=False)
+    return values.reshape(len(column), n_layers, dim)
 
 
 def read_embedding(table: pa.Table) -> np.ndarray:
     """The `embedding` column -> float32 (n, dim)."""
     column = table.column("embedding").combine_chunks()
-    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+    values = column.flatten().to_numpy().astype(np.float32, copy=False)
+    return values.reshape(len(column), column.type.list_size)
 
 
 def write_parquet(table: pa.Table, final: Path, tmp_dir: Path) -> None:

@@ -318,7 +318,8 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
             continue
         encoder = worker_encoder(job)
         if schema is None:
-            schema = o.embeddings_schema(encoder.dim, encoder.n_layers, job.options.keep_text, encoder.fingerprint)
+            schema = o.embeddings_schema(encoder.dim, encoder.n_layers, job.options.keep_text, encoder.fingerprint,
+                                         job.options.vectors, job.options.vector_dtype)
             tmp_dir.mkdir(parents=True, exist_ok=True)
         records.append(write_chunk(chunk, name, out, reader, encoder, cache, schema, job.options, tmp_dir=tmp_dir))
     if schema is not None:

@@ -66,6 +66,7 @@ class RunReport:
     rows_rejected: int = 0
     took_over_lock: dict | None = None
     removed_partitions: list[str] = field(default_factory=list)
+    cache_pruned: dict | None = None  # {segments, vectors, bytes} removed by cache_prune_days / cache_max_size
     error: str | None = None
     seconds: float = 0.0
 
@@ -165,6 +166,8 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=print) -> RunRep
                 log(f"{spec.name}: the previous run (pid {lock.took_over.get('pid')}, started "
                     f"{lock.took_over.get('started')}) did not finish; taking over its lock")
             _run_locked(spec, report, today, log)
+            if report.exit_code in (EXIT_OK, EXIT_OK_WITH_REJECTS, EXIT_NOTHING_TO_DO):
+                report.cache_pruned = _prune_cache(spec, log)
             report.seconds = round(time.monotonic() - started, 2)
             try:
                 write_json_atomically(spec.output / "_last_run.json", asdict(report))
@@ -174,6 +177,23 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=print) -> RunRep
     except LockHeld as exc:
         report.status, report.exit_code, report.error = "locked", EXIT_LOCKED, str(exc)
     return report
+
+
+def _prune_cache(spec: JobSpec, log) -> dict | None:
+    """The job's cache_prune_days / cache_max_size, applied after a successful run; a failure to
+    prune is logged and leaves the run's result as it was."""
+    if spec.cache_prune_days is None and spec.cache_max_size is None:
+        return None
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.caching.cache import parse_size
+
+    max_bytes = parse_size(spec.cache_max_size) if spec.cache_max_size is not None else None
+    cache = EmbeddingCache(spec.cache_dir)
+    try:
+        return cache.prune(older_than_days=spec.cache_prune_days, max_bytes=max_bytes)
+    except OSError as exc:
+        log(f"{spec.name}: could not prune the embedding cache {cache.directory}: {exc}")
+        return None
 
 
 def sweep_output(output: Path) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.specs import PRECISIONS, is_remote
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, ENGINES, EXIT_CODE_STYLES, FORMATS,
@@ -47,6 +48,8 @@ OPTIONAL = {
     "chunk_rows": DEFAULT_CHUNK_ROWS,
     "max_tokens": DEFAULT_MAX_TOKENS,  # messages with more tokens are rejected (too_many_tokens)
     "retention_days": None,   # delete date= partitions older than this many days
+    "cache_prune_days": None,  # after each run, remove cached vectors written more than this many days ago
+    "cache_max_size": None,   # after each run, remove the oldest cached vectors beyond this size ("10G")
     "engine": "local",        # local or spark
     "spark_master": "local[2]",
     "allow_remote_model": False,  # must be true for a `model` URL (TF Hub handle) to be fetched
@@ -83,6 +86,14 @@ def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
 
 
 # What each [job] key must hold: (check, the expected value as the error message states it).
+def _is_size(value) -> bool:
+    try:
+        parse_size(value)
+    except ValueError:
+        return False
+    return True
+
+
 KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (_is_text, "a non-empty string"),
     "inputs": (_is_patterns, "a glob pattern or a non-empty list of them (strings)"),
@@ -107,6 +118,9 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "spark_master": (_is_text, 'a Spark master URL (a string), e.g. "local[2]"'),
     "allow_remote_model": (lambda value: isinstance(value, bool), "true or false"),
     "exit_codes": _one_of(EXIT_CODE_STYLES),
+    "cache_prune_days": (lambda value: not isinstance(value, bool) and isinstance(value, int | float) and value >= 0,
+                         "a number of days >= 0"),
+    "cache_max_size": (_is_size, 'a size such as "500M" or "10G" (bytes if no unit)'),
 }
 
 
