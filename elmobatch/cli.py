@@ -126,13 +126,25 @@ _housekeeping_cache_option = click.option("--cache-dir", type=click.Path(file_ok
 
 @main.group()
 def cache():
-    """Look after the embedding cache: its size, compaction, pruning."""
+    """Look after the embedding cache: its size, compaction, pruning.
+
+    \b
+    Examples:
+      elmobatch cache info
+      elmobatch cache prune --older-than 30 --max-size 10G
+    """
 
 
 @cache.command("info")
 @_housekeeping_cache_option
 def cache_info(cache_dir):
-    """Models, vectors, bytes and segments in the cache."""
+    """Models, vectors, bytes and segments in the cache.
+
+    \b
+    Examples:
+      elmobatch cache info
+      elmobatch cache info --cache-dir /data/elmobatch-cache
+    """
     from elmobatch.caching import EmbeddingCache
 
     store = EmbeddingCache(cache_dir)
@@ -151,7 +163,12 @@ def cache_info(cache_dir):
 @cache.command("compact")
 @_housekeeping_cache_option
 def cache_compact(cache_dir):
-    """Merge each day's small segments (safe while other runs use the cache)."""
+    """Merge each day's small segments (safe while other runs use the cache).
+
+    \b
+    Examples:
+      elmobatch cache compact
+    """
     from elmobatch.caching import EmbeddingCache
 
     store = EmbeddingCache(cache_dir)
@@ -170,7 +187,13 @@ def cache_compact(cache_dir):
               "total at most SIZE (500M, 10G, ...).")
 @_housekeeping_cache_option
 def cache_prune(older_than, max_bytes, cache_dir):
-    """Remove old vectors (whole segments, oldest first); they are recomputed if needed again."""
+    """Remove old vectors (whole segments, oldest first); they are recomputed if needed again.
+
+    \b
+    Examples:
+      elmobatch cache prune --older-than 30
+      elmobatch cache prune --max-size 10G
+    """
     from elmobatch.caching import EmbeddingCache
 
     if older_than is None and max_bytes is None:
@@ -181,7 +204,7 @@ def cache_prune(older_than, max_bytes, cache_dir):
                f"{human_bytes(removed['bytes'])} from {store.directory}")
 
 
-# ---- embed (issue 3) -------------------------------------------------------------------------
+# ---- embed ------------------------------------------------------------------------------------
 
 
 @main.command()
@@ -268,7 +291,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
     click.echo(summary_line(manifest, out))
 
 
-# ---- heads: train, evaluate, score (issue 4) ------------------------------------------------
+# ---- heads: train, evaluate, score ----------------------------------------------------------
 
 
 def _head_errors():
@@ -439,7 +462,7 @@ def score(inputs, head_dir, model, out, threshold, text_column, delimiter, max_t
         raise click.ClickException(str(exc)) from exc
 
 
-# ---- run (issue 7) ---------------------------------------------------------------------------
+# ---- run --------------------------------------------------------------------------------------
 
 
 @main.command()
@@ -475,7 +498,7 @@ def run(job_file, day, exit_codes):
     sys.exit(exit_status(report.exit_code, exit_codes or spec.exit_codes))
 
 
-# ---- pretrain (issue 5) ---------------------------------------------------------------------
+# ---- pretrain ---------------------------------------------------------------------------------
 
 
 @main.command()

@@ -240,7 +240,7 @@ def test_a_job_file_prunes_the_cache_after_its_run(tmp_path):
     spec = '[job]\nname = "nightly"\ninputs = ["in/*.csv"]\noutput = "out"\ncache_dir = "cache"\n'
     job.write_text(spec + 'cache_max_size = "ten gigs"\n')
     bad = CliRunner().invoke(main, ["run", str(job)])
-    assert bad.exit_code == 2 and "[job].cache_max_size 'ten gigs': expected a size such as 500M" in bad.output
+    assert bad.exit_code == 2 and "[job].cache_max_size must be a size such as \"500M\"" in bad.output
     job.write_text(spec + "cache_prune_days = 7\n")
     result = CliRunner().invoke(main, ["run", str(job)])
     assert result.exit_code == 4, result.output  # no input files yet: nothing to do, and the cache is pruned

@@ -94,7 +94,8 @@ def test_load_encoder_from_the_package_loads_tensorflow_lazily_and_quietly(fixtu
 # ---- packaging: python -m elmobatch, -h, Examples, build requirements, LICENSE, py.typed -------------
 
 
-COMMANDS = ["info", "models", "embed", "train", "evaluate", "score", "run", "pretrain"]
+COMMANDS = ["info", "models", "embed", "train", "evaluate", "score", "run", "pretrain", "cache"]
+CACHE_COMMANDS = ["info", "compact", "prune"]
 
 
 def test_every_command_accepts_dash_h_and_shows_examples():
@@ -103,7 +104,8 @@ def test_every_command_accepts_dash_h_and_shows_examples():
     from elmobatch.cli import main
 
     assert sorted(main.commands) == sorted(COMMANDS)  # a new command gets checked here too
-    for args in ([], *([c] for c in COMMANDS)):
+    assert sorted(main.commands["cache"].commands) == sorted(CACHE_COMMANDS)
+    for args in ([], *([c] for c in COMMANDS), *(["cache", c] for c in CACHE_COMMANDS)):
         result = CliRunner().invoke(main, [*args, "-h"])
         assert result.exit_code == 0, (args, result.output)
         assert "Usage: " in result.output and "-h, --help" in result.output
