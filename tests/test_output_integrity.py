@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -138,6 +139,40 @@ def test_embed_refused_while_another_process_holds_the_lock(tmp_path, lock_holde
     assert result.exit_code == 5, result.output
     assert f"--out {out}: another run is writing this directory (pid {pid}" in result.output
     assert tree_hashes(out) == before
+
+
+def score_cli(messages: Path, out: Path, head_dir: Path, cache: Path):
+    return CliRunner().invoke(main, ["score", str(messages), "--head", str(head_dir), "--model", str(FIXTURE),
+                                     "--out", str(out), "--cache-dir", str(cache)])
+
+
+@pytest.mark.slow  # trains a head; the lock holder is a subprocess
+def test_second_score_of_one_output_is_refused_and_leaves_the_first_ones_temporary(tmp_path, head_dir):
+    out = tmp_path / "scored" / "day.scored.csv"
+    live = out.parent / "_tmp" / f".tmp-0123abcd-{out.name}.tmp"  # the first scorer's file in progress
+    live.parent.mkdir(parents=True)
+    live.write_text("half written")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out.parent / "_tmp" / f"{out.name}.lock")],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = score_cli(write_messages(tmp_path / "day.csv", 0, 20), out, head_dir, tmp_path / "cache")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 5, result.output
+    assert f"Error: {out}: another score is writing this output (pid {holder.pid}" in result.output
+    assert live.read_text() == "half written" and not out.exists()
+
+
+@pytest.mark.slow  # trains a head
+def test_score_leaves_a_tmp_folder_it_did_not_make(tmp_path, head_dir):
+    out = tmp_path / "scored" / "day.scored.csv"
+    (out.parent / "_tmp").mkdir(parents=True)  # another writer's, about to put its file there
+    result = score_cli(write_messages(tmp_path / "day.csv", 0, 20), out, head_dir, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert (out.parent / "_tmp").is_dir() and not any((out.parent / "_tmp").iterdir())
+    assert len(pd.read_csv(out)) == 20
 
 
 # ---- temporaries and SIGKILL -------------------------------------------------------------------

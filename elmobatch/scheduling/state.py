@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 
 from elmobatch.embedding import file_sha256
-from elmobatch.files import remove_if_empty, staging_dir, write_atomically
+from elmobatch.files import staging, write_atomically
 
 
 def write_json_atomically(path: Path, data) -> None:
     """A reader sees the old file or the new one, never part of one (written in `_tmp/` beside it)."""
-    staging = staging_dir(path)
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)), staging)
-    remove_if_empty(staging)
+    with staging(path) as tmp_dir:
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)), tmp_dir)
 
 
 class JobState:
