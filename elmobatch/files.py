@@ -130,12 +130,20 @@ def write_file_set(directory: str | Path, writers: Mapping[str, Callable[[Path],
             tmp.unlink(missing_ok=True)
 
 
-def mismatched_files(directory: str | Path, recorded: dict[str, str]) -> list[str]:
+def mismatched_files(directory: str | Path, recorded: dict[str, str],
+                     contents: Mapping[str, bytes] | None = None) -> list[str]:
     """Names of `recorded` ({file name: sha256}) whose file in `directory` is missing or differs.
-    Only plain names count as found: a recorded path never makes this read outside `directory`."""
-    directory = Path(directory)
-    return [name for name, sha in recorded.items()
-            if Path(name).name != name or not (directory / name).is_file() or file_sha256(directory / name) != sha]
+    Only plain names count as found: a recorded path never makes this read outside `directory`.
+    A file already read into `contents` ({file name: bytes}) is checked as those bytes, so what is
+    checked is what gets loaded (a file swapped between a check and a second read goes unnoticed)."""
+    directory, contents = Path(directory), contents or {}
+
+    def matches(name: str, sha: str) -> bool:
+        if name in contents:
+            return hashlib.sha256(contents[name]).hexdigest() == sha
+        return (directory / name).is_file() and file_sha256(directory / name) == sha
+
+    return [name for name, sha in recorded.items() if Path(name).name != name or not matches(name, sha)]
 
 
 def write_csv(frame, path: str | Path, *, append: bool) -> None:
