@@ -265,6 +265,17 @@ def test_corrupt_job_state_is_one_line_naming_it(tmp_path, head_dir):
     assert json.loads((tmp_path / "scored" / "_last_run.json").read_text())["exit_code"] == 1
 
 
+def test_job_state_entry_without_sha256_is_one_line_naming_the_file(tmp_path):
+    from elmobatch.scheduling.state import JobState
+
+    state = tmp_path / "_state.json"
+    state.write_text(json.dumps({"files": {"/in/a.csv": {"size": 3, "mtime_ns": 1}}}))
+    with pytest.raises(ValueError) as refused:
+        JobState(state).pending((str(tmp_path / "*.csv"),))
+    assert str(refused.value) == (f"{state}: unreadable job state (the entry for /in/a.csv has no 'sha256' "
+                                  "string); move it away to reprocess every input")
+
+
 @pytest.mark.slow  # trains a head; `elmobatch run` in a subprocess
 def test_locked_run_summary_says_so(tmp_path, head_dir):
     write_messages(tmp_path / "incoming" / "a.csv", 0, 20)

@@ -28,6 +28,9 @@ class JobState:
             self.files: dict[str, dict] = json.loads(self.path.read_text())["files"]
             if not isinstance(self.files, dict) or not all(isinstance(v, dict) for v in self.files.values()):
                 raise TypeError("'files' is not an object of objects")
+            unchecked = next((p for p, entry in self.files.items() if not isinstance(entry.get("sha256"), str)), None)
+            if unchecked is not None:
+                raise TypeError(f"the entry for {unchecked} has no 'sha256' string")
         except FileNotFoundError:
             self.files = {}
         except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or bytes that are not text
