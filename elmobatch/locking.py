@@ -8,6 +8,7 @@ so a refused run can say who holds the lock, and a run that takes over from a ki
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -45,9 +46,13 @@ class JobLock:
         holder = self.holder()
         if holder.get("pid") and holder["pid"] != os.getpid() and not holder.get("released"):
             self.took_over = holder  # its process died without releasing: the kernel freed the flock
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+            os.fsync(fd)
+        except BaseException:  # e.g. the disk is full: not held after all
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
@@ -88,9 +93,10 @@ class JobLock:
             return
         holder = self.holder()
         holder["released"] = True
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        os.write(self._fd, json.dumps(holder).encode())
+        with contextlib.suppress(OSError):  # e.g. the disk is full: the next run then says it took over
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, json.dumps(holder).encode())
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

@@ -265,6 +265,20 @@ def test_corrupt_job_state_is_one_line_naming_it(tmp_path, head_dir):
     assert json.loads((tmp_path / "scored" / "_last_run.json").read_text())["exit_code"] == 1
 
 
+@pytest.mark.slow  # trains a head
+def test_run_on_a_full_output_disk_is_one_line_naming_the_lock(tmp_path, head_dir, small_tmpfs):
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
+    job = write_job(tmp_path, head_dir)
+    with pytest.raises(OSError), open(small_tmpfs / "filler", "wb") as filler:
+        while True:  # fill the output's disk to the last byte
+            filler.write(b"x" * 4096)
+            filler.flush()
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert f"Error: {small_tmpfs / '.lock'}: cannot take the lock (No space left on device)" in result.output
+    assert "test-job: failed before writing any output" in result.output
+
+
 def test_job_state_entry_without_sha256_is_one_line_naming_the_file(tmp_path):
     from elmobatch.scheduling.state import JobState
 
