@@ -448,7 +448,8 @@ def score(inputs, head_dir, model, out, threshold, text_column, delimiter, max_t
       elmobatch score a.csv b.csv --head my_head/ --out scored/
       elmobatch score messages.csv --out scored.parquet --threshold 0.3
     """
-    from elmobatch.scoring.score import load_head_and_model, output_paths, score_file
+    from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s and `embed`'s
+    from elmobatch.scoring.score import OutputLocked, load_head_and_model, output_paths, score_file
 
     try:
         outputs = output_paths(list(inputs), out)
@@ -458,6 +459,9 @@ def score(inputs, head_dir, model, out, threshold, text_column, delimiter, max_t
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
                                  threshold=threshold, max_tokens=max_tokens, delimiter=delimiter)
             click.echo(summary.line())
+    except OutputLocked as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
     except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
         raise click.ClickException(str(exc)) from exc
 

@@ -3,7 +3,7 @@ that reads back exactly.
 
 A file is written under a temporary name, then renamed into place. Temporary names start with
 ".tmp-" and end with ".tmp", so no reader's `*.parquet` / `*.csv` glob matches one, and outputs
-put them in a `_tmp/` folder (`staging_dir`), which Spark, Hive, pyarrow and DuckDB globs skip.
+put them in a `_tmp/` folder (`staging`), which Spark, Hive, pyarrow and DuckDB globs skip.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 STAGING = "_tmp"
 
@@ -32,11 +32,18 @@ def temporary_path(path: str | Path, tmp_dir: str | Path | None = None) -> Path:
     return Path(tmp_dir or path.parent) / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}.tmp"
 
 
-def staging_dir(path: str | Path) -> Path:
-    """The `_tmp/` folder beside `path`, where its temporary file goes (made if missing)."""
+@contextlib.contextmanager
+def staging(path: str | Path) -> Iterator[Path]:
+    """The `_tmp/` folder beside `path` while in use; removed afterwards when this call made it and
+    it is empty (a `_tmp/` made by another writer is theirs to remove)."""
     directory = Path(path).parent / STAGING
+    made = not directory.is_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    return directory
+    try:
+        yield directory
+    finally:
+        if made:
+            remove_if_empty(directory)
 
 
 def remove_if_empty(directory: Path) -> None:
@@ -123,12 +130,20 @@ def write_file_set(directory: str | Path, writers: Mapping[str, Callable[[Path],
             tmp.unlink(missing_ok=True)
 
 
-def mismatched_files(directory: str | Path, recorded: dict[str, str]) -> list[str]:
+def mismatched_files(directory: str | Path, recorded: dict[str, str],
+                     contents: Mapping[str, bytes] | None = None) -> list[str]:
     """Names of `recorded` ({file name: sha256}) whose file in `directory` is missing or differs.
-    Only plain names count as found: a recorded path never makes this read outside `directory`."""
-    directory = Path(directory)
-    return [name for name, sha in recorded.items()
-            if Path(name).name != name or not (directory / name).is_file() or file_sha256(directory / name) != sha]
+    Only plain names count as found: a recorded path never makes this read outside `directory`.
+    A file already read into `contents` ({file name: bytes}) is checked as those bytes, so what is
+    checked is what gets loaded (a file swapped between a check and a second read goes unnoticed)."""
+    directory, contents = Path(directory), contents or {}
+
+    def matches(name: str, sha: str) -> bool:
+        if name in contents:
+            return hashlib.sha256(contents[name]).hexdigest() == sha
+        return (directory / name).is_file() and file_sha256(directory / name) == sha
+
+    return [name for name, sha in recorded.items() if Path(name).name != name or not matches(name, sha)]
 
 
 def write_csv(frame, path: str | Path, *, append: bool) -> None:

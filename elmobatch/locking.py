@@ -8,6 +8,7 @@ so a refused run can say who holds the lock, and a run that takes over from a ki
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -26,8 +27,9 @@ class LockHeld(RuntimeError):
 class JobLock:
     """Context manager: `with JobLock(path) as lock:`; `lock.took_over` names a dead holder, if any."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, remove_on_exit: bool = False):
         self.path = Path(path)
+        self.remove_on_exit = remove_on_exit  # drop the lock file on release (e.g. so its folder can go)
         self.took_over: dict | None = None
         self._fd: int | None = None
 
@@ -40,32 +42,61 @@ class JobLock:
         return record if isinstance(record, dict) else {}
 
     def __enter__(self) -> JobLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self.holder()
-            raise LockHeld(f"{self.path}: another run holds the lock (pid {holder.get('pid', '?')}, "
-                           f"started {holder.get('started', '?')})", holder) from None
+        fd = self._lock_current_file()
         holder = self.holder()
         if holder.get("pid") and holder["pid"] != os.getpid() and not holder.get("released"):
             self.took_over = holder  # its process died without releasing: the kernel freed the flock
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+            os.fsync(fd)
+        except BaseException:  # e.g. the disk is full: not held after all
+            os.close(fd)
+            raise
         self._fd = fd
         return self
+
+    def _lock_current_file(self) -> int:
+        """flock the file at `path` now: a holder that removes its lock file on release may do so
+        between our open and our flock, so the locked file must still be the one at `path`."""
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the folder was removed between mkdir and open
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = self.holder()
+                raise LockHeld(f"{self.path}: another run holds the lock (pid {holder.get('pid', '?')}, "
+                               f"started {holder.get('started', '?')})", holder) from None
+            if self._is_current(fd):
+                return fd
+            os.close(fd)  # we locked a file its holder had just removed: try the new one
+
+    def _is_current(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
 
     def __exit__(self, *exc) -> None:
         if self._fd is None:
             return
+        if self.remove_on_exit:  # while still locked, so nobody takes a file about to vanish
+            self.path.unlink(missing_ok=True)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+            return
         holder = self.holder()
         holder["released"] = True
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        os.write(self._fd, json.dumps(holder).encode())
+        with contextlib.suppress(OSError):  # e.g. the disk is full: the next run then says it took over
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, json.dumps(holder).encode())
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

@@ -2,10 +2,13 @@
 and a remote model is fetched only when the user names it: a head or a job file alone never makes
 elmobatch send a request (a real HTTP server on 127.0.0.1 counts them)."""
 
+import ctypes
+import ctypes.util
 import http.server
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -100,6 +103,70 @@ def test_head_whose_weights_do_not_match_its_json_is_refused_naming_the_file(tmp
     (directory / "head.npz").write_bytes((other / "head.npz").read_bytes())
     with pytest.raises(HeadError, match=r"a/head.npz: missing or not the file whose sha256 head.json records"):
         load_head(directory)
+
+
+class OpenCounter:
+    """Counts how often the kernel sees files opened (inotify IN_OPEN), by any code: Python,
+    numpy or the HDF5 C library alike."""
+
+    IN_CLOSE_NOWRITE, IN_OPEN, IN_NONBLOCK = 0x10, 0x20, 0o4000
+
+    def __init__(self, *paths: Path):
+        self.libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self.fd = self.libc.inotify_init1(self.IN_NONBLOCK)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        self.watches = {self.libc.inotify_add_watch(self.fd, str(p).encode(),
+                                                        self.IN_OPEN | self.IN_CLOSE_NOWRITE): p.name for p in paths}
+        assert all(w >= 0 for w in self.watches)
+
+    def counts(self) -> dict[str, int]:
+        """{file name: opens since the watch began}."""
+        found = dict.fromkeys(self.watches.values(), 0)
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            data = b""
+        offset = 0
+        while offset < len(data):  # struct inotify_event: int wd, u32 mask, u32 cookie, u32 len, name
+            wd, mask, _, length = struct.unpack_from("iIII", data, offset)
+            # closes are watched only so that two opens in a row are not merged into one event
+            found[self.watches[wd]] += bool(mask & self.IN_OPEN)
+            offset += 16 + length
+        return found
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_head_weights_are_read_once_so_the_checked_bytes_are_the_loaded_ones(tmp_path):
+    directory = save_head(random_head(0, ["ham", "spam"], 0.5), tmp_path / "a")
+    opens = OpenCounter(directory / "head.npz")
+    try:
+        head = load_head(directory)
+        assert opens.counts() == {"head.npz": 1}
+    finally:
+        opens.close()
+    assert head.labels == ["ham", "spam"]
+
+
+@pytest.mark.slow  # loads a model (imports TensorFlow)
+def test_model_files_are_read_once_so_the_checked_bytes_are_the_loaded_ones(tmp_path):
+    from elmobatch import load_encoder
+    from elmobatch.files import file_sha256
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("options.json", "weights.hdf5"):
+        (model / name).write_bytes((FIXTURE / name).read_bytes())
+    (model / "model.json").write_text(json.dumps({"files": {n: file_sha256(model / n)
+                                                            for n in ("options.json", "weights.hdf5")}}))
+    opens = OpenCounter(model / "options.json", model / "weights.hdf5")
+    try:
+        encoder = load_encoder(str(model))
+        assert opens.counts() == {"options.json": 1, "weights.hdf5": 1}
+    finally:
+        opens.close()
+    assert encoder.embed_texts(["hello there"]).shape == (1, encoder.dim)
 
 
 # ---- no implicit network access -------------------------------------------------------------

@@ -9,7 +9,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +23,7 @@ from elmobatch.reading import ReadError, read_messages
 from elmobatch.scheduling.run import run_job
 from elmobatch.scheduling.spec import JobSpecError, load_job
 from elmobatch.scoring.score import load_head_and_model, score_file
+from elmobatch.scoring.vectors import file_vectors
 from tests.conftest import FIXTURE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,15 +199,15 @@ def test_memory_stays_bounded_with_an_early_unterminated_quote(tmp_path):
 # ---- token-dense messages are rejected, not encoded for minutes ---------------------------------
 
 
-def test_token_dense_messages_are_rejected_fast(tmp_path):
+def test_token_dense_messages_are_rejected_before_encoding(tmp_path, fixture_encoder):
     at_limit = " ".join(["w"] * DEFAULT_MAX_TOKENS)
     path = write_csv_input(tmp_path / "dense.csv", ["id", "text"],
                            [["a", "!?" * 10_000], ["b", "?!" * 10_000], ["c", at_limit], ["d", at_limit + " one"]])
-    started = time.monotonic()
-    chunks = list(read_messages(path))
-    assert time.monotonic() - started < 2
-    assert len(tokenize(at_limit)) == DEFAULT_MAX_TOKENS and chunks[0].texts == [at_limit]
-    rejects = chunks[0].rejects
+    cache = EmbeddingCache(tmp_path / "cache")
+    [(chunk, layers)] = list(file_vectors(path, fixture_encoder, cache))
+    assert cache.computed == 1 and len(layers) == 1  # only the message at the limit reached the encoder
+    assert len(tokenize(at_limit)) == DEFAULT_MAX_TOKENS and chunk.texts == [at_limit]
+    rejects = chunk.rejects
     assert rejects["reason"].tolist() == ["too_many_tokens"] * 3 and rejects["row_number"].tolist() == [0, 1, 3]
     assert "--max-tokens 4,000" in rejects["detail"].iloc[0]
 

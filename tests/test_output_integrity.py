@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -89,26 +90,42 @@ def test_only_elmobatch_marker_counts_and_the_marker_is_written(tmp_path):
 # ---- one writer per output ---------------------------------------------------------------------
 
 
-def _embed_process(out: Path, cache: Path, chunk_rows: int) -> subprocess.Popen:
-    return subprocess.Popen([*ELMOBATCH, "embed", str(SMS), "--out", str(out), "--model", str(FIXTURE),
+def _embed_process(source: Path, out: Path, cache: Path, chunk_rows: int) -> subprocess.Popen:
+    return subprocess.Popen([*ELMOBATCH, "embed", str(source), "--out", str(out), "--model", str(FIXTURE),
                              "--chunk-rows", str(chunk_rows), "--cache-dir", str(cache)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow  # two embed subprocesses, each importing TensorFlow and embedding the reference file
+def many_messages(path: Path, n: int) -> Path:
+    """n distinct one-line messages (v1,v2 columns like the reference file): minutes of work to none."""
+    path.write_text("v1,v2\n" + "".join(f"ham,message {i} says {i * 7919 % 10007} things\n" for i in range(n)))
+    return path
+
+
+def _wait_for_lock_holder(proc: subprocess.Popen, lock: Path) -> None:
+    """Until `proc` holds `lock` (its pid is in the holder record)."""
+    deadline = time.monotonic() + 300
+    while JobLock(lock).holder().get("pid") != proc.pid:
+        assert proc.poll() is None, "ended before taking the lock: " + proc.stderr.read()
+        assert time.monotonic() < deadline, "the lock was never taken"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow  # two embed subprocesses, each importing TensorFlow
 def test_two_embeds_on_one_output_one_is_refused_with_exit_5(tmp_path):
     out = tmp_path / "X"
-    first = _embed_process(out, tmp_path / "cA", 400)
-    second = _embed_process(out, tmp_path / "cB", 1000)
-    results = [(p, *p.communicate(timeout=600)) for p in (first, second)]
-    codes = sorted(p.returncode for p, _, _ in results)
-    assert codes == [0, 5], [(p.returncode, err[-2000:]) for p, _, err in results]
-    winner = next(p for p, _, _ in results if p.returncode == 0)
-    loser_err = next(err for p, _, err in results if p.returncode == 5)
-    assert f"--out {out}: another run is writing this directory (pid {winner.pid}" in loser_err
-    assert "Traceback" not in loser_err
-    assert query(f"SELECT count(*), count(DISTINCT id) FROM read_parquet('{out}/*.parquet')") == [(5572, 5572)]
-    assert json.loads((out / "_manifest.json").read_text())["counts"]["rows_read"] == 5572
+    first = _embed_process(many_messages(tmp_path / "many.csv", 40_000), out, tmp_path / "cA", 2000)
+    _wait_for_lock_holder(first, out / ".lock")  # so the second surely finds the output taken
+    second = _embed_process(SMS, out, tmp_path / "cB", 1000)
+    _, second_err = second.communicate(timeout=600)
+    assert first.poll() is None, "the first embed ended before the second tried: give it more rows"
+    assert second.returncode == 5, second_err[-2000:]
+    assert f"--out {out}: another run is writing this directory (pid {first.pid}" in second_err
+    assert "Traceback" not in second_err
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err[-2000:]
+    assert query(f"SELECT count(*), count(DISTINCT id) FROM read_parquet('{out}/*.parquet')") == [(40_000, 40_000)]
+    assert json.loads((out / "_manifest.json").read_text())["counts"]["rows_read"] == 40_000
 
 
 HOLD_LOCK = ("import sys, time; from elmobatch.locking import JobLock\n"
@@ -140,6 +157,40 @@ def test_embed_refused_while_another_process_holds_the_lock(tmp_path, lock_holde
     assert tree_hashes(out) == before
 
 
+def score_cli(messages: Path, out: Path, head_dir: Path, cache: Path):
+    return CliRunner().invoke(main, ["score", str(messages), "--head", str(head_dir), "--model", str(FIXTURE),
+                                     "--out", str(out), "--cache-dir", str(cache)])
+
+
+@pytest.mark.slow  # trains a head; the lock holder is a subprocess
+def test_second_score_of_one_output_is_refused_and_leaves_the_first_ones_temporary(tmp_path, head_dir):
+    out = tmp_path / "scored" / "day.scored.csv"
+    live = out.parent / "_tmp" / f".tmp-0123abcd-{out.name}.tmp"  # the first scorer's file in progress
+    live.parent.mkdir(parents=True)
+    live.write_text("half written")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out.parent / "_tmp" / f"{out.name}.lock")],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = score_cli(write_messages(tmp_path / "day.csv", 0, 20), out, head_dir, tmp_path / "cache")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 5, result.output
+    assert f"Error: {out}: another score is writing this output (pid {holder.pid}" in result.output
+    assert live.read_text() == "half written" and not out.exists()
+
+
+@pytest.mark.slow  # trains a head
+def test_score_leaves_a_tmp_folder_it_did_not_make(tmp_path, head_dir):
+    out = tmp_path / "scored" / "day.scored.csv"
+    (out.parent / "_tmp").mkdir(parents=True)  # another writer's, about to put its file there
+    result = score_cli(write_messages(tmp_path / "day.csv", 0, 20), out, head_dir, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert (out.parent / "_tmp").is_dir() and not any((out.parent / "_tmp").iterdir())
+    assert len(pd.read_csv(out)) == 20
+
+
 # ---- temporaries and SIGKILL -------------------------------------------------------------------
 
 
@@ -153,32 +204,33 @@ def _kill_at_a_random_moment_of_writing(proc: subprocess.Popen, output: Path) ->
     time.sleep(random.uniform(0, 0.3))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"ended (exit {proc.returncode}) before the kill: give it more work"
 
 
 @pytest.mark.slow  # `elmobatch run` subprocesses, SIGKILLed and rerun
 @pytest.mark.parametrize("output_format", ["parquet", "csv"])
 def test_run_killed_at_random_then_rerun_readme_query_counts_every_row_once(tmp_path, head_dir, output_format):
-    for i, (start, stop) in enumerate([(0, 1200), (1200, 2400), (2400, 3600)]):
-        write_messages(tmp_path / "incoming" / f"part{i}.csv", start, stop)
+    # four files of 1,200 rows: the kill, at most 0.3 s into the first file's writing, lands long before the end
+    for i in range(4):
+        write_messages(tmp_path / "incoming" / f"part{i}.csv", i * 1200, (i + 1) * 1200)
     job = write_job(tmp_path, head_dir, output_format=output_format)
     proc = subprocess.Popen([*ELMOBATCH, "run", str(job), "--date", "2026-06-01"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _kill_at_a_random_moment_of_writing(proc, tmp_path / "scored")
     rerun = run_cli(job, "--date", "2026-06-01")
-    assert rerun.returncode in (0, 4), rerun.stderr
+    assert rerun.returncode == 0, rerun.stderr  # the killed run left files to do
     assert not temporaries(tmp_path / "scored")
     reader = "read_parquet" if output_format == "parquet" else "read_csv"
     glob = str(tmp_path / "scored" / f"date=*/*.{output_format}")
     per_file = query(f"SELECT regexp_extract(filename, 'part\\d'), count(*) FROM "
                      f"{reader}('{glob}', hive_partitioning=true, filename=true) GROUP BY ALL ORDER BY 1")
-    assert per_file == [("part0", 1200), ("part1", 1200), ("part2", 1200)]
+    assert per_file == [("part0", 1200), ("part1", 1200), ("part2", 1200), ("part3", 1200)]
 
 
 @pytest.mark.slow  # `elmobatch score` subprocesses, SIGKILLed and rerun
 def test_score_killed_at_random_then_rerun_leaves_only_whole_files(tmp_path, head_dir):
     # 15,000 distinct messages: two chunks, so the output is being written for seconds
-    messages = tmp_path / "many.csv"
-    messages.write_text("v1,v2\n" + "".join(f"ham,message {i} says {i * 7919 % 10007} things\n" for i in range(15000)))
+    messages = many_messages(tmp_path / "many.csv", 15000)
     out = tmp_path / "out" / "many.scored.parquet"
     command = [*ELMOBATCH, "score", str(messages), "--head", str(head_dir), "--model", str(FIXTURE),
                "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
@@ -228,6 +280,31 @@ def test_corrupt_job_state_is_one_line_naming_it(tmp_path, head_dir):
     assert f"{state}: unreadable job state" in result.stderr
     assert re.fullmatch(r"test-job: failed before writing any output \(\d+\.\d s\)", result.stdout.strip())
     assert json.loads((tmp_path / "scored" / "_last_run.json").read_text())["exit_code"] == 1
+
+
+@pytest.mark.slow  # trains a head
+def test_run_on_a_full_output_disk_is_one_line_naming_the_lock(tmp_path, head_dir, small_tmpfs):
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
+    job = write_job(tmp_path, head_dir)
+    with pytest.raises(OSError), open(small_tmpfs / "filler", "wb") as filler:
+        while True:  # fill the output's disk to the last byte
+            filler.write(b"x" * 4096)
+            filler.flush()
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert f"Error: {small_tmpfs / '.lock'}: cannot take the lock (No space left on device)" in result.output
+    assert "test-job: failed before writing any output" in result.output
+
+
+def test_job_state_entry_without_sha256_is_one_line_naming_the_file(tmp_path):
+    from elmobatch.scheduling.state import JobState
+
+    state = tmp_path / "_state.json"
+    state.write_text(json.dumps({"files": {"/in/a.csv": {"size": 3, "mtime_ns": 1}}}))
+    with pytest.raises(ValueError) as refused:
+        JobState(state).pending((str(tmp_path / "*.csv"),))
+    assert str(refused.value) == (f"{state}: unreadable job state (the entry for /in/a.csv has no 'sha256' "
+                                  "string); move it away to reprocess every input")
 
 
 @pytest.mark.slow  # trains a head; `elmobatch run` in a subprocess

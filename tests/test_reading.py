@@ -92,3 +92,32 @@ def test_parquet_and_tsv(tmp_path):
     assert texts == ['"quoted" as is'] and list(rejects["reason"]) == ["column_count"]
     (tmp_path / "s.tsv").write_text('label\tsms\nspam\ta\tspilled\n')  # text is last: a spill, rejoined
     assert read_all(tmp_path / "s.tsv")[2] == ["a\tspilled"]
+
+
+def test_jsonl_nested_too_deeply_is_an_unparseable_reject(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    deep = '{"text": "deep", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path.write_text("\n".join([json.dumps({"text": "before"}), deep, json.dumps({"text": "after"})]) + "\n")
+    _, _, texts, rejects = read_all(path, max_text_chars=500_000)
+    assert texts == ["before", "after"]
+    assert rejects["reason"].tolist() == ["unparseable"] and "nested too deeply" in rejects["detail"].iloc[0]
+
+
+def test_jsonl_lone_surrogate_outside_the_text_is_an_invalid_unicode_reject(tmp_path):
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"text": "hi", "from": "\\ud83d"}\n{"text": "ok", "from": "me"}\n'
+                    '{"text": "key", "\\udc00": 1}\n{"text": "nested", "tags": [{"a": "\\ud800"}]}\n')
+    _, rows, texts, rejects = read_all(path)
+    assert texts == ["ok"] and rows["from"].tolist() == ["me"]
+    assert rejects["reason"].tolist() == ["invalid_unicode"] * 3 and rejects["row_number"].tolist() == [0, 2, 3]
+
+
+def test_every_reject_keeps_at_most_1000_characters_of_raw(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("text,id\n" + f"{'w' * 5000},a\n" + "fine,b\n" + f"{'x' * 3000},c,extra\n")
+    _, _, texts, rejects = read_all(path, max_text_chars=4000)
+    assert texts == ["fine"]
+    assert rejects["reason"].tolist() == ["too_long", "column_count"]
+    assert rejects["raw"].str.len().tolist() == [1000, 1000]
+    assert "(raw: its first 1,000 of 5,002 characters)" in rejects["detail"].iloc[0]
+    assert "(raw: its first 1,000 of 3,008 characters)" in rejects["detail"].iloc[1]

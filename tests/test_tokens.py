@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from elmobatch.encoding.tokens import char_ids, tokenize
+from elmobatch.encoding.tokens import char_ids, is_blank, tokenize
 
 
 def test_whitespace_tokenizer_matches_hub_default():
@@ -35,3 +35,11 @@ def test_char_ids_layout():
     np.testing.assert_array_equal(ids[0, 2], np.array([258, 257, 259, 260, 260, 260]) + 1)
     np.testing.assert_array_equal(ids[1, 1], np.array([258, 257, 259, 260, 260, 260]) + 1)
     assert not ids[1, 2].any()
+
+
+@pytest.mark.parametrize("char", ["\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
+                                  "\u2066", "\u2067", "\u2068", "\u2069", "\u00ad", "\u200b", "\ufeff"])
+def test_every_format_character_is_invisible(char):
+    assert is_blank(char * 3) and is_blank(f" {char}\t")
+    assert tokenize(f"a {char} b", "whitespace") == ["a", "b"] and tokenize(f"{char} {char}") == []
+    assert not is_blank(f"{char}x")

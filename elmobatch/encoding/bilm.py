@@ -23,6 +23,7 @@ within its own length, so padding again comes last.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -463,24 +464,26 @@ def _initial_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) 
     return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
 
 
-def read_options(path: str | Path) -> BiLMConfig:
+def read_options(path: str | Path, data: bytes | None = None) -> BiLMConfig:
+    """The options file at `path` (or its bytes `data`, already read from there)."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise WeightFileError(f"{path}: options file not found (expected the official options.json)")
     try:
-        options = json.loads(path.read_text())
+        options = json.loads(data.decode("utf-8") if data is not None else path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WeightFileError(f"{path}: not readable JSON ({exc})") from exc
     return BiLMConfig.from_options(options, source=str(path))
 
 
-def read_weights(path: str | Path, config: BiLMConfig) -> dict[str, np.ndarray]:
-    """Read and check every dataset the options call for: present, and of the right shape."""
+def read_weights(path: str | Path, config: BiLMConfig, data: bytes | None = None) -> dict[str, np.ndarray]:
+    """Read and check every dataset the options call for: present, and of the right shape. From
+    `path`, or from its bytes `data` already read from there."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise WeightFileError(f"{path}: weight file not found (expected the official weights.hdf5)")
     try:
-        handle = h5py.File(path, "r")
+        handle = h5py.File(io.BytesIO(data) if data is not None else path, "r")
     except OSError as exc:
         raise WeightFileError(f"{path}: not an HDF5 file ({exc})") from exc
     weights = {}
@@ -495,8 +498,9 @@ def read_weights(path: str | Path, config: BiLMConfig) -> dict[str, np.ndarray]:
     return weights
 
 
-def load_bilm(directory: str | Path) -> BiLM:
-    """Load a biLM from a directory holding `options.json` and `weights.hdf5`."""
-    directory = Path(directory)
-    config = read_options(directory / "options.json")
-    return BiLM(config, read_weights(directory / "weights.hdf5", config))
+def load_bilm(directory: str | Path, contents: dict[str, bytes] | None = None) -> BiLM:
+    """Load a biLM from a directory holding `options.json` and `weights.hdf5`; files already read
+    are in `contents` ({file name: bytes}) and taken from there."""
+    directory, contents = Path(directory), contents or {}
+    config = read_options(directory / "options.json", contents.get("options.json"))
+    return BiLM(config, read_weights(directory / "weights.hdf5", config, contents.get("weights.hdf5")))

@@ -246,13 +246,30 @@ def _choose_tokenizer(requested: str | None, metadata: dict) -> str:
     return tokenizer
 
 
-def check_model_files(directory: Path, metadata: dict) -> None:
+MODEL_FILES = ("options.json", "weights.hdf5")  # what loading reads: read once, checked and loaded as read
+
+
+def read_model_files(directory: Path) -> dict[str, bytes]:
+    """{file name: bytes} of the MODEL_FILES present in `directory` (load_bilm names a missing one)."""
+    contents = {}
+    for name in MODEL_FILES:
+        path = directory / name
+        if path.is_file():
+            try:
+                contents[name] = path.read_bytes()
+            except OSError as exc:
+                raise ModelError(f"{path}: not readable ({exc})") from exc
+    return contents
+
+
+def check_model_files(directory: Path, metadata: dict, contents: dict[str, bytes]) -> None:
     """Refuse model files other than those model.json records (directories without the record,
-    e.g. official ELMo downloads or models pretrained before it, are not checked)."""
+    e.g. official ELMo downloads or models pretrained before it, are not checked); `contents`
+    holds the files already read, checked as read."""
     recorded = metadata.get("files", {})
     if not isinstance(recorded, dict):
         raise ModelError(f"{directory / 'model.json'}: 'files' must map file names to sha256, got {recorded!r}")
-    mismatched = mismatched_files(directory, recorded)
+    mismatched = mismatched_files(directory, recorded, contents)
     if mismatched:
         raise ModelError(f"{directory / mismatched[0]}: missing or not the file whose sha256 model.json records: "
                          "the model was written only in part (a writer stopped between its files?); run "
@@ -261,9 +278,10 @@ def check_model_files(directory: Path, metadata: dict) -> None:
 
 def _load_native(directory: Path, tokenizer: str | None, precision: str) -> NativeEncoder:
     metadata = read_model_metadata(directory)
-    check_model_files(directory, metadata)
+    contents = read_model_files(directory)
+    check_model_files(directory, metadata, contents)
     try:
-        bilm = load_bilm(directory)
+        bilm = load_bilm(directory, contents)
     except WeightFileError as exc:
         raise ModelError(str(exc)) from exc
     tokenizer = _choose_tokenizer(tokenizer, metadata)

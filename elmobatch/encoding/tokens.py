@@ -6,13 +6,15 @@ embedding and scoring agree:
   "punct":      also split punctuation off words ("Hi!!" -> "Hi", "!!"), closer to the tokenized
                 news text the official model was trained on; URLs, e-mail addresses, numbers
                 like 6-3 or 12.50, and inner apostrophes stay whole.
-Both drop tokens made only of invisible characters (zero-width spaces and joiners, word joiner,
-byte-order mark): a message of nothing else has no tokens, like an empty one.
+Both drop tokens made only of invisible characters (every format character, Unicode category Cf:
+zero-width spaces and joiners, direction marks and isolates, soft hyphen, byte-order mark): a
+message of nothing else has no tokens, like an empty one.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from itertools import islice
 
@@ -21,10 +23,6 @@ import numpy as np
 TOKENIZERS = ("punct", "whitespace")
 DEFAULT_TOKENIZER = "punct"
 DEFAULT_MAX_TOKENS = 4_000  # a 20,000-character message of words has ~3,500; see exceeds_tokens
-# Format characters that show nothing: zero-width space, non-joiner, joiner, word joiner, BOM, ...
-INVISIBLE = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e"
-_DROP_INVISIBLE = str.maketrans("", "", INVISIBLE)
-_INVISIBLE_CHAR = re.compile(f"[{INVISIBLE}]")
 
 _PUNCT_TOKEN = re.compile(
     r"""
@@ -46,10 +44,7 @@ def tokenize(text: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
 
 
 def _tokens(text: str, tokenizer: str) -> Iterator[str]:
-    tokens = _raw_tokens(text, tokenizer)
-    if _INVISIBLE_CHAR.search(text):
-        return (t for t in tokens if not is_blank(t))
-    return tokens
+    return (t for t in _raw_tokens(text, tokenizer) if not is_blank(t))
 
 
 def _raw_tokens(text: str, tokenizer: str) -> Iterator[str]:
@@ -61,8 +56,14 @@ def _raw_tokens(text: str, tokenizer: str) -> Iterator[str]:
 
 
 def is_blank(text: str) -> bool:
-    """Whether `text` shows nothing: only whitespace and INVISIBLE characters (or nothing)."""
-    return not text.translate(_DROP_INVISIBLE).strip()
+    """Whether `text` shows nothing: only whitespace and invisible characters (or nothing)."""
+    return all(c.isspace() or is_invisible(c) for c in text)
+
+
+def is_invisible(char: str) -> bool:
+    """A format character (Unicode category Cf), which shows nothing: zero-width spaces and joiners,
+    direction marks, embeddings and isolates, soft hyphen, byte-order mark, ..."""
+    return unicodedata.category(char) == "Cf"
 
 
 def exceeds_tokens(text: str, tokenizer: str, limit: int) -> bool:

@@ -311,7 +311,9 @@ class MessageReader:
                 good.append((row_number, record.values))
                 texts.append(text)
             else:
-                rejects.append((self.source_name, row_number, reason, detail, record.raw))
+                # raw bounded like a cut record's, so a chunk of huge rejects stays small
+                rejects.append((self.source_name, row_number, reason, detail + _preview_note(record.raw),
+                                _preview(record.raw)))
             if len(good) + len(rejects) == self.chunk_rows:
                 yield self._chunk(index, good, texts, rejects, progress())
                 good, texts, rejects = [], [], []
@@ -503,8 +505,15 @@ class MessageReader:
             except json.JSONDecodeError as exc:
                 yield _Record(raw, reason="unparseable", detail=f"invalid JSON: {exc}")
                 continue
+            except RecursionError:
+                yield _Record(raw, reason="unparseable", detail="invalid JSON: nested too deeply to read")
+                continue
             if not isinstance(obj, dict):
                 yield _Record(raw, reason="unparseable", detail=f"expected a JSON object, found {type(obj).__name__}")
+                continue
+            if not _utf8_storable(obj):
+                yield _Record(raw, reason="invalid_unicode",
+                              detail="a key or value holds a lone surrogate, which UTF-8 cannot store")
                 continue
             yield _Record(raw, values=obj, text=obj.get(self.text_column) if self.text_column else None)
 
@@ -534,6 +543,25 @@ def _preview(raw: str) -> str:
 def _preview_note(raw: str) -> str:
     """For the detail of a record whose `raw` is a preview: how much of it there was."""
     return f" (raw: its first {RAW_PREVIEW:,} of {len(raw):,} characters)" if len(raw) > RAW_PREVIEW else ""
+
+
+def _utf8_storable(obj) -> bool:
+    """Whether every string key and value in a parsed JSON value encodes to UTF-8 (no lone
+    surrogate from a `\\ud83d` escape). Walked with a stack: JSON may nest as deep as it parsed."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def _numeric(value: str) -> bool:

@@ -158,8 +158,8 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=print) -> RunRep
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
                        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    lock = JobLock(spec.output / ".lock")
     try:
-        lock = JobLock(spec.output / ".lock")
         with lock:
             report.took_over_lock = lock.took_over
             if lock.took_over:
@@ -176,6 +176,9 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=print) -> RunRep
                 report.error = report.error or f"{type(exc).__name__}: {exc}"
     except LockHeld as exc:
         report.status, report.exit_code, report.error = "locked", EXIT_LOCKED, str(exc)
+    except OSError as exc:  # only the lock itself lets one through (e.g. OUTPUT unwritable or full)
+        report.status, report.exit_code = "failed", EXIT_FAILED
+        report.error = f"{lock.path}: cannot take the lock ({exc.strerror or exc})"
     return report
 
 

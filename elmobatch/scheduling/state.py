@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 
 from elmobatch.embedding import file_sha256
-from elmobatch.files import remove_if_empty, staging_dir, write_atomically
+from elmobatch.files import staging, write_atomically
 
 
 def write_json_atomically(path: Path, data) -> None:
     """A reader sees the old file or the new one, never part of one (written in `_tmp/` beside it)."""
-    staging = staging_dir(path)
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)), staging)
-    remove_if_empty(staging)
+    with staging(path) as tmp_dir:
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)), tmp_dir)
 
 
 class JobState:
@@ -29,6 +28,9 @@ class JobState:
             self.files: dict[str, dict] = json.loads(self.path.read_text())["files"]
             if not isinstance(self.files, dict) or not all(isinstance(v, dict) for v in self.files.values()):
                 raise TypeError("'files' is not an object of objects")
+            unchecked = next((p for p, entry in self.files.items() if not isinstance(entry.get("sha256"), str)), None)
+            if unchecked is not None:
+                raise TypeError(f"the entry for {unchecked} has no 'sha256' string")
         except FileNotFoundError:
             self.files = {}
         except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or bytes that are not text

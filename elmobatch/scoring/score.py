@@ -6,12 +6,15 @@ Every good row is written with its original columns plus `label` (predicted labe
 `score` (P(positive label); for more than two labels, the probability of the predicted one), in
 file order, chunk by chunk, to a temporary file in `_tmp/` beside the output (named `.tmp-*.tmp`,
 so no reader's glob matches it), renamed at the end; what a killed run left there is swept when
-the same output is scored again. Rows the reader rejects go to a rejects file beside the output
+the same output is scored again. One scorer per output at a time: it holds `_tmp/<name>.lock`, and
+a second one raises OutputLocked (exit 5). Rows the reader rejects go to a rejects file beside the output
 (`<output stem>.rejects.csv` or `.parquet`), always written, so rows_read = rows_scored + rows_rejected.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +26,8 @@ import pyarrow.parquet as pq
 from elmobatch.encoding import load_encoder
 from elmobatch.encoding.specs import is_remote
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
-from elmobatch.files import (commit, remove_if_empty, staging_dir, sweep_temporaries, temporary_path, write_csv,
-                             write_error)
+from elmobatch.files import commit, remove_if_empty, staging, sweep_temporaries, temporary_path, write_csv, write_error
+from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading import REJECT_COLUMNS
 from elmobatch.scoring.metrics import classification_metrics
 from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
@@ -37,6 +40,10 @@ ADDED_COLUMNS = ("label", "score")
 
 class ScoreError(ValueError):
     """Scoring settings that cannot work (output path, threshold), with what was expected."""
+
+
+class OutputLocked(LockHeld):
+    """Another live process is scoring into the same output file (it holds `_tmp/<name>.lock`)."""
 
 
 def output_format(path) -> str:
@@ -95,6 +102,7 @@ class _TableWriter:
     def __init__(self, path: Path, columns: list[str], tmp_dir: Path):
         self.path, self.columns, self.format = path, columns, output_format(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir.mkdir(parents=True, exist_ok=True)  # even if another writer's cleanup removed it
         self.tmp = temporary_path(path, tmp_dir)
         self.parquet: pq.ParquetWriter | None = None
         self.rows = 0
@@ -193,12 +201,35 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
     out = Path(out)
     rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
     summary = ScoreSummary(str(path), str(out), str(rejects_out))
-    # what a killed run scoring the same output left (and an earlier version, beside the outputs)
-    for directory, name in {(out.parent, out.name), (out.parent, rejects_out.name),
-                            (rejects_out.parent, rejects_out.name)}:
-        sweep_temporaries(directory, name)
+    with staging(out) as tmp_dir:  # both files are written there, then renamed into place
+        with _output_lock(out, tmp_dir):
+            # what a killed run scoring the same output left (and an earlier version, beside the outputs)
+            swept = [tmp for directory, name in {(out.parent, out.name), (out.parent, rejects_out.name),
+                                                 (rejects_out.parent, rejects_out.name)}
+                     for tmp in sweep_temporaries(directory, name)]
+            _write_scores(path, out, rejects_out, summary, tmp_dir, head=head, encoder=encoder, cache=cache,
+                          text_column=text_column, threshold=threshold, **read_options)
+        if swept:  # a killed scorer's _tmp/: removing it (when empty) falls to us
+            remove_if_empty(tmp_dir)
+    return summary
+
+
+@contextlib.contextmanager
+def _output_lock(out: Path, tmp_dir: Path) -> Iterator[None]:
+    """Hold `_tmp/<output name>.lock` (in the folder no reader's glob enters) while scoring `out`;
+    a second scorer of the same output raises OutputLocked."""
+    try:
+        with JobLock(tmp_dir / f"{out.name}.lock", remove_on_exit=True):
+            yield
+    except LockHeld as exc:
+        raise OutputLocked(f"{out}: another score is writing this output (pid {exc.holder.get('pid', '?')}, "
+                           f"started {exc.holder.get('started', '?')}); wait for it to finish", exc.holder) from None
+
+
+def _write_scores(path, out: Path, rejects_out: Path, summary: ScoreSummary, tmp_dir: Path, *, head: Head,
+                  encoder, cache, text_column, threshold, **read_options) -> None:
+    """Score `path` chunk by chunk into temporaries in `tmp_dir`, then rename both into place."""
     chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
-    tmp_dir = staging_dir(out)  # both files are written there, then renamed into place
     writer: _TableWriter | None = None
     rejects: _TableWriter | None = None
     try:
@@ -228,9 +259,6 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
             if w is not None:
                 w.discard()
         raise
-    finally:
-        remove_if_empty(tmp_dir)  # both writers are done with it
-    return summary
 
 
 def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float | None = None, *,
@@ -272,5 +300,5 @@ def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, text_c
     return metrics, y_true, proba
 
 
-__all__ = ["HeadError", "ScoreError", "ScoreSummary", "evaluate_file", "load_head_and_model", "output_paths",
-           "score_file"]
+__all__ = ["HeadError", "OutputLocked", "ScoreError", "ScoreSummary", "evaluate_file", "load_head_and_model",
+           "output_paths", "score_file"]

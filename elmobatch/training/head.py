@@ -20,6 +20,7 @@ Loading a head never executes code from its files.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import zipfile
@@ -213,28 +214,34 @@ def load_head(directory: str | Path) -> Head:
     kind = meta.get("head_kind", "mlp") if isinstance(meta, dict) else None
     if kind not in HEAD_KINDS:
         raise HeadError(f"{meta_path}: 'head_kind' must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
-    _check_files(meta, directory)
-    weights = _read_arrays(weights_path, weight_names(kind))
+    try:
+        data = weights_path.read_bytes()  # read once: the bytes checked are the bytes loaded
+    except OSError as exc:
+        raise HeadError(f"{weights_path}: not readable ({exc})") from exc
+    _check_files(meta, directory, {HEAD_WEIGHTS: data})
+    weights = _read_arrays(weights_path, data, weight_names(kind))
     head = Head(weights=weights, meta=meta)
     _validate(head, directory)
     return head
 
 
-def _check_files(meta, directory: Path) -> None:
-    """Refuse weights other than those head.json records (heads written before the record: unchecked)."""
+def _check_files(meta, directory: Path, contents: dict[str, bytes]) -> None:
+    """Refuse weights other than those head.json records (heads written before the record: unchecked);
+    `contents` holds the files already read, checked as read."""
     recorded = meta.get("files", {}) if isinstance(meta, dict) else {}
     if not isinstance(recorded, dict):
         raise HeadError(f"{directory / HEAD_JSON}: 'files' must map file names to sha256, got {recorded!r}")
-    mismatched = mismatched_files(directory, recorded)
+    mismatched = mismatched_files(directory, recorded, contents)
     if mismatched:
         raise HeadError(f"{directory / mismatched[0]}: missing or not the file whose sha256 {HEAD_JSON} records: "
                         "the head was written only in part (a writer stopped between its files?); "
                         "train or copy it again")
 
 
-def _read_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, data: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays `names` of the .npz bytes `data` read from `path` (named in errors)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {}
             for name in names:
                 if name not in npz.files:
