@@ -246,7 +246,7 @@ def test_a_job_file_fetches_a_url_model_only_with_allow_remote_model(tmp_path, h
     assert not (tmp_path / "scored").exists()
 
     bad_flag = CliRunner().invoke(main, ["run", str(write_job(tmp_path, head, url, 'allow_remote_model = "yes"'))])
-    assert bad_flag.exit_code == 2 and "allow_remote_model true or false" in bad_flag.output
+    assert bad_flag.exit_code == 2 and "[job].allow_remote_model must be true or false" in bad_flag.output
     assert requests == []
 
     allowed = CliRunner().invoke(main, ["run", str(write_job(tmp_path, head, url, "allow_remote_model = true")),
