@@ -10,4 +10,5 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 SMS="${SMS:-../shared/data/sms_spam.csv}"
 nice "$PYTHON" -m elmobatch.cli train "$SMS" --label-column v1 --text-column v2 --model default \
+    --head-kind logistic --calibrate platt \
     --split last:0.2 --seed 0 --cache-dir build/cache --out elmobatch/models/default_head
