@@ -146,6 +146,19 @@ def mismatched_files(directory: str | Path, recorded: dict[str, str],
     return [name for name, sha in recorded.items() if Path(name).name != name or not matches(name, sha)]
 
 
+def file_set_problem(directory: str | Path, manifest: str, recorded, contents: Mapping[str, bytes]) -> str | None:
+    """Why the files that `manifest` (head.json, model.json) records as `recorded` ({name: sha256})
+    are not the ones in `directory`, or None when they are (see `write_file_set`)."""
+    directory = Path(directory)
+    if not isinstance(recorded, dict):
+        return f"{directory / manifest}: 'files' must map file names to sha256, got {recorded!r}"
+    mismatched = mismatched_files(directory, recorded, contents)
+    if mismatched:
+        return (f"{directory / mismatched[0]}: missing or not the file whose sha256 {manifest} records: it was "
+                "written only in part (a writer stopped between its files?)")
+    return None
+
+
 def write_csv(frame, path: str | Path, *, append: bool) -> None:
     """Write a pandas DataFrame to the CSV file `path` (with a header), or append its rows.
 

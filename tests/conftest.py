@@ -103,3 +103,22 @@ def head_dir(tmp_path_factory):
                                        "--out", str(out), "--epochs", "2", "--cache-dir", str(out.parent / "cache")])
     assert result.exit_code == 0, result.output
     return out
+
+
+def kill_after_placements(writer, count: int) -> list[str]:
+    """Read a pausing writer's "placed NAME" lines (its stdout) and SIGKILL it once `count` files are
+    in place; fail if it placed fewer. Returns the names placed."""
+    import signal
+
+    placed: list[str] = []
+    try:
+        for line in writer.stdout:
+            placed += [line.split()[1]] if line.startswith("placed") else []
+            if len(placed) == count:
+                writer.send_signal(signal.SIGKILL)
+                break
+    finally:
+        writer.kill()
+        writer.wait()
+    assert len(placed) == count, f"the writer renamed only {placed}"
+    return placed

@@ -7,7 +7,6 @@ import ctypes.util
 import http.server
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from click.testing import CliRunner
 
 from elmobatch.cli import main
 from elmobatch.training.head import Head, HeadError, load_head, save_head
-from tests.conftest import FIXTURE
+from tests.conftest import kill_after_placements, FIXTURE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,17 +75,7 @@ def test_head_killed_between_its_files_loads_old_or_new_whole_or_refuses(tmp_pat
     writer = subprocess.Popen([sys.executable, "-c", PAUSING_WRITER, str(directory), str(tmp_path / "new.npz"),
                                str(tmp_path / "new.json"), str(kill_after)],
                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
-    placed = []
-    try:
-        for line in writer.stdout:
-            placed += [line.split()[1]] if line.startswith("placed") else []
-            if len(placed) == kill_after:
-                writer.send_signal(signal.SIGKILL)
-                break
-    finally:
-        writer.kill()
-        writer.wait()
-    assert len(placed) == kill_after, f"the writer renamed only {placed}"
+    placed = kill_after_placements(writer, kill_after)
 
     try:
         loaded = load_head(directory)

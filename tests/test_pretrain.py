@@ -19,7 +19,7 @@ from elmobatch.cli import main
 from elmobatch.encoding.bilm import BiLMConfig, expected_shapes
 from elmobatch.training.pretrain import corpus_fingerprint, read_corpus
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
-from tests.conftest import SMS, tiny_options
+from tests.conftest import kill_after_placements, SMS, tiny_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,17 +204,7 @@ def test_model_dir_killed_between_its_files_loads_old_or_new_whole_or_refuses(co
             *pretrain_args(corpus, out, options_file, "--max-steps", 4)]
     writer = subprocess.Popen(args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
-    placed = []
-    try:
-        for line in writer.stdout:
-            placed += [line.split()[1]] if line.startswith("placed") else []
-            if len(placed) == kill_after:
-                writer.send_signal(signal.SIGKILL)
-                break
-    finally:
-        writer.kill()
-        writer.wait()
-    assert len(placed) == kill_after, f"the writer renamed only {placed}"
+    kill_after_placements(writer, kill_after)
 
     steps = json.loads((out / "model.json").read_text())["training"]["steps"]
     try:

@@ -23,7 +23,7 @@ from elmobatch._tensorflow import tf
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, WeightFileError, load_bilm
 from elmobatch.encoding.specs import PRECISIONS, ModelError, bundled_model_dir, is_remote
-from elmobatch.files import mismatched_files
+from elmobatch.files import file_set_problem
 from elmobatch.settings import DEFAULT_BATCH_SIZE
 
 class Encoder:
@@ -266,14 +266,9 @@ def check_model_files(directory: Path, metadata: dict, contents: dict[str, bytes
     """Refuse model files other than those model.json records (directories without the record,
     e.g. official ELMo downloads or models pretrained before it, are not checked); `contents`
     holds the files already read, checked as read."""
-    recorded = metadata.get("files", {})
-    if not isinstance(recorded, dict):
-        raise ModelError(f"{directory / 'model.json'}: 'files' must map file names to sha256, got {recorded!r}")
-    mismatched = mismatched_files(directory, recorded, contents)
-    if mismatched:
-        raise ModelError(f"{directory / mismatched[0]}: missing or not the file whose sha256 model.json records: "
-                         "the model was written only in part (a writer stopped between its files?); run "
-                         "`elmobatch pretrain` again to finish it, or copy the model again")
+    problem = file_set_problem(directory, "model.json", metadata.get("files", {}), contents)
+    if problem:
+        raise ModelError(f"{problem}; run `elmobatch pretrain` again to finish the model, or copy it again")
 
 
 def _load_native(directory: Path, tokenizer: str | None, precision: str) -> NativeEncoder:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elmobatch.files import mismatched_files, write_atomically, write_file_set
+from elmobatch.files import file_set_problem, write_atomically, write_file_set
 from elmobatch.training.calibration import apply_calibration, check_calibration
 
 HEAD_JSON = "head.json"
@@ -229,13 +229,9 @@ def _check_files(meta, directory: Path, contents: dict[str, bytes]) -> None:
     """Refuse weights other than those head.json records (heads written before the record: unchecked);
     `contents` holds the files already read, checked as read."""
     recorded = meta.get("files", {}) if isinstance(meta, dict) else {}
-    if not isinstance(recorded, dict):
-        raise HeadError(f"{directory / HEAD_JSON}: 'files' must map file names to sha256, got {recorded!r}")
-    mismatched = mismatched_files(directory, recorded, contents)
-    if mismatched:
-        raise HeadError(f"{directory / mismatched[0]}: missing or not the file whose sha256 {HEAD_JSON} records: "
-                        "the head was written only in part (a writer stopped between its files?); "
-                        "train or copy it again")
+    problem = file_set_problem(directory, HEAD_JSON, recorded, contents)
+    if problem:
+        raise HeadError(f"{problem}; train or copy the head again")
 
 
 def _read_arrays(path: Path, data: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray]:
