@@ -14,7 +14,7 @@ from elmobatch.training.calibration import apply_calibration, fit_platt, fit_tem
 from elmobatch.training.fit import (L2_GRID, FitSettings, TrainingError, build_keras_model, calibrate_head,
                                     fit_head, validation_split)
 from elmobatch.files import file_sha256
-from elmobatch.training.head import Head, HeadError, default_head_dir, load_head, save_head
+from elmobatch.training.head import Head, HeadError, load_head, save_head
 from tests.conftest import FIXTURE
 from tests.test_head import SPAM, TEXTS
 
@@ -114,10 +114,13 @@ def test_three_labels_take_temperature_not_platt(layers, fixture_encoder):
         fit_head(layers, labels, model_meta=meta, settings=FitSettings(calibrate="platt", validation_fraction=0))
 
 
-def test_heads_from_before_kinds_and_calibration_still_load():
-    meta = json.loads((default_head_dir() / "head.json").read_text())
-    assert "head_kind" not in meta and "calibration" not in meta  # the bundled head predates both
-    head = load_head(default_head_dir())
+def test_heads_from_before_kinds_and_calibration_still_load(tmp_path):
+    from tests.test_head_integrity import random_head
+
+    save_head(random_head(0, ["ham", "spam"], 0.5), tmp_path)  # an MLP head whose json names neither
+    meta = json.loads((tmp_path / "head.json").read_text())
+    assert "head_kind" not in meta and "calibration" not in meta
+    head = load_head(tmp_path)
     assert head.kind == "mlp" and head.calibration == {"method": "none"}
     w = head.weights
     x = (w["mean"] + w["std"] * np.random.default_rng(0).standard_normal((5, *w["mean"].shape))).astype(np.float32)
