@@ -305,13 +305,3 @@ def test_job_state_entry_without_sha256_is_one_line_naming_the_file(tmp_path):
         JobState(state).pending((str(tmp_path / "*.csv"),))
     assert str(refused.value) == (f"{state}: unreadable job state (the entry for /in/a.csv has no 'sha256' "
                                   "string); move it away to reprocess every input")
-
-
-@pytest.mark.slow  # trains a head; `elmobatch run` in a subprocess
-def test_locked_run_summary_says_so(tmp_path, head_dir):
-    write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
-    job = write_job(tmp_path, head_dir)
-    with JobLock(tmp_path / "scored" / ".lock"):
-        result = run_cli(job)
-    assert result.returncode == 5
-    assert result.stdout.strip() == "test-job: locked: another run holds the lock; this run did nothing"

@@ -94,6 +94,8 @@ def test_second_run_while_locked_exits_5(tmp_path, head_dir):
         result = run_cli(job)
     assert result.returncode == 5
     assert "another run holds the lock" in result.stderr and f"pid {os.getpid()}" in result.stderr
+    # The summary line says what happened, not "-> None".
+    assert result.stdout.strip() == "test-job: locked: another run holds the lock; this run did nothing"
     assert not list((tmp_path / "scored").glob("date=*"))
 
 
