@@ -2,6 +2,7 @@
 is rebuilt when lost or damaged and never trusted over the segments' checksums, several processes
 write one cache safely, and compaction and pruning keep every vector they do not remove."""
 
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from elmobatch.caching import EmbeddingCache
-from elmobatch.caching.cache import DAY_NS, INDEX_DIR, INDEX_FILE
+from elmobatch.caching.cache import DAY_NS, INDEX_DIR, INDEX_FILE, KeyIndex
 
 FP = "ab" * 32  # a model fingerprint; these tests store synthetic vectors through the public API
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,3 +280,27 @@ def test_a_writer_killed_mid_store_leaves_a_cache_that_serves_every_finished_bat
     assert cache.corrupt == 0
     with sqlite3.connect(index_path(cache)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+
+def open_index_when_told(directory: Path) -> None:
+    while not (directory / "go").exists():
+        pass
+    KeyIndex(directory / "model").names()
+
+
+def test_many_processes_open_a_fresh_index_at_once(tmp_path):
+    # Switching a new SQLite file to WAL does not wait on the busy timeout; before the setup lock,
+    # 6 processes opening one fresh index together failed with "database is locked" in about 1 trial of 8.
+    fork = multiprocessing.get_context("fork")
+    for trial in range(30):
+        trial_dir = tmp_path / str(trial)
+        trial_dir.mkdir()
+        procs = [fork.Process(target=open_index_when_told, args=(trial_dir,)) for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        time.sleep(0.2)
+        (trial_dir / "go").touch()
+        for proc in procs:
+            proc.join(timeout=120)
+        assert [proc.exitcode for proc in procs] == [0] * 6, f"trial {trial}"

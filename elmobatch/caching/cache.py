@@ -51,6 +51,7 @@ FORMAT_DIR = "v1"
 INDEX_DTYPE = np.dtype([("key", "V32"), ("n_tokens", "<i4"), ("crc", "<u4")])
 INDEX_DIR = "index"
 INDEX_FILE = "keys.sqlite"
+SETUP_LOCK = "setup.lock"  # held while a connection switches the index to WAL and creates its tables
 COMPACT_TARGET_BYTES = 256 << 20  # compaction merges segments into files of up to this size
 DAY_NS = 86_400 * 10**9
 
@@ -436,11 +437,15 @@ class KeyIndex:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
+                # Switching a new file to WAL does not wait on SQLite's busy timeout: two processes
+                # opening a fresh index at once would see "database is locked". Take turns here.
+                lock = self.path.parent / SETUP_LOCK
+                with _writing(lock), _flocked(lock):
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # B-tree pages read in place, not copied
                 db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-                db.executescript(SCHEMA)
             except BaseException:
                 db.close()
                 raise
@@ -529,6 +534,13 @@ def _housekeeping_lock(model_dir: Path) -> Iterator[None]:
     """One compaction or prune at a time per model directory (writers and readers need no lock)."""
     path = model_dir / INDEX_DIR / "housekeeping.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _flocked(path):
+        yield
+
+
+@contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) while the block runs."""
     with open(path, "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
