@@ -36,7 +36,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="keys per lookup")
     parser.add_argument("--batches", type=int, default=20, help="lookups timed, for hits and for misses")
     parser.add_argument("--cache-dir", help="where to build the cache (default: a temporary directory, removed)")
+    parser.add_argument("--lookups-only", action="store_true",
+                        help="time lookups in the cache a previous run left in --cache-dir (same --entries): "
+                             "to measure a large cache again on a quieter machine without filling it again")
     args = parser.parse_args()
+    if args.lookups_only and not args.cache_dir:
+        parser.error("--lookups-only needs --cache-dir, the cache a previous run built")
     directory = Path(args.cache_dir or tempfile.mkdtemp(prefix="cache-scale-"))
     try:
         print(json.dumps(run(directory, args)))
@@ -47,6 +52,12 @@ def main() -> None:
 
 def run(directory: Path, args) -> dict:
     rng = np.random.default_rng(0)
+    if args.lookups_only:
+        hits, misses = lookup_batches(rng, args)
+        return {"entries": args.entries, "dim": args.dim, "keys_per_lookup": args.batch, "lookups_only": True,
+                "segments": len(EmbeddingCache(directory).segments(FINGERPRINT)),
+                "bytes_on_disk": disk_bytes(directory), "hit_us_per_key": us_per_key(directory, hits, True),
+                "miss_us_per_key": us_per_key(directory, misses, False)}
     started = time.perf_counter()
     writer = EmbeddingCache(directory)
     for start in range(0, args.entries, args.segment_entries):
@@ -56,10 +67,7 @@ def run(directory: Path, args) -> dict:
     result = {"entries": args.entries, "dim": args.dim, "layers": LAYERS, "segment_entries": args.segment_entries,
               "keys_per_lookup": args.batch, "fill_s": round(time.perf_counter() - started, 1),
               "segments": len(writer.segments(FINGERPRINT)), "bytes_on_disk": disk_bytes(directory)}
-    hit_batches = [keys(rng.choice(args.entries, min(args.batch, args.entries), replace=False))
-                   for _ in range(args.batches)]
-    miss_batches = [keys(range(args.entries + b * args.batch, args.entries + (b + 1) * args.batch))
-                    for b in range(args.batches)]
+    hit_batches, miss_batches = lookup_batches(rng, args)
     result["hit_us_per_key"] = us_per_key(directory, hit_batches, expect_found=True)
     result["miss_us_per_key"] = us_per_key(directory, miss_batches, expect_found=False)
     started = time.perf_counter()
@@ -69,6 +77,14 @@ def run(directory: Path, args) -> dict:
     result["bytes_after_compact"] = disk_bytes(directory)
     result["hit_us_per_key_after_compact"] = us_per_key(directory, hit_batches, expect_found=True)
     return result
+
+
+def lookup_batches(rng, args) -> tuple[list[list[bytes]], list[list[bytes]]]:
+    """Batches of stored keys (random) and of keys never stored."""
+    hits = [keys(rng.choice(args.entries, min(args.batch, args.entries), replace=False)) for _ in range(args.batches)]
+    misses = [keys(range(args.entries + b * args.batch, args.entries + (b + 1) * args.batch))
+              for b in range(args.batches)]
+    return hits, misses
 
 
 def keys(numbers) -> list[bytes]:
