@@ -45,7 +45,7 @@ class _StderrHandler(logging.StreamHandler):
     def __init__(self):
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 
