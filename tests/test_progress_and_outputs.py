@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from elmobatch.cli import main
@@ -57,6 +58,7 @@ def test_score_evaluate_and_train_report_progress_on_stderr_and_quiet_silences_i
     assert both.exit_code == 2 and "--quiet and -v" in both.output
 
 
+@pytest.mark.slow  # pretraining
 def test_pretrain_reports_progress_every_step(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"message number {i} about lunch and prizes" for i in range(40)) + "\n")
@@ -67,6 +69,7 @@ def test_pretrain_reports_progress_every_step(tmp_path):
     assert re.search(r"pretrain: \d+ messages .*100.0%.* messages/s", result.stderr), result.stderr
 
 
+@pytest.mark.slow  # a subprocess importing TensorFlow
 def test_the_library_prints_nothing_when_used_from_a_program(tmp_path, head_dir):
     """A program calling run_job (and scoring a file whose columns collide) gets no output it did
     not ask for: messages go to the `elmobatch` loggers, which have no handler of the library's own."""
