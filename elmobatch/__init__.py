@@ -4,6 +4,7 @@
 importing elmobatch or its reading, caching and scheduling parts does not.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from elmobatch.encoding.specs import ModelError
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 __all__ = ["Encoder", "ModelError", "load_encoder", "__version__"]
 _NEEDS_TENSORFLOW = ("Encoder", "load_encoder")
+
+# Messages go through the `elmobatch` loggers; a program using the library chooses where they go
+# (the command line sends them to stderr). Without a handler of its own, nothing is printed.
+logging.getLogger("elmobatch").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
@@ -34,10 +35,65 @@ def load_encoder(spec: str, **kwargs):
     return load(spec, **kwargs)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+logger = logging.getLogger("elmobatch.cli")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes each message to whatever sys.stderr is when it is logged (click's test runner swaps it)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def configure_logging(level: int) -> None:
+    """The command line's only log handler: messages of the `elmobatch` loggers at `level` and above,
+    as plain lines on stderr. The library itself never adds a handler."""
+    package_logger = logging.getLogger("elmobatch")
+    for handler in [h for h in package_logger.handlers if isinstance(h, _StderrHandler)]:
+        package_logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger.addHandler(handler)
+    package_logger.setLevel(level)
+    package_logger.propagate = False
+
+
+def _log_level(quiet: bool, verbose: bool, log_level: str | None) -> int:
+    if quiet and verbose:
+        raise click.UsageError("--quiet and -v contradict each other: give one")
+    if log_level:
+        return getattr(logging, log_level.upper())
+    return logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+
+
+def progress(label: str, unit: str = "rows"):
+    """A Progress for a long command (a bar on a terminal, a line every few seconds otherwise), or
+    None when --quiet (or --log-level above info) asks for no progress."""
+    from elmobatch.embedding.progress import Progress
+
+    return Progress(label=label, unit=unit) if logging.getLogger("elmobatch.progress").isEnabledFor(logging.INFO) \
+        else None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})  # subcommands inherit -h
 @click.version_option(package_name="elmobatch")
-def main():
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr: no progress, no notes.")
+@click.option("-v", "--verbose", is_flag=True, help="Also debug messages on stderr.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Least important messages shown on stderr (default: info; overrides -q and -v).")
+def main(quiet, verbose, log_level):
     """Embed and score message files with ELMo.
+
+    Progress, notes and warnings go to stderr (Python logging, logger `elmobatch`); results to stdout.
 
     \b
     Examples:
@@ -45,7 +101,9 @@ def main():
       elmobatch embed messages.csv --out v/  # a Parquet embeddings dataset
       elmobatch run jobs/sms-nightly.toml    # a scheduled job
       elmobatch COMMAND -h                   # one command's options
+      elmobatch -q run jobs/sms-nightly.toml # no progress or notes, only warnings and errors
     """
+    configure_logging(_log_level(quiet, verbose, log_level))
 
 
 @main.command()
@@ -252,7 +310,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
       elmobatch embed big.csv --out vectors/ --engine spark --master local[4]
     """
     from elmobatch.caching import EmbeddingCache
-    from elmobatch.embedding import EmbedOptions, OutputError, Progress, embed_files, summary_line
+    from elmobatch.embedding import EmbedOptions, OutputError, embed_files, summary_line
     from elmobatch.embedding.job import OutputLocked, duplicate_ids_warning
     from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s
     from elmobatch.reading import ReadError
@@ -279,7 +337,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
                 raise click.ClickException(str(exc)) from exc
         else:
             manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
-                                   batch_size=batch_size, progress=Progress(sys.stderr))
+                                   batch_size=batch_size, progress=progress("embed"))
     except OutputLocked as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
@@ -287,7 +345,7 @@ def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size,
         raise click.ClickException(str(exc)) from exc
     warning = duplicate_ids_warning(manifest)
     if warning:
-        click.echo(warning, err=True)
+        logger.warning(warning)
     click.echo(summary_line(manifest, out))
 
 
@@ -355,7 +413,7 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
         encoder = load_encoder(model, precision=precision)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
                           model_spec=model_record(model), split=split, text_column=text_column,
-                          positive=positive_label, log=click.echo, max_tokens=max_tokens,
+                          positive=positive_label, max_tokens=max_tokens, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2))
     except (TrainingError, *_head_errors()) as exc:
@@ -401,27 +459,33 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
       elmobatch evaluate test.csv --label-column v1
       elmobatch evaluate labelled.csv --label-column v1 --head my_head/ --split last:0.2 --out report/
     """
+    from datetime import UTC, datetime
     from pathlib import Path
 
     from elmobatch.scoring.metrics import format_table
     from elmobatch.scoring.report import write_report
-    from elmobatch.scoring.score import evaluate_file, load_head_and_model
+    from elmobatch.scoring.score import evaluate_file, load_head_and_model, misclassified_rows
     from elmobatch.embedding import file_sha256
 
     try:
         head, encoder = load_head_and_model(head_dir, model, precision)
-        metrics, y_true, proba = evaluate_file(input, label_column=label_column, head=head, encoder=encoder,
-                                               cache=_cache(cache_dir), text_column=text_column,
-                                               rows=split_spec, threshold=threshold, max_tokens=max_tokens)
+        metrics, y_true, proba, rows = evaluate_file(
+            input, label_column=label_column, head=head, encoder=encoder, cache=_cache(cache_dir),
+            text_column=text_column, rows=split_spec, threshold=threshold, max_tokens=max_tokens,
+            progress=progress("evaluate"))
     except _head_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     trained_on = head.meta.get("data", {}).get("file_sha256")
     if split_spec is None and trained_on and trained_on == file_sha256(input):
-        click.echo(f"note: {input} is the file this head was trained on; its training rows are included "
-                   f"(evaluate only the held-out rows with --split {head.meta['data']['split']})", err=True)
+        logger.warning(f"note: {input} is the file this head was trained on; its training rows are included "
+                       f"(evaluate only the held-out rows with --split {head.meta['data']['split']})")
     out = Path(out) if out else Path.cwd() / f"{Path(input).stem}.report"
+    about = {"head": head_dir or "default (bundled)", "head fingerprint": head.fingerprint,
+             "model": encoder.path, "model fingerprint": encoder.fingerprint,
+             "date": datetime.now(UTC).isoformat(timespec="seconds")}
     report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
-                          float(head.weights["gamma"]), metrics["threshold"], title=f"elmobatch evaluate {input}")
+                          float(head.weights["gamma"]), metrics["threshold"], title=f"elmobatch evaluate {input}",
+                          about=about, misclassified=misclassified_rows(head, y_true, proba, rows, threshold))
     click.echo(format_table(metrics))
     click.echo(f"report: {report} (metrics.json and PNGs beside it)")
 
@@ -435,12 +499,16 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
               "(default: <input stem>.scored.csv in the current directory).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
 @click.option("--text-column", help="Column holding the message (default: detected).")
+@click.option("--provenance/--no-provenance", default=True, show_default=True,
+              help="Add source_file and row_number (as rejects number rows) to every scored row.")
 @delimiter_option
 @max_tokens_option
 @_cache_option
 @precision_option
-def score(inputs, head_dir, model, out, threshold, text_column, delimiter, max_tokens, cache_dir, precision):
-    """Label every row of INPUTS: original columns + label + score; rejected rows to a rejects file.
+def score(inputs, head_dir, model, out, threshold, text_column, provenance, delimiter, max_tokens, cache_dir,
+          precision):
+    """Label every row of INPUTS: original columns + label + score + source_file + row_number;
+    rejected rows to a rejects file. Parquet outputs record the head and model in their metadata.
 
     \b
     Examples:
@@ -457,7 +525,8 @@ def score(inputs, head_dir, model, out, threshold, text_column, delimiter, max_t
         cache = _cache(cache_dir)
         for path, target in zip(inputs, outputs, strict=True):
             summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
-                                 threshold=threshold, max_tokens=max_tokens, delimiter=delimiter)
+                                 threshold=threshold, max_tokens=max_tokens, delimiter=delimiter,
+                                 provenance=provenance, progress=progress(f"score {os.path.basename(path)}"))
             click.echo(summary.line())
     except OutputLocked as exc:
         click.echo(f"Error: {exc}", err=True)
@@ -495,7 +564,7 @@ def run(job_file, day, exit_codes):
     except JobSpecError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_BAD_JOB)
-    report = run_job(spec, today=day.date() if day else None, log=lambda line: click.echo(line, err=True))
+    report = run_job(spec, today=day.date() if day else None)
     if report.error:
         click.echo(f"Error: {report.error}", err=True)
     click.echo(report.line())
@@ -557,7 +626,7 @@ def pretrain(corpus, out, options_path, **kwargs):
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"{options_path}: not readable JSON options ({exc})") from exc
     try:
-        run_pretrain(list(corpus), out, options=options, log=lambda line: click.echo(line, err=True), **kwargs)
+        run_pretrain(list(corpus), out, options=options, progress=progress("pretrain", "messages"), **kwargs)
     except PretrainError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -73,7 +73,7 @@ def check_round_trip(scored: Path, rejects: Path, texts, ids, bad_raw):
     rows, frame = read_back(scored)
     assert [r[:2] for r in rows] == [[t, i] for t, i in zip(texts, ids, strict=True)]
     assert frame["text"].tolist() == texts and frame["id"].tolist() == ids
-    assert list(frame.columns) == ["text", "id", "label", "score"]
+    assert list(frame.columns) == ["text", "id", "source_file", "row_number", "label", "score"]
     assert set(frame["label"]) <= {"ham", "spam"} and frame["score"].astype(float).between(0, 1).all()
     rows, frame = read_back(rejects)
     assert [r[2:] for r in rows] == [["column_count", "4 field(s); the header has 2 columns", bad_raw]]

@@ -60,7 +60,8 @@ def test_new_files_only_changed_files_again_and_exit_codes(tmp_path, head_dir):
     assert sorted(Path(f["input"]).name for f in report["files"]) == ["day1.csv", "day2.csv"]
     assert report["rows_read"] == 312 and report["rows_scored"] == 311 and report["rows_rejected"] == 1
     scored = pd.read_parquet(next((output / "date=2026-01-02").glob("day2-*.parquet")))
-    assert list(scored.columns) == ["v1", "v2", "label", "score"] and len(scored) == 1
+    assert list(scored.columns) == ["v1", "v2", "source_file", "row_number", "label", "score"] and len(scored) == 1
+    assert scored["source_file"].tolist() == ["day2.csv"] and scored["row_number"].tolist() == [0]
     rejects = pd.read_parquet(next((output / "date=2026-01-02" / "_rejects").glob("day2-*.parquet")))
     assert rejects["reason"].tolist() == ["nul_byte"]
 

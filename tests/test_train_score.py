@@ -115,9 +115,10 @@ def test_evaluate_equals_recomputation_from_scored_file(sms_head, sms_test_file,
     head_metrics = json.loads((out / "head.json").read_text())["metrics"]
     assert metrics["accuracy"] == pytest.approx(head_metrics["accuracy"]) and f"{metrics['f1']:.4f}" in result.output
     report = tmp_path / "report"
-    for picture in ("roc_curve.png", "score_histogram.png", "confusion_matrix.png", "layer_weights.png"):
+    for picture in ("roc_curve.png", "precision_recall.png", "score_histogram.png", "confusion_matrix.png",
+                    "layer_weights.png"):
         assert (report / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (report / "report.html").read_text().count("data:image/png;base64,") == 4
+    assert (report / "report.html").read_text().count("data:image/png;base64,") == 5
 
 
 def test_evaluate_split_rows_equal_head_json(sms_head, cache, tmp_path):
@@ -220,7 +221,8 @@ def test_score_without_head_uses_the_bundled_head_and_model(tmp_path, monkeypatc
     path.write_text("v2\nWINNER!! Claim your free prize now, call 09061701461\nsee you at lunch?\n")
     run("score", path, "--out", tmp_path / "few.scored.csv", "--cache-dir", tmp_path / "cache")
     scored = pd.read_csv(tmp_path / "few.scored.csv")
-    assert list(scored.columns) == ["v2", "label", "score"] and set(scored["label"]) <= {"ham", "spam"}
+    assert list(scored.columns) == ["v2", "source_file", "row_number", "label", "score"]
+    assert set(scored["label"]) <= {"ham", "spam"}
 
     import elmobatch.scoring.score as score_module
 

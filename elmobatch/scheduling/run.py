@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import shutil
 import time
@@ -43,6 +44,8 @@ EXIT_LOCKED = 5
 # Kubernetes CronJobs) that read any other status as a failure. Failures, a bad job and the lock
 # keep their codes either way.
 SUCCESSFUL_OUTCOMES = (EXIT_OK, EXIT_OK_WITH_REJECTS, EXIT_NOTHING_TO_DO)
+
+logger = logging.getLogger(__name__)
 
 
 def exit_status(code: int, style: str) -> int:
@@ -140,10 +143,11 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         _remove_earlier_copies(spec.output, name, partition)
         summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
                              text_column=spec.text_column, threshold=spec.threshold,
-                             rejects_to=partition / "_rejects" / name, **read_options)
+                             rejects_to=partition / "_rejects" / name, provenance=spec.provenance, **read_options)
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
-                 "rows_rejected": summary.rows_rejected, "labels": summary.label_counts}
+                 "rows_rejected": summary.rows_rejected, "labels": summary.label_counts,
+                 "renamed_columns": summary.renamed_columns}
         report.files.append(entry)
         report.rows_read += summary.rows_read
         report.rows_scored += summary.rows_scored
@@ -152,8 +156,10 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         log(summary.line())
 
 
-def run_job(spec: JobSpec, *, today: dt.date | None = None, log=print) -> RunReport:
-    """Run `spec` once; the report says what happened and its `exit_code` what to exit with."""
+def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunReport:
+    """Run `spec` once; the report says what happened and its `exit_code` what to exit with.
+    Messages go to `log` (default: this module's logger, INFO)."""
+    log = log or logger.info
     today = today or dt.date.today()
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",

@@ -54,6 +54,7 @@ OPTIONAL = {
     "spark_master": "local[2]",
     "allow_remote_model": False,  # must be true for a `model` URL (TF Hub handle) to be fetched
     "exit_codes": "detailed",  # or zero-on-success: exit 0 also for rejects (3) and nothing to do (4)
+    "provenance": True,       # scored rows carry source_file and row_number
 }
 REQUIRED = ("name", "inputs", "output")
 
@@ -118,6 +119,7 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "spark_master": (_is_text, 'a Spark master URL (a string), e.g. "local[2]"'),
     "allow_remote_model": (lambda value: isinstance(value, bool), "true or false"),
     "exit_codes": _one_of(EXIT_CODE_STYLES),
+    "provenance": (lambda value: isinstance(value, bool), "true or false"),
     "cache_prune_days": (lambda value: not isinstance(value, bool) and isinstance(value, int | float) and value >= 0,
                          "a number of days >= 0"),
     "cache_max_size": (_is_size, 'a size such as "500M" or "10G" (bytes if no unit)'),

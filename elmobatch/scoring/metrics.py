@@ -50,6 +50,27 @@ def roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.n
     return fpr, tpr
 
 
+def precision_recall_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-> (recalls, precisions), one point per distinct score from the highest down, starting at
+    recall 0 with the precision of the first point."""
+    positive = np.asarray(positive, bool)
+    order = np.argsort(-np.asarray(score, np.float64), kind="mergesort")
+    s, p = np.asarray(score)[order], positive[order]
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
+    tp, predicted = np.cumsum(p)[last], last + 1
+    precision = tp / predicted
+    recall = tp / max(positive.sum(), 1)
+    return np.r_[0.0, recall], np.r_[precision[:1], precision]
+
+
+def average_precision(positive: np.ndarray, score: np.ndarray) -> float | None:
+    """Area under the precision-recall steps (sum of precision x recall gained); None without positives."""
+    if not np.asarray(positive, bool).any():
+        return None
+    recall, precision = precision_recall_curve(positive, score)
+    return float(np.sum(np.diff(recall) * precision[1:]))
+
+
 def _ratio(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 

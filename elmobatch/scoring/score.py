@@ -3,7 +3,11 @@
     summary = score_file("day.csv", "day.scored.csv", head=head, encoder=enc, cache=cache)
 
 Every good row is written with its original columns plus `label` (predicted label name) and
-`score` (P(positive label); for more than two labels, the probability of the predicted one), in
+`score` (P(positive label); for more than two labels, the probability of the predicted one), the
+last two columns, after `source_file` and `row_number` (where the row came from, numbered as
+rejects number it; left out with provenance=False); an input column named like one of these is kept as
+`input_<name>`, with a warning. Parquet outputs carry the head's and model's fingerprints in their
+schema metadata (key b"elmobatch"). Rows are written in
 file order, chunk by chunk, to a temporary file in `_tmp/` beside the output (named `.tmp-*.tmp`,
 so no reader's glob matches it), renamed at the end; what a killed run left there is swept when
 the same output is scored again. One scorer per output at a time: it holds `_tmp/<name>.lock`, and
@@ -14,6 +18,9 @@ a second one raises OutputLocked (exit 5). Rows the reader rejects go to a rejec
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +43,10 @@ from elmobatch.training.split import parse_split
 
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 ADDED_COLUMNS = ("label", "score")
+PROVENANCE_COLUMNS = ("source_file", "row_number")
+METADATA_KEY = b"elmobatch"  # a scored Parquet file's schema metadata: version, date, head and model
+
+logger = logging.getLogger(__name__)
 
 
 class ScoreError(ValueError):
@@ -87,11 +98,14 @@ class ScoreSummary:
     rows_scored: int = 0
     rows_rejected: int = 0
     label_counts: dict = field(default_factory=dict)
+    renamed_columns: dict = field(default_factory=dict)  # input column -> its name in the output
 
     def line(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.label_counts.items()))
+        renamed = "".join(f"; input column {a!r} written as {b!r}" for a, b in self.renamed_columns.items())
         return (f"{self.input}: rows_read {self.rows_read} = scored {self.rows_scored} + rejected "
-                f"{self.rows_rejected} -> {self.output} ({counts or 'no rows'}); rejects -> {self.rejects}")
+                f"{self.rows_rejected} -> {self.output} ({counts or 'no rows'}); rejects -> {self.rejects}"
+                + renamed)
 
 
 class _TableWriter:
@@ -99,8 +113,9 @@ class _TableWriter:
     on the same file system); `close` renames it into place. A failed write (e.g. disk full) raises
     WriteError naming the file."""
 
-    def __init__(self, path: Path, columns: list[str], tmp_dir: Path):
+    def __init__(self, path: Path, columns: list[str], tmp_dir: Path, metadata: dict[bytes, bytes] | None = None):
         self.path, self.columns, self.format = path, columns, output_format(path)
+        self.metadata = metadata or {}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir(parents=True, exist_ok=True)  # even if another writer's cleanup removed it
         self.tmp = temporary_path(path, tmp_dir)
@@ -122,7 +137,7 @@ class _TableWriter:
         if self.parquet is None:
             # A column empty in the first chunk has no type yet: store it as text.
             schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                                for f in table.schema], metadata=table.schema.metadata)
+                                for f in table.schema], metadata={**(table.schema.metadata or {}), **self.metadata})
             self.parquet = pq.ParquetWriter(self.tmp, schema)
         try:
             table = table.cast(self.parquet.schema)
@@ -150,13 +165,40 @@ class _TableWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score: np.ndarray) -> pd.DataFrame:
-    """Original columns (row_number dropped) + label + score. An input column already named
-    `label` or `score` is kept as `input_label` / `input_score`."""
-    out = rows.drop(columns=["row_number"]).rename(columns={c: f"input_{c}" for c in ADDED_COLUMNS})
+def output_columns(input_columns: list[str], provenance: bool = True) -> tuple[list[str], dict[str, str]]:
+    """-> (the scored file's columns, renamed input columns {name: new name}): the input's columns,
+    then (with provenance) source_file, row_number, and last label and score. An input column named
+    like one of those is kept as input_<name>."""
+    added = (*PROVENANCE_COLUMNS, *ADDED_COLUMNS) if provenance else ADDED_COLUMNS
+    renames = {c: f"input_{c}" for c in input_columns if c in added}
+    return [renames.get(c, c) for c in input_columns] + list(added), renames
+
+
+def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score: np.ndarray, *,
+                 source_file: str | None = None) -> pd.DataFrame:
+    """The input's columns (the reader's row_number dropped), given a `source_file` name then
+    source_file + row_number (the row's number in the file, as rejects give it), then label + score.
+    Input columns named like these are kept as input_<name> (see output_columns)."""
+    _, renames = output_columns([c for c in rows.columns if c != "row_number"], source_file is not None)
+    out = rows.drop(columns=["row_number"]).rename(columns=renames)
+    if source_file is not None:
+        out["source_file"] = source_file
+        out["row_number"] = rows["row_number"].to_numpy(np.int64)
     out["label"] = np.asarray(labels, dtype=object)[index]
     out["score"] = score.astype(np.float64)
     return out
+
+
+def scored_metadata(head: Head, encoder, *, renamed: dict[str, str], provenance: bool) -> dict[bytes, bytes]:
+    """What a scored Parquet file records about how it was made, under METADATA_KEY (JSON)."""
+    from elmobatch import __version__
+
+    record = {"elmobatch_version": __version__, "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "head": {"fingerprint": head.fingerprint, "kind": head.kind, "labels": head.labels},
+              "model": {"fingerprint": encoder.fingerprint, "path": str(getattr(encoder, "path", ""))},
+              "provenance_columns": list(PROVENANCE_COLUMNS) if provenance else [],
+              "renamed_columns": renamed}
+    return {METADATA_KEY: json.dumps(record).encode()}
 
 
 def load_head_and_model(head_dir=None, model: str | None = None, precision: str = "float32"):
@@ -194,9 +236,11 @@ def check_threshold(head: Head, threshold: float | None) -> None:
 
 
 def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str | None = None,
-               threshold: float | None = None, rejects_to: Path | None = None, **read_options) -> ScoreSummary:
+               threshold: float | None = None, rejects_to: Path | None = None, provenance: bool = True,
+               progress=None, **read_options) -> ScoreSummary:
     """Score every good row of `path` into `out` (CSV or Parquet by extension); rejects beside it,
-    or at `rejects_to`."""
+    or at `rejects_to`. provenance: add source_file and row_number; progress: a Progress, updated
+    after each chunk."""
     check_threshold(head, threshold)
     out = Path(out)
     rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
@@ -208,7 +252,8 @@ def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str 
                                                  (rejects_out.parent, rejects_out.name)}
                      for tmp in sweep_temporaries(directory, name)]
             _write_scores(path, out, rejects_out, summary, tmp_dir, head=head, encoder=encoder, cache=cache,
-                          text_column=text_column, threshold=threshold, **read_options)
+                          text_column=text_column, threshold=threshold, provenance=provenance, progress=progress,
+                          **read_options)
         if swept:  # a killed scorer's _tmp/: removing it (when empty) falls to us
             remove_if_empty(tmp_dir)
     return summary
@@ -227,20 +272,23 @@ def _output_lock(out: Path, tmp_dir: Path) -> Iterator[None]:
 
 
 def _write_scores(path, out: Path, rejects_out: Path, summary: ScoreSummary, tmp_dir: Path, *, head: Head,
-                  encoder, cache, text_column, threshold, **read_options) -> None:
+                  encoder, cache, text_column, threshold, provenance: bool, progress, **read_options) -> None:
     """Score `path` chunk by chunk into temporaries in `tmp_dir`, then rename both into place."""
-    chunks = file_vectors(path, encoder, cache, text_column=text_column, **read_options)
+    chunks = file_vectors(path, encoder, cache, text_column=text_column, progress=progress, **read_options)
+    source_file = Path(path).name if provenance else None  # the name rejects give in their source_file
     writer: _TableWriter | None = None
     rejects: _TableWriter | None = None
     try:
         for chunk, layers in chunks:
             if writer is None or rejects is None:  # the first chunk: both open together
-                columns = [c if c not in ADDED_COLUMNS else f"input_{c}" for c in chunk.rows.columns
-                           if c != "row_number"] + list(ADDED_COLUMNS)
-                writer = _TableWriter(out, columns, tmp_dir)
+                columns, summary.renamed_columns = output_columns(
+                    [c for c in chunk.rows.columns if c != "row_number"], provenance)
+                _warn_renamed(path, summary.renamed_columns)
+                metadata = scored_metadata(head, encoder, renamed=summary.renamed_columns, provenance=provenance)
+                writer = _TableWriter(out, columns, tmp_dir, metadata)
                 rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
             index, score = head.predict(layers, threshold)
-            frame = scored_frame(chunk.rows, head.labels, index, score)
+            frame = scored_frame(chunk.rows, head.labels, index, score, source_file=source_file)
             writer.write(frame)
             if len(chunk.rejects):
                 rejects.write(chunk.rejects[REJECT_COLUMNS])
@@ -250,7 +298,8 @@ def _write_scores(path, out: Path, rejects_out: Path, summary: ScoreSummary, tmp
             for name, count in frame["label"].value_counts().items():
                 summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
         if writer is None or rejects is None:  # a file with no records at all
-            writer = _TableWriter(out, list(ADDED_COLUMNS), tmp_dir)
+            writer = _TableWriter(out, output_columns([], provenance)[0], tmp_dir,
+                                  scored_metadata(head, encoder, renamed={}, provenance=provenance))
             rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
         writer.close()
         rejects.close()
@@ -259,6 +308,13 @@ def _write_scores(path, out: Path, rejects_out: Path, summary: ScoreSummary, tmp
             if w is not None:
                 w.discard()
         raise
+
+
+def _warn_renamed(path, renamed: dict[str, str]) -> None:
+    if renamed:
+        logger.warning(f"warning: {path}: input column(s) {', '.join(map(repr, renamed))} written as "
+                       f"{', '.join(map(repr, renamed.values()))}: elmobatch writes its own "
+                       f"{', '.join(map(repr, renamed))}")
 
 
 def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float | None = None, *,
@@ -281,14 +337,16 @@ def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float 
 
 
 def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, text_column: str | None = None,
-                  rows: str | None = None, threshold: float | None = None, max_tokens: int = DEFAULT_MAX_TOKENS):
+                  rows: str | None = None, threshold: float | None = None, max_tokens: int = DEFAULT_MAX_TOKENS,
+                  progress=None):
     """Metrics of `head` on the labelled rows of `path` (all, or the held-out part of a split).
 
-    -> (metrics dict, y_true (n,), proba (n, k)). Labels the head does not know raise LabelError.
+    -> (metrics dict, y_true (n,), proba (n, k), evaluated rows: DataFrame of row_number and text,
+    (n,) in the order of y_true). Labels the head does not know raise LabelError.
     """
     check_threshold(head, threshold)
     data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column,
-                            max_tokens=max_tokens)
+                            max_tokens=max_tokens, progress=progress)
     keep = np.arange(len(data.labels))
     if rows is not None:
         keep = parse_split(rows).indices(len(data.labels))[1]
@@ -297,8 +355,26 @@ def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, text_c
     metrics.update(input=str(path), rows_read=data.rows_read, rows_rejected=int(len(data.rejects)),
                    rows_evaluated=f"held-out rows of split {rows}" if rows else "all labelled rows",
                    threshold=threshold if threshold is not None else head.threshold)
-    return metrics, y_true, proba
+    evaluated = pd.DataFrame({"row_number": data.rows["row_number"].to_numpy()[keep],
+                              "text": [data.texts[i] for i in keep]})
+    return metrics, y_true, proba, evaluated
 
 
-__all__ = ["HeadError", "OutputLocked", "ScoreError", "ScoreSummary", "evaluate_file", "load_head_and_model",
-           "output_paths", "score_file"]
+def misclassified_rows(head: Head, y_true: np.ndarray, proba: np.ndarray, rows: pd.DataFrame,
+                       threshold: float | None = None) -> pd.DataFrame:
+    """The rows `head` labels wrongly: row_number, text, true, predicted, score (as `score` writes
+    it), the most confident mistakes (highest probability of the predicted label) first.
+    rows: evaluate_file's, (n,)."""
+    y_true = np.asarray(y_true, np.int64)
+    y_pred, score = head.decide(proba, threshold)
+    wrong = np.flatnonzero(y_pred != y_true)
+    labels = np.asarray(head.labels, dtype=object)
+    confidence = proba[wrong, y_pred[wrong]]
+    order = wrong[np.argsort(-confidence, kind="mergesort")]
+    return pd.DataFrame({"row_number": rows["row_number"].to_numpy()[order], "text": rows["text"].to_numpy()[order],
+                         "true": labels[y_true[order]], "predicted": labels[y_pred[order]],
+                         "score": np.asarray(score, np.float64)[order]})
+
+
+__all__ = ["METADATA_KEY", "HeadError", "OutputLocked", "ScoreError", "ScoreSummary", "evaluate_file",
+           "load_head_and_model", "misclassified_rows", "output_paths", "score_file"]

@@ -28,14 +28,26 @@ class LabelError(ValueError):
     """A label column that is absent, or labels a head does not know."""
 
 
-def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None,
+def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None, progress=None,
                  **read_options) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages (tokens
-    are counted with the encoder's tokenizer)."""
+    are counted with the encoder's tokenizer). `progress` (a Progress) is updated after each chunk
+    and closed at the end."""
     reader = read_messages(path, text_column=text_column, tokenizer=encoder.tokenizer, **read_options)
+    rows_read = 0
     for chunk in reader:
         layers, _ = cache.embed(encoder, chunk.texts)
+        rows_read += chunk.rows_read
+        report_progress(progress, reader, chunk, rows_read)
         yield chunk, np.asarray(layers, np.float32)
+    if progress:
+        progress.close()
+
+
+def report_progress(progress, reader, chunk: Chunk, rows_read: int) -> None:
+    """Rows read so far, and how far through the file (by bytes) this chunk ends."""
+    if progress:
+        progress.update(rows_read, chunk.position / max(reader.size, 1))
 
 
 @dataclass
@@ -52,8 +64,9 @@ class LabelledData:
 
 
 def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str, text_column: str | None = None,
-                     max_tokens: int = DEFAULT_MAX_TOKENS) -> LabelledData:
-    """Read all of `path` with its labels. Raises LabelError if `label_column` is not a column."""
+                     max_tokens: int = DEFAULT_MAX_TOKENS, progress=None) -> LabelledData:
+    """Read all of `path` with its labels. Raises LabelError if `label_column` is not a column.
+    `progress` (a Progress) is updated after each chunk and closed at the end."""
     reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=encoder.tokenizer)
     columns = reader.decisions.columns
     if label_column not in columns:
@@ -73,6 +86,9 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
         labels.extend(values[keep].astype(str).str.strip().tolist())
         texts.extend(kept_texts)
         rows.append(chunk.rows[keep])
+        report_progress(progress, reader, chunk, rows_read)
+    if progress:
+        progress.close()
     dim_shape = (0, encoder.n_layers + 1, encoder.dim)
     return LabelledData(
         x=np.concatenate(xs) if xs else np.zeros(dim_shape, np.float32), labels=labels, texts=texts,

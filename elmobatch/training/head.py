@@ -20,6 +20,7 @@ Loading a head never executes code from its files.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -77,6 +78,7 @@ class Head:
 
     weights: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)
+    fingerprint: str = ""  # sha256 of head.json + head.npz as loaded ("" for a head not read from files)
 
     # ---- facts from meta ----
     @property
@@ -208,7 +210,8 @@ def load_head(directory: str | Path) -> Head:
             raise HeadError(f"{directory}: not a head directory ({path.name} is missing; "
                             f"expected {HEAD_JSON} + {HEAD_WEIGHTS} written by `elmobatch train`)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta_bytes = meta_path.read_bytes()
+        meta = json.loads(meta_bytes.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HeadError(f"{meta_path}: not readable JSON ({exc})") from exc
     kind = meta.get("head_kind", "mlp") if isinstance(meta, dict) else None
@@ -220,9 +223,17 @@ def load_head(directory: str | Path) -> Head:
         raise HeadError(f"{weights_path}: not readable ({exc})") from exc
     _check_files(meta, directory, {HEAD_WEIGHTS: data})
     weights = _read_arrays(weights_path, data, weight_names(kind))
-    head = Head(weights=weights, meta=meta)
+    head = Head(weights=weights, meta=meta, fingerprint=head_fingerprint(meta_bytes, data))
     _validate(head, directory)
     return head
+
+
+def head_fingerprint(meta_bytes: bytes, weights_bytes: bytes) -> str:
+    """sha256 over head.json and head.npz: changes iff the head's labels, settings or weights do."""
+    digest = hashlib.sha256()
+    for part in (meta_bytes, weights_bytes):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
 
 def _check_files(meta, directory: Path, contents: dict[str, bytes]) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +41,8 @@ from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError, read_options, read_weights
 from elmobatch.files import file_sha256, write_atomically, write_file_set
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
+
+logger = logging.getLogger(__name__)
 
 # The bundled default model's architecture: output width 1024 like the official model; filters
 # total 512 = projection_dim, so no CNN projection; about 9.5M parameters (38 MB of float32).
@@ -363,6 +366,29 @@ def _write_model(out: Path, bilm: BiLM, metadata: dict) -> None:
     write_file_set(out, bilm.file_writers(), write_model_json)
 
 
+def _steps_in_all(lengths: np.ndarray, batch_size: int, seed: int, epochs: int, max_steps: int | None) -> int:
+    """Steps a full run takes: every epoch's batches, or max_steps if fewer."""
+    per_epoch = len(epoch_batches(lengths, batch_size, seed, 0))
+    return min(epochs * per_epoch, max_steps) if max_steps is not None else epochs * per_epoch
+
+
+class _StepProgress:
+    """Feeds a Progress from training steps: messages trained on in this run, and the fraction of
+    this run's steps done (a resumed run counts from where it resumed, so its ETA is its own)."""
+
+    def __init__(self, progress, first_step: int, last_step: int):
+        self.progress, self.first, self.last, self.messages = progress, first_step, last_step, 0
+
+    def update(self, step: int, messages: int) -> None:
+        self.messages += messages
+        if self.progress:
+            self.progress.update(self.messages, (step - self.first) / max(self.last - self.first, 1))
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.close()
+
+
 def pretrain(
     corpus: list[str | Path],
     out: str | Path,
@@ -387,15 +413,19 @@ def pretrain(
     rows: str | None = None,
     max_tokens: int = tok.DEFAULT_MAX_TOKENS,
     init_from: str | Path | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
+    progress=None,
 ) -> dict:
     """Train (or resume training) the biLM on `corpus` files; write the model to `out`.
 
     Stops after `epochs` epochs in all, or `max_steps` steps in all, or `max_minutes` of this
     run, whichever comes first; returns the model.json it wrote. `init_from`: a model directory
     whose biLM weights the training starts from (its architecture, unless `options` is given and
-    equal), as ELMo's biLM is fine-tuned on a new domain; the softmax starts afresh.
+    equal), as ELMo's biLM is fine-tuned on a new domain; the softmax starts afresh. Messages go
+    to `log` (default: this module's logger, INFO); `progress` (a Progress) is updated every step
+    with the messages trained on in this run.
     """
+    log = log or logger.info
     started = time.monotonic()
     out = Path(out)
     start = _starting_model(init_from, options)
@@ -443,14 +473,14 @@ def pretrain(
     tf.random.set_seed(seed)
     lm = LanguageModels(BiLM(config, start.weights if start else None, seed=seed), len(vocab), seed)
     trainer = Trainer(lm, learning_rate, dropout, softmax_samples=softmax_samples)
-    progress = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch_in_epoch")}
+    counters = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch_in_epoch")}
     seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
-    checkpoint = tf.train.Checkpoint(model=lm, optimizer=trainer.optimizer, seconds=seconds, **progress)
+    checkpoint = tf.train.Checkpoint(model=lm, optimizer=trainer.optimizer, seconds=seconds, **counters)
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=1)
     if resuming:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        log(f"resumed from {manager.latest_checkpoint}: step {int(progress['step'])}, "
-            f"epoch {int(progress['epoch'])}, batch {int(progress['batch_in_epoch'])}")
+        log(f"resumed from {manager.latest_checkpoint}: step {int(counters['step'])}, "
+            f"epoch {int(counters['epoch'])}, batch {int(counters['batch_in_epoch'])}")
     else:
         state["initial_heldout_perplexity"] = heldout_perplexity(trainer, held_out, vocab)
         write_atomically(out / "pretrain.json", lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
@@ -465,16 +495,17 @@ def pretrain(
         now = time.monotonic()
         seconds.assign_add(now - last_save)
         last_save = now
-        manager.save(checkpoint_number=int(progress["step"]))
+        manager.save(checkpoint_number=int(counters["step"]))
 
     lengths = np.array([len(s) for s in train])
     max_chars = config.max_characters_per_token
+    steps = _StepProgress(progress, int(counters["step"]), _steps_in_all(lengths, batch_size, seed, epochs, max_steps))
     window, window_n, stopped_by = np.zeros(2), 0, None
-    while int(progress["epoch"]) < epochs and stopped_by is None:
-        epoch = int(progress["epoch"])
+    while int(counters["epoch"]) < epochs and stopped_by is None:
+        epoch = int(counters["epoch"])
         batches = epoch_batches(lengths, batch_size, seed, epoch)
-        for k in range(int(progress["batch_in_epoch"]), len(batches)):
-            if max_steps is not None and int(progress["step"]) >= max_steps:
+        for k in range(int(counters["batch_in_epoch"]), len(batches)):
+            if max_steps is not None and int(counters["step"]) >= max_steps:
                 stopped_by = f"--max-steps {max_steps}"
             elif max_minutes is not None and time.monotonic() - started >= 60 * max_minutes:
                 stopped_by = f"--max-minutes {max_minutes}"
@@ -484,9 +515,10 @@ def pretrain(
             nll, n = trainer.train_step(tf.constant(chars), tf.constant(words))
             window += nll.numpy()
             window_n += int(n)
-            progress["step"].assign_add(1)
-            progress["batch_in_epoch"].assign(k + 1)
-            step = int(progress["step"])
+            counters["step"].assign_add(1)
+            counters["batch_in_epoch"].assign(k + 1)
+            step = int(counters["step"])
+            steps.update(step, len(batches[k]))
             if step % log_every == 0:
                 log(f"step {step}  epoch {epoch + (k + 1) / len(batches):.2f}  "
                     f"train perplexity {math.exp(window.sum() / (2 * window_n)):.1f}  "
@@ -495,15 +527,16 @@ def pretrain(
             if step % checkpoint_every == 0:
                 save_checkpoint()
         else:
-            progress["epoch"].assign_add(1)
-            progress["batch_in_epoch"].assign(0)
+            counters["epoch"].assign_add(1)
+            counters["batch_in_epoch"].assign(0)
             ppl = heldout_perplexity(trainer, held_out, vocab)
-            log(f"epoch {epoch + 1} done at step {int(progress['step'])}: held-out perplexity {ppl['mean']:.1f} "
+            log(f"epoch {epoch + 1} done at step {int(counters['step'])}: held-out perplexity {ppl['mean']:.1f} "
                 f"(forward {ppl['forward']:.1f}, backward {ppl['backward']:.1f})")
             save_checkpoint()
     save_checkpoint()
+    steps.close()
     if stopped_by:
-        log(f"stopped by {stopped_by} at step {int(progress['step'])}; run the same command again to resume")
+        log(f"stopped by {stopped_by} at step {int(counters['step'])}; run the same command again to resume")
 
     ppl = heldout_perplexity(trainer, held_out, vocab)
     metadata = {
@@ -527,8 +560,8 @@ def pretrain(
         "vocabulary": {"file": "vocab.txt", "size": len(vocab), "min_count": min_count},
         "perplexity": {"heldout": ppl, "heldout_at_step_0": state["initial_heldout_perplexity"]},
         "training": {
-            "steps": int(progress["step"]),
-            "epochs_completed": int(progress["epoch"]),
+            "steps": int(counters["step"]),
+            "epochs_completed": int(counters["epoch"]),
             "complete": stopped_by is None,
             "stopped_by": stopped_by,
             "batch_size": batch_size,

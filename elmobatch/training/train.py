@@ -11,6 +11,7 @@ rows (fit.py), and its metrics on the held-out rows go into head.json.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from elmobatch.scoring.vectors import labelled_vectors
 from elmobatch.training.fit import FitSettings, TrainingError, fit_head
 from elmobatch.training.head import Head, save_head
 from elmobatch.training.split import Split, parse_split  # noqa: F401 (parse_split: for callers)
+
+logger = logging.getLogger(__name__)
 
 
 def model_record(spec: str) -> str:
@@ -45,11 +48,13 @@ def rows_fingerprint(row_numbers, texts, labels) -> str:
 
 def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str, split: Split,
                text_column: str | None = None, positive: str | None = None, settings: FitSettings | None = None,
-               max_tokens: int = DEFAULT_MAX_TOKENS, log=print) -> Head:
-    """Embed, split, fit, measure on the held-out rows, and save the head in `out`."""
+               max_tokens: int = DEFAULT_MAX_TOKENS, log=None, progress=None) -> Head:
+    """Embed, split, fit, measure on the held-out rows, and save the head in `out`. Messages go to
+    `log` (default: this module's logger, INFO); `progress` (a Progress) follows the embedding."""
     settings = settings or FitSettings()
+    log = log or logger.info
     data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column,
-                            max_tokens=max_tokens)
+                            max_tokens=max_tokens, progress=progress)
     n = len(data.labels)
     log(f"{path}: {data.rows_read} rows read, {n} with text and label, {len(data.rejects)} rejected")
     train, test = split.indices(n)
