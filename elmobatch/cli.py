@@ -10,11 +10,11 @@ import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, TOKENIZERS
-from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, EXIT_CODE_STYLES,
-                                FORMATS)
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_MAX_TEXT_CHARS,
+                                DEFAULT_PRECISION, ENGINES, EXIT_CODE_STYLES, FORMATS)
 
 precision_option = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+    "--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
     help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
 
 delimiter_option = click.option(
@@ -233,7 +233,7 @@ def cache_prune(older_than, max_bytes, cache_dir):
               "characters) instead of embedding them as zeros.")
 @delimiter_option
 @max_tokens_option
-@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
 @click.option("--master", help="Spark master for --engine spark: local[N], spark://HOST:PORT, yarn "
                                "(default: the active session's, or spark-submit's, or local[*]).")

@@ -6,8 +6,14 @@ Importable without TensorFlow or pandas, so the command line can build its optio
 DEFAULT_BATCH_SIZE = 256  # messages per encoder batch (the encoder, `embed --batch-size`, a job's batch_size)
 DEFAULT_CHUNK_ROWS = 10_000  # rows read, embedded and written at a time
 DEFAULT_MAX_TEXT_CHARS = 20_000  # longer messages are rejected (text_too_long)
+DEFAULT_MAX_TOKENS = 4_000  # more tokens are rejected (too_many_tokens); 20,000 chars of words ~ 3,500
+DEFAULT_PRECISION = "float32"  # encoder matmuls (`--precision`, a job's precision); or bf16
+DEFAULT_ENGINE = "local"  # where chunks are embedded (`embed --engine`, a job's engine)
+DEFAULT_OUTPUT_FORMAT = "parquet"  # a job's scored files
+DEFAULT_SPARK_MASTER = "local[2]"  # a job's spark_master
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "txt")  # input formats
 SCORED_FORMATS = ("parquet", "csv")  # a job's output_format
 ENGINES = ("local", "spark")
 # How `run` turns an outcome into an exit status: detailed (0, 3, 4, ...) or zero-on-success (3, 4 -> 0).
 EXIT_CODE_STYLES = ("detailed", "zero-on-success")
+DEFAULT_EXIT_CODE_STYLE = "detailed"

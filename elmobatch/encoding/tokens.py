@@ -20,9 +20,11 @@ from itertools import islice
 
 import numpy as np
 
+# Re-exported: the readers, scoring and training take it from here.
+from elmobatch.settings import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+
 TOKENIZERS = ("punct", "whitespace")
 DEFAULT_TOKENIZER = "punct"
-DEFAULT_MAX_TOKENS = 4_000  # a 20,000-character message of words has ~3,500; see exceeds_tokens
 
 _PUNCT_TOKEN = re.compile(
     r"""
