@@ -20,11 +20,11 @@ from itertools import islice
 
 import numpy as np
 
-# Re-exported: the readers, scoring and training take it from here.
+# Re-exported: the readers, scoring and training take them from here.
 from elmobatch.settings import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+from elmobatch.settings import DEFAULT_TOKENIZER as DEFAULT_TOKENIZER
 
 TOKENIZERS = ("punct", "whitespace")
-DEFAULT_TOKENIZER = "punct"
 
 _PUNCT_TOKEN = re.compile(
     r"""
