@@ -46,8 +46,8 @@ def flops_per_token(c: BiLMConfig) -> float:
     cnn = sum(2 * (c.max_characters_per_token - w + 1) * w * c.char_dim * n for w, n in c.filters)
     highway = c.n_highway * 2 * 2 * c.n_filters**2
     projection = 2 * c.n_filters * c.projection_dim if c.use_cnn_projection else 0
-    lstm_step = 2 * (c.projection_dim + c.lstm_output_dim) * 4 * c.lstm_dim
-    if c.projection_dim < c.lstm_dim:
+    lstm_step = 2 * (c.projection_dim + c.projection_dim) * 4 * c.lstm_dim  # W_0 on [input; previous output]
+    if c.use_lstm_projection:
         lstm_step += 2 * c.lstm_dim * c.projection_dim
     return cnn + highway + projection + 2 * c.n_layers * lstm_step
 

@@ -43,6 +43,7 @@ from sms_corpus import messages  # noqa: E402
 from elmobatch.encoding import tokens as tok  # noqa: E402
 from elmobatch.encoding.bilm import BiLM, BiLMConfig  # noqa: E402
 from elmobatch.training import pretrain as pt  # noqa: E402
+from elmobatch.training.corpus import epoch_batches, make_batch  # noqa: E402
 from elmobatch.training.vocabulary import build_vocabulary  # noqa: E402
 
 VARIANTS = {"before": (32, 0), "now": (128, 0)}
@@ -57,8 +58,8 @@ def measure(sentences, vocab, config: BiLMConfig, batch_size: int, samples: int,
     lm = pt.LanguageModels(BiLM(config, seed=0), len(vocab), seed=0)
     trainer = pt.Trainer(lm, learning_rate=1e-3, dropout=0.1, softmax_samples=samples)
     lengths = np.array([len(s) for s in sentences])
-    batches = pt.epoch_batches(lengths, batch_size, seed=0, epoch=0)[: steps + 2]
-    data = [pt.make_batch([sentences[i] for i in b], vocab, config.max_characters_per_token) for b in batches]
+    batches = epoch_batches(lengths, batch_size, seed=0, epoch=0)[: steps + 2]
+    data = [make_batch([sentences[i] for i in b], vocab, config.max_characters_per_token) for b in batches]
     for chars, words in data[:2]:
         trainer.train_step(tf.constant(chars), tf.constant(words))
     tokens = positions = 0

@@ -10,12 +10,12 @@ import sys
 import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, TOKENIZERS
-from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, EXIT_CODE_STYLES,
-                                FORMATS)
+from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, TOKENIZERS
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_MAX_TEXT_CHARS,
+                                DEFAULT_PRECISION, ENGINES, EXIT_CODE_STYLES, FORMATS, PretrainSettings)
 
 precision_option = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+    "--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
     help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
 
 delimiter_option = click.option(
@@ -291,7 +291,7 @@ def cache_prune(older_than, max_bytes, cache_dir):
               "characters) instead of embedding them as zeros.")
 @delimiter_option
 @max_tokens_option
-@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
 @click.option("--master", help="Spark master for --engine spark: local[N], spark://HOST:PORT, yarn "
                                "(default: the active session's, or spark-submit's, or local[*]).")
@@ -573,6 +573,7 @@ def run(job_file, day, exit_codes):
 
 # ---- pretrain ---------------------------------------------------------------------------------
 
+PRETRAIN = PretrainSettings()  # the defaults of the pretrain options
 
 @main.command()
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -580,24 +581,31 @@ def run(job_file, day, exit_codes):
               help="Model directory to write (and resume from).")
 @click.option("--options", "options_path", type=click.Path(dir_okay=False),
               help="options.json of the architecture (default: the bundled model's).")
-@click.option("--epochs", default=10, show_default=True, help="Epochs in all (a resumed run counts the earlier ones).")
-@click.option("--batch-size", default=128, show_default=True, help="Messages per step (larger: faster per token).")
+@click.option("--epochs", default=PRETRAIN.epochs, show_default=True,
+              help="Epochs in all (a resumed run counts the earlier ones).")
+@click.option("--batch-size", default=PRETRAIN.batch_size, show_default=True,
+              help="Messages per step (larger: faster per token).")
 @click.option("--max-minutes", type=float, help="Stop this run after M minutes (checkpointed; rerun to resume).")
 @click.option("--max-steps", type=int, help="Stop after N steps in all (checkpointed; rerun to resume).")
-@click.option("--heldout", default=0.05, show_default=True, help="Fraction of messages held out for perplexity.")
-@click.option("--min-count", default=2, show_default=True, help="Vocabulary: tokens seen at least this often.")
+@click.option("--heldout", default=PRETRAIN.heldout, show_default=True,
+              help="Fraction of messages held out for perplexity.")
+@click.option("--min-count", default=PRETRAIN.min_count, show_default=True,
+              help="Vocabulary: tokens seen at least this often.")
 @click.option("--max-vocab", type=int, help="Vocabulary: at most this many entries, specials included.")
-@click.option("--tokenizer", default=DEFAULT_TOKENIZER, show_default=True, type=click.Choice(TOKENIZERS))
-@click.option("--learning-rate", default=1e-3, show_default=True)
-@click.option("--dropout", default=0.1, show_default=True, help="Dropout on the top layer before the softmax.")
+@click.option("--tokenizer", default=PRETRAIN.tokenizer, show_default=True, type=click.Choice(TOKENIZERS))
+@click.option("--learning-rate", default=PRETRAIN.learning_rate, show_default=True)
+@click.option("--dropout", default=PRETRAIN.dropout, show_default=True,
+              help="Dropout on the top layer before the softmax.")
 @click.option("--init-from", type=click.Path(file_okay=False, exists=True),
               help="Start from this model directory's biLM weights (and architecture), "
               "e.g. to go on training on more text.")
-@click.option("--softmax-samples", default=0, show_default=True,
+@click.option("--softmax-samples", default=PRETRAIN.softmax_samples, show_default=True,
               help="Train with a sampled softmax over N words per step (for large vocabularies); 0: full softmax.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--log-every", default=50, show_default=True, help="Steps between training-perplexity lines.")
-@click.option("--checkpoint-every", default=200, show_default=True, help="Steps between checkpoints.")
+@click.option("--seed", default=PRETRAIN.seed, show_default=True)
+@click.option("--log-every", default=PRETRAIN.log_every, show_default=True,
+              help="Steps between training-perplexity lines.")
+@click.option("--checkpoint-every", default=PRETRAIN.checkpoint_every, show_default=True,
+              help="Steps between checkpoints.")
 @click.option("--note", help="Free text about the corpus, kept in model.json (e.g. where it came from).")
 @click.option("--text-column", help="Column holding the messages in CSV/TSV/JSONL/Parquet corpora (default: detected).")
 @click.option("--rows", help="Use only data rows START:END (from 0, END excluded) of each corpus file, e.g. 0:4457.")
@@ -616,7 +624,8 @@ def pretrain(corpus, out, options_path, **kwargs):
       elmobatch pretrain corpus.txt --out my_model/ --epochs 5
       elmobatch pretrain messages.csv --text-column v2 --rows 0:4457 --out my_model/ --max-minutes 30
     """
-    from elmobatch.training.pretrain import PretrainError, pretrain as run_pretrain
+    from elmobatch.training.corpus import PretrainError
+    from elmobatch.training.pretrain import pretrain as run_pretrain
 
     options = None
     if options_path:
@@ -626,7 +635,8 @@ def pretrain(corpus, out, options_path, **kwargs):
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"{options_path}: not readable JSON options ({exc})") from exc
     try:
-        run_pretrain(list(corpus), out, options=options, progress=progress("pretrain", "messages"), **kwargs)
+        settings = PretrainSettings(options=options, **kwargs)
+        run_pretrain(list(corpus), out, settings, progress=progress("pretrain", "messages"))
     except PretrainError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -3,11 +3,49 @@
 Importable without TensorFlow or pandas, so the command line can build its options from it.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 DEFAULT_BATCH_SIZE = 256  # messages per encoder batch (the encoder, `embed --batch-size`, a job's batch_size)
 DEFAULT_CHUNK_ROWS = 10_000  # rows read, embedded and written at a time
 DEFAULT_MAX_TEXT_CHARS = 20_000  # longer messages are rejected (text_too_long)
+DEFAULT_TOKENIZER = "punct"  # see encoding/tokens.py
+DEFAULT_MAX_TOKENS = 4_000  # more tokens are rejected (too_many_tokens); 20,000 chars of words ~ 3,500
+DEFAULT_PRECISION = "float32"  # encoder matmuls (`--precision`, a job's precision); or bf16
+DEFAULT_ENGINE = "local"  # where chunks are embedded (`embed --engine`, a job's engine)
+DEFAULT_OUTPUT_FORMAT = "parquet"  # a job's scored files
+DEFAULT_SPARK_MASTER = "local[2]"  # a job's spark_master
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "txt")  # input formats
 SCORED_FORMATS = ("parquet", "csv")  # a job's output_format
 ENGINES = ("local", "spark")
 # How `run` turns an outcome into an exit status: detailed (0, 3, 4, ...) or zero-on-success (3, 4 -> 0).
 EXIT_CODE_STYLES = ("detailed", "zero-on-success")
+DEFAULT_EXIT_CODE_STYLE = "detailed"
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """How `elmobatch pretrain` trains a biLM: every option but the corpus files and --out. The
+    defaults here are the command line's."""
+
+    options: dict | None = None  # the architecture (options.json); None: --init-from's, else the default model's
+    init_from: str | None = None  # a model directory whose biLM weights (and architecture) training starts from
+    epochs: int = 10  # in all: a resumed run counts the earlier ones
+    batch_size: int = 128  # messages per step
+    max_minutes: float | None = None  # stop this run after this many minutes (checkpointed)
+    max_steps: int | None = None  # stop after this many steps in all (checkpointed)
+    heldout: float = 0.05  # fraction of the messages held out for perplexity
+    min_count: int = 2  # vocabulary: tokens seen at least this often
+    max_vocab: int | None = None  # vocabulary: at most this many entries, specials included
+    tokenizer: str = DEFAULT_TOKENIZER
+    learning_rate: float = 1e-3
+    dropout: float = 0.1  # on the top layer before the softmax
+    softmax_samples: int = 0  # > 0: a sampled softmax over this many words per step; 0: the full softmax
+    seed: int = 0
+    log_every: int = 50  # steps between training-perplexity lines
+    checkpoint_every: int = 200  # steps between checkpoints
+    note: str | None = None  # free text about the corpus, kept in model.json
+    text_column: str | None = None  # the messages' column in CSV/TSV/JSONL/Parquet corpora (else detected)
+    rows: str | None = None  # "START:END": only these data rows of each corpus file
+    max_tokens: int = DEFAULT_MAX_TOKENS  # longer messages are rejected by the reader, never trained on

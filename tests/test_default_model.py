@@ -10,7 +10,7 @@ import pytest
 
 from elmobatch import load_encoder
 from elmobatch.encoding.encoder import bundled_model_dir
-from elmobatch.training.pretrain import corpus_fingerprint
+from elmobatch.training.corpus import corpus_fingerprint
 from elmobatch.training.vocabulary import Vocabulary
 from tests.conftest import SMS
 

@@ -246,7 +246,7 @@ def test_max_tokens_reaches_train_evaluate_and_pretrain(tmp_path):
                  tmp_path / "report", *common[2:])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["rows_rejected"] == 1
-    from elmobatch.training.pretrain import read_corpus
+    from elmobatch.training.corpus import read_corpus
 
     [info] = read_corpus([path], "text", max_tokens=20).files
     assert info["rejected"] == {"too_many_tokens": 1} and info["messages"] == 40

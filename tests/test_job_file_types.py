@@ -2,13 +2,15 @@
 what it must hold, before any model loads; a job's defaults are the command line's."""
 
 import re
+from dataclasses import fields
 
 import pytest
 from click.testing import CliRunner
 
 from elmobatch.cli import main
-from elmobatch.scheduling.spec import KEY_TYPES, OPTIONAL, REQUIRED, load_job
-from elmobatch.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS
+from elmobatch.scheduling.spec import KEY_TYPES, OPTIONAL, REQUIRED, JobSpec, load_job
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_MAX_TOKENS,
+                                DEFAULT_PRECISION)
 
 BASE = {"name": '"typed"', "inputs": '["incoming/*.csv"]', "output": '"scored"'}
 
@@ -79,3 +81,24 @@ def test_good_values_load_and_defaults_are_the_command_lines(tmp_path):
     chunk_default = re.search(r"--chunk-rows.*?\[default: (\d+)", help_text, re.S)
     assert batch_default and int(batch_default.group(1)) == defaults.batch_size
     assert chunk_default and int(chunk_default.group(1)) == defaults.chunk_rows
+
+
+def test_label_column_is_refused_as_an_unknown_key_naming_it(tmp_path):
+    """Scoring never used label_column, so a job that sets it is refused rather than silently ignoring it."""
+    job = write_job(tmp_path, label_column='"v1"')
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert message.startswith(f"Error: {job}: unknown key(s) in [job]: label_column (known: "), message
+    assert len(message.splitlines()) == 1
+
+
+def test_every_key_is_a_typed_field_of_job_spec_with_the_command_lines_defaults(tmp_path):
+    keys = {f.name for f in fields(JobSpec)} - {"source"}
+    assert keys == set(KEY_TYPES) and "label_column" not in keys
+    assert "__getattr__" not in vars(JobSpec)
+    spec = load_job(write_job(tmp_path))
+    embed = {p.name: p.default for p in main.commands["embed"].params}
+    for key in ("batch_size", "chunk_rows", "max_tokens", "precision", "engine"):
+        assert getattr(spec, key) == embed[key], key
+    assert (spec.precision, spec.engine, spec.max_tokens) == (DEFAULT_PRECISION, DEFAULT_ENGINE, DEFAULT_MAX_TOKENS)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import h5py
@@ -17,7 +18,9 @@ from click.testing import CliRunner
 from elmobatch import load_encoder
 from elmobatch.cli import main
 from elmobatch.encoding.bilm import BiLMConfig, expected_shapes
-from elmobatch.training.pretrain import corpus_fingerprint, read_corpus
+from elmobatch.settings import PretrainSettings
+from elmobatch.training.corpus import corpus_fingerprint, read_corpus
+from elmobatch.training.pretrain import pretrain
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
 from tests.conftest import kill_after_placements, SMS, tiny_options
 
@@ -275,3 +278,27 @@ def test_init_from_starts_at_another_models_weights_and_records_it(corpus, optio
     result = CliRunner().invoke(main, ["pretrain", str(corpus), "--out", str(tmp_path / "third"), "--init-from",
                                        str(first), "--options", str(other), "--max-steps", "1"])
     assert result.exit_code != 0 and "differs from --options" in result.output
+
+
+def test_pretrain_options_build_pretrain_settings_with_its_defaults():
+    """The command line's pretrain options are PretrainSettings' fields (corpus, --out and --options
+    aside), and their defaults are its defaults: one place for both."""
+    params = main.commands["pretrain"].make_context("pretrain", ["corpus.txt", "--out", "m"]).params
+    defaults = {f.name: f.default for f in fields(PretrainSettings)}
+    assert set(params) - {"corpus", "out", "options_path"} == set(defaults) - {"options"}
+    for name, default in defaults.items():
+        if name != "options":
+            assert params[name] == default, name
+
+
+def test_pretrain_takes_its_settings_as_one_object(corpus, options_file, tmp_path):
+    """The library call that `elmobatch pretrain` makes, with a short run's settings."""
+    lines: list[str] = []
+    settings = PretrainSettings(options=json.loads(options_file.read_text()), batch_size=16, max_steps=2,
+                                heldout=0.1, note="two steps")
+    metadata = pretrain([corpus], tmp_path / "m", settings, log=lines.append)
+    assert metadata["training"]["steps"] == 2 and metadata["training"]["stopped_by"] == "--max-steps 2"
+    assert metadata["corpus"]["note"] == "two steps" and metadata["training"]["batch_size"] == 16
+    written = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert written["heldout_perplexity"] == metadata["heldout_perplexity"]
+    assert any(line.startswith("stopped by --max-steps 2 at step 2") for line in lines)

@@ -143,9 +143,9 @@ class NativeEncoder(Encoder):
         super().__init__(path=path, fingerprint=fingerprint, dim=bilm.config.dim,
                          n_layers=bilm.config.n_layers, tokenizer=tokenizer, precision=precision)
         self.bilm = bilm
-        bilm.prepare(tf.bfloat16 if precision == "bf16" else tf.float32)
+        self._weights = bilm.layout(tf.bfloat16 if precision == "bf16" else tf.float32)  # once, for inference
         c = bilm.config
-        self._token_layer = tf.function(bilm.token_layer, input_signature=[
+        self._token_layer = tf.function(self._token_layer_of, input_signature=[
             tf.TensorSpec([None, c.max_characters_per_token], tf.int32)])
         self._layers = tf.function(self._all_layers, input_signature=[
             tf.TensorSpec([None, c.projection_dim], tf.float32), tf.TensorSpec([None, None], tf.int32),
@@ -164,12 +164,16 @@ class NativeEncoder(Encoder):
             self._words.update(zip(new, vectors, strict=True))
         return np.stack([self._words[w] for w in words])
 
+    def _token_layer_of(self, char_ids):
+        """(n, max_chars) ids -> (n, projection_dim) token-layer vectors."""
+        return self.bilm.token_layer(self._weights, char_ids)
+
     def _all_layers(self, word_repr, positions, n_tokens):
         """(n_words, p) token-layer vectors, (batch, T) their rows at the tokens, (batch,) ->
         (batch, n_layers + 1, T, dim), zero past each end."""
         token_repr = tf.gather(word_repr, positions)
         stacked = [tf.concat([token_repr, token_repr], axis=-1)]
-        lstm_layers = self.bilm.embed(word_repr, positions, n_tokens)
+        lstm_layers = self.bilm.embed(self._weights, word_repr, positions, n_tokens)
         stacked += [tf.concat([layer[0], layer[1]], axis=-1) for layer in lstm_layers]
         out = tf.stack(stacked, axis=1)
         mask = tf.sequence_mask(n_tokens, tf.shape(out)[2], out.dtype)
@@ -179,7 +183,7 @@ class NativeEncoder(Encoder):
         longest_first = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
         words, positions, lengths = tok.word_batch([sentences[i] for i in longest_first])
         word_repr = np.concatenate([self._boundary, self._word_vectors(words)])
-        layers = self._layers(word_repr, positions[:, 1:-1], lengths - 2).numpy()
+        layers = self._layers(word_repr, *tok.tokens_only(positions, lengths)).numpy()
         return layers[np.argsort(longest_first)]
 
 

@@ -20,9 +20,11 @@ from itertools import islice
 
 import numpy as np
 
+# Re-exported: the readers, scoring and training take them from here.
+from elmobatch.settings import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+from elmobatch.settings import DEFAULT_TOKENIZER as DEFAULT_TOKENIZER
+
 TOKENIZERS = ("punct", "whitespace")
-DEFAULT_TOKENIZER = "punct"
-DEFAULT_MAX_TOKENS = 4_000  # a 20,000-character message of words has ~3,500; see exceeds_tokens
 
 _PUNCT_TOKEN = re.compile(
     r"""
@@ -36,6 +38,10 @@ _PUNCT_TOKEN = re.compile(
 
 # Character ids of the official vocabulary, before the +1 shift.
 BEGIN_SENTENCE, END_SENTENCE, BEGIN_WORD, END_WORD, PADDING = 256, 257, 258, 259, 260
+
+# Rows of the word table that `word_batch`'s positions index: no token (padding), <S>, </S>, then
+# the batch's distinct words. `boundary_char_ids` gives the char ids of the first three.
+NO_TOKEN_ROW, BEGIN_SENTENCE_ROW, END_SENTENCE_ROW, FIRST_WORD_ROW = 0, 1, 2, 3
 
 
 def tokenize(text: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
@@ -88,10 +94,11 @@ def word_char_ids(token: str, max_chars: int) -> np.ndarray:
 
 
 def boundary_char_ids(max_chars: int) -> np.ndarray:
-    """(3, max_chars) int32, +1-shifted: row 0 all zeros (no token, padding), row 1 <S>, row 2 </S>."""
-    rows = np.full((3, max_chars), PADDING + 1, np.int32)
-    rows[0] = 0
-    for row, char in ((1, BEGIN_SENTENCE), (2, END_SENTENCE)):
+    """(FIRST_WORD_ROW, max_chars) int32, +1-shifted: the rows before the words, NO_TOKEN_ROW all
+    zeros (padding), BEGIN_SENTENCE_ROW <S>, END_SENTENCE_ROW </S>."""
+    rows = np.full((FIRST_WORD_ROW, max_chars), PADDING + 1, np.int32)
+    rows[NO_TOKEN_ROW] = 0
+    for row, char in ((BEGIN_SENTENCE_ROW, BEGIN_SENTENCE), (END_SENTENCE_ROW, END_SENTENCE)):
         rows[row, :3] = (BEGIN_WORD + 1, char + 1, END_WORD + 1)
     return rows
 
@@ -101,21 +108,28 @@ def word_batch(sentences: list[list[str]]) -> tuple[list[str], np.ndarray, np.nd
 
     Returns `(words, positions, lengths)`:
       words:     each distinct token once, in order of first appearance
-      positions: (batch, max_tokens + 2) int32 rows of [padding, <S>, </S>, *words]: <S>, the
-                 tokens, </S>, then 0
+      positions: (batch, max_tokens + 2) int32 rows of the table [padding, <S>, </S>, *words]
+                 (the *_ROW constants): <S>, the tokens, </S>, then NO_TOKEN_ROW
       lengths:   (batch,) int32, tokens + 2
     Context-free work (the char CNN) then runs once per distinct word, not once per position.
     """
     rows: dict[str, int] = {}
     longest = max((len(s) for s in sentences), default=0)
-    positions = np.zeros((len(sentences), longest + 2), np.int32)
+    positions = np.full((len(sentences), longest + 2), NO_TOKEN_ROW, np.int32)
     for row, tokens in enumerate(sentences):
-        positions[row, 0] = 1
+        positions[row, 0] = BEGIN_SENTENCE_ROW
         for col, token in enumerate(tokens, start=1):
-            positions[row, col] = rows.setdefault(token, len(rows) + 3)
-        positions[row, len(tokens) + 1] = 2
+            positions[row, col] = rows.setdefault(token, len(rows) + FIRST_WORD_ROW)
+        positions[row, len(tokens) + 1] = END_SENTENCE_ROW
     lengths = np.array([len(s) + 2 for s in sentences], np.int32)
     return list(rows), positions, lengths
+
+
+def tokens_only(positions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`word_batch`'s positions and lengths without <S> and </S>: (batch, max_tokens) and (batch,)
+    tokens per sentence. Column 0 holds <S>; the last column holds the longest sentence's </S>
+    (shorter sentences' </S> lies past their new length)."""
+    return positions[:, 1:-1], lengths - 2
 
 
 def char_ids(sentences: list[list[str]], max_chars: int) -> np.ndarray:

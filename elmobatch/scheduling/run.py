@@ -136,14 +136,14 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     report.partition = str(partition)
     partition.mkdir(parents=True, exist_ok=True)
     (partition / "_SUCCESS").unlink(missing_ok=True)  # this partition is being written again
-    read_options = {k: getattr(spec, k) for k in ("id_column", "encoding", "chunk_rows", "max_tokens", "delimiter")}
-    read_options["fmt"] = spec.format
     for path, fingerprint in pending:
         name = output_name(path, fingerprint["sha256"], spec.output_format)
         _remove_earlier_copies(spec.output, name, partition)
         summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
                              text_column=spec.text_column, threshold=spec.threshold,
-                             rejects_to=partition / "_rejects" / name, provenance=spec.provenance, **read_options)
+                             rejects_to=partition / "_rejects" / name, id_column=spec.id_column,
+                             encoding=spec.encoding, chunk_rows=spec.chunk_rows, max_tokens=spec.max_tokens,
+                             delimiter=spec.delimiter, fmt=spec.format, provenance=spec.provenance)
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
                  "rows_rejected": summary.rows_rejected, "labels": summary.label_counts,

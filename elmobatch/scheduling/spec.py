@@ -7,10 +7,10 @@
     model = "default"                    # any load_encoder spec; a URL needs allow_remote_model = true
     head = "default"                     # a head directory or "default"
 
-Optional keys are listed in `OPTIONAL` with their defaults, and what every key must hold in
-`KEY_TYPES`: a wrong type is refused at load, naming the key. Paths are used as given (never passed
-through a shell); relative ones are taken from the spec file's folder, so a job runs the same from
-cron as from a terminal.
+Every key is a field of `JobSpec` (the optional ones, `OPTIONAL`, with their defaults); what each
+must hold is in `KEY_TYPES`: a wrong type, or a key not listed there, is refused at load, naming the
+key. Paths are used as given (never passed through a shell); relative ones are taken from the spec
+file's folder, so a job runs the same from cron as from a terminal.
 """
 
 from __future__ import annotations
@@ -18,45 +18,58 @@ from __future__ import annotations
 import codecs
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.specs import PRECISIONS, is_remote
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
-from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, ENGINES, EXIT_CODE_STYLES, FORMATS,
-                                SCORED_FORMATS)
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_EXIT_CODE_STYLE,
+                                DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_FORMAT, DEFAULT_PRECISION, DEFAULT_SPARK_MASTER,
+                                ENGINES, EXIT_CODE_STYLES, FORMATS, SCORED_FORMATS)
 
 
 class JobSpecError(ValueError):
     """A job spec that cannot be run, naming the file, the key and what was expected."""
 
 
-OPTIONAL = {
-    "text_column": None,      # else detected
-    "id_column": None,        # else source file name + row number
-    "label_column": None,     # unused by scoring; kept so one spec can also describe training data
-    "format": None,           # input format: csv, tsv, jsonl, parquet, txt (else from the extension)
-    "delimiter": None,        # CSV/TSV field delimiter (else detected: , ; tab |)
-    "encoding": None,         # input encoding (else UTF-8 with fallback)
-    "output_format": "parquet",  # scored files: parquet or csv
-    "threshold": None,        # decision threshold (else the head's)
-    "cache_dir": None,        # embedding cache (else $ELMOBATCH_CACHE or ~/.cache/elmobatch)
-    "batch_size": DEFAULT_BATCH_SIZE,
-    "precision": "float32",   # or bf16 (see load_encoder)
-    "chunk_rows": DEFAULT_CHUNK_ROWS,
-    "max_tokens": DEFAULT_MAX_TOKENS,  # messages with more tokens are rejected (too_many_tokens)
-    "retention_days": None,   # delete date= partitions older than this many days
-    "cache_prune_days": None,  # after each run, remove cached vectors written more than this many days ago
-    "cache_max_size": None,   # after each run, remove the oldest cached vectors beyond this size ("10G")
-    "engine": "local",        # local or spark
-    "spark_master": "local[2]",
-    "allow_remote_model": False,  # must be true for a `model` URL (TF Hub handle) to be fetched
-    "exit_codes": "detailed",  # or zero-on-success: exit 0 also for rejects (3) and nothing to do (4)
-    "provenance": True,       # scored rows carry source_file and row_number
-}
+@dataclass(frozen=True)
+class JobSpec:
+    """A loaded job file: one field per [job] key (relative paths resolved), defaults filled in.
+
+    The defaults are the command line's, from `elmobatch.settings`."""
+
+    source: Path  # the job file itself, not a key
+    name: str
+    inputs: tuple[str, ...]
+    output: Path
+    model: str = "default"
+    head: str = "default"
+    text_column: str | None = None  # else detected
+    id_column: str | None = None  # else source file name + row number
+    format: str | None = None  # input format: csv, tsv, jsonl, parquet, txt (else from the extension)
+    delimiter: str | None = None  # CSV/TSV field delimiter (else detected: , ; tab |)
+    encoding: str | None = None  # input encoding (else UTF-8 with fallback)
+    output_format: str = DEFAULT_OUTPUT_FORMAT  # scored files: parquet or csv
+    threshold: float | None = None  # decision threshold (else the head's)
+    cache_dir: str | None = None  # embedding cache (else $ELMOBATCH_CACHE or ~/.cache/elmobatch)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    precision: str = DEFAULT_PRECISION  # or bf16 (see load_encoder)
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    max_tokens: int = DEFAULT_MAX_TOKENS  # messages with more tokens are rejected (too_many_tokens)
+    retention_days: int | None = None  # delete date= partitions older than this many days
+    cache_prune_days: float | None = None  # after each run, remove cached vectors older than this many days
+    cache_max_size: str | int | None = None  # after each run, remove the oldest cached vectors beyond this ("10G")
+    engine: str = DEFAULT_ENGINE  # local or spark
+    spark_master: str = DEFAULT_SPARK_MASTER
+    allow_remote_model: bool = False  # must be true for a `model` URL (TF Hub handle) to be fetched
+    exit_codes: str = DEFAULT_EXIT_CODE_STYLE  # or zero-on-success: exit 0 also for rejects (3) and nothing to do (4)
+    provenance: bool = True  # scored rows carry source_file and row_number
+
+
 REQUIRED = ("name", "inputs", "output")
+# The keys a [job] table may leave out, with their defaults: JobSpec's fields that have one.
+OPTIONAL = {f.name: f.default for f in fields(JobSpec) if f.default is not MISSING}
 
 
 def _is_text(value: Any) -> bool:
@@ -103,7 +116,6 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "head": (_is_text, 'a head directory or "default" (a string)'),
     "text_column": (_is_text, "a column name (a string)"),
     "id_column": (_is_text, "a column name (a string)"),
-    "label_column": (_is_text, "a column name (a string)"),
     "format": _one_of(FORMATS),
     "delimiter": (lambda value: isinstance(value, str) and len(value) == 1, 'one character, e.g. ";" or "\\t"'),
     "encoding": (_is_encoding, 'a text encoding name Python knows, e.g. "utf-8" or "latin-1"'),
@@ -134,22 +146,6 @@ def check_types(path: Path, job: dict) -> None:
             raise JobSpecError(f"{path}: [job].{key} must be {expected}, got {value!r}")
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    inputs: tuple[str, ...]
-    output: Path
-    source: Path
-    model: str = "default"
-    head: str = "default"
-    options: dict = field(default_factory=dict)
-
-    def __getattr__(self, key):  # spec.text_column etc. for the optional keys
-        if key in OPTIONAL:
-            return self.options.get(key, OPTIONAL[key])
-        raise AttributeError(key)
-
-
 def _resolve(base: Path, value: str) -> str:
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else base / path)
@@ -175,7 +171,7 @@ def load_job(path: str | Path) -> JobSpec:
     job = data.get("job")
     if not isinstance(job, dict):
         raise JobSpecError(f"{path}: expected a [job] table")
-    known = set(REQUIRED) | {"model", "head"} | set(OPTIONAL)
+    known = set(REQUIRED) | set(OPTIONAL)
     unknown = sorted(set(job) - known)
     if unknown:
         raise JobSpecError(f"{path}: unknown key(s) in [job]: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -187,12 +183,12 @@ def load_job(path: str | Path) -> JobSpec:
     base = path.resolve().parent
     head = job.get("head", "default")
     model = _model(path, job)
-    return JobSpec(
-        name=job["name"],
-        inputs=tuple(_resolve(base, i) for i in inputs),
-        output=Path(_resolve(base, job["output"])),
-        source=path.resolve(),
-        model=model if model == "default" or is_remote(model) else _resolve(base, model),
-        head=head if head == "default" else _resolve(base, head),
-        options={k: _resolve(base, v) if k == "cache_dir" else v for k, v in job.items() if k in OPTIONAL},
-    )
+    resolved = {
+        "inputs": tuple(_resolve(base, i) for i in inputs),
+        "output": Path(_resolve(base, job["output"])),
+        "model": model if model == "default" or is_remote(model) else _resolve(base, model),
+        "head": head if head == "default" else _resolve(base, head),
+    }
+    if "cache_dir" in job:
+        resolved["cache_dir"] = _resolve(base, job["cache_dir"])
+    return JobSpec(source=path.resolve(), **{**job, **resolved})

@@ -4,7 +4,7 @@ Input x: (n, n_layers + 1, dim) float32, the token means of each biLM layer (wha
 `embed_texts(..., layers=True)` and the embedding cache give). The head is
 
     z_j   = (x_j - mean_j) / std_j                  per-layer standardization, fixed from training rows
-    m     = gamma * sum_j softmax(s)_j * z_j         ELMo's learned layer mix (steps 3 to 5)
+    m     = gamma * sum_j softmax(s)_j * z_j         ELMo's learned layer mix (Peters et al. 2018, eq. 1)
     h     = relu(m @ w1 + b1)                        Dense(256, relu)     (head_kind "mlp", the default)
     h     = m                                        no hidden layer      (head_kind "logistic")
     z     = calibrate(h @ w2 + b2)                   output logits, calibrated (calibration.py; none: as is)

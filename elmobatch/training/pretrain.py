@@ -1,20 +1,17 @@
 """Pretraining a biLM on raw text, as ELMo was trained: a forward and a backward language model.
 
-    corpus files (elmobatch.reading: text lines, or a CSV/TSV/JSONL/Parquet column; --rows)
-    messages -> tokens (the model's tokenizer) -> char ids (batch, T, max_chars), T counts <S> </S>
+    corpus (`corpus.py`: files -> messages -> tokens; training and held-out messages; batches)
       -> BiLM (shared char CNN, highway, projection; separate forward and backward LSTMs)
       -> top layer, forward direction at position t    -> softmax -> the token at t + 1
          top layer, backward direction at position t   -> softmax -> the token at t - 1
     loss: mean cross entropy over both directions; one softmax shared by the two, as in bilm-tf.
+      -> the model directory (`model_writer.py`)
 
 The model is `elmobatch.encoding.bilm.BiLM` itself, so what is trained is what `load_encoder`
 runs. The softmax weights live only in the checkpoint: `weights.hdf5` keeps the official layout.
 
 Output directory:
-    options.json, weights.hdf5   the biLM, official layout (load_encoder, other ELMo tools)
-    vocab.txt                    the softmax vocabulary (<S>, </S>, <UNK>, then by count)
-    model.json                   tokenizer, corpus fingerprint, held-out perplexity, time, parameters,
-                                 and the sha256 of the three files above (checked by load_encoder)
+    options.json, weights.hdf5, vocab.txt, model.json   the model (see model_writer.py)
     pretrain.json                the settings a resumed run must share with the first one
     checkpoint/                  tf.train.Checkpoint: biLM + softmax + optimizer + progress
 
@@ -25,21 +22,24 @@ epoch), so a resumed run sees the batches the uninterrupted one would have seen.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 from elmobatch._tensorflow import tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError, read_options, read_weights
-from elmobatch.files import file_sha256, write_atomically, write_file_set
+from elmobatch.files import file_sha256, write_atomically
+from elmobatch.settings import PretrainSettings
+from elmobatch.training.corpus import (PretrainError, TrainingText, corpus_fingerprint, epoch_batches, make_batch,
+                                       read_training_text)
+from elmobatch.training.model_writer import TrainedModel, TrainingOutcome, model_json, write_model
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -64,37 +64,6 @@ DEFAULT_OPTIONS = {
         "use_skip_connections": True,
     },
 }
-
-
-class PretrainError(ValueError):
-    """A corpus, option or checkpoint that pretraining cannot use, with what was expected."""
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a resumed run must share with the run that wrote the checkpoint."""
-
-    corpus_fingerprint: str
-    options: dict
-    tokenizer: str
-    min_count: int
-    max_vocab: int | None
-    heldout: float
-    batch_size: int
-    seed: int
-    softmax_samples: int
-    init_from_sha256: str | None = None
-
-
-# ---- the corpus ----------------------------------------------------------------------------
-
-
-@dataclass
-class CorpusRead:
-    """The messages of the corpus files, in order, and what reading them decided and rejected."""
-
-    messages: list[str]
-    files: list[dict]  # per file: name, format, encoding, text column, rows read/selected/rejected
 
 
 @dataclass
@@ -132,89 +101,27 @@ def _starting_model(init_from: str | Path | None, options: dict | None) -> Start
     return StartingModel(directory, config, weights, file_sha256(directory / "weights.hdf5"))
 
 
-def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
-    """'START:END' (END exclusive, either may be empty) -> (start, end); None -> None."""
-    if spec is None:
-        return None
-    try:
-        start, end = spec.split(":")
-        bounds = (int(start) if start else 0, int(end) if end else None)
-    except ValueError:
-        raise PretrainError(f"--rows {spec!r}: expected START:END, data rows counted from 0, END excluded "
-                            "(e.g. 0:4457)") from None
-    if bounds[0] < 0 or (bounds[1] is not None and bounds[1] <= bounds[0]):
-        raise PretrainError(f"--rows {spec!r}: expected 0 <= START < END")
-    return bounds
+@dataclass(frozen=True)
+class ResumeSettings:
+    """What a resumed run must share with the run that wrote the checkpoint (kept in pretrain.json)."""
 
+    corpus_fingerprint: str
+    options: dict
+    tokenizer: str
+    min_count: int
+    max_vocab: int | None
+    heldout: float
+    batch_size: int
+    seed: int
+    softmax_samples: int
+    init_from_sha256: str | None = None
 
-def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: str | None = None,
-                tokenizer: str = tok.DEFAULT_TOKENIZER, max_tokens: int = tok.DEFAULT_MAX_TOKENS) -> CorpusRead:
-    """Corpus files through elmobatch.reading (plain text: one message per line; CSV, TSV, JSON
-    Lines, Parquet: the text column) -> their messages, in order. `rows` keeps data rows START..END-1
-    of each file. Rows the reader rejects (e.g. more than `max_tokens` tokens) are counted by
-    reason, never trained on."""
-    from elmobatch.reading import ReadError, read_messages
-
-    bounds = parse_rows(rows)
-    messages: list[str] = []
-    files = []
-    for path in paths:
-        try:
-            reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=tokenizer)
-            selected, read, rejects = 0, 0, dict[str, int]()
-            for chunk in reader:
-                read += chunk.rows_read
-                numbers = chunk.rows["row_number"].to_numpy()
-                for number, text in zip(numbers, chunk.texts, strict=True):
-                    if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
-                        messages.append(text)
-                        selected += 1
-                for number, reason in zip(chunk.rejects["row_number"], chunk.rejects["reason"], strict=True):
-                    if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
-                        rejects[reason] = rejects.get(reason, 0) + 1
-        except ReadError as exc:
-            raise PretrainError(str(exc)) from exc
-        d = reader.decisions
-        files.append({"file": Path(path).name, "format": d.format, "encoding": d.encoding,
-                      "text_column": d.text_column, "rows": rows, "rows_read": read, "messages": selected,
-                      "rejected": rejects, "sha256": file_sha256(path), **_source_note(Path(path))})
-    return CorpusRead(messages, files)
-
-
-def _source_note(path: Path) -> dict:
-    """{"source": ...} from `FILE.source.json` beside a corpus file (where the text came from, its
-    license), written by the scripts that build corpora; {} when there is none."""
-    note = path.with_name(path.name + ".source.json")
-    if not note.is_file():
-        return {}
-    try:
-        return {"source": json.loads(note.read_text(encoding="utf-8"))}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PretrainError(f"{note}: not readable JSON ({exc}); it should describe {path.name}'s source") from exc
-
-
-def count_tokens(files: list[dict], tokenized: list[list[str]]) -> None:
-    """Add each file's token count to its entry (`tokenized`: the messages of all files, in order)."""
-    start = 0
-    for f in files:
-        f["tokens"] = sum(len(s) for s in tokenized[start : start + f["messages"]])
-        start += f["messages"]
-
-
-def corpus_fingerprint(messages: list[str], tokenizer: str) -> str:
-    """sha256 of the messages (in order) and the tokenizer: the same text gives the same hash."""
-    digest = hashlib.sha256(f"tokenizer={tokenizer}\n".encode())
-    for message in messages:
-        digest.update(message.encode("utf-8") + b"\n")
-    return digest.hexdigest()
-
-
-def heldout_mask(n: int, fraction: float) -> np.ndarray:
-    """(n,) bool: an evenly spread `fraction` of positions (message i when floor((i+1)f) > floor(if))."""
-    if not 0 < fraction < 1:
-        raise PretrainError(f"--heldout must be between 0 and 1 (a fraction of the messages), got {fraction}")
-    i = np.arange(n)
-    return np.floor((i + 1) * fraction) > np.floor(i * fraction)
+    @classmethod
+    def of(cls, settings: PretrainSettings, config: BiLMConfig, text: TrainingText,
+           start: StartingModel | None) -> ResumeSettings:
+        return cls(corpus_fingerprint(text.read.messages, settings.tokenizer), config.to_options(),
+                   settings.tokenizer, settings.min_count, settings.max_vocab, settings.heldout, settings.batch_size,
+                   settings.seed, settings.softmax_samples, start.sha256 if start else None)
 
 
 # ---- the language models -------------------------------------------------------------------
@@ -265,30 +172,6 @@ def parameter_count(bilm: BiLM) -> int:
     return int(sum(np.prod(v.shape) for v in bilm.variables_by_name.values()))
 
 
-def make_batch(sentences: list[list[str]], vocab: Vocabulary, max_chars: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists -> char ids (batch, T, max_chars) and word ids (batch, T), T = longest + 2."""
-    chars = tok.char_ids(sentences, max_chars)
-    words = np.zeros(chars.shape[:2], np.int32)
-    for row, sentence in enumerate(sentences):
-        ids = vocab.ids(sentence)
-        words[row, : len(ids)] = ids
-    return chars, words
-
-
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Indices of one epoch's batches: shuffled, then sorted by length within chunks of 20 batches
-    (so a batch holds similar lengths and little padding), then the batches shuffled."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    batches = []
-    chunk = batch_size * 20
-    for start in range(0, len(order), chunk):
-        part = order[start : start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
 # ---- training --------------------------------------------------------------------------------
 
 
@@ -336,7 +219,7 @@ def heldout_perplexity(trainer: Trainer, sentences: list[list[str]], vocab: Voca
             "mean": float(np.exp(total.sum() / (2 * count))), "tokens": count}
 
 
-def _load_or_check_settings(out: Path, settings: RunSettings, resuming: bool) -> dict:
+def _load_or_check_settings(out: Path, settings: ResumeSettings, resuming: bool) -> dict:
     """The state file of a run: its settings and the perplexity it started from."""
     path = out / "pretrain.json"
     if not resuming:
@@ -354,22 +237,82 @@ def _load_or_check_settings(out: Path, settings: RunSettings, resuming: bool) ->
     return state
 
 
-def _write_model(out: Path, bilm: BiLM, metadata: dict) -> None:
-    """options.json, weights.hdf5 and model.json as one unit: model.json records the sha256 of
-    each model file (vocab.txt too) and is committed before them, so `load_encoder` refuses a
-    directory that a killed writer left half old, half new."""
+class TrainingRun:
+    """The language models, their optimizer and the run's progress, checkpointed to OUT/checkpoint."""
 
-    def write_model_json(files: dict[str, str]) -> None:
-        metadata["files"] = {**files, "vocab.txt": file_sha256(out / "vocab.txt")}
-        write_atomically(out / "model.json", lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    def __init__(self, out: Path, lm: LanguageModels, trainer: Trainer, log: Callable[[str], None]):
+        self.lm, self.trainer, self.log = lm, trainer, log
+        self.progress = {name: tf.Variable(0, dtype=tf.int64, name=name)
+                         for name in ("step", "epoch", "batch_in_epoch")}
+        self.seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
+        self.checkpoint = tf.train.Checkpoint(model=lm, optimizer=trainer.optimizer, seconds=self.seconds,
+                                              **self.progress)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(out / "checkpoint"), max_to_keep=1)
+        self.last_save = time.monotonic()  # training time counts from here (reset by `train`) to each save
 
-    write_file_set(out, bilm.file_writers(), write_model_json)
+    def restore(self) -> None:
+        self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+        self.log(f"resumed from {self.manager.latest_checkpoint}: step {self.step}, "
+                 f"epoch {int(self.progress['epoch'])}, batch {int(self.progress['batch_in_epoch'])}")
+
+    @property
+    def step(self) -> int:
+        return int(self.progress["step"])
+
+    def save(self) -> None:
+        """Checkpoint, adding the training time since the last save."""
+        now = time.monotonic()
+        self.seconds.assign_add(now - self.last_save)
+        self.last_save = now
+        self.manager.save(checkpoint_number=self.step)
+
+    def train(self, text: TrainingText, vocab: Vocabulary, settings: PretrainSettings, started: float,
+              progress=None) -> str | None:
+        """Train until every epoch ran (-> None) or a limit stopped it (-> which one); `progress`
+        (a Progress) is updated every step."""
+        self.last_save = time.monotonic()
+        lengths = np.array([len(s) for s in text.train])
+        steps = _StepProgress(progress, self.step, _steps_in_all(lengths, settings))
+        max_chars = self.lm.bilm.config.max_characters_per_token
+        window, window_n, stopped_by = np.zeros(2), 0, None
+        while int(self.progress["epoch"]) < settings.epochs and stopped_by is None:
+            epoch = int(self.progress["epoch"])
+            batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
+            for k in range(int(self.progress["batch_in_epoch"]), len(batches)):
+                stopped_by = _limit_reached(settings, self.step, started)
+                if stopped_by:
+                    break
+                chars, words = make_batch([text.train[i] for i in batches[k]], vocab, max_chars)
+                nll, n = self.trainer.train_step(tf.constant(chars), tf.constant(words))
+                window += nll.numpy()
+                window_n += int(n)
+                self.progress["step"].assign_add(1)
+                self.progress["batch_in_epoch"].assign(k + 1)
+                steps.update(self.step, len(batches[k]))
+                if self.step % settings.log_every == 0:
+                    self.log(f"step {self.step}  epoch {epoch + (k + 1) / len(batches):.2f}  "
+                             f"train perplexity {math.exp(window.sum() / (2 * window_n)):.1f}  "
+                             f"{(time.monotonic() - started) / 60:.1f} min")
+                    window, window_n = np.zeros(2), 0
+                if self.step % settings.checkpoint_every == 0:
+                    self.save()
+            else:
+                self.progress["epoch"].assign_add(1)
+                self.progress["batch_in_epoch"].assign(0)
+                ppl = heldout_perplexity(self.trainer, text.held_out, vocab)
+                self.log(f"epoch {epoch + 1} done at step {self.step}: held-out perplexity {ppl['mean']:.1f} "
+                         f"(forward {ppl['forward']:.1f}, backward {ppl['backward']:.1f})")
+                self.save()
+        self.save()
+        steps.close()
+        return stopped_by
 
 
-def _steps_in_all(lengths: np.ndarray, batch_size: int, seed: int, epochs: int, max_steps: int | None) -> int:
+def _steps_in_all(lengths: np.ndarray, settings: PretrainSettings) -> int:
     """Steps a full run takes: every epoch's batches, or max_steps if fewer."""
-    per_epoch = len(epoch_batches(lengths, batch_size, seed, 0))
-    return min(epochs * per_epoch, max_steps) if max_steps is not None else epochs * per_epoch
+    per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
+    in_all = settings.epochs * per_epoch
+    return min(in_all, settings.max_steps) if settings.max_steps is not None else in_all
 
 
 class _StepProgress:
@@ -389,194 +332,91 @@ class _StepProgress:
             self.progress.close()
 
 
-def pretrain(
-    corpus: list[str | Path],
-    out: str | Path,
-    *,
-    options: dict | None = None,
-    epochs: int = 10,
-    batch_size: int = 128,
-    max_minutes: float | None = None,
-    max_steps: int | None = None,
-    heldout: float = 0.05,
-    min_count: int = 2,
-    max_vocab: int | None = None,
-    tokenizer: str = tok.DEFAULT_TOKENIZER,
-    learning_rate: float = 1e-3,
-    dropout: float = 0.1,
-    softmax_samples: int = 0,
-    seed: int = 0,
-    log_every: int = 50,
-    checkpoint_every: int = 200,
-    note: str | None = None,
-    text_column: str | None = None,
-    rows: str | None = None,
-    max_tokens: int = tok.DEFAULT_MAX_TOKENS,
-    init_from: str | Path | None = None,
-    log: Callable[[str], None] | None = None,
-    progress=None,
-) -> dict:
-    """Train (or resume training) the biLM on `corpus` files; write the model to `out`.
+def _limit_reached(settings: PretrainSettings, step: int, started: float) -> str | None:
+    """The limit that stops the run before its next step, as the option that set it; None: go on."""
+    if settings.max_steps is not None and step >= settings.max_steps:
+        return f"--max-steps {settings.max_steps}"
+    if settings.max_minutes is not None and time.monotonic() - started >= 60 * settings.max_minutes:
+        return f"--max-minutes {settings.max_minutes}"
+    return None
 
-    Stops after `epochs` epochs in all, or `max_steps` steps in all, or `max_minutes` of this
-    run, whichever comes first; returns the model.json it wrote. `init_from`: a model directory
-    whose biLM weights the training starts from (its architecture, unless `options` is given and
-    equal), as ELMo's biLM is fine-tuned on a new domain; the softmax starts afresh. Messages go
-    to `log` (default: this module's logger, INFO); `progress` (a Progress) is updated every step
-    with the messages trained on in this run.
-    """
-    log = log or logger.info
-    started = time.monotonic()
-    out = Path(out)
-    start = _starting_model(init_from, options)
-    options = options or (start.config.to_options() if start else DEFAULT_OPTIONS)
+
+def _architecture(settings: PretrainSettings, start: StartingModel | None) -> BiLMConfig:
+    """--options, else the starting model's, else the default model's; refuse bad settings."""
+    options = settings.options or (start.config.to_options() if start else DEFAULT_OPTIONS)
     try:
         config = BiLMConfig.from_options(options, source="--options")
     except WeightFileError as exc:
         raise PretrainError(str(exc)) from exc
-    if tokenizer not in tok.TOKENIZERS:
-        raise PretrainError(f"unknown tokenizer {tokenizer!r}: expected one of {', '.join(tok.TOKENIZERS)}")
-    if batch_size < 1 or epochs < 1:
-        raise PretrainError(f"--batch-size and --epochs must be at least 1 (got {batch_size}, {epochs})")
+    if settings.tokenizer not in tok.TOKENIZERS:
+        raise PretrainError(f"unknown tokenizer {settings.tokenizer!r}: expected one of {', '.join(tok.TOKENIZERS)}")
+    if settings.batch_size < 1 or settings.epochs < 1:
+        raise PretrainError(f"--batch-size and --epochs must be at least 1 (got {settings.batch_size}, "
+                            f"{settings.epochs})")
+    return config
 
-    read = read_corpus(corpus, text_column, rows, tokenizer, max_tokens)
-    messages = read.messages
-    for f in read.files:
-        log(f"{f['file']}: {f['format']}, {f['encoding']}, column {f['text_column']!r}: {f['messages']} messages"
-            + (f" (rows {rows})" if rows else "")
-            + (f", {sum(f['rejected'].values())} rows rejected by the reader {f['rejected']}" if f["rejected"] else ""))
-    tokenized = [tok.tokenize(m, tokenizer) for m in messages]
-    count_tokens(read.files, tokenized)
-    sentences = [s for s in tokenized if s]
-    if len(sentences) < 2:
-        raise PretrainError(f"{', '.join(map(str, corpus))}: {len(sentences)} non-empty messages; "
-                            "pretraining needs at least 2 (one to train on, one held out)")
-    held = heldout_mask(len(sentences), heldout)
-    train = [s for s, h in zip(sentences, held, strict=True) if not h]
-    held_out = [s for s, h in zip(sentences, held, strict=True) if h]
-    if not held_out or not train:
-        raise PretrainError(f"--heldout {heldout} leaves {len(train)} training and {len(held_out)} held-out "
-                            "messages; both must be at least 1")
-    settings = RunSettings(corpus_fingerprint(messages, tokenizer), config.to_options(), tokenizer, min_count,
-                           max_vocab, heldout, batch_size, seed, softmax_samples, start.sha256 if start else None)
 
-    checkpoint_dir = out / "checkpoint"
-    resuming = tf.train.latest_checkpoint(str(checkpoint_dir)) is not None
-    state = _load_or_check_settings(out, settings, resuming)
+def _vocabulary(out: Path, text: TrainingText, settings: PretrainSettings, resuming: bool) -> Vocabulary:
+    """The checkpoint's vocabulary when resuming, else one built from the training messages (and saved)."""
+    if resuming:
+        return Vocabulary.load(out / "vocab.txt")
+    vocab = build_vocabulary(text.train, settings.min_count, settings.max_vocab)
+    vocab.save(out / "vocab.txt")
+    return vocab
+
+
+def pretrain(corpus: list[str | Path], out: str | Path, settings: PretrainSettings | None = None,
+             log: Callable[[str], None] | None = None, progress=None) -> dict:
+    """Train (or resume training) the biLM on `corpus` files; write the model to `out`.
+
+    `settings` (PretrainSettings() when None): stops after `epochs` epochs in all, or `max_steps`
+    steps in all, or `max_minutes` of this run, whichever comes first; returns the model.json it
+    wrote. `init_from`: a model directory whose biLM weights the training starts from (its
+    architecture, unless `options` is given and equal), as ELMo's biLM is fine-tuned on a new
+    domain; the softmax starts afresh. Messages go to `log` (default: this module's logger, INFO);
+    `progress` (a Progress) is updated every step with the messages trained on in this run.
+    """
+    log = log or logger.info
+    started = time.monotonic()
+    out, settings = Path(out), settings or PretrainSettings()
+    start = _starting_model(settings.init_from, settings.options)
+    config = _architecture(settings, start)
+    text = read_training_text(corpus, settings, log)
+    resume = ResumeSettings.of(settings, config, text, start)
+
+    resuming = tf.train.latest_checkpoint(str(out / "checkpoint")) is not None
+    state = _load_or_check_settings(out, resume, resuming)
     out.mkdir(parents=True, exist_ok=True)
-    if resuming:
-        vocab = Vocabulary.load(out / "vocab.txt")
-    else:
-        vocab = build_vocabulary(train, min_count, max_vocab)
-        vocab.save(out / "vocab.txt")
+    vocab = _vocabulary(out, text, settings, resuming)
 
-    tf.random.set_seed(seed)
-    lm = LanguageModels(BiLM(config, start.weights if start else None, seed=seed), len(vocab), seed)
-    trainer = Trainer(lm, learning_rate, dropout, softmax_samples=softmax_samples)
-    counters = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch_in_epoch")}
-    seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
-    checkpoint = tf.train.Checkpoint(model=lm, optimizer=trainer.optimizer, seconds=seconds, **counters)
-    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=1)
+    tf.random.set_seed(settings.seed)
+    lm = LanguageModels(BiLM(config, start.weights if start else None, seed=settings.seed), len(vocab), settings.seed)
+    trainer = Trainer(lm, settings.learning_rate, settings.dropout, softmax_samples=settings.softmax_samples)
+    run = TrainingRun(out, lm, trainer, log)
     if resuming:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        log(f"resumed from {manager.latest_checkpoint}: step {int(counters['step'])}, "
-            f"epoch {int(counters['epoch'])}, batch {int(counters['batch_in_epoch'])}")
+        run.restore()
     else:
-        state["initial_heldout_perplexity"] = heldout_perplexity(trainer, held_out, vocab)
+        state["initial_heldout_perplexity"] = heldout_perplexity(trainer, text.held_out, vocab)
         write_atomically(out / "pretrain.json", lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
-    log(f"corpus: {len(train)} training and {len(held_out)} held-out messages, vocabulary {len(vocab)}, "
+    log(f"corpus: {len(text.train)} training and {len(text.held_out)} held-out messages, vocabulary {len(vocab)}, "
         f"biLM parameters {parameter_count(lm.bilm):,}; held-out perplexity at step 0: "
         f"{state['initial_heldout_perplexity']['mean']:.1f}")
 
-    last_save = time.monotonic()
-
-    def save_checkpoint():
-        nonlocal last_save
-        now = time.monotonic()
-        seconds.assign_add(now - last_save)
-        last_save = now
-        manager.save(checkpoint_number=int(counters["step"]))
-
-    lengths = np.array([len(s) for s in train])
-    max_chars = config.max_characters_per_token
-    steps = _StepProgress(progress, int(counters["step"]), _steps_in_all(lengths, batch_size, seed, epochs, max_steps))
-    window, window_n, stopped_by = np.zeros(2), 0, None
-    while int(counters["epoch"]) < epochs and stopped_by is None:
-        epoch = int(counters["epoch"])
-        batches = epoch_batches(lengths, batch_size, seed, epoch)
-        for k in range(int(counters["batch_in_epoch"]), len(batches)):
-            if max_steps is not None and int(counters["step"]) >= max_steps:
-                stopped_by = f"--max-steps {max_steps}"
-            elif max_minutes is not None and time.monotonic() - started >= 60 * max_minutes:
-                stopped_by = f"--max-minutes {max_minutes}"
-            if stopped_by:
-                break
-            chars, words = make_batch([train[i] for i in batches[k]], vocab, max_chars)
-            nll, n = trainer.train_step(tf.constant(chars), tf.constant(words))
-            window += nll.numpy()
-            window_n += int(n)
-            counters["step"].assign_add(1)
-            counters["batch_in_epoch"].assign(k + 1)
-            step = int(counters["step"])
-            steps.update(step, len(batches[k]))
-            if step % log_every == 0:
-                log(f"step {step}  epoch {epoch + (k + 1) / len(batches):.2f}  "
-                    f"train perplexity {math.exp(window.sum() / (2 * window_n)):.1f}  "
-                    f"{(time.monotonic() - started) / 60:.1f} min")
-                window, window_n = np.zeros(2), 0
-            if step % checkpoint_every == 0:
-                save_checkpoint()
-        else:
-            counters["epoch"].assign_add(1)
-            counters["batch_in_epoch"].assign(0)
-            ppl = heldout_perplexity(trainer, held_out, vocab)
-            log(f"epoch {epoch + 1} done at step {int(counters['step'])}: held-out perplexity {ppl['mean']:.1f} "
-                f"(forward {ppl['forward']:.1f}, backward {ppl['backward']:.1f})")
-            save_checkpoint()
-    save_checkpoint()
-    steps.close()
+    stopped_by = run.train(text, vocab, settings, started, progress)
     if stopped_by:
-        log(f"stopped by {stopped_by} at step {int(counters['step'])}; run the same command again to resume")
+        log(f"stopped by {stopped_by} at step {run.step}; run the same command again to resume")
 
-    ppl = heldout_perplexity(trainer, held_out, vocab)
-    metadata = {
-        "tokenizer": tokenizer,
-        "dim": config.dim,
-        "corpus_fingerprint": settings.corpus_fingerprint,
-        "heldout_perplexity": ppl["mean"],
-        "training_seconds": round(float(seconds.numpy()), 1),
-        "parameters": parameter_count(lm.bilm),
-        "corpus": {
-            "files": read.files,
-            "messages": len(messages),
-            "empty_messages_skipped": len(messages) - len(sentences),
-            "training_messages": len(train),
-            "heldout_messages": len(held_out),
-            "heldout_selection": f"every message i with floor((i+1)*{heldout}) > floor(i*{heldout}), "
-                                 "i counting non-empty messages",
-            "training_tokens": int(lengths.sum()),
-            "note": note,
-        },
-        "vocabulary": {"file": "vocab.txt", "size": len(vocab), "min_count": min_count},
-        "perplexity": {"heldout": ppl, "heldout_at_step_0": state["initial_heldout_perplexity"]},
-        "training": {
-            "steps": int(counters["step"]),
-            "epochs_completed": int(counters["epoch"]),
-            "complete": stopped_by is None,
-            "stopped_by": stopped_by,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "dropout": dropout,
-            "optimizer": "Adam, gradients clipped to global norm 10",
-            "softmax": ("full" if not trainer.softmax_samples
-                        else f"sampled ({trainer.softmax_samples} words per batch)")
-                       + ", shared by the forward and backward LMs (weights in checkpoint/ only)",
-            "seed": seed,
-        },
-        "initialized_from": start.record() if start else None,
-        "softmax_parameters": int(lm.softmax_w.shape[0] * (lm.softmax_w.shape[1] + 1)),
-    }
-    _write_model(out, lm.bilm, metadata)
+    ppl = heldout_perplexity(trainer, text.held_out, vocab)
+    model = TrainedModel(corpus_fingerprint=resume.corpus_fingerprint, vocab_size=len(vocab),
+                         parameters=parameter_count(lm.bilm),
+                         softmax_parameters=int(lm.softmax_w.shape[0] * (lm.softmax_w.shape[1] + 1)),
+                         softmax_samples=trainer.softmax_samples,
+                         initialized_from=start.record() if start else None)
+    outcome = TrainingOutcome(steps=run.step, epochs_completed=int(run.progress["epoch"]), stopped_by=stopped_by,
+                              training_seconds=float(run.seconds.numpy()), heldout_perplexity=ppl,
+                              initial_heldout_perplexity=state["initial_heldout_perplexity"])
+    metadata = model_json(settings, config, text, model, outcome)
+    write_model(out, lm.bilm, metadata)
     log(f"wrote {out}: held-out perplexity {ppl['mean']:.1f} (forward {ppl['forward']:.1f}, backward "
         f"{ppl['backward']:.1f}), {metadata['training_seconds'] / 60:.1f} min of training, "
         f"{metadata['parameters']:,} parameters")
