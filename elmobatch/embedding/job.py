@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, UTC
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from elmobatch.embedding import output as o
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.files import file_sha256
 from elmobatch.locking import JobLock, LockHeld
-from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, read_messages
+from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, ReadOptions, read_messages
 
 COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
 
@@ -58,6 +58,14 @@ class EmbedOptions:
     delimiter: str | None = None  # CSV/TSV; None: detected per file
     vectors: str = "pooled"  # or "layers": also write the per-layer vectors (see output.VECTORS)
     vector_dtype: str = "float32"  # or "float16"
+
+    @classmethod
+    def of(cls, read: ReadOptions, **settings) -> EmbedOptions:
+        """The embed options for input settings `read` (flat here: their names are in the resume signature)."""
+        return cls(**asdict(read), **settings)
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(**{f.name: getattr(self, f.name) for f in fields(ReadOptions)})
 
 
 class OutputError(ValueError):
@@ -163,10 +171,7 @@ def _lock_output(out: Path) -> Iterator[None]:
 
 def open_reader(path, options: EmbedOptions, tokenizer: str):
     """The chunked reader for one input, as every engine opens it; `tokenizer`: the model's."""
-    return read_messages(path, text_column=options.text_column, id_column=options.id_column, fmt=options.fmt,
-                         encoding=options.encoding, chunk_rows=options.chunk_rows,
-                         max_text_chars=options.max_text_chars, reject_empty=options.reject_empty,
-                         max_tokens=options.max_tokens, tokenizer=tokenizer, delimiter=options.delimiter)
+    return read_messages(path, options.read_options(), chunk_rows=options.chunk_rows, tokenizer=tokenizer)
 
 
 def part_name(file_index: int, chunk_index: int) -> str:

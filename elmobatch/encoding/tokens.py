@@ -20,9 +20,11 @@ from itertools import islice
 
 import numpy as np
 
+from elmobatch.settings import DEFAULT_MAX_TOKENS  # noqa: F401  (re-exported: callers import it from here)
+
 TOKENIZERS = ("punct", "whitespace")
 DEFAULT_TOKENIZER = "punct"
-DEFAULT_MAX_TOKENS = 4_000  # a 20,000-character message of words has ~3,500; see exceeds_tokens
+# DEFAULT_MAX_TOKENS (settings): a 20,000-character message of words has ~3,500 tokens; see exceeds_tokens
 
 _PUNCT_TOKEN = re.compile(
     r"""

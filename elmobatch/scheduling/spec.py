@@ -24,9 +24,8 @@ from typing import Any
 
 from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.specs import PRECISIONS, is_remote
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
-from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, ENGINES, EXIT_CODE_STYLES, FORMATS,
-                                SCORED_FORMATS)
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TOKENS,
+                                ENGINES, EXIT_CODE_STYLES, FORMATS, SCORED_FORMATS)
 
 
 class JobSpecError(ValueError):
@@ -47,6 +46,8 @@ OPTIONAL = {
     "precision": "float32",   # or bf16 (see load_encoder)
     "chunk_rows": DEFAULT_CHUNK_ROWS,
     "max_tokens": DEFAULT_MAX_TOKENS,  # messages with more tokens are rejected (too_many_tokens)
+    "max_text_chars": DEFAULT_MAX_TEXT_CHARS,  # longer messages are rejected (too_long)
+    "reject_empty": False,    # reject empty messages (empty_text) instead of scoring them
     "retention_days": None,   # delete date= partitions older than this many days
     "cache_prune_days": None,  # after each run, remove cached vectors written more than this many days ago
     "cache_max_size": None,   # after each run, remove the oldest cached vectors beyond this size ("10G")
@@ -113,6 +114,8 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "precision": _one_of(PRECISIONS),
     "chunk_rows": (_is_positive_int, "a positive whole number of rows"),
     "max_tokens": (_is_positive_int, "a positive whole number of tokens"),
+    "max_text_chars": (_is_positive_int, "a positive whole number of characters"),
+    "reject_empty": (lambda value: isinstance(value, bool), "true or false"),
     "retention_days": (_is_positive_int, "a positive whole number of days (leave it out to keep every partition)"),
     "engine": _one_of(ENGINES),
     "spark_master": (_is_text, 'a Spark master URL (a string), e.g. "local[2]"'),

@@ -39,6 +39,7 @@ from elmobatch._tensorflow import tf
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError, read_options, read_weights
 from elmobatch.files import file_sha256, write_atomically, write_file_set
+from elmobatch.reading.options import ReadOptions
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
 
 # The bundled default model's architecture: output width 1024 like the official model; filters
@@ -144,11 +145,12 @@ def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
     return bounds
 
 
-def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: str | None = None,
-                tokenizer: str = tok.DEFAULT_TOKENIZER, max_tokens: int = tok.DEFAULT_MAX_TOKENS) -> CorpusRead:
+def read_corpus(paths: list[str | Path], options: ReadOptions | None = None, rows: str | None = None,
+                tokenizer: str = tok.DEFAULT_TOKENIZER) -> CorpusRead:
     """Corpus files through elmobatch.reading (plain text: one message per line; CSV, TSV, JSON
     Lines, Parquet: the text column) -> their messages, in order. `rows` keeps data rows START..END-1
-    of each file. Rows the reader rejects (e.g. more than `max_tokens` tokens) are counted by
+    of each file; `options` say how files are read. Rows the reader rejects (e.g. more
+    than max_tokens tokens) are counted by
     reason, never trained on."""
     from elmobatch.reading import ReadError, read_messages
 
@@ -157,7 +159,7 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
     files = []
     for path in paths:
         try:
-            reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=tokenizer)
+            reader = read_messages(path, options, tokenizer=tokenizer)
             selected, read, rejects = 0, 0, dict[str, int]()
             for chunk in reader:
                 read += chunk.rows_read
@@ -383,9 +385,8 @@ def pretrain(
     log_every: int = 50,
     checkpoint_every: int = 200,
     note: str | None = None,
-    text_column: str | None = None,
+    read: ReadOptions | None = None,
     rows: str | None = None,
-    max_tokens: int = tok.DEFAULT_MAX_TOKENS,
     init_from: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -409,14 +410,14 @@ def pretrain(
     if batch_size < 1 or epochs < 1:
         raise PretrainError(f"--batch-size and --epochs must be at least 1 (got {batch_size}, {epochs})")
 
-    read = read_corpus(corpus, text_column, rows, tokenizer, max_tokens)
-    messages = read.messages
-    for f in read.files:
+    corpus_read = read_corpus(corpus, read, rows, tokenizer)
+    messages = corpus_read.messages
+    for f in corpus_read.files:
         log(f"{f['file']}: {f['format']}, {f['encoding']}, column {f['text_column']!r}: {f['messages']} messages"
             + (f" (rows {rows})" if rows else "")
             + (f", {sum(f['rejected'].values())} rows rejected by the reader {f['rejected']}" if f["rejected"] else ""))
     tokenized = [tok.tokenize(m, tokenizer) for m in messages]
-    count_tokens(read.files, tokenized)
+    count_tokens(corpus_read.files, tokenized)
     sentences = [s for s in tokenized if s]
     if len(sentences) < 2:
         raise PretrainError(f"{', '.join(map(str, corpus))}: {len(sentences)} non-empty messages; "
@@ -514,7 +515,7 @@ def pretrain(
         "training_seconds": round(float(seconds.numpy()), 1),
         "parameters": parameter_count(lm.bilm),
         "corpus": {
-            "files": read.files,
+            "files": corpus_read.files,
             "messages": len(messages),
             "empty_messages_skipped": len(messages) - len(sentences),
             "training_messages": len(train),

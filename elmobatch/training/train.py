@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from elmobatch.embedding import file_sha256
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
+from elmobatch.reading import ReadOptions
 from elmobatch.scoring.score import head_metrics
 from elmobatch.scoring.vectors import labelled_vectors
 from elmobatch.training.fit import FitSettings, TrainingError, fit_head
@@ -44,12 +44,11 @@ def rows_fingerprint(row_numbers, texts, labels) -> str:
 
 
 def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str, split: Split,
-               text_column: str | None = None, positive: str | None = None, settings: FitSettings | None = None,
-               max_tokens: int = DEFAULT_MAX_TOKENS, log=print) -> Head:
-    """Embed, split, fit, measure on the held-out rows, and save the head in `out`."""
+               read: ReadOptions | None = None, positive: str | None = None, settings: FitSettings | None = None,
+               log=print) -> Head:
+    """Embed `path` (read as `read` says), split, fit, measure on the held-out rows, and save the head in `out`."""
     settings = settings or FitSettings()
-    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column,
-                            max_tokens=max_tokens)
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, read=read)
     n = len(data.labels)
     log(f"{path}: {data.rows_read} rows read, {n} with text and label, {len(data.rejects)} rejected")
     train, test = split.indices(n)
