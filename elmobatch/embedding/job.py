@@ -37,6 +37,7 @@ from elmobatch.embedding import output as o
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.files import file_sha256
 from elmobatch.locking import JobLock, LockHeld
+from elmobatch.reading.inputs import source_name
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, ReadOptions, read_messages
 
 COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
@@ -180,14 +181,15 @@ def part_name(file_index: int, chunk_index: int) -> str:
 
 
 def _check_names(paths: list[Path], id_column: str | None) -> None:
-    """Ids default to file name + row number, so two inputs may not share a file name."""
+    """Ids default to file name + row number (a .gz file's name without .gz), so two inputs may not share one."""
     if id_column is None:
         seen: dict[str, Path] = {}
         for p in paths:
-            if p.name in seen:
-                raise ReadError(f"inputs {seen[p.name]} and {p} share the file name {p.name!r}, so their default ids "
+            name = source_name(p)
+            if name in seen:
+                raise ReadError(f"inputs {seen[name]} and {p} share the file name {name!r}, so their default ids "
                                 "(file name:row number) would collide: rename one or pass --id-column")
-            seen[p.name] = p
+            seen[name] = p
 
 
 def _signature(inputs_info, fingerprint: str, options: EmbedOptions) -> str:

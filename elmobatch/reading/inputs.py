@@ -68,10 +68,16 @@ def shown_name(path) -> str:
     return STDIN if path.name == STDIN_NAME and path.parent.name.startswith(SPOOL_PREFIX) else str(path)
 
 
+def source_name(path) -> str:
+    """The file name rows are known by (`source_file`, default ids NAME:ROW): day.csv.gz -> day.csv,
+    so compressing a file keeps its ids."""
+    name = Path(path).name
+    return name[:-3] if name.lower().endswith(".gz") else name
+
+
 def input_stem(path) -> str:
     """The name outputs are named after: day.csv -> day, day.csv.gz -> day, stdin -> stdin."""
-    path = Path(path)
-    return Path(path.stem).stem if path.name.lower().endswith(".gz") else path.stem
+    return Path(source_name(path)).stem
 
 
 def _visible(name: str) -> bool:

@@ -32,6 +32,7 @@ from elmobatch.settings import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS
 from elmobatch.reading.detect import (SAMPLE_LINES, ReadDecisions, ReadError, check_encoding, check_id_column,
                                       check_not_compressed, choose_delimiter, choose_format, choose_text_column,
                                       detect_encoding, open_bytes, unreadable_gzip)
+from elmobatch.reading.inputs import source_name as default_source_name
 from elmobatch.reading.options import ReadOptions
 
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
@@ -194,7 +195,7 @@ class MessageReader:
         self.max_record_chars = 2 * options.max_text_chars + RECORD_SLACK  # no line or record is held past this
         self.reject_empty = options.reject_empty
         self.max_tokens, self.tokenizer = options.max_tokens, tokenizer
-        self.source_name = source_name or path.name
+        self.source_name = source_name or default_source_name(path)
         self.text_column: str | None = None  # set by _decide; sampling runs before it is known
         self.id_column: str | None = None
         self.delimiter = ","  # of CSV/TSV; set by _decide

@@ -163,7 +163,8 @@ class StreamOutput:
     def write(self, frame: pd.DataFrame) -> None:
         if self.format == "jsonl":
             if len(frame):
-                self.stream.write(frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=15).rstrip("\n") + "\n")
+                lines = frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=15)
+                self.stream.write(lines.rstrip("\n") + "\n")
             return
         columns = list(frame.columns)
         if self.header is not None and columns != self.header:
