@@ -36,6 +36,7 @@ def main():
     Examples:
       elmobatch score messages.csv           # label with the bundled model and head
       elmobatch embed messages.csv --out v/  # a Parquet embeddings dataset
+      elmobatch score - --out - < in.csv     # standard input to standard output
       elmobatch run jobs/sms-nightly.toml    # a scheduled job
       elmobatch COMMAND -h                   # one command's options
     """
@@ -223,7 +224,8 @@ def embed(inputs, out, model, read, batch_size, chunk_rows, cache_dir, keep_text
     for standard input (an empty message is embedded as zeros unless --reject-empty).
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
-    1 failure (a non-empty --out that is not an elmobatch output is refused untouched).
+    2 bad arguments (e.g. a missing input, a glob matching nothing), 1 failure (a non-empty --out
+    that is not an elmobatch output is refused untouched).
 
     \b
     Examples:

@@ -44,7 +44,7 @@ def embedded(out: Path) -> pd.DataFrame:
 def test_every_reading_command_has_the_same_input_options(command):
     """The same eight options, with the same help and defaults, matching ReadOptions field for field."""
     params = {opt: p for p in main.commands[command].params for opt in p.opts}
-    assert INPUT_OPTIONS <= set(params), f"{command} lacks {sorted(INPUT_OPTIONS - set(params))}"
+    assert set(params) >= INPUT_OPTIONS, f"{command} lacks {sorted(INPUT_OPTIONS - set(params))}"
     assert {params[o].name for o in INPUT_OPTIONS} == {f.name for f in fields(ReadOptions)}
     reference = {o: (p.help, p.default) for p in main.commands["embed"].params for o in p.opts}
     assert all((params[o].help, params[o].default) == reference[o] for o in INPUT_OPTIONS)
@@ -199,7 +199,7 @@ def test_gz_input_gives_the_same_rows_ids_and_vectors_as_the_plain_file(tmp_path
 
 def test_corrupt_gz_is_one_clear_error(tmp_path):
     path = tmp_path / "day.csv.gz"
-    packed = gzip.compress("id,text\n".encode() + "".join(f"{i},hello {i * i}\n" for i in range(500)).encode())
+    packed = gzip.compress(b"id,text\n" + "".join(f"{i},hello {i * i}\n" for i in range(500)).encode())
     path.write_bytes(packed[: len(packed) // 2])  # cut short
     result = cli("embed", path, "--out", tmp_path / "v", "--model", FIXTURE, "--cache-dir", tmp_path / "c")
     assert result.exit_code == 1
