@@ -32,6 +32,7 @@ import numpy as np
 from elmobatch.caching import EmbeddingCache
 from elmobatch.scoring.metrics import roc_auc
 from elmobatch.scoring.score import load_head_and_model
+from elmobatch.reading import ReadOptions
 from elmobatch.scoring.vectors import labelled_vectors
 from elmobatch.training.calibration import fit_platt
 from elmobatch.training.split import parse_split
@@ -58,7 +59,7 @@ class Dataset:
 
 def load_dataset(path: Path, encoder, cache, label_column: str, text_column: str) -> Dataset:
     """Read `path` with elmobatch's reader and embed it through the cache (one pass, then cache hits)."""
-    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column)
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, read=ReadOptions(text_column=text_column))
     kinds = data.rows["kind"].astype(str).tolist() if "kind" in data.rows else [""] * len(data.labels)
     return Dataset(data.texts, np.array([v == "spam" for v in data.labels]), kinds, data.x)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -10,21 +12,14 @@ import sys
 import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, TOKENIZERS
-from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_MAX_TEXT_CHARS,
-                                DEFAULT_PRECISION, ENGINES, EXIT_CODE_STYLES, FORMATS, PretrainSettings)
+from elmobatch.cli_options import cache_dir_option, input_files, input_options, inputs_argument, model_option
+from elmobatch.encoding.tokens import TOKENIZERS
+from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_PRECISION, ENGINES,
+                                EXIT_CODE_STYLES, STDOUT_FORMATS, PretrainSettings)
 
 precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
     help="Encoder arithmetic: bf16 runs the biLM's matmuls in bfloat16 (faster; vectors within 0.999 cosine).")
-
-delimiter_option = click.option(
-    "--delimiter", help="Field delimiter of CSV/TSV input, one character (default: detected from the first lines "
-    "among , ; tab |; the choice and its reason are recorded).")
-
-max_tokens_option = click.option(
-    "--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS, show_default=True,
-    help="Messages with more tokens are rejected (too_many_tokens): this bounds each message's time and memory.")
 
 
 def load_encoder(spec: str, **kwargs):
@@ -99,6 +94,7 @@ def main(quiet, verbose, log_level):
     Examples:
       elmobatch score messages.csv           # label with the bundled model and head
       elmobatch embed messages.csv --out v/  # a Parquet embeddings dataset
+      elmobatch score - --out - < in.csv     # standard input to standard output
       elmobatch run jobs/sms-nightly.toml    # a scheduled job
       elmobatch COMMAND -h                   # one command's options
       elmobatch -q run jobs/sms-nightly.toml # no progress or notes, only warnings and errors
@@ -125,8 +121,7 @@ def info(model):
 
 
 @main.command()
-@click.option("--cache-dir", type=click.Path(file_okay=False),
-              help="Embedding cache to list (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
+@cache_dir_option
 def models(cache_dir):
     """List the bundled model and the models with vectors in the embedding cache.
 
@@ -178,10 +173,6 @@ def human_bytes(n: int) -> str:
     return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
 
 
-_housekeeping_cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
-                                          help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
-
-
 @main.group()
 def cache():
     """Look after the embedding cache: its size, compaction, pruning.
@@ -194,7 +185,7 @@ def cache():
 
 
 @cache.command("info")
-@_housekeeping_cache_option
+@cache_dir_option
 def cache_info(cache_dir):
     """Models, vectors, bytes and segments in the cache.
 
@@ -219,7 +210,7 @@ def cache_info(cache_dir):
 
 
 @cache.command("compact")
-@_housekeeping_cache_option
+@cache_dir_option
 def cache_compact(cache_dir):
     """Merge each day's small segments (safe while other runs use the cache).
 
@@ -243,7 +234,7 @@ def cache_compact(cache_dir):
 @click.option("--max-size", "max_bytes", metavar="SIZE", callback=lambda _ctx, _param, v: None if v is None
               else parse_size(v), help="Then remove the oldest until the cache's segments "
               "total at most SIZE (500M, 10G, ...).")
-@_housekeeping_cache_option
+@cache_dir_option
 def cache_prune(older_than, max_bytes, cache_dir):
     """Remove old vectors (whole segments, oldest first); they are recomputed if needed again.
 
@@ -266,64 +257,63 @@ def cache_prune(older_than, max_bytes, cache_dir):
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@inputs_argument
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
-@click.option("--model", default="default", show_default=True, help="A load_encoder spec.")
-@click.option("--text-column", help="Column holding the message (default: detected).")
-@click.option("--id-column", help="Column used as `id` (default: file name:row number).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS),
-              help="Input format (default: from the extension).")
-@click.option("--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not).")
+@model_option
+@input_options
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Messages per encoder batch.")
 @click.option("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, show_default=True,
               help="Rows read, embedded and written at a time.")
-@click.option("--cache-dir", type=click.Path(file_okay=False),
-              help="Embedding cache (default: $ELMOBATCH_CACHE or ~/.cache/elmobatch).")
+@cache_dir_option
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
 @click.option("--vectors", type=click.Choice(["pooled", "layers"]), default="pooled", show_default=True,
               help="pooled: the `embedding` column only; layers: also each layer's vectors (`layers`, 3x the bytes).")
 @click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Precision of the vectors written (float16: half the bytes, about 3 significant digits).")
-@click.option("--max-text-chars", type=int, default=DEFAULT_MAX_TEXT_CHARS, show_default=True,
-              help="Longer messages are rejected.")
-@click.option("--reject-empty", is_flag=True, help="Reject empty messages (nothing but spaces or invisible "
-              "characters) instead of embedding them as zeros.")
-@delimiter_option
-@max_tokens_option
 @click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
 @click.option("--master", help="Spark master for --engine spark: local[N], spark://HOST:PORT, yarn "
                                "(default: the active session's, or spark-submit's, or local[*]).")
 @precision_option
-def embed(inputs, out, model, text_column, id_column, fmt, encoding, batch_size, chunk_rows, cache_dir, keep_text,
-          vectors, vector_dtype, max_text_chars, reject_empty, delimiter, max_tokens, engine, master, precision):
+def embed(inputs, out, model, read, batch_size, chunk_rows, cache_dir, keep_text, vectors, vector_dtype, engine,
+          master, precision):
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
 
+    INPUTS: files (.gz ones read as gzip streams), directories (their files), glob patterns, or -
+    for standard input (an empty message is embedded as zeros unless --reject-empty).
+
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
-    1 failure (a non-empty --out that is not an elmobatch output is refused untouched).
+    2 bad arguments (e.g. a missing input, a glob matching nothing), 1 failure (a non-empty --out
+    that is not an elmobatch output is refused untouched).
 
     \b
     Examples:
       elmobatch embed messages.csv --out vectors/
       elmobatch embed a.csv b.jsonl --out vectors/ --text-column body --keep-text
       elmobatch embed big.csv --out vectors/ --engine spark --master local[4]
+      elmobatch embed incoming/ 'archive/*.csv.gz' --out vectors/
+      some-export | elmobatch embed - --format jsonl --out vectors/
     """
+    from elmobatch.embedding import EmbedOptions
+
+    options = EmbedOptions.of(read, chunk_rows=chunk_rows, keep_text=keep_text, vectors=vectors,
+                              vector_dtype=vector_dtype)
+    model = model or "default"
+    if master and engine != "spark":
+        raise click.ClickException("--master is a Spark setting: add --engine spark")
+    with input_files(inputs) as paths:  # before the model loads, so a mistyped name fails at once
+        _embed(paths, out, model, options, batch_size, cache_dir, engine, master, precision)
+
+
+def _embed(inputs, out, model, options, batch_size, cache_dir, engine, master, precision):
+    """embed's work once its inputs are files."""
     from elmobatch.caching import EmbeddingCache
-    from elmobatch.embedding import EmbedOptions, OutputError, embed_files, summary_line
+    from elmobatch.embedding import OutputError, embed_files, summary_line
     from elmobatch.embedding.job import OutputLocked, duplicate_ids_warning
     from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s
     from elmobatch.reading import ReadError
 
-    options = EmbedOptions(text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
-                           chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                           keep_text=keep_text, max_tokens=max_tokens, delimiter=delimiter, vectors=vectors,
-                           vector_dtype=vector_dtype)
-    if master and engine != "spark":
-        raise click.ClickException("--master is a Spark setting: add --engine spark")
-    missing = next((path for path in inputs if not os.path.isfile(path)), None)
-    if missing:  # before the model loads, so a mistyped name fails at once
-        raise click.ClickException(f"{missing}: no such file")
     try:
         enc = load_encoder(model, precision=precision)
         if engine == "spark":
@@ -370,15 +360,11 @@ def _cache(cache_dir):
     return EmbeddingCache(cache_dir)
 
 
-_cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
-                             help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
-
-
 @main.command()
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label-column", required=True, help="Column holding each row's label.")
-@click.option("--text-column", help="Column holding the message (default: detected).")
-@click.option("--model", default="default", show_default=True, help="Encoder: a load_encoder spec.")
+@input_options
+@model_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Head directory to write.")
 @click.option("--split", "split_spec", default="last:0.2", show_default=True,
               help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
@@ -392,11 +378,10 @@ _cache_option = click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Calibrate the scores on the validation slice (before the threshold is chosen there).")
 @click.option("--l2", type=click.FloatRange(min=0), help="L2 strength on the output weights "
               "(default: none for mlp; for logistic the best of 1e-4..1 on the validation slice).")
-@max_tokens_option
-@_cache_option
+@cache_dir_option
 @precision_option
-def train(input, label_column, text_column, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, max_tokens, precision, cache_dir):
+def train(input, label_column, read, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
+          calibrate, l2, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
 
     \b
@@ -408,12 +393,13 @@ def train(input, label_column, text_column, model, out, split_spec, epochs, batc
     from elmobatch.training.fit import FitSettings, TrainingError
     from elmobatch.training.train import model_record, parse_split, train_file
 
+    model = model or "default"
     try:
         split = parse_split(split_spec)
         encoder = load_encoder(model, precision=precision)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
-                          model_spec=model_record(model), split=split, text_column=text_column,
-                          positive=positive_label, max_tokens=max_tokens, progress=progress("train: embedding"),
+                          model_spec=model_record(model), split=split, read=read,
+                          positive=positive_label, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2))
     except (TrainingError, *_head_errors()) as exc:
@@ -440,18 +426,16 @@ def _calibration_line(meta: dict) -> str:
 @main.command()
 @click.argument("input", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label-column", required=True, help="Column holding each row's true label.")
-@click.option("--text-column", help="Column holding the message (default: detected).")
+@input_options
 @click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False),
               help="Head directory (default: bundled).")
-@click.option("--model", help="Encoder spec (default: the model the head names).")
+@model_option
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory (default: <input stem>.report).")
 @click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
-@max_tokens_option
-@_cache_option
+@cache_dir_option
 @precision_option
-def evaluate(input, label_column, text_column, head_dir, model, out, split_spec, threshold, max_tokens, cache_dir,
-             precision):
+def evaluate(input, label_column, read, head_dir, model, out, split_spec, threshold, cache_dir, precision):
     """Measure a head on the labelled file INPUT: metrics table, report.html with pictures, metrics.json.
 
     \b
@@ -463,6 +447,7 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
     from pathlib import Path
 
     from elmobatch.scoring.metrics import format_table
+    from elmobatch.reading.inputs import input_stem
     from elmobatch.scoring.report import write_report
     from elmobatch.scoring.score import evaluate_file, load_head_and_model, misclassified_rows
     from elmobatch.embedding import file_sha256
@@ -471,15 +456,14 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
         head, encoder = load_head_and_model(head_dir, model, precision)
         metrics, y_true, proba, rows = evaluate_file(
             input, label_column=label_column, head=head, encoder=encoder, cache=_cache(cache_dir),
-            text_column=text_column, rows=split_spec, threshold=threshold, max_tokens=max_tokens,
-            progress=progress("evaluate"))
+            read=read, rows=split_spec, threshold=threshold, progress=progress("evaluate"))
     except _head_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     trained_on = head.meta.get("data", {}).get("file_sha256")
     if split_spec is None and trained_on and trained_on == file_sha256(input):
         logger.warning(f"note: {input} is the file this head was trained on; its training rows are included "
                        f"(evaluate only the held-out rows with --split {head.meta['data']['split']})")
-    out = Path(out) if out else Path.cwd() / f"{Path(input).stem}.report"
+    out = Path(out) if out else Path.cwd() / f"{input_stem(input)}.report"
     about = {"head": head_dir or "default (bundled)", "head fingerprint": head.fingerprint,
              "model": encoder.path, "model fingerprint": encoder.fingerprint,
              "date": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -491,48 +475,79 @@ def evaluate(input, label_column, text_column, head_dir, model, out, split_spec,
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@inputs_argument
 @click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False),
               help="Head directory (default: bundled).")
-@click.option("--model", help="Encoder spec (default: the model the head names).")
-@click.option("--out", type=click.Path(), help="Output .csv/.parquet file (one input) or directory "
-              "(default: <input stem>.scored.csv in the current directory).")
+@model_option
+@click.option("--out", type=click.Path(allow_dash=True), help="Output .csv/.parquet file (one input), directory "
+              "(default: <input stem>.scored.csv in the current directory), or - for standard output "
+              "(then rejects go to <input stem>.scored.rejects.csv in the current directory).")
+@click.option("--out-format", type=click.Choice(STDOUT_FORMATS),
+              help="What --out - writes: CSV, one header for all inputs (the default), or JSON Lines.")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
-@click.option("--text-column", help="Column holding the message (default: detected).")
 @click.option("--provenance/--no-provenance", default=True, show_default=True,
               help="Add source_file and row_number (as rejects number rows) to every scored row.")
-@delimiter_option
-@max_tokens_option
-@_cache_option
+@input_options
+@cache_dir_option
 @precision_option
-def score(inputs, head_dir, model, out, threshold, text_column, provenance, delimiter, max_tokens, cache_dir,
-          precision):
+def score(inputs, head_dir, model, out, out_format, threshold, provenance, read, cache_dir, precision):
     """Label every row of INPUTS: original columns + label + score + source_file + row_number;
     rejected rows to a rejects file. Parquet outputs record the head and model in their metadata.
+
+    INPUTS: files (.gz ones read as gzip streams), directories (their files), glob patterns, or -
+    for standard input. With --out - the scores go to standard output and nothing else does.
 
     \b
     Examples:
       elmobatch score messages.csv                     # -> messages.scored.csv
       elmobatch score a.csv b.csv --head my_head/ --out scored/
       elmobatch score messages.csv --out scored.parquet --threshold 0.3
+      elmobatch score incoming/ 'archive/*.csv.gz' --out scored/
+      cat messages.csv | elmobatch score - --out - > scored.csv
     """
-    from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s and `embed`'s
-    from elmobatch.scoring.score import OutputLocked, load_head_and_model, output_paths, score_file
+    if out_format and out != "-":
+        raise click.UsageError("--out-format is for --out - (standard output); a file's extension picks its format")
+    with input_files(inputs) as paths:
+        _score(paths, head_dir, model, out, out_format or "csv", threshold, provenance, read, cache_dir, precision)
 
+
+def _score(inputs, head_dir, model, out, out_format, threshold, provenance, read, cache_dir, precision):
+    """score's work once its inputs are files; --out -: one StreamOutput on standard output for them all."""
+    from elmobatch.reading.inputs import shown_name
+    from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s and `embed`'s
+    from elmobatch.scoring.score import (OutputLocked, StreamOutput, load_head_and_model, output_paths, rejects_path,
+                                         score_file)
+
+    to_stdout = out == "-"
     try:
-        outputs = output_paths(list(inputs), out)
+        outputs = output_paths(inputs, None if to_stdout else out)  # for --out -: where the rejects go
         head, encoder = load_head_and_model(head_dir, model, precision)
         cache = _cache(cache_dir)
-        for path, target in zip(inputs, outputs, strict=True):
-            summary = score_file(path, target, head=head, encoder=encoder, cache=cache, text_column=text_column,
-                                 threshold=threshold, max_tokens=max_tokens, delimiter=delimiter,
-                                 provenance=provenance, progress=progress(f"score {os.path.basename(path)}"))
-            click.echo(summary.line())
+        with _utf8_stdout() if to_stdout else contextlib.nullcontext() as stdout:
+            stream = StreamOutput(stdout, out_format) if to_stdout else None
+            for path, target in zip(inputs, outputs, strict=True):
+                summary = score_file(path, stream or target, head=head, encoder=encoder, cache=cache,
+                                     read=read, threshold=threshold, provenance=provenance,
+                                     rejects_to=rejects_path(target) if to_stdout else None,
+                                     progress=progress(f"score {os.path.basename(path)}"))
+                summary.input = shown_name(path)
+                click.echo(summary.line(), err=to_stdout)
     except OutputLocked as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
     except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
         raise click.ClickException(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _utf8_stdout():
+    """Standard output as UTF-8 text whatever the locale (scores hold any text), flushed at the end."""
+    stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        stream.detach()
 
 
 # ---- run --------------------------------------------------------------------------------------
@@ -576,7 +591,7 @@ def run(job_file, day, exit_codes):
 PRETRAIN = PretrainSettings()  # the defaults of the pretrain options
 
 @main.command()
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("corpus", nargs=-1, required=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (and resume from).")
 @click.option("--options", "options_path", type=click.Path(dir_okay=False),
@@ -607,14 +622,13 @@ PRETRAIN = PretrainSettings()  # the defaults of the pretrain options
 @click.option("--checkpoint-every", default=PRETRAIN.checkpoint_every, show_default=True,
               help="Steps between checkpoints.")
 @click.option("--note", help="Free text about the corpus, kept in model.json (e.g. where it came from).")
-@click.option("--text-column", help="Column holding the messages in CSV/TSV/JSONL/Parquet corpora (default: detected).")
 @click.option("--rows", help="Use only data rows START:END (from 0, END excluded) of each corpus file, e.g. 0:4457.")
-@max_tokens_option
+@input_options
 def pretrain(corpus, out, options_path, **kwargs):
     """Pretrain a biLM on the messages of CORPUS files into --out.
 
-    CORPUS: plain text (one message per line) or any file `embed` reads (CSV, TSV, JSON Lines,
-    Parquet; --text-column picks the column, --rows the rows).
+    CORPUS: plain text (one message per line) or anything `embed` reads (CSV, TSV, JSON Lines,
+    Parquet, .gz, directories, globs, -; --text-column picks the column, --rows the rows).
 
     Writes options.json + weights.hdf5 (official layout), vocab.txt and model.json; checkpoints
     to OUT/checkpoint and resumes from it when run again with the same corpus and settings.
@@ -634,11 +648,12 @@ def pretrain(corpus, out, options_path, **kwargs):
                 options = json.load(f)
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"{options_path}: not readable JSON options ({exc})") from exc
-    try:
-        settings = PretrainSettings(options=options, **kwargs)
-        run_pretrain(list(corpus), out, settings, progress=progress("pretrain", "messages"))
-    except PretrainError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with input_files(corpus) as paths:
+        try:
+            settings = PretrainSettings(options=options, **kwargs)
+            run_pretrain(paths, out, settings, progress=progress("pretrain", "messages"))
+        except PretrainError as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import re
 import uuid
 from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
+from typing import TextIO
 
 STAGING = "_tmp"
 
@@ -159,8 +160,8 @@ def file_set_problem(directory: str | Path, manifest: str, recorded, contents: M
     return None
 
 
-def write_csv(frame, path: str | Path, *, append: bool) -> None:
-    """Write a pandas DataFrame to the CSV file `path` (with a header), or append its rows.
+def write_csv(frame, path: str | Path | TextIO, *, append: bool) -> None:
+    """Write a pandas DataFrame to the CSV file `path` (or an open text stream) with a header, or append its rows.
 
     Every CSV elmobatch writes goes through here. Every non-numeric field is quoted, so a value
     holding a bare \\r, a newline, a quote or a comma reads back exactly with Python's csv module

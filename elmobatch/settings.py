@@ -6,10 +6,14 @@ Importable without TensorFlow or pandas, so the command line can build its optio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # reading imports pandas; these settings stay importable without it
+    from elmobatch.reading.options import ReadOptions
 
 DEFAULT_BATCH_SIZE = 256  # messages per encoder batch (the encoder, `embed --batch-size`, a job's batch_size)
 DEFAULT_CHUNK_ROWS = 10_000  # rows read, embedded and written at a time
-DEFAULT_MAX_TEXT_CHARS = 20_000  # longer messages are rejected (text_too_long)
+DEFAULT_MAX_TEXT_CHARS = 20_000  # longer messages are rejected (too_long)
 DEFAULT_TOKENIZER = "punct"  # see encoding/tokens.py
 DEFAULT_MAX_TOKENS = 4_000  # more tokens are rejected (too_many_tokens); 20,000 chars of words ~ 3,500
 DEFAULT_PRECISION = "float32"  # encoder matmuls (`--precision`, a job's precision); or bf16
@@ -17,6 +21,7 @@ DEFAULT_ENGINE = "local"  # where chunks are embedded (`embed --engine`, a job's
 DEFAULT_OUTPUT_FORMAT = "parquet"  # a job's scored files
 DEFAULT_SPARK_MASTER = "local[2]"  # a job's spark_master
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "txt")  # input formats
+STDOUT_FORMATS = ("csv", "jsonl")  # `score --out -`: what standard output gets
 SCORED_FORMATS = ("parquet", "csv")  # a job's output_format
 ENGINES = ("local", "spark")
 # How `run` turns an outcome into an exit status: detailed (0, 3, 4, ...) or zero-on-success (3, 4 -> 0).
@@ -46,6 +51,5 @@ class PretrainSettings:
     log_every: int = 50  # steps between training-perplexity lines
     checkpoint_every: int = 200  # steps between checkpoints
     note: str | None = None  # free text about the corpus, kept in model.json
-    text_column: str | None = None  # the messages' column in CSV/TSV/JSONL/Parquet corpora (else detected)
+    read: ReadOptions | None = None  # how corpus files are read (format, text column, limits...); None: the defaults
     rows: str | None = None  # "START:END": only these data rows of each corpus file
-    max_tokens: int = DEFAULT_MAX_TOKENS  # longer messages are rejected by the reader, never trained on

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from elmobatch.caching import EmbeddingCache
 from elmobatch.cli import main
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, tokenize
-from elmobatch.reading import ReadError, read_messages
+from elmobatch.reading import ReadError, ReadOptions, read_messages
 from elmobatch.scheduling.run import run_job
 from elmobatch.scheduling.spec import JobSpecError, load_job
 from elmobatch.scoring.score import load_head_and_model, score_file
@@ -84,7 +84,7 @@ def test_scored_and_rejects_csv_read_back_exactly(tmp_path, hostile_input):
     path, texts, ids, bad_raw = hostile_input
     head, encoder = load_head_and_model()
     summary = score_file(path, tmp_path / "out.csv", head=head, encoder=encoder,
-                         cache=EmbeddingCache(tmp_path / "cache"), text_column="text")
+                         cache=EmbeddingCache(tmp_path / "cache"), read=ReadOptions(text_column="text"))
     assert (summary.rows_read, summary.rows_scored, summary.rows_rejected) == (len(texts) + 1, len(texts), 1)
     check_round_trip(tmp_path / "out.csv", tmp_path / "out.rejects.csv", texts, ids, bad_raw)
 
@@ -248,7 +248,7 @@ def test_max_tokens_reaches_train_evaluate_and_pretrain(tmp_path):
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["rows_rejected"] == 1
     from elmobatch.training.corpus import read_corpus
 
-    [info] = read_corpus([path], "text", max_tokens=20).files
+    [info] = read_corpus([path], ReadOptions(text_column="text", max_tokens=20)).files
     assert info["rejected"] == {"too_many_tokens": 1} and info["messages"] == 40
     assert "--max-tokens" in cli("pretrain", "--help").output
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from elmobatch import load_encoder
 from elmobatch.cli import main
 from elmobatch.encoding.bilm import BiLMConfig, expected_shapes
+from elmobatch.reading import ReadOptions
 from elmobatch.settings import PretrainSettings
 from elmobatch.training.corpus import corpus_fingerprint, read_corpus
 from elmobatch.training.pretrain import pretrain
@@ -76,7 +77,7 @@ def test_pretrain_writes_a_loadable_model_with_lower_heldout_perplexity(options_
     assert meta["heldout_perplexity"] < 0.5 * meta["perplexity"]["heldout_at_step_0"]["mean"]
     assert meta["training"]["steps"] == 30
     assert meta["tokenizer"] == "punct"
-    messages = read_corpus([SMS], "v2", "0:300").messages
+    messages = read_corpus([SMS], ReadOptions(text_column="v2"), "0:300").messages
     assert meta["corpus_fingerprint"] == corpus_fingerprint(messages, "punct")
     read = meta["corpus"]["files"][0]
     assert (read["rows_read"], read["messages"], read["text_column"], read["rows"]) == (5572, 300, "v2", "0:300")

@@ -44,13 +44,13 @@ def test_help_version_and_command_help_load_no_tensorflow(tmp_path):
 
 
 def test_missing_input_file_fails_before_any_model_loads(tmp_path):
-    result, loaded, _ = run_cli(tmp_path, "embed", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "out"))
-    assert result.returncode == 1
-    assert "nope.csv: no such file" in result.stderr
-    assert loaded == []
-    result, loaded, _ = run_cli(tmp_path, "score", str(tmp_path / "nope.csv"))
-    assert result.returncode == 2 and "does not exist" in result.stderr
-    assert loaded == []
+    """embed and score refuse a missing input alike: a usage error (exit 2) naming it, no model loaded."""
+    for args in (["embed", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "out")],
+                 ["score", str(tmp_path / "nope.csv")]):
+        result, loaded, _ = run_cli(tmp_path, *args)
+        assert result.returncode == 2, result.stderr
+        assert "nope.csv: no such file or directory" in result.stderr
+        assert loaded == []
 
 
 def test_run_with_nothing_to_do_loads_no_tensorflow(tmp_path):

@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, UTC
 from pathlib import Path
 
@@ -37,7 +37,8 @@ from elmobatch.embedding import output as o
 from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.files import file_sha256
 from elmobatch.locking import JobLock, LockHeld
-from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, read_messages
+from elmobatch.reading.inputs import source_name
+from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, ReadOptions, read_messages
 
 COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
 
@@ -58,6 +59,14 @@ class EmbedOptions:
     delimiter: str | None = None  # CSV/TSV; None: detected per file
     vectors: str = "pooled"  # or "layers": also write the per-layer vectors (see output.VECTORS)
     vector_dtype: str = "float32"  # or "float16"
+
+    @classmethod
+    def of(cls, read: ReadOptions, **settings) -> EmbedOptions:
+        """The embed options for input settings `read` (flat here: their names are in the resume signature)."""
+        return cls(**asdict(read), **settings)
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(**{f.name: getattr(self, f.name) for f in fields(ReadOptions)})
 
 
 class OutputError(ValueError):
@@ -163,10 +172,7 @@ def _lock_output(out: Path) -> Iterator[None]:
 
 def open_reader(path, options: EmbedOptions, tokenizer: str):
     """The chunked reader for one input, as every engine opens it; `tokenizer`: the model's."""
-    return read_messages(path, text_column=options.text_column, id_column=options.id_column, fmt=options.fmt,
-                         encoding=options.encoding, chunk_rows=options.chunk_rows,
-                         max_text_chars=options.max_text_chars, reject_empty=options.reject_empty,
-                         max_tokens=options.max_tokens, tokenizer=tokenizer, delimiter=options.delimiter)
+    return read_messages(path, options.read_options(), chunk_rows=options.chunk_rows, tokenizer=tokenizer)
 
 
 def part_name(file_index: int, chunk_index: int) -> str:
@@ -175,14 +181,15 @@ def part_name(file_index: int, chunk_index: int) -> str:
 
 
 def _check_names(paths: list[Path], id_column: str | None) -> None:
-    """Ids default to file name + row number, so two inputs may not share a file name."""
+    """Ids default to file name + row number (a .gz file's name without .gz), so two inputs may not share one."""
     if id_column is None:
         seen: dict[str, Path] = {}
         for p in paths:
-            if p.name in seen:
-                raise ReadError(f"inputs {seen[p.name]} and {p} share the file name {p.name!r}, so their default ids "
+            name = source_name(p)
+            if name in seen:
+                raise ReadError(f"inputs {seen[name]} and {p} share the file name {name!r}, so their default ids "
                                 "(file name:row number) would collide: rename one or pass --id-column")
-            seen[p.name] = p
+            seen[name] = p
 
 
 def _signature(inputs_info, fingerprint: str, options: EmbedOptions) -> str:

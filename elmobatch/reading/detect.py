@@ -6,9 +6,14 @@ The decisions go into the run manifest, so a user can see why a file was read th
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import gzip
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
 from pathlib import Path
 
 from elmobatch.settings import FORMATS
@@ -24,6 +29,7 @@ FALLBACK_ENCODING = "latin-1"  # decodes any byte; what the reference data (and 
 DELIMITERS = (",", ";", "\t", "|")  # what delimiter detection tries
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 SAMPLE_LINES = 50  # lines looked at to find the delimiter
+SNIFF_BYTES = 4096  # bytes looked at to tell the format of a file without an extension
 CONSISTENT_SHARE = 0.8  # a delimiter fits when at least this share of sampled rows has the header's width
 # A header field as a .txt file's header line would hold it: a bare column name, no spaces.
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -53,19 +59,69 @@ class ReadDecisions:
         return asdict(self)
 
 
+def is_gzip_name(path: Path) -> bool:
+    """A name ending in .gz: the file is read as a gzip stream (its format from the name before .gz)."""
+    return path.name.lower().endswith(".gz")
+
+
+@contextlib.contextmanager
+def open_bytes(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """(the file's bytes, decompressed for a .gz name; the file as stored, whose tell() is progress)."""
+    with open(path, "rb") as stored:
+        if not is_gzip_name(path):
+            yield stored, stored
+            return
+        with gzip.GzipFile(fileobj=stored, mode="rb") as stream:
+            yield stream, stored  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def unreadable_gzip(path: Path) -> Iterator[None]:
+    """Turn a .gz file's bad or truncated stream into a ReadError naming the file."""
+    try:
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        if not is_gzip_name(path):
+            raise
+        raise ReadError(f"{path}: not a readable gzip stream ({exc or type(exc).__name__}); "
+                        "the name ends in .gz, so it is read as one") from None
+
+
 def choose_format(path: Path, fmt: str | None) -> tuple[str, str]:
+    """(format, reason): --format, else the extension (the one before .gz for a .gz name), else, for
+    a name with no extension at all (such as standard input's), the content (see sniff_format)."""
+    gz = is_gzip_name(path)
     if fmt:
         if fmt not in FORMATS:
             raise ReadError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-        return fmt, "given (--format)"
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        raise ReadError(f"{path}: compressed files are not read directly; decompress it first")
-    found = _EXTENSIONS.get(suffixes[-1] if suffixes else "")
-    if found is None:
-        raise ReadError(f"{path}: cannot tell the format from the extension {path.suffix!r}: "
-                        f"pass --format ({', '.join(FORMATS)})")
-    return found, f"from the extension {path.suffix}"
+        found, reason = fmt, "given (--format)"
+    else:
+        suffixes = [s.lower() for s in path.suffixes]
+        extension = (suffixes[-2] if len(suffixes) > 1 else "") if gz else (suffixes[-1] if suffixes else "")
+        if not extension and not gz:
+            return sniff_format(path)
+        known = _EXTENSIONS.get(extension)
+        if known is None:
+            raise ReadError(f"{path}: cannot tell the format from the extension {extension or path.suffix!r}: "
+                            f"pass --format ({', '.join(FORMATS)})")
+        found, reason = known, f"from the extension {extension}"
+    if gz and found == "parquet":
+        raise ReadError(f"{path}: Parquet is not read from a gzip stream (Parquet compresses its own columns); "
+                        "decompress it first")
+    return found, reason + ("; gzip stream (.gz)" if gz else "")
+
+
+def sniff_format(path: Path) -> tuple[str, str]:
+    """The format of a file with no extension (standard input) from its first bytes: Parquet's
+    PAR1 magic, a JSON object on the first line (JSON Lines), else text lines (a delimited header
+    line then makes it CSV)."""
+    with open(path, "rb") as f:
+        start = f.read(SNIFF_BYTES)
+    if start.startswith(b"PAR1"):
+        return "parquet", "detected from the content: the Parquet magic bytes PAR1"
+    if start.lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"{"):
+        return "jsonl", "detected from the content: the first line is a JSON object"
+    return "txt", "detected from the content: text lines"
 
 
 def _widths(sample: list[str], delimiter: str) -> list[int]:
@@ -139,8 +195,9 @@ def _is_header(line: str, delimiter: str) -> bool:
 
 
 def check_not_compressed(path: Path, fmt: str) -> None:
-    """Refuse a compressed file whatever its name says, naming the compression (not a parse error later)."""
-    with open(path, "rb") as f:
+    """Refuse a compressed file whatever its name says, naming the compression (not a parse error
+    later); for a .gz name, what the gzip stream holds."""
+    with open_bytes(path) as (f, _):
         start = f.read(8)
     for magic, kind in COMPRESSED_MAGIC.items():
         if start.startswith(magic):
@@ -168,7 +225,7 @@ def detect_encoding(path: Path) -> tuple[str, str]:
     """
     invalid = valid_non_ascii = 0
     first_invalid = -1  # index of the first undecodable line, -1 while none is found
-    with open(path, "rb") as f:
+    with open_bytes(path) as (f, _):
         bom = f.read(3) == codecs.BOM_UTF8
         f.seek(0)
         for number, line in enumerate(f):

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Iterator
 
 import pandas as pd
 
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, DEFAULT_TOKENIZER, exceeds_tokens, is_blank
+from elmobatch.encoding.tokens import DEFAULT_TOKENIZER, exceeds_tokens, is_blank
 from elmobatch.settings import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS
 from elmobatch.reading.detect import (SAMPLE_LINES, ReadDecisions, ReadError, check_encoding, check_id_column,
                                       check_not_compressed, choose_delimiter, choose_format, choose_text_column,
-                                      detect_encoding)
+                                      detect_encoding, open_bytes, unreadable_gzip)
+from elmobatch.reading.inputs import source_name as default_source_name
+from elmobatch.reading.options import ReadOptions
 
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column
@@ -130,13 +132,14 @@ class _Lines:
         return line.text
 
     def _read(self) -> Iterator[_Line]:
-        with open(self.path, "rb") as f:
+        with unreadable_gzip(self.path), open_bytes(self.path) as (f, stored):
+            compressed = stored is not f  # progress then counts the compressed bytes, like MessageReader.size
             while raw := f.readline(self.limit + 1):
-                self.offset += len(raw)
+                self.offset = stored.tell() if compressed else self.offset + len(raw)
                 length = len(raw)
                 if length > self.limit and not raw.endswith(b"\n"):  # too long: skip to its end
                     while rest := f.readline(1 << 20):
-                        self.offset += len(rest)
+                        self.offset = stored.tell() if compressed else self.offset + len(rest)
                         length += len(rest)
                         if rest.endswith(b"\n"):
                             break
@@ -162,45 +165,44 @@ class _Lines:
         self.pushed.extend(reversed(later))
 
 
-def read_messages(path, *, text_column: str | None = None, id_column: str | None = None, fmt: str | None = None,
-                  encoding: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                  max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, reject_empty: bool = False,
-                  max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer: str = DEFAULT_TOKENIZER,
-                  source_name: str | None = None, delimiter: str | None = None) -> MessageReader:
+def read_messages(path, options: ReadOptions | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                  tokenizer: str = DEFAULT_TOKENIZER, source_name: str | None = None, **settings) -> MessageReader:
     """Open `path` for chunked reading; raises ReadError (naming file and setting) if it cannot be read.
 
-    `tokenizer` (the model's) counts each message's tokens for `max_tokens`; `delimiter` (CSV, TSV)
-    is detected from the first lines when None (see choose_delimiter)."""
-    return MessageReader(Path(path), text_column=text_column, id_column=id_column, fmt=fmt, encoding=encoding,
-                         chunk_rows=chunk_rows, max_text_chars=max_text_chars, reject_empty=reject_empty,
-                         max_tokens=max_tokens, tokenizer=tokenizer, source_name=source_name, delimiter=delimiter)
+    `options` (ReadOptions) say how; `settings` (its field names, e.g. text_column="v2") override
+    them. `tokenizer` (the model's) counts each message's tokens for max_tokens. A name ending in
+    .gz is read as a gzip stream, its format taken from the name before .gz."""
+    options = replace(options or ReadOptions(), **settings)
+    return MessageReader(Path(path), options, chunk_rows=chunk_rows, tokenizer=tokenizer, source_name=source_name)
 
 
 class MessageReader:
     """Iterable over a file's chunks; iterating again reads the file again from the start."""
 
-    def __init__(self, path: Path, *, text_column, id_column, fmt, encoding, chunk_rows, max_text_chars,
-                 reject_empty, max_tokens, tokenizer, source_name, delimiter=None):
+    def __init__(self, path: Path, options: ReadOptions, *, chunk_rows: int, tokenizer: str,
+                 source_name: str | None = None):
         if not path.is_file():
             raise ReadError(f"{path}: no such file")
         if chunk_rows < 1:
             raise ReadError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")
-        if max_text_chars < 1:
-            raise ReadError(f"--max-text-chars {max_text_chars}: expected a positive number of characters")
-        if max_tokens < 1:
-            raise ReadError(f"--max-tokens {max_tokens}: expected a positive number of tokens")
+        if options.max_text_chars < 1:
+            raise ReadError(f"--max-text-chars {options.max_text_chars}: expected a positive number of characters")
+        if options.max_tokens < 1:
+            raise ReadError(f"--max-tokens {options.max_tokens}: expected a positive number of tokens")
         self.path = path
         self.chunk_rows = chunk_rows
-        self.max_text_chars = max_text_chars
-        self.max_record_chars = 2 * max_text_chars + RECORD_SLACK  # no line or record is held past this
-        self.reject_empty = reject_empty
-        self.max_tokens, self.tokenizer = max_tokens, tokenizer
-        self.source_name = source_name or path.name
+        self.max_text_chars = options.max_text_chars
+        self.max_record_chars = 2 * options.max_text_chars + RECORD_SLACK  # no line or record is held past this
+        self.reject_empty = options.reject_empty
+        self.max_tokens, self.tokenizer = options.max_tokens, tokenizer
+        self.source_name = source_name or default_source_name(path)
         self.text_column: str | None = None  # set by _decide; sampling runs before it is known
         self.id_column: str | None = None
         self.delimiter = ","  # of CSV/TSV; set by _decide
-        self.decisions = self._decide(text_column, id_column, fmt, encoding, delimiter)
-        self.size = self._size()  # the unit of Chunk.position: bytes, or rows for Parquet
+        with unreadable_gzip(path):
+            self.decisions = self._decide(options.text_column, options.id_column, options.fmt, options.encoding,
+                                          options.delimiter)
+        self.size = self._size()  # the unit of Chunk.position: bytes (of the file as stored); rows for Parquet
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -237,7 +239,7 @@ class MessageReader:
         """The first lines, decoded (undecodable bytes replaced), for delimiter detection."""
         assert self.encoding is not None, f"{self.path}: {self.format} has no text encoding"
         lines: list[str] = []
-        with open(self.path, "rb") as f:
+        with open_bytes(self.path) as (f, _):
             while len(lines) < SAMPLE_LINES and (raw := f.readline(self.max_record_chars)):
                 lines.append(raw.decode(self.encoding, errors="replace"))
         return lines

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from elmobatch.files import sweep_temporaries
@@ -121,6 +121,13 @@ def _embed_with_spark(spec: JobSpec, paths: list[str], encoder, log) -> None:
     warm_cache_with_spark(paths, spec, master=spec.spark_master, encoder=encoder)
 
 
+def read_options(spec: JobSpec):
+    """The job's input keys as the reader takes them (a ReadOptions; the `format` key is its `fmt`)."""
+    from elmobatch.reading import ReadOptions
+
+    return ReadOptions(**{f.name: getattr(spec, "format" if f.name == "fmt" else f.name) for f in fields(ReadOptions)})
+
+
 def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log) -> None:
     from elmobatch.caching import EmbeddingCache
     from elmobatch.scoring.score import load_head_and_model, score_file
@@ -136,14 +143,13 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     report.partition = str(partition)
     partition.mkdir(parents=True, exist_ok=True)
     (partition / "_SUCCESS").unlink(missing_ok=True)  # this partition is being written again
+    read = read_options(spec)
     for path, fingerprint in pending:
         name = output_name(path, fingerprint["sha256"], spec.output_format)
         _remove_earlier_copies(spec.output, name, partition)
         summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
-                             text_column=spec.text_column, threshold=spec.threshold,
-                             rejects_to=partition / "_rejects" / name, id_column=spec.id_column,
-                             encoding=spec.encoding, chunk_rows=spec.chunk_rows, max_tokens=spec.max_tokens,
-                             delimiter=spec.delimiter, fmt=spec.format, provenance=spec.provenance)
+                             read=read, chunk_rows=spec.chunk_rows, threshold=spec.threshold,
+                             rejects_to=partition / "_rejects" / name, provenance=spec.provenance)
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
                  "rows_rejected": summary.rows_rejected, "labels": summary.label_counts,

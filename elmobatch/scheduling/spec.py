@@ -25,7 +25,8 @@ from typing import Any
 from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.specs import PRECISIONS, is_remote
 from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_EXIT_CODE_STYLE,
-                                DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_FORMAT, DEFAULT_PRECISION, DEFAULT_SPARK_MASTER,
+                                DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_FORMAT, DEFAULT_PRECISION,
+                                DEFAULT_SPARK_MASTER,
                                 ENGINES, EXIT_CODE_STYLES, FORMATS, SCORED_FORMATS)
 
 
@@ -57,6 +58,8 @@ class JobSpec:
     precision: str = DEFAULT_PRECISION  # or bf16 (see load_encoder)
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     max_tokens: int = DEFAULT_MAX_TOKENS  # messages with more tokens are rejected (too_many_tokens)
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # longer messages are rejected (too_long)
+    reject_empty: bool = False  # reject empty messages (empty_text) instead of scoring them
     retention_days: int | None = None  # delete date= partitions older than this many days
     cache_prune_days: float | None = None  # after each run, remove cached vectors older than this many days
     cache_max_size: str | int | None = None  # after each run, remove the oldest cached vectors beyond this ("10G")
@@ -126,6 +129,8 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "precision": _one_of(PRECISIONS),
     "chunk_rows": (_is_positive_int, "a positive whole number of rows"),
     "max_tokens": (_is_positive_int, "a positive whole number of tokens"),
+    "max_text_chars": (_is_positive_int, "a positive whole number of characters"),
+    "reject_empty": (lambda value: isinstance(value, bool), "true or false"),
     "retention_days": (_is_positive_int, "a positive whole number of days (leave it out to keep every partition)"),
     "engine": _one_of(ENGINES),
     "spark_master": (_is_text, 'a Spark master URL (a string), e.g. "local[2]"'),

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -32,10 +33,10 @@ import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
 from elmobatch.encoding.specs import is_remote
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
 from elmobatch.files import commit, remove_if_empty, staging, sweep_temporaries, temporary_path, write_csv, write_error
 from elmobatch.locking import JobLock, LockHeld
-from elmobatch.reading import REJECT_COLUMNS
+from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, ReadOptions
+from elmobatch.reading.inputs import input_stem
 from elmobatch.scoring.metrics import classification_metrics
 from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
 from elmobatch.training.head import HEAD_JSON, Head, HeadError, check_model, default_head_dir, load_head
@@ -75,7 +76,7 @@ def output_paths(inputs: list, out: str | None) -> list[Path]:
         if out is not None and Path(out).suffix:
             output_format(out)  # raises: an unknown extension is a mistake, not a directory name
         directory = Path(out) if out is not None else Path.cwd()
-        paths = [directory / f"{Path(p).stem}.scored.csv" for p in inputs]
+        paths = [directory / f"{input_stem(p)}.scored.csv" for p in inputs]
     for source, target in zip(inputs, paths, strict=True):
         if Path(source).resolve() == target.resolve():
             raise ScoreError(f"--out {target}: that is the input file; scores go to a new file")
@@ -165,6 +166,56 @@ class _TableWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class StreamOutput:
+    """Scores written to an open text stream (`score --out -`): CSV with one header for every input
+    scored into it, or JSON Lines (one object per row)."""
+
+    stream: TextIO
+    format: str = "csv"  # or "jsonl" (settings.STDOUT_FORMATS)
+    header: list[str] | None = None  # the CSV header written so far
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.format == "jsonl":
+            if len(frame):
+                lines = frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=15)
+                self.stream.write(lines.rstrip("\n") + "\n")
+            return
+        columns = list(frame.columns)
+        if self.header is not None and columns != self.header:
+            raise ScoreError(f"--out -: these scores have the columns {', '.join(columns)}, unlike those already "
+                             f"written ({', '.join(self.header)}); one CSV cannot hold both: use --out-format jsonl")
+        write_csv(frame, self.stream, append=self.header is not None)
+        self.header = columns
+
+
+class _StreamWriter:
+    """_TableWriter's interface over a StreamOutput: rows go out as they come (a stream cannot take them back)."""
+
+    def __init__(self, output: StreamOutput, columns: list[str]):
+        self.output, self.columns, self.rows = output, columns, 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        self.output.write(frame)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self.rows == 0 and self.output.format == "csv" and self.output.header is None:
+            self.output.write(pd.DataFrame(columns=self.columns))  # the header alone
+        self.output.stream.flush()
+
+    def discard(self) -> None:
+        self.output.stream.flush()
+
+
+def _writer(out: Path | StreamOutput, columns: list[str], tmp_dir: Path,
+            metadata: dict) -> _TableWriter | _StreamWriter:
+    """A stream's writer, or a file's (whose Parquet schema carries `metadata`)."""
+    if isinstance(out, StreamOutput):
+        return _StreamWriter(out, columns)
+    return _TableWriter(out, columns, tmp_dir, metadata)
+
+
 def output_columns(input_columns: list[str], provenance: bool = True) -> tuple[list[str], dict[str, str]]:
     """-> (the scored file's columns, renamed input columns {name: new name}): the input's columns,
     then (with provenance) source_file, row_number, and last label and score. An input column named
@@ -235,25 +286,31 @@ def check_threshold(head: Head, threshold: float | None) -> None:
         raise ScoreError(f"--threshold {threshold}: expected a probability between 0 and 1")
 
 
-def score_file(path, out: Path, *, head: Head, encoder, cache, text_column: str | None = None,
-               threshold: float | None = None, rejects_to: Path | None = None, provenance: bool = True,
-               progress=None, **read_options) -> ScoreSummary:
-    """Score every good row of `path` into `out` (CSV or Parquet by extension); rejects beside it,
-    or at `rejects_to`. provenance: add source_file and row_number; progress: a Progress, updated
-    after each chunk."""
+def score_file(path, out: Path | StreamOutput, *, head: Head, encoder, cache, read: ReadOptions | None = None,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, threshold: float | None = None,
+               rejects_to: Path | None = None, provenance: bool = True, progress=None) -> ScoreSummary:
+    """Score every good row of `path` (read as `read` says) into `out`: a CSV or Parquet file (by
+    extension), or a StreamOutput (standard output). Rejects go beside a file output, or to
+    `rejects_to` (which a stream needs). provenance: add source_file and row_number; progress: a
+    Progress, updated after each chunk."""
     check_threshold(head, threshold)
-    out = Path(out)
-    rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(out)
-    summary = ScoreSummary(str(path), str(out), str(rejects_out))
-    with staging(out) as tmp_dir:  # both files are written there, then renamed into place
-        with _output_lock(out, tmp_dir):
+    if isinstance(out, StreamOutput):
+        if rejects_to is None:
+            raise ScoreError("scores to a stream need a rejects file (rejects_to)")
+        rejects_out = anchor = Path(rejects_to)  # the file that is staged and locked
+    else:
+        anchor = Path(out)
+        rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(anchor)
+    summary = ScoreSummary(str(path), "-" if isinstance(out, StreamOutput) else str(out), str(rejects_out))
+    with staging(anchor) as tmp_dir:  # the files are written there, then renamed into place
+        with _output_lock(anchor, tmp_dir):
             # what a killed run scoring the same output left (and an earlier version, beside the outputs)
-            swept = [tmp for directory, name in {(out.parent, out.name), (out.parent, rejects_out.name),
+            swept = [tmp for directory, name in {(anchor.parent, anchor.name), (anchor.parent, rejects_out.name),
                                                  (rejects_out.parent, rejects_out.name)}
                      for tmp in sweep_temporaries(directory, name)]
             _write_scores(path, out, rejects_out, summary, tmp_dir, head=head, encoder=encoder, cache=cache,
-                          text_column=text_column, threshold=threshold, provenance=provenance, progress=progress,
-                          **read_options)
+                          threshold=threshold, read=read, chunk_rows=chunk_rows, provenance=provenance,
+                          progress=progress)
         if swept:  # a killed scorer's _tmp/: removing it (when empty) falls to us
             remove_if_empty(tmp_dir)
     return summary
@@ -271,12 +328,12 @@ def _output_lock(out: Path, tmp_dir: Path) -> Iterator[None]:
                            f"started {exc.holder.get('started', '?')}); wait for it to finish", exc.holder) from None
 
 
-def _write_scores(path, out: Path, rejects_out: Path, summary: ScoreSummary, tmp_dir: Path, *, head: Head,
-                  encoder, cache, text_column, threshold, provenance: bool, progress, **read_options) -> None:
-    """Score `path` chunk by chunk into temporaries in `tmp_dir`, then rename both into place."""
-    chunks = file_vectors(path, encoder, cache, text_column=text_column, progress=progress, **read_options)
+def _write_scores(path, out: Path | StreamOutput, rejects_out: Path, summary: ScoreSummary, tmp_dir: Path, *,
+                  head: Head, encoder, cache, threshold, read, chunk_rows, provenance: bool, progress) -> None:
+    """Score `path` chunk by chunk into temporaries in `tmp_dir` (or the stream), then rename them into place."""
+    chunks = file_vectors(path, encoder, cache, read, chunk_rows=chunk_rows, progress=progress)
     source_file = Path(path).name if provenance else None  # the name rejects give in their source_file
-    writer: _TableWriter | None = None
+    writer: _TableWriter | _StreamWriter | None = None
     rejects: _TableWriter | None = None
     try:
         for chunk, layers in chunks:
@@ -285,7 +342,7 @@ def _write_scores(path, out: Path, rejects_out: Path, summary: ScoreSummary, tmp
                     [c for c in chunk.rows.columns if c != "row_number"], provenance)
                 _warn_renamed(path, summary.renamed_columns)
                 metadata = scored_metadata(head, encoder, renamed=summary.renamed_columns, provenance=provenance)
-                writer = _TableWriter(out, columns, tmp_dir, metadata)
+                writer = _writer(out, columns, tmp_dir, metadata)
                 rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
             index, score = head.predict(layers, threshold)
             frame = scored_frame(chunk.rows, head.labels, index, score, source_file=source_file)
@@ -298,8 +355,8 @@ def _write_scores(path, out: Path, rejects_out: Path, summary: ScoreSummary, tmp
             for name, count in frame["label"].value_counts().items():
                 summary.label_counts[name] = summary.label_counts.get(name, 0) + int(count)
         if writer is None or rejects is None:  # a file with no records at all
-            writer = _TableWriter(out, output_columns([], provenance)[0], tmp_dir,
-                                  scored_metadata(head, encoder, renamed={}, provenance=provenance))
+            writer = _writer(out, output_columns([], provenance)[0], tmp_dir,
+                             scored_metadata(head, encoder, renamed={}, provenance=provenance))
             rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
         writer.close()
         rejects.close()
@@ -336,17 +393,15 @@ def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float 
     return classification_metrics(y_true, y_pred, proba, head.labels), y_true, proba
 
 
-def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, text_column: str | None = None,
-                  rows: str | None = None, threshold: float | None = None, max_tokens: int = DEFAULT_MAX_TOKENS,
-                  progress=None):
-    """Metrics of `head` on the labelled rows of `path` (all, or the held-out part of a split).
+def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, read: ReadOptions | None = None,
+                  rows: str | None = None, threshold: float | None = None, progress=None):
+    """Metrics of `head` on the labelled rows of `path` (read as `read` says; all, or the held-out part of a split).
 
     -> (metrics dict, y_true (n,), proba (n, k), evaluated rows: DataFrame of row_number and text,
     (n,) in the order of y_true). Labels the head does not know raise LabelError.
     """
     check_threshold(head, threshold)
-    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column,
-                            max_tokens=max_tokens, progress=progress)
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, read=read, progress=progress)
     keep = np.arange(len(data.labels))
     if rows is not None:
         keep = parse_split(rows).indices(len(data.labels))[1]
@@ -376,5 +431,5 @@ def misclassified_rows(head: Head, y_true: np.ndarray, proba: np.ndarray, rows: 
                          "score": np.asarray(score, np.float64)[order]})
 
 
-__all__ = ["METADATA_KEY", "HeadError", "OutputLocked", "ScoreError", "ScoreSummary", "evaluate_file",
+__all__ = ["METADATA_KEY", "HeadError", "OutputLocked", "ScoreError", "ScoreSummary", "StreamOutput", "evaluate_file",
            "load_head_and_model", "misclassified_rows", "output_paths", "score_file"]

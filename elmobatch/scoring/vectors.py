@@ -1,6 +1,6 @@
 """Message files -> per-layer pooled vectors, chunk by chunk, through the embedding cache.
 
-    for chunk, layers in file_vectors(path, encoder, cache, text_column="v2"):
+    for chunk, layers in file_vectors(path, encoder, cache, ReadOptions(text_column="v2")):
         chunk.rows      # DataFrame: the file's columns for the good rows, plus row_number
         layers          # (len(chunk.rows), n_layers + 1, dim) float32
         chunk.rejects   # rows the reader rejected, with their reason
@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from elmobatch.caching import EmbeddingCache
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
-from elmobatch.reading import REJECT_COLUMNS, Chunk, read_messages
+from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, Chunk, ReadOptions, read_messages
 
 MISSING_LABEL = "missing_label"
 
@@ -28,12 +27,11 @@ class LabelError(ValueError):
     """A label column that is absent, or labels a head does not know."""
 
 
-def file_vectors(path, encoder, cache: EmbeddingCache, *, text_column: str | None = None, progress=None,
-                 **read_options) -> Iterator[tuple[Chunk, np.ndarray]]:
-    """Yield (chunk, layers) for each chunk of `path`; `read_options` go to read_messages (tokens
-    are counted with the encoder's tokenizer). `progress` (a Progress) is updated after each chunk
-    and closed at the end."""
-    reader = read_messages(path, text_column=text_column, tokenizer=encoder.tokenizer, **read_options)
+def file_vectors(path, encoder, cache: EmbeddingCache, read: ReadOptions | None = None, *,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, progress=None) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """Yield (chunk, layers) for each chunk of `path`, read as `read` says (tokens are counted with
+    the encoder's tokenizer). `progress` (a Progress) is updated after each chunk and closed at the end."""
+    reader = read_messages(path, read, chunk_rows=chunk_rows, tokenizer=encoder.tokenizer)
     rows_read = 0
     for chunk in reader:
         layers, _ = cache.embed(encoder, chunk.texts)
@@ -63,11 +61,11 @@ class LabelledData:
     text_column: str
 
 
-def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str, text_column: str | None = None,
-                     max_tokens: int = DEFAULT_MAX_TOKENS, progress=None) -> LabelledData:
-    """Read all of `path` with its labels. Raises LabelError if `label_column` is not a column.
-    `progress` (a Progress) is updated after each chunk and closed at the end."""
-    reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=encoder.tokenizer)
+def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
+                     read: ReadOptions | None = None, progress=None) -> LabelledData:
+    """Read all of `path` (as `read` says) with its labels. Raises LabelError if `label_column` is not
+    a column. `progress` (a Progress) is updated after each chunk and closed at the end."""
+    reader = read_messages(path, read, tokenizer=encoder.tokenizer)
     columns = reader.decisions.columns
     if label_column not in columns:
         raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")

@@ -21,6 +21,7 @@ import numpy as np
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.files import file_sha256
+from elmobatch.reading.options import ReadOptions
 from elmobatch.settings import PretrainSettings
 from elmobatch.training.vocabulary import Vocabulary
 
@@ -50,7 +51,7 @@ class TrainingText:
 def read_training_text(corpus: list[str | Path], settings: PretrainSettings,
                        log: Callable[[str], None]) -> TrainingText:
     """Read, tokenize and split the corpus files, logging one line per file."""
-    read = read_corpus(corpus, settings.text_column, settings.rows, settings.tokenizer, settings.max_tokens)
+    read = read_corpus(corpus, settings.read, settings.rows, settings.tokenizer)
     for f in read.files:
         log(f"{f['file']}: {f['format']}, {f['encoding']}, column {f['text_column']!r}: {f['messages']} messages"
             + (f" (rows {settings.rows})" if settings.rows else "")
@@ -85,12 +86,12 @@ def parse_rows(spec: str | None) -> tuple[int, int | None] | None:
     return bounds
 
 
-def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: str | None = None,
-                tokenizer: str = tok.DEFAULT_TOKENIZER, max_tokens: int = tok.DEFAULT_MAX_TOKENS) -> CorpusRead:
+def read_corpus(paths: list[str | Path], options: ReadOptions | None = None, rows: str | None = None,
+                tokenizer: str = tok.DEFAULT_TOKENIZER) -> CorpusRead:
     """Corpus files through elmobatch.reading (plain text: one message per line; CSV, TSV, JSON
-    Lines, Parquet: the text column) -> their messages, in order. `rows` keeps data rows START..END-1
-    of each file. Rows the reader rejects (e.g. more than `max_tokens` tokens) are counted by
-    reason, never trained on."""
+    Lines, Parquet: the text column) -> their messages, in order. `options` say how files are read;
+    `rows` keeps data rows START..END-1 of each file. Rows the reader rejects (e.g. more than
+    max_tokens tokens) are counted by reason, never trained on."""
     from elmobatch.reading import ReadError, read_messages
 
     bounds = parse_rows(rows)
@@ -98,7 +99,7 @@ def read_corpus(paths: list[str | Path], text_column: str | None = None, rows: s
     files = []
     for path in paths:
         try:
-            reader = read_messages(path, text_column=text_column, max_tokens=max_tokens, tokenizer=tokenizer)
+            reader = read_messages(path, options, tokenizer=tokenizer)
             selected, read, rejects = 0, 0, dict[str, int]()
             for chunk in reader:
                 read += chunk.rows_read

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from elmobatch.embedding import file_sha256
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
+from elmobatch.reading import ReadOptions
 from elmobatch.scoring.score import head_metrics
 from elmobatch.scoring.vectors import labelled_vectors
 from elmobatch.training.fit import FitSettings, TrainingError, fit_head
@@ -47,14 +47,14 @@ def rows_fingerprint(row_numbers, texts, labels) -> str:
 
 
 def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str, split: Split,
-               text_column: str | None = None, positive: str | None = None, settings: FitSettings | None = None,
-               max_tokens: int = DEFAULT_MAX_TOKENS, log=None, progress=None) -> Head:
-    """Embed, split, fit, measure on the held-out rows, and save the head in `out`. Messages go to
-    `log` (default: this module's logger, INFO); `progress` (a Progress) follows the embedding."""
+               read: ReadOptions | None = None, positive: str | None = None, settings: FitSettings | None = None,
+               log=None, progress=None) -> Head:
+    """Embed `path` (read as `read` says), split, fit, measure on the held-out rows, and save the head
+    in `out`. Messages go to `log` (default: this module's logger, INFO); `progress` (a Progress)
+    follows the embedding."""
     settings = settings or FitSettings()
     log = log or logger.info
-    data = labelled_vectors(path, encoder, cache, label_column=label_column, text_column=text_column,
-                            max_tokens=max_tokens, progress=progress)
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, read=read, progress=progress)
     n = len(data.labels)
     log(f"{path}: {data.rows_read} rows read, {n} with text and label, {len(data.rejects)} rejected")
     train, test = split.indices(n)

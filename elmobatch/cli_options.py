@@ -1,0 +1,84 @@
+"""Command-line options shared by several commands, each declared once (defaults from elmobatch.settings).
+
+    @main.command()
+    @input_options            # --format ... --reject-empty: the command gets read=ReadOptions(...)
+    @model_option
+    def score(inputs, model, read, ...):
+        with input_files(inputs) as paths:   # `-`, directories, globs -> files
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from elmobatch.settings import DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TOKENS, FORMATS
+
+# The options of elmobatch.reading.ReadOptions, by field name (its `fmt` is --format).
+_READ_OPTIONS = {
+    "fmt": click.option(
+        "--format", "fmt", type=click.Choice(FORMATS),
+        help="Input format (default: from the extension, the one before .gz for a gzip stream; for - and "
+             "names without an extension, from the content)."),
+    "encoding": click.option(
+        "--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not)."),
+    "text_column": click.option("--text-column", help="Column holding the message (default: detected)."),
+    "id_column": click.option("--id-column", help="Column used as `id` (default: file name:row number)."),
+    "delimiter": click.option(
+        "--delimiter", help="Field delimiter of CSV/TSV input, one character (default: detected from the first "
+                            "lines among , ; tab |; the choice and its reason are recorded)."),
+    "max_text_chars": click.option(
+        "--max-text-chars", type=click.IntRange(1), default=DEFAULT_MAX_TEXT_CHARS, show_default=True,
+        help="Longer messages are rejected (too_long)."),
+    "max_tokens": click.option(
+        "--max-tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS, show_default=True,
+        help="Messages with more tokens are rejected (too_many_tokens): this bounds each message's time and memory."),
+    "reject_empty": click.option(
+        "--reject-empty", is_flag=True,
+        help="Reject empty messages (nothing but spaces or invisible characters) instead of reading them as messages."),
+}
+
+
+def input_options(command):
+    """Add the input options to `command`, which receives them as one `read` (a ReadOptions)."""
+
+    @functools.wraps(command)
+    def with_read_options(*args, **kwargs):
+        from elmobatch.reading import ReadOptions  # pandas: only once a command runs
+
+        read = ReadOptions(**{name: kwargs.pop(name) for name in _READ_OPTIONS})
+        return command(*args, read=read, **kwargs)
+
+    for option in reversed(_READ_OPTIONS.values()):
+        with_read_options = option(with_read_options)
+    return with_read_options
+
+
+model_option = click.option(
+    "--model", help="Encoder: a load_encoder spec (default: the bundled model; with a head, the model it names).")
+
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False),
+    help="Embedding cache (default: $ELMOBATCH_CACHE, else ~/.cache/elmobatch).")
+
+inputs_argument = click.argument("inputs", nargs=-1, required=True)
+
+
+@contextlib.contextmanager
+def input_files(arguments) -> Iterator[list[Path]]:
+    """The files INPUTS name (`-`: standard input, copied to a temporary file for the block;
+    directories and globs expanded, sorted). One that names nothing is a usage error (exit 2)."""
+    from elmobatch.reading.inputs import InputError, open_inputs
+
+    with contextlib.ExitStack() as stack:
+        try:
+            paths = stack.enter_context(open_inputs(arguments, sys.stdin.buffer))
+        except InputError as exc:
+            raise click.UsageError(str(exc)) from None
+        yield paths

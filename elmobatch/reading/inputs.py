@@ -1,0 +1,105 @@
+"""Input arguments -> files: `-` (standard input), directories, glob patterns and plain paths.
+
+    with open_inputs(["-", "incoming/", "day-*.csv.gz"], sys.stdin.buffer) as paths:
+        ...  # paths: [<tmp>/stdin, incoming/a.csv, incoming/b.csv, day-1.csv.gz, ...]
+
+Directories and patterns expand to their files sorted by name, skipping hidden names and names
+starting with `_` (Spark's _SUCCESS, elmobatch's _tmp/); standard input is copied to a temporary
+file named `stdin` (readers take several passes), removed when the block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from elmobatch.reading.detect import ReadError
+
+STDIN = "-"
+STDIN_NAME = "stdin"  # the file standard input is read from: its ids are stdin:ROW, its format detected
+SPOOL_PREFIX = "elmobatch-stdin-"  # of the temporary directory holding it
+
+
+class InputError(ReadError):
+    """An input argument that names no file to read, saying what was expected."""
+
+
+def expand_inputs(arguments: Iterable[str]) -> list[str]:
+    """The files the arguments name, in argument order (each file once); `-` stays as it is."""
+    files: list[str] = []
+    for argument in arguments:
+        for name in _expand(argument):
+            if name not in files:
+                files.append(name)
+    if files.count(STDIN) > 1:
+        raise InputError("- (standard input) can be given once")
+    return files
+
+
+def _expand(argument: str) -> list[str]:
+    path = Path(argument)
+    if argument == STDIN or path.is_file():
+        return [argument]
+    if path.is_dir():
+        found = [str(p) for p in sorted(path.iterdir()) if p.is_file() and _visible(p.name)]
+        if not found:
+            raise InputError(f"{argument}: the directory holds no input files (hidden names and names starting "
+                             "with _ are skipped)")
+        return found
+    if glob.has_magic(argument):
+        matches = sorted(glob.glob(argument, recursive=True))
+        found = [name for match in matches for name in (_expand(match) if Path(match).is_dir() else [match])
+                 if _visible(Path(name).name)]
+        if not found:
+            raise InputError(f"{argument}: the pattern matches no files (hidden names and names starting with _ "
+                             "are skipped)")
+        return found
+    raise InputError(f"{argument}: no such file or directory")
+
+
+def shown_name(path) -> str:
+    """How an input is named in messages: `-` for standard input's temporary copy, else the path."""
+    path = Path(path)
+    return STDIN if path.name == STDIN_NAME and path.parent.name.startswith(SPOOL_PREFIX) else str(path)
+
+
+def source_name(path) -> str:
+    """The file name rows are known by (`source_file`, default ids NAME:ROW): day.csv.gz -> day.csv,
+    so compressing a file keeps its ids."""
+    name = Path(path).name
+    return name[:-3] if name.lower().endswith(".gz") else name
+
+
+def input_stem(path) -> str:
+    """The name outputs are named after: day.csv -> day, day.csv.gz -> day, stdin -> stdin."""
+    return Path(source_name(path)).stem
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith((".", "_"))
+
+
+@contextlib.contextmanager
+def open_inputs(arguments: Iterable[str], stdin: BinaryIO) -> Iterator[list[Path]]:
+    """The input files as paths, `-` copied from `stdin` to a temporary `stdin` file for the block."""
+    files = expand_inputs(arguments)
+    with contextlib.ExitStack() as stack:
+        paths = [spool(stdin, Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX))))
+                 if name == STDIN else Path(name) for name in files]
+        yield paths
+
+
+def spool(stdin: BinaryIO, directory: Path) -> Path:
+    """Copy standard input to directory/stdin; a terminal is refused (it would wait for typing)."""
+    if stdin.isatty():
+        raise InputError("- reads the messages from standard input, which is a terminal: pipe or redirect "
+                         "a file into it")
+    path = directory / STDIN_NAME
+    with open(path, "wb") as f:
+        shutil.copyfileobj(stdin, f, 1 << 20)
+    return path
