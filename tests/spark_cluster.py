@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,29 +184,28 @@ def executors(app_id: str) -> list[int]:
             and app_id in line]
 
 
-def _signal_all(pids: list[int], sig: int) -> None:
+def signal_all(pids: list[int], sig: int) -> None:
+    """Send `sig` to each pid that still exists."""
     for pid in pids:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def stop_cluster(cluster: Cluster) -> None:
     """SIGTERM the daemons (workers first: they stop their executors), then SIGKILL whatever of
     theirs is left, by working directory; fail if a process survives."""
     for process in reversed(cluster.daemons):
-        _signal_all([process.pid], signal.SIGTERM)
+        signal_all([process.pid], signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for process in reversed(cluster.daemons):
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _signal_all([process.pid], signal.SIGKILL)
+            signal_all([process.pid], signal.SIGKILL)
             process.wait()
     while processes_under(cluster.base) and time.monotonic() < deadline:
         time.sleep(0.2)  # executors and Python workers notice their parent is gone
-    _signal_all(processes_under(cluster.base), signal.SIGKILL)
+    signal_all(processes_under(cluster.base), signal.SIGKILL)
     time.sleep(0.5)
     left = [(pid, " ".join(command_line(pid))[:200]) for pid in processes_under(cluster.base)]
     if left:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ pytest.importorskip("pyspark", reason="the Spark engine is an optional extra: pi
 from elmobatch.caching import EmbeddingCache  # noqa: E402
 from elmobatch.embedding import EmbedOptions, embed_files, read_embedding  # noqa: E402
 from tests.conftest import FIXTURE, write_messages  # noqa: E402
-from tests.spark_cluster import HOST, REPO, command_line, descendants, executors  # noqa: E402
+from tests.spark_cluster import HOST, REPO, command_line, descendants, executors, signal_all  # noqa: E402
 
 MESSAGES, CHUNK_ROWS = 2000, 250  # 8 chunks: two tasks (the cluster's two cores) of four chunks each
 RUN_TIMEOUT_S = 300
@@ -85,10 +86,8 @@ def finish(run: subprocess.Popen) -> tuple[int, str, str]:
 
 
 def stop(run: subprocess.Popen) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(run.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     run.communicate()
 
 
@@ -140,12 +139,7 @@ def kill_an_executor_mid_task(cluster, run: subprocess.Popen, out: Path) -> int:
             for pid in executors(app["id"]):
                 below = descendants(pid)  # at start, also the tar unpacking the archive
                 if any(python_worker(child) for child in below) and not (out / "_SUCCESS").exists():
-                    os.kill(pid, signal.SIGKILL)
-                    for child in below:
-                        try:
-                            os.kill(child, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
+                    signal_all([pid, *below], signal.SIGKILL)
                     return pid
         time.sleep(0.1)
     raise AssertionError(f"no executor with a running task to kill (run exit code {run.poll()})")
