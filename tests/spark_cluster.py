@@ -59,10 +59,16 @@ class Cluster:
                          for log in self.logs if log.exists())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports, all held until all are picked (the daemons bind theirs later)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def daemon_env(base: Path) -> dict[str, str]:
@@ -94,16 +100,16 @@ def standalone_cluster(base: Path, workers: int = 2, memory: str = "1g"):
     base.mkdir(parents=True, exist_ok=True)
     base = base.resolve()  # compared with /proc/PID/cwd, which is resolved
     env = daemon_env(base)
-    port, ui_port = free_port(), free_port()
+    port, ui_port, *worker_ui_ports = free_ports(2 + workers)
     cluster = Cluster(url=f"spark://{HOST}:{port}", ui=f"http://{HOST}:{ui_port}", base=base,
                       work_dir=base / "work", daemons=[], logs=[])
     try:
         master = ["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(port),
                   "--webui-port", str(ui_port)]
         _add(cluster, start_daemon(base, "master", master, env))
-        for index in range(workers):
+        for index, worker_ui_port in enumerate(worker_ui_ports):
             worker = ["org.apache.spark.deploy.worker.Worker", cluster.url, "--cores", "1", "--memory", memory,
-                      "--host", HOST, "--webui-port", str(free_port()), "--work-dir", str(cluster.work_dir)]
+                      "--host", HOST, "--webui-port", str(worker_ui_port), "--work-dir", str(cluster.work_dir)]
             _add(cluster, start_daemon(base, f"worker-{index}", worker, env))
         wait_for_workers(cluster, workers)
         yield cluster
@@ -125,7 +131,7 @@ def wait_for_workers(cluster: Cluster, count: int, timeout_s: float = START_TIME
             raise ClusterError(f"Spark daemon {dead[0]} exited while starting\n{cluster.log_tails()}")
         try:
             alive = cluster.alive_workers()
-        except OSError:  # the master's web UI is not up yet
+        except (OSError, ValueError):  # the master's web UI is not up yet (or a page that is not its JSON)
             alive = 0
         if alive == count:
             return

@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,8 @@ def driver_dir(tmp_path_factory) -> Path:
 
 def start_embed(cluster, driver_dir: Path, messages: Path, out: Path, cache: Path) -> subprocess.Popen:
     """`elmobatch embed --engine spark --master spark://...` from `driver_dir`, with Spark settings in
-    PYSPARK_SUBMIT_ARGS; an event log goes to out.parent/events."""
+    PYSPARK_SUBMIT_ARGS; its event log goes to out.parent/events, its stdout and stderr to files there
+    (a pipe nobody reads while it runs could fill and stall it)."""
     events = out.parent / "events"
     events.mkdir(parents=True, exist_ok=True)
     submit = (f"--archives {driver_dir / 'elmo.tar.gz'}#elmo --conf spark.ui.enabled=false "
@@ -71,24 +73,27 @@ def start_embed(cluster, driver_dir: Path, messages: Path, out: Path, cache: Pat
            "PYSPARK_SUBMIT_ARGS": submit}
     args = [sys.executable, "-m", "elmobatch.cli", "embed", str(messages), "--out", str(out), "--model", "elmo",
             "--cache-dir", str(cache), "--chunk-rows", str(CHUNK_ROWS), "--engine", "spark", "--master", cluster.url]
-    return subprocess.Popen(args, cwd=driver_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # its own group: the driver JVM goes with it
+    with open(out.parent / "driver.out", "wb") as stdout, open(out.parent / "driver.err", "wb") as stderr:
+        return subprocess.Popen(args, cwd=driver_dir, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                                stderr=stderr, start_new_session=True)  # its own group: the driver JVM goes with it
 
 
-def finish(run: subprocess.Popen) -> tuple[int, str, str]:
-    """Wait for the CLI; kill its whole group (driver JVM included) past the timeout or on failure."""
+def finish(run: subprocess.Popen, out: Path) -> tuple[int, str, str]:
+    """Wait for the CLI (killing its whole group, driver JVM included, past the timeout); returns
+    its exit code, stdout and the tail of its stderr."""
     try:
-        stdout, stderr = run.communicate(timeout=RUN_TIMEOUT_S)
+        run.wait(timeout=RUN_TIMEOUT_S)
     except BaseException:
         stop(run)
         raise
-    return run.returncode, stdout, stderr
+    read = partial(Path.read_text, errors="replace")
+    return run.returncode, read(out.parent / "driver.out"), read(out.parent / "driver.err")[-3000:]
 
 
 def stop(run: subprocess.Popen) -> None:
     with suppress(ProcessLookupError):
         os.killpg(run.pid, signal.SIGKILL)
-    run.communicate()
+    run.wait()
 
 
 def assert_same_dataset(out: Path, expected: Path) -> None:
@@ -115,14 +120,13 @@ def new_app_dirs(cluster, before: set[str]) -> list[Path]:
 
 @pytest.mark.slow  # a Spark cluster, a driver and two executors each importing TensorFlow
 def test_embed_on_standalone_cluster_equals_local(spark_cluster, messages, local_out, driver_dir, tmp_path):
-    before = {d.name for d in spark_cluster.work_dir.glob("app-*")}
-    run = start_embed(spark_cluster, driver_dir, messages, tmp_path / "out", tmp_path / "cache")
-    code, stdout, stderr = finish(run)
-    assert code == 0, stdout + stderr[-3000:]
-    print(summary(stdout))
+    before, out = {d.name for d in spark_cluster.work_dir.glob("app-*")}, tmp_path / "out"
+    run = start_embed(spark_cluster, driver_dir, messages, out, tmp_path / "cache")
+    code, stdout, stderr = finish(run, out)
+    assert code == 0, stdout + stderr
     assert summary(stdout).startswith(f"rows_read {MESSAGES:,} = rows_embedded {MESSAGES:,} + rows_rejected 0;")
-    assert_same_dataset(tmp_path / "out", local_out)
-    engine = json.loads((tmp_path / "out" / "_manifest.json").read_text())["engine"]
+    assert_same_dataset(out, local_out)
+    engine = json.loads((out / "_manifest.json").read_text())["engine"]
     assert engine["master"] == spark_cluster.url and engine["tasks"] == 2
     assert 1 <= engine["model_loads"] <= engine["python_workers"] <= 2
     # the model reached the executors as the archive, unpacked in their working directories
@@ -169,8 +173,8 @@ def test_executor_killed_mid_run_still_gives_complete_dataset(spark_cluster, mes
         stop(run)
         raise
     assert not (out / "_SUCCESS").exists() and run.poll() is None  # the kill landed while the run was going
-    code, stdout, stderr = finish(run)
-    assert code == 0, stdout + stderr[-3000:]
+    code, stdout, stderr = finish(run, out)
+    assert code == 0, stdout + stderr
     assert not any("CoarseGrainedExecutorBackend" in arg for arg in command_line(killed))  # it is gone
     reasons = task_end_reasons(tmp_path / "events")
     assert "ExecutorLostFailure" in reasons, reasons  # a task died with its executor ...
