@@ -122,3 +122,14 @@ def kill_after_placements(writer, count: int) -> list[str]:
         writer.wait()
     assert len(placed) == count, f"the writer renamed only {placed}"
     return placed
+
+
+@pytest.fixture(scope="module")
+def spark_cluster(tmp_path_factory):
+    """A real Spark standalone cluster for the module: a master and two one-core, 1 GiB workers on
+    127.0.0.1 (tests/spark_cluster.py; about 20-30 s to start), stopped with all its processes after."""
+    pytest.importorskip("pyspark", reason="the Spark engine is an optional extra: pip install 'elmobatch[spark]'")
+    from tests.spark_cluster import standalone_cluster
+
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster"), workers=2) as cluster:
+        yield cluster
