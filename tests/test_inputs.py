@@ -75,7 +75,7 @@ def test_train_and_pretrain_take_format_and_encoding(tmp_path):
                  "--epochs", 1, "--cache-dir", tmp_path / "cache", *common)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "head" / "head.json").read_text())["data"]["rows_read"] == 30
-    from elmobatch.training.pretrain import read_corpus
+    from elmobatch.training.corpus import read_corpus
 
     [info] = read_corpus([path], ReadOptions(fmt="csv", encoding="latin-1", text_column="text")).files
     assert (info["encoding"], info["messages"]) == ("iso8859-1", 30)
