@@ -265,9 +265,16 @@ def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_d
 
 
 def finish_run(out, records, inputs_info, encoder, cache, options, signature, *, started, seconds,
-               written, resumed, engine: dict | None = None) -> dict:
-    """Check the counts, write the manifest, then _SUCCESS; returns the manifest. `records` in part order."""
+               written, resumed, engine: dict | None = None, computed_ahead: int = 0) -> dict:
+    """Check the counts, write the manifest, then _SUCCESS; returns the manifest. `records` in part order.
+
+    `computed_ahead`: vectors computed before the chunks were written (the Spark engine's compute-once
+    pass), which the chunks then found as hits: counted as computed, not as hits.
+    """
     counts = {k: sum(r[k] for r in records) for k in COUNTS}
+    moved = min(computed_ahead, counts["cache_hits"])  # more only if the executors' caches are not shared
+    counts["cache_hits"] -= moved
+    counts["computed"] += moved
     if counts["rows_read"] != counts["rows_embedded"] + counts["rows_rejected"]:
         raise RuntimeError(f"internal error: rows_read {counts['rows_read']} != rows_embedded "
                            f"{counts['rows_embedded']} + rows_rejected {counts['rows_rejected']}")
