@@ -270,6 +270,25 @@ def test_duplicate_ids_are_counted_and_warned_about(tmp_path):
     assert "warning" not in result.stderr
 
 
+def test_duplicate_ids_counted_in_buckets_on_disk_match_in_memory(tmp_path):
+    """Past `bucket_rows` the id hashes go to bucket files (memory bounded); the count is the same, across parts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from elmobatch.embedding.job import count_duplicate_ids
+
+    parts = []
+    for k in range(3):  # ids 0..999 in each part, plus 50 repeated inside part 2: 2,000 + 50 duplicates
+        ids = [f"id{i}" for i in range(1000)] + ([f"id{i}" for i in range(50)] if k == 2 else [])
+        parts.append(tmp_path / f"part-{k}.parquet")
+        pq.write_table(pa.table({"id": ids}), parts[-1])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert count_duplicate_ids(parts) == 2050  # one bucket, in memory
+    assert count_duplicate_ids(parts, scratch, bucket_rows=100) == 2050  # 31 buckets on disk
+    assert list(scratch.iterdir()) == []  # bucket files removed
+
+
 def test_gzip_bytes_named_csv_are_called_gzip(tmp_path):
     path = tmp_path / "day.csv"
     path.write_bytes(gzip.compress(b"id,text\n1,hello\n"))

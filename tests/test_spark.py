@@ -98,10 +98,10 @@ def test_spark_output_equals_local(runs, inputs):
     rows = ("rows_read", "rows_embedded", "rows_rejected")
     assert {k: remote["counts"][k] for k in rows} == {k: local["counts"][k] for k in rows}
     assert {k: remote["counts"][k] for k in rows} == {"rows_read": 317, "rows_embedded": 312, "rows_rejected": 5}
-    # Concurrent tasks do not see each other's new vectors: a message repeated in two of them
-    # may be computed twice (same vectors), so only the sum is fixed.
+    # Each distinct text is computed once in the run, as in the local engine, though the two CSV slices share some
     c = remote["counts"]
-    assert c["cache_hits"] + c["computed"] == c["rows_embedded"] and c["computed"] >= local["counts"]["computed"]
+    assert c["cache_hits"] + c["computed"] == c["rows_embedded"] and c["computed"] == local["counts"]["computed"]
+    assert remote["engine"]["computed_ahead"] == c["computed"]
     assert remote["reject_reasons"] == {"nul_byte": 1, "unterminated_quote": 1, "unparseable": 1, "not_text": 1,
                                         "blank_line": 1}
     assert [i["decisions"]["encoding"] for i in remote["inputs"]] == ["latin-1", "utf-8"]
@@ -134,6 +134,48 @@ def test_worker_model_must_match_driver(runs, inputs, spark, tmp_path):
         embed_files_spark(inputs[1:], tmp_path / "out", str(FIXTURE), encoder=other, cache_dir=tmp_path / "c",
                           spark=spark)
     assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+@pytest.mark.slow  # Spark
+def test_spark_computes_a_message_repeated_across_tasks_once(spark, tmp_path):
+    """Four inputs (four tasks on local[2], two at a time) share 40 messages, some in every chunk: the run
+    computes and stores each distinct text once; the write tasks then find every vector in the cache."""
+    shared = [f"see you at the station at {h} o'clock" for h in range(40)]
+    inputs, distinct = [], set(shared)
+    for f in range(4):
+        rows = [f"file {f} says hello number {i}" for i in range(120)]
+        distinct.update(rows)
+        for i, text in enumerate(shared):  # spread over the file's four chunks (50, 50, 50, 10)
+            rows.insert(4 * i, text)
+        inputs.append(tmp_path / f"feed{f}.txt")
+        inputs[-1].write_text("\n".join(rows) + "\n")
+    manifest = embed_files_spark(inputs, tmp_path / "out", str(FIXTURE), options=EmbedOptions(chunk_rows=50),
+                                 cache_dir=tmp_path / "cache", spark=spark)
+    assert manifest["engine"]["tasks"] == 4 and manifest["timings"]["chunks_written"] == 16
+    assert manifest["counts"]["rows_embedded"] == 4 * 160
+    assert manifest["counts"]["computed"] == manifest["engine"]["computed_ahead"] == len(distinct) == 520
+    assert manifest["counts"]["cache_hits"] == 4 * 160 - 520
+    [model] = EmbeddingCache(tmp_path / "cache").models()
+    assert model["vectors"] == 520  # every encoder call stores its vectors: none was computed twice
+
+
+def test_tasks_are_planned_without_reading_the_inputs(inputs, tmp_path, fixture_encoder):
+    """The driver sizes the slices from file sizes alone: the inputs are not read again after planning."""
+    from elmobatch.embedding.job import plan_run
+    from elmobatch.embedding.spark import _units
+
+    copies = []
+    for path in inputs:
+        copies.append(tmp_path / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    with plan_run(copies, tmp_path / "out", fixture_encoder, OPTIONS) as plan:
+        for path in copies:
+            path.unlink()  # a driver that opened them now would fail
+        units = _units(plan, OPTIONS.chunk_rows, parallelism=2)
+    assert units == [(0, 0, 2), (0, 1, 2), (1, 0, 1)]
+    with plan_run([inputs[1]], tmp_path / "one", fixture_encoder, OPTIONS) as plan:  # 433 bytes, 14 lines
+        # no more slices than ceil(433 / 100) (a record takes a byte at least), though 8 were asked for
+        assert _units(plan, OPTIONS.chunk_rows, parallelism=8) == [(0, k, 5) for k in range(5)]
 
 
 def test_missing_pyspark_and_master_without_engine(inputs, tmp_path, monkeypatch):

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, UTC
 from pathlib import Path
@@ -40,6 +42,7 @@ from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading.inputs import source_name
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, ReadOptions, read_messages
 
+MAX_ID_BUCKETS = 256  # bucket files open at once while counting duplicate ids
 COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
 
 
@@ -272,13 +275,21 @@ def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_d
 
 
 def finish_run(out, records, inputs_info, encoder, cache, options, signature, *, started, seconds,
-               written, resumed, engine: dict | None = None) -> dict:
-    """Check the counts, write the manifest, then _SUCCESS; returns the manifest. `records` in part order."""
+               written, resumed, engine: dict | None = None, computed_ahead: int = 0) -> dict:
+    """Check the counts, write the manifest, then _SUCCESS; returns the manifest. `records` in part order.
+
+    `computed_ahead`: vectors computed before the chunks were written (the Spark engine's compute-once
+    pass), which the chunks then found as hits: counted as computed, not as hits.
+    """
     counts = {k: sum(r[k] for r in records) for k in COUNTS}
+    moved = min(computed_ahead, counts["cache_hits"])  # more only if the executors' caches are not shared
+    counts["cache_hits"] -= moved
+    counts["computed"] += moved
     if counts["rows_read"] != counts["rows_embedded"] + counts["rows_rejected"]:
         raise RuntimeError(f"internal error: rows_read {counts['rows_read']} != rows_embedded "
                            f"{counts['rows_embedded']} + rows_rejected {counts['rows_rejected']}")
-    counts["duplicate_ids"] = count_duplicate_ids([out / r["part"] for r in records]) if options.id_column else 0
+    counts["duplicate_ids"] = (count_duplicate_ids([out / r["part"] for r in records], out / o.TMP)
+                               if options.id_column else 0)
     reasons: dict[str, int] = {}
     for r in records:
         for k, v in r["reject_reasons"].items():
@@ -311,15 +322,39 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
     return manifest
 
 
-def count_duplicate_ids(parts: list[Path]) -> int:
+def count_duplicate_ids(parts: list[Path], scratch: Path | None = None, bucket_rows: int = 1 << 18) -> int:
     """Rows whose `id` an earlier row of these part files already has (0: every id is distinct).
 
-    Reads only the id column, keeping 8 bytes (a 64-bit hash) per row.
+    Reads only the id column, one part at a time, as 64-bit hashes. With more than `bucket_rows`
+    rows, the hashes go to bucket files under `scratch` (by their top bits) and are counted a
+    bucket at a time, so memory stays about `bucket_rows` x 8 bytes however many rows there are.
     """
-    hashes = [pd.util.hash_array(pq.read_table(p, columns=["id"]).column("id").to_numpy(zero_copy_only=False))
-              for p in parts]
-    every = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-    return int(len(every) - len(np.unique(every)))
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    buckets = min(MAX_ID_BUCKETS, max(1, math.ceil(rows / bucket_rows)))
+    if buckets == 1:
+        every = [_id_hashes(p) for p in parts]
+        return _duplicates(np.concatenate(every) if every else np.zeros(0, np.uint64))
+    directory = Path(tempfile.mkdtemp(prefix="id-hashes-", dir=scratch))
+    try:
+        with ExitStack() as stack:
+            files = [stack.enter_context(open(directory / f"{b}.u64", "wb")) for b in range(buckets)]
+            for p in parts:
+                hashes = _id_hashes(p)
+                which = (hashes >> np.uint64(32)) % np.uint64(buckets)
+                for b, f in enumerate(files):
+                    hashes[which == b].tofile(f)
+        return sum(_duplicates(np.fromfile(directory / f"{b}.u64", np.uint64)) for b in range(buckets))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _id_hashes(part: Path) -> np.ndarray:
+    """(rows,) uint64: a 64-bit hash of each row's id in one part file."""
+    return pd.util.hash_array(pq.read_table(part, columns=["id"]).column("id").to_numpy(zero_copy_only=False))
+
+
+def _duplicates(hashes: np.ndarray) -> int:
+    return int(len(hashes) - len(np.unique(hashes)))
 
 
 def duplicate_ids_warning(manifest: dict) -> str | None:

@@ -3,15 +3,22 @@
     manifest = embed_files_spark(["day.csv"], "out/", "default", master="local[4]")
 
 The driver plans the run exactly as the local engine does (`plan_run`: decisions, checksums,
-the output's lock, held by the driver until the end, resume state), then starts one Spark task
-per *slice* of an input: slice k of n embeds the chunks whose index is k modulo n. Every task
-reads its whole file with the same chunked reader (parsing is cheap next to the biLM; so CSV
-repair, encoding fallback and rejects are exactly the local engine's) and, in `mapInArrow`, embeds
-its chunks through the shared `EmbeddingCache` with an encoder loaded once per Python worker,
-writing each chunk's part, rejects and state record straight into the output directory
-(`write_chunk`). The tasks return the chunk records; the driver writes the manifest and
-`_SUCCESS` (`finish_run`). So the output directory, the cache and the model must be paths
-every executor can reach.
+the output's lock, held by the driver until the end, resume state) and splits each input into
+*slices* by its size alone (it never reads an input again to count lines): slice k of n holds the
+chunks whose index is k modulo n. Every task reads its whole file with the same chunked reader
+(parsing is cheap next to the biLM; so CSV repair, encoding fallback and rejects are exactly the
+local engine's). Two Spark jobs follow:
+
+1. Compute once: each slice task looks its chunks' distinct texts up in the shared
+   `EmbeddingCache` and emits the missing (key, text) pairs; these are repartitioned by key, so
+   every missing text lands in exactly one task, which embeds it (encoder loaded once per Python
+   worker) and stores it in the cache.
+2. Write: each slice task embeds its chunks through the cache (all hits now, unless the cache is
+   not shared by every executor) and writes each chunk's part, rejects and state record straight
+   into the output directory (`write_chunk`).
+
+The tasks return records; the driver writes the manifest and `_SUCCESS` (`finish_run`). So the
+output directory, the cache and the model must be paths every executor can reach.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from elmobatch.caching import EmbeddingCache, default_cache_dir
+from elmobatch.caching import EmbeddingCache, default_cache_dir, text_key
 from elmobatch.embedding import output as o
 from elmobatch.embedding.job import (EmbedOptions, OutputError, _now, finish_run, open_reader, part_name, plan_run,
                                      write_chunk)
@@ -41,6 +48,9 @@ if TYPE_CHECKING:  # the encoder module imports TensorFlow; the driver may never
 
 INSTALL_HINT = "the Spark engine needs pyspark: pip install 'elmobatch[spark]'"
 UNIT_SCHEMA = "file_index int, slice int, slices int"
+MISSING_SCHEMA = pa.schema([("key", pa.binary()), ("text", pa.string())])  # a text the cache lacks
+SEEN_LIMIT = 200_000  # keys a slice task remembers as already sent (bounded memory; a repeat beyond
+#                       it is only sent twice: the key partitioning still computes it once)
 SPARK_SCRATCH = "_spark_embed"  # warm_cache_with_spark's dataset, inside a job's output
 RESULT_SCHEMA = pa.schema([("record", pa.string())])  # one JSON chunk record (or task note) per row
 
@@ -65,6 +75,7 @@ class SparkJob:
     tokenizer: str  # the model's: counts tokens for options.max_tokens
     batch_size: int | None
     done: frozenset[str]  # part names an interrupted identical run already finished
+    cache_key: str  # the encoder's name in the cache (fingerprint, plus precision unless float32)
 
 
 # ---- the session -----------------------------------------------------------------------------
@@ -129,7 +140,7 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
                        model_spec=str(model_spec), model_path=_local_model_path(model_spec),
                        fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
                        options=options, tokenizer=encoder.tokenizer, batch_size=batch_size,
-                       done=frozenset(plan.done))
+                       done=frozenset(plan.done), cache_key=encoder.cache_key)
         own = spark is None
         if own:
             spark, own = spark_session(master)
@@ -137,19 +148,21 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
             units = _units(plan, options.chunk_rows, spark.sparkContext.defaultParallelism)
             engine = {"name": "spark", "master": spark.sparkContext.master, "tasks": len(units),
                       "spark_version": spark.version}
+            ahead = _compute_missing(spark, job, units)
             results = _run(spark, job, units)
         finally:
             if own:
                 spark.stop()
-        new, notes = [r for r in results if "part" in r], [r for r in results if "part" not in r]
+        new, notes = [r for r in results if "part" in r], [r for r in results + ahead if "part" not in r]
         cache.corrupt = sum(n["corrupt_segments"] for n in notes)
+        computed_ahead = sum(n.get("computed", 0) for n in ahead)
         engine.update(python_workers=len({n["worker"] for n in notes}),
-                      model_loads=sum(n["loaded_model"] for n in notes))
+                      model_loads=sum(n["loaded_model"] for n in notes), computed_ahead=computed_ahead)
         records = sorted([*plan.done.values(), *new], key=lambda r: r["part"])
         _check_complete(plan.out, records, len(job.inputs))
         return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
                           started=started, seconds=time.monotonic() - clock, written=len(new),
-                          resumed=len(plan.done), engine=engine)
+                          resumed=len(plan.done), engine=engine, computed_ahead=computed_ahead)
 
 
 def warm_cache_with_spark(paths, spec, *, master: str | None = None, spark=None, encoder=None) -> dict:
@@ -186,21 +199,16 @@ def _units(plan, chunk_rows: int, parallelism: int) -> list[tuple[int, int, int]
     units = []
     for index, (info, reader) in enumerate(zip(plan.inputs_info, plan.readers, strict=True)):
         share = max(1, round(parallelism * info["bytes"] / total))
-        slices = max(1, min(share, _max_chunks(Path(info["path"]), reader, chunk_rows)))
+        slices = max(1, min(share, _max_chunks(info["bytes"], reader, chunk_rows)))
         units += [(index, k, slices) for k in range(slices)]
     return units
 
 
-def _max_chunks(path: Path, reader, chunk_rows: int) -> int:
-    """An upper bound on the chunks of a file: a record is at least one row (Parquet) or line."""
-    if reader.format == "parquet":
-        records = reader.size
-    else:
-        records = 1
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                records += block.count(b"\n")
-    return math.ceil(records / chunk_rows)
+def _max_chunks(size_bytes: int, reader, chunk_rows: int) -> int:
+    """An upper bound on the chunks of a file, from its size alone (no pass over it): a Parquet
+    file's rows are in its metadata; any other record takes at least one byte (its newline)."""
+    records = reader.size if reader.format == "parquet" else size_bytes
+    return max(1, math.ceil(records / chunk_rows))
 
 
 def _run(spark, job: SparkJob, units) -> list[dict]:
@@ -209,6 +217,20 @@ def _run(spark, job: SparkJob, units) -> list[dict]:
     frame = spark.createDataFrame(rdd, UNIT_SCHEMA)
     try:
         rows = frame.mapInArrow(partial(embed_units, job), "record string").collect()
+    except Exception as exc:  # py4j / PythonException: keep the worker's own last line
+        raise SparkError(f"the Spark job failed: {_reason(exc)}") from exc
+    return [json.loads(row["record"]) for row in rows]
+
+
+def _compute_missing(spark, job: SparkJob, units) -> list[dict]:
+    """Embed every text of the chunks to write that the cache lacks, each exactly once in the run:
+    slice tasks emit their missing (key, text) pairs, which are repartitioned by key so that a
+    text repeated across slices is computed in one task only. Returns that job's task notes."""
+    rdd = spark.sparkContext.parallelize(units, numSlices=len(units))
+    missing = spark.createDataFrame(rdd, UNIT_SCHEMA).mapInArrow(partial(missing_texts, job), "key binary, text string")
+    by_key = missing.repartition(len(units), "key")
+    try:
+        rows = by_key.mapInArrow(partial(compute_texts, job), "record string").collect()
     except Exception as exc:  # py4j / PythonException: keep the worker's own last line
         raise SparkError(f"the Spark job failed: {_reason(exc)}") from exc
     return [json.loads(row["record"]) for row in rows]
@@ -292,30 +314,64 @@ def embed_units(job: SparkJob, batches):
             yield pa.RecordBatch.from_pylist([{"record": json.dumps(r)} for r in records], schema=RESULT_SCHEMA)
 
 
+def missing_texts(job: SparkJob, batches):
+    """mapInArrow function: for each unit, the distinct texts of its chunks to write that the cache
+    lacks, as (key, text) batches, one per chunk."""
+    for batch in batches:
+        for unit in batch.to_pylist():
+            cache, seen = EmbeddingCache(job.cache_dir), set[bytes]()
+            for _, chunk in _slice_chunks(job, unit["file_index"], unit["slice"], unit["slices"]):
+                first: dict[bytes, str] = {}
+                for text in chunk.texts:
+                    key = text_key(text)
+                    if key not in seen:
+                        first.setdefault(key, text)
+                if len(seen) + len(first) > SEEN_LIMIT:
+                    seen.clear()
+                seen.update(first)
+                cached = cache.lookup(job.cache_key, list(first))
+                rows = [{"key": k, "text": t} for k, t in first.items() if k not in cached]
+                if rows:
+                    yield pa.RecordBatch.from_pylist(rows, schema=MISSING_SCHEMA)
+
+
+def compute_texts(job: SparkJob, batches):
+    """mapInArrow function: embed the (key, text) pairs of one key partition into the cache,
+    --chunk-rows texts at a time; yields one note (how many vectors it computed)."""
+    cache = EmbeddingCache(job.cache_dir)
+    had_model = _encoder_key(job) in _ENCODERS
+    loaded = False
+    pending: list[str] = []
+    for batch in batches:
+        pending += batch.column("text").to_pylist()
+        while len(pending) >= job.options.chunk_rows:
+            cache.embed(worker_encoder(job), pending[: job.options.chunk_rows])
+            pending, loaded = pending[job.options.chunk_rows :], True
+    if pending:
+        cache.embed(worker_encoder(job), pending)  # looks up first: a key already stored here is a hit
+        loaded = True
+    note = {"task": "compute", "worker": f"{socket.gethostname()}:{os.getpid()}", "computed": cache.computed,
+            "corrupt_segments": cache.corrupt, "loaded_model": loaded and not had_model}
+    yield pa.RecordBatch.from_pylist([{"record": json.dumps(note)}], schema=RESULT_SCHEMA)
+
+
 def _comparable(decisions: dict) -> dict:
     return {k: v for k, v in decisions.items() if k != "path"}  # the driver may have a relative path
 
 
 def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
-    """Read input `file_index` whole; embed and write the chunks with index % n == k not done yet.
+    """Embed and write the chunks of slice k of n of input `file_index` (index % n == k) not done yet.
 
     Returns their records plus one note: this task's Python worker (host:pid), whether it had to load
     the model, and how many damaged cache segments it set aside.
     """
-    path, out = Path(job.inputs[file_index]), Path(job.out)
-    reader = open_reader(path, job.options, job.tokenizer)
-    mine, drivers = _comparable(reader.decisions.to_dict()), _comparable(job.decisions[file_index])
-    if mine != drivers:
-        raise SparkError(f"{path}: this executor reads the file differently from the driver "
-                         f"({mine} vs {drivers}): is it the same file on every machine?")
+    out = Path(job.out)
     cache = EmbeddingCache(job.cache_dir)
     had_model = _encoder_key(job) in _ENCODERS
     tmp_dir = out / o.TMP / f"task-{uuid.uuid4().hex}"  # own temp names: a retried task never collides
     records, schema = [], None
-    for chunk in reader:
+    for reader, chunk in _slice_chunks(job, file_index, k, n):
         name = part_name(file_index, chunk.index)
-        if chunk.index % n != k or name in job.done:
-            continue
         encoder = worker_encoder(job)
         if schema is None:
             schema = o.embeddings_schema(encoder.dim, encoder.n_layers, job.options.keep_text, encoder.fingerprint,
@@ -331,5 +387,20 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     return [*records, note]
 
 
+def _slice_chunks(job: SparkJob, file_index: int, k: int, n: int):
+    """Read input `file_index` whole; yields (reader, chunk) for its chunks with index % n == k not done yet.
+    Raises SparkError if this executor reads the file differently from the driver."""
+    path = Path(job.inputs[file_index])
+    reader = open_reader(path, job.options, job.tokenizer)
+    mine, drivers = _comparable(reader.decisions.to_dict()), _comparable(job.decisions[file_index])
+    if mine != drivers:
+        raise SparkError(f"{path}: this executor reads the file differently from the driver "
+                         f"({mine} vs {drivers}): is it the same file on every machine?")
+    for chunk in reader:
+        if chunk.index % n == k and part_name(file_index, chunk.index) not in job.done:
+            yield reader, chunk
+
+
 __all__ = ["SparkError", "SparkJob", "embed_files_spark", "warm_cache_with_spark", "embed_units", "embed_slice",
+           "missing_texts", "compute_texts",
            "spark_session", "worker_encoder", "INSTALL_HINT"]

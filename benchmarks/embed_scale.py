@@ -1,0 +1,135 @@
+"""`elmobatch embed` at 100k and 1M rows of a message feed with many repeats: rows/s and peak RSS.
+
+    python benchmarks/embed_scale.py [--rows 100000 1000000] [--out benchmarks/results/embed_scale.json]
+
+For each size, writes a CSV feed (seeded, so reproducible): most rows are drawn from a pool of
+distinct messages with a Zipf-like skew (a few messages very often, a long tail rarely), as real
+feeds repeat themselves; the rest are unique messages with numbers in them (codes, amounts,
+times). Each file is embedded by its own `elmobatch embed` process (the real CLI, fresh cache and
+output) with the tiny fixture model; peak RSS is that process's alone (os.wait4). rows/s is the
+manifest's (the run itself, after the model is loaded); `process_seconds` adds Python, TensorFlow
+and model start-up. Prints JSON (and writes it to --out). The target: rows/s at the largest size
+within 20% of the smallest, and peak RSS flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT.parent / "shared" / "fixtures" / "bilm_tiny"
+POOL = 20_000  # distinct repeated messages
+UNIQUE_SHARE = 0.05  # rows that are a one-off message with numbers
+ZIPF_EXPONENT = 1.1
+
+
+def vocabulary(rng: np.random.Generator, size: int = 8_000) -> list[str]:
+    """Made-up words of 1 to 10 letters, short ones more common (as in English)."""
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    lengths = np.clip(rng.geometric(0.25, size), 1, 10)
+    return ["".join(rng.choice(letters, n)) for n in lengths]
+
+
+def sentence(rng: np.random.Generator, words: list[str]) -> str:
+    """A message of SMS-like length: 2 to 60 words, median about 12 (log-normal)."""
+    n = int(np.clip(rng.lognormal(2.5, 0.6), 2, 60))
+    picked = rng.integers(0, len(words), n)
+    return " ".join(words[i] for i in picked).capitalize() + str(rng.choice(list(".!?")))
+
+
+def write_feed(path: Path, rows: int, seed: int = 0) -> int:
+    """`rows` messages (columns id, text) to `path`; returns how many distinct texts it holds."""
+    rng = np.random.default_rng(seed)
+    words = vocabulary(rng)
+    pool = [sentence(rng, words) for _ in range(POOL)]
+    weights = 1.0 / np.arange(1, POOL + 1) ** ZIPF_EXPONENT
+    draws = rng.choice(POOL, rows, p=weights / weights.sum())
+    unique = rng.random(rows) < UNIQUE_SHARE
+    distinct: set[str] = set()
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text"])
+        for i in range(rows):
+            if unique[i]:
+                text = (f"{pool[draws[i]][:-1]} code {rng.integers(100_000, 1_000_000)} "
+                        f"for {rng.integers(1, 500)}.{rng.integers(0, 100):02d} at {i % 24:02d}:{i % 60:02d}")
+            else:
+                text = pool[draws[i]]
+            distinct.add(text)
+            writer.writerow([f"m{i}", text])
+    return len(distinct)
+
+
+def embed(path: Path, work: Path, model: str, chunk_rows: int) -> dict:
+    """Run one `elmobatch embed` process (fresh cache and output): its manifest figures, wall time and peak RSS."""
+    out, cache = work / (path.stem + "-out"), work / (path.stem + "-cache")
+    command = [sys.executable, "-m", "elmobatch.cli", "embed", str(path), "--out", str(out), "--model", model,
+               "--cache-dir", str(cache), "--chunk-rows", str(chunk_rows), "--id-column", "id"]
+    started = time.monotonic()
+    proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    summary = proc.stdout.read().strip()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(command)} failed with status {status}")
+    wall = time.monotonic() - started
+    manifest = json.loads((out / "_manifest.json").read_text())
+    c, t = manifest["counts"], manifest["timings"]
+    return {"seconds": t["seconds"], "rows_per_second": t["rows_per_second"], "process_seconds": round(wall, 1),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is KiB on Linux
+            "computed": c["computed"], "cache_hits": c["cache_hits"], "rows_embedded": c["rows_embedded"],
+            "summary": summary.split(" -> ")[0]}
+
+
+def machine() -> dict:
+    """CPU model, cores and load average (the machine may be shared: the load says how busy it was)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="sizes to run")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    result = {"command": " ".join(["python", "benchmarks/embed_scale.py", *sys.argv[1:]]),
+              "model": args.model, "chunk_rows": args.chunk_rows, "seed": args.seed, "pool": POOL,
+              "unique_share": UNIQUE_SHARE, "zipf_exponent": ZIPF_EXPONENT, "machine_before": machine(), "sizes": []}
+    with tempfile.TemporaryDirectory(prefix="embed-scale-") as tmp:
+        work = Path(tmp)
+        for rows in args.rows:
+            path = work / f"feed_{rows}.csv"
+            distinct = write_feed(path, rows, args.seed)
+            figures = embed(path, work, args.model, args.chunk_rows)
+            result["sizes"].append({"rows": rows, "distinct_texts": distinct, "input_mib": round(
+                path.stat().st_size / 2**20, 1), **figures, "load_average_after": machine()["load_average"]})
+            print(json.dumps(result["sizes"][-1]), file=sys.stderr, flush=True)
+    first, last = result["sizes"][0], result["sizes"][-1]
+    result["rows_per_second_ratio"] = round(last["rows_per_second"] / first["rows_per_second"], 3)
+    result["peak_rss_ratio"] = round(last["peak_rss_mib"] / first["peak_rss_mib"], 3)
+    result["machine_after"] = machine()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
