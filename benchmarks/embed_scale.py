@@ -2,10 +2,13 @@
 
     python benchmarks/embed_scale.py [--rows 100000 1000000] [--out benchmarks/results/embed_scale.json]
 
-For each size, writes a CSV feed (seeded, so reproducible): most rows are drawn from a pool of
-distinct messages with a Zipf-like skew (a few messages very often, a long tail rarely), as real
-feeds repeat themselves; the rest are unique messages with numbers in them (codes, amounts,
-times). Each file is embedded by its own `elmobatch embed` process (the real CLI, fresh cache and
+For each size, writes a CSV feed (seeded, so reproducible) made of days of 100,000 rows: in each
+day most rows are drawn from that day's pool of distinct messages with a Zipf-like skew (a few
+messages very often, a long tail rarely), as real feeds repeat themselves; the rest are unique
+messages with numbers in them (codes, amounts, times). Every day has the same share of repeats, so
+a row costs the same at every size and rows/s compares the sizes fairly (with one pool for the
+whole file, a larger file would be mostly repeats and look faster than it is).
+Each file is embedded by its own `elmobatch embed` process (the real CLI, fresh cache and
 output) with the tiny fixture model; peak RSS is that process's alone (os.wait4). rows/s is the
 manifest's (the run itself, after the model is loaded); `process_seconds` adds Python, TensorFlow
 and model start-up. Prints JSON (and writes it to --out). The target: rows/s at the largest size
@@ -23,13 +26,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT.parent / "shared" / "fixtures" / "bilm_tiny"
-POOL = 20_000  # distinct repeated messages
+DAY_ROWS = 100_000  # rows per day of feed; each day has its own pool
+POOL = 20_000  # distinct repeated messages per day
 UNIQUE_SHARE = 0.05  # rows that are a one-off message with numbers
 ZIPF_EXPONENT = 1.1
 
@@ -49,26 +54,32 @@ def sentence(rng: np.random.Generator, words: list[str]) -> str:
 
 
 def write_feed(path: Path, rows: int, seed: int = 0) -> int:
-    """`rows` messages (columns id, text) to `path`; returns how many distinct texts it holds."""
-    rng = np.random.default_rng(seed)
-    words = vocabulary(rng)
-    pool = [sentence(rng, words) for _ in range(POOL)]
-    weights = 1.0 / np.arange(1, POOL + 1) ** ZIPF_EXPONENT
-    draws = rng.choice(POOL, rows, p=weights / weights.sum())
-    unique = rng.random(rows) < UNIQUE_SHARE
+    """`rows` messages (columns id, text) to `path`, day after day; returns how many distinct texts it holds."""
+    words = vocabulary(np.random.default_rng(seed))
     distinct: set[str] = set()
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "text"])
-        for i in range(rows):
-            if unique[i]:
-                text = (f"{pool[draws[i]][:-1]} code {rng.integers(100_000, 1_000_000)} "
-                        f"for {rng.integers(1, 500)}.{rng.integers(0, 100):02d} at {i % 24:02d}:{i % 60:02d}")
-            else:
-                text = pool[draws[i]]
-            distinct.add(text)
-            writer.writerow([f"m{i}", text])
+        for day, first in enumerate(range(0, rows, DAY_ROWS)):
+            rng = np.random.default_rng([seed, day])
+            for i, text in enumerate(day_messages(rng, words, min(DAY_ROWS, rows - first)), start=first):
+                distinct.add(text)
+                writer.writerow([f"m{i}", text])
     return len(distinct)
+
+
+def day_messages(rng: np.random.Generator, words: list[str], rows: int) -> Iterator[str]:
+    """One day's messages: Zipf-like draws from the day's pool, and some one-off messages with numbers."""
+    pool = [sentence(rng, words) for _ in range(POOL)]
+    weights = 1.0 / np.arange(1, POOL + 1) ** ZIPF_EXPONENT
+    draws = rng.choice(POOL, rows, p=weights / weights.sum())
+    unique = rng.random(rows) < UNIQUE_SHARE
+    for i in range(rows):
+        if unique[i]:
+            yield (f"{pool[draws[i]][:-1]} code {rng.integers(100_000, 1_000_000)} "
+                   f"for {rng.integers(1, 500)}.{rng.integers(0, 100):02d} at {i % 24:02d}:{i % 60:02d}")
+        else:
+            yield pool[draws[i]]
 
 
 def embed(path: Path, work: Path, model: str, chunk_rows: int) -> dict:
