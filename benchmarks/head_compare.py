@@ -30,13 +30,13 @@ import numpy as np
 
 from elmobatch.caching import EmbeddingCache
 from elmobatch.encoding import load_encoder
+from elmobatch.settings import CALIBRATIONS
 from elmobatch.training.fit import FitSettings, calibrate_head, fit_head, validation_split
 from elmobatch.training.head import Head
 
 import quality
 
 KINDS = ("mlp", "logistic")
-CALIBRATIONS = ("none", "platt", "temperature")
 THRESHOLD_RULES = ("best-f1", "0.5")
 SELECTION_FRACTION, SELECTION_SEED = 0.2, 1
 

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from elmobatch.caching import EmbeddingCache
-from elmobatch.scoring.metrics import roc_auc
+from elmobatch.training.metrics import roc_auc
 from elmobatch.scoring.score import load_head_and_model
 from elmobatch.reading import ReadOptions
-from elmobatch.scoring.vectors import labelled_vectors
+from elmobatch.embedding.vectors import labelled_vectors
 from elmobatch.training.calibration import fit_platt
 from elmobatch.training.split import parse_split
 

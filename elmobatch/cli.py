@@ -14,8 +14,11 @@ import click
 from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.cli_options import cache_dir_option, input_files, input_options, inputs_argument, model_option
 from elmobatch.encoding.tokens import TOKENIZERS
-from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_PRECISION, ENGINES,
-                                EXIT_CODE_STYLES, STDOUT_FORMATS, PretrainSettings)
+from elmobatch.settings import (CALIBRATIONS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_PRECISION,
+                                DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES, HEAD_KINDS, STDOUT_FORMATS, VECTOR_DTYPES,
+                                VECTORS, FitSettings, PretrainSettings)
+
+FIT = FitSettings()  # the defaults of the train options
 
 precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
@@ -267,9 +270,9 @@ def cache_prune(older_than, max_bytes, cache_dir):
               help="Rows read, embedded and written at a time.")
 @cache_dir_option
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
-@click.option("--vectors", type=click.Choice(["pooled", "layers"]), default="pooled", show_default=True,
+@click.option("--vectors", type=click.Choice(VECTORS), default=VECTORS[0], show_default=True,
               help="pooled: the `embedding` column only; layers: also each layer's vectors (`layers`, 3x the bytes).")
-@click.option("--vector-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+@click.option("--vector-dtype", type=click.Choice(VECTOR_DTYPES), default=VECTOR_DTYPES[0], show_default=True,
               help="Precision of the vectors written (float16: half the bytes, about 3 significant digits).")
 @click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
               help="Where chunks are embedded: this process, or Spark tasks (pip install 'elmobatch[spark]').")
@@ -347,7 +350,7 @@ def _head_errors():
     from elmobatch.caching.cache import CacheWriteError
     from elmobatch.reading import ReadError
     from elmobatch.scoring.score import ScoreError
-    from elmobatch.scoring.vectors import LabelError
+    from elmobatch.embedding.vectors import LabelError
     from elmobatch.training.head import HeadError
     from elmobatch.training.split import SplitError
 
@@ -366,15 +369,16 @@ def _cache(cache_dir):
 @input_options
 @model_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Head directory to write.")
-@click.option("--split", "split_spec", default="last:0.2", show_default=True,
+@click.option("--split", "split_spec", default=DEFAULT_SPLIT, show_default=True,
               help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
-@click.option("--epochs", default=100, show_default=True, type=click.IntRange(1), help="Most epochs (early stopping).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random choice.")
+@click.option("--epochs", default=FIT.epochs, show_default=True, type=click.IntRange(1),
+              help="Most epochs (early stopping).")
+@click.option("--batch-size", default=FIT.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=FIT.seed, show_default=True, type=int, help="Seed of every random choice.")
 @click.option("--positive-label", help="For two labels: the one `score` is the probability of (default: the rarer).")
-@click.option("--head-kind", type=click.Choice(["mlp", "logistic"]), default="mlp", show_default=True,
+@click.option("--head-kind", type=click.Choice(HEAD_KINDS), default=FIT.head_kind, show_default=True,
               help="mlp: layer mix -> Dense(256, relu) -> output; logistic: layer mix -> output, L2-regularized.")
-@click.option("--calibrate", type=click.Choice(["none", "platt", "temperature"]), default="none", show_default=True,
+@click.option("--calibrate", type=click.Choice(CALIBRATIONS), default=FIT.calibrate, show_default=True,
               help="Calibrate the scores on the validation slice (before the threshold is chosen there).")
 @click.option("--l2", type=click.FloatRange(min=0), help="L2 strength on the output weights "
               "(default: none for mlp; for logistic the best of 1e-4..1 on the validation slice).")
@@ -389,8 +393,8 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
       elmobatch train labelled.csv --label-column v1 --out my_head/
       elmobatch train labelled.csv --label-column v1 --out my_head/ --head-kind logistic --split random:0.2
     """
-    from elmobatch.scoring.metrics import format_table
-    from elmobatch.training.fit import FitSettings, TrainingError
+    from elmobatch.training.metrics import format_table
+    from elmobatch.training.fit import TrainingError
     from elmobatch.training.train import model_record, parse_split, train_file
 
     model = model or "default"
@@ -443,14 +447,14 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
       elmobatch evaluate test.csv --label-column v1
       elmobatch evaluate labelled.csv --label-column v1 --head my_head/ --split last:0.2 --out report/
     """
-    from datetime import UTC, datetime
+    from elmobatch.files import utc_now
     from pathlib import Path
 
-    from elmobatch.scoring.metrics import format_table
+    from elmobatch.training.metrics import format_table
     from elmobatch.reading.inputs import input_stem
     from elmobatch.scoring.report import write_report
     from elmobatch.scoring.score import evaluate_file, load_head_and_model, misclassified_rows
-    from elmobatch.embedding import file_sha256
+    from elmobatch.files import file_sha256
 
     try:
         head, encoder = load_head_and_model(head_dir, model, precision)
@@ -466,7 +470,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
     out = Path(out) if out else Path.cwd() / f"{input_stem(input)}.report"
     about = {"head": head_dir or "default (bundled)", "head fingerprint": head.fingerprint,
              "model": encoder.path, "model fingerprint": encoder.fingerprint,
-             "date": datetime.now(UTC).isoformat(timespec="seconds")}
+             "date": utc_now()}
     report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
                           float(head.weights["gamma"]), metrics["threshold"], title=f"elmobatch evaluate {input}",
                           about=about, misclassified=misclassified_rows(head, y_true, proba, rows, threshold))

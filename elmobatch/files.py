@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from typing import TextIO
@@ -170,3 +171,8 @@ def write_csv(frame, path: str | Path | TextIO, *, append: bool) -> None:
     """
     frame.to_csv(path, mode="a" if append else "w", header=not append, index=False, encoding="utf-8",
                  quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+
+
+def utc_now() -> str:
+    """Now, as the timestamps in manifests and metadata give it: ISO 8601 in UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

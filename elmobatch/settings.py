@@ -6,10 +6,6 @@ Importable without TensorFlow or pandas, so the command line can build its optio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # reading imports pandas; these settings stay importable without it
-    from elmobatch.reading.options import ReadOptions
 
 DEFAULT_BATCH_SIZE = 256  # messages per encoder batch (the encoder, `embed --batch-size`, a job's batch_size)
 DEFAULT_CHUNK_ROWS = 10_000  # rows read, embedded and written at a time
@@ -27,6 +23,28 @@ ENGINES = ("local", "spark")
 # How `run` turns an outcome into an exit status: detailed (0, 3, 4, ...) or zero-on-success (3, 4 -> 0).
 EXIT_CODE_STYLES = ("detailed", "zero-on-success")
 DEFAULT_EXIT_CODE_STYLE = "detailed"
+
+
+HEAD_KINDS = ("mlp", "logistic")  # `train --head-kind`: see training/head.py
+CALIBRATIONS = ("none", "platt", "temperature")  # `train --calibrate`: see training/calibration.py
+DEFAULT_SPLIT = "last:0.2"  # `train --split`: the held-out rows
+VECTORS = ("pooled", "layers")  # `embed --vectors`: pooled: `embedding` only; layers: also the per-layer `layers`
+VECTOR_DTYPES = ("float32", "float16")  # `embed --vector-dtype`
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """The input settings every command that reads messages takes (the CLI's `input_options`, a
+    job file's keys of the same names; `fmt` is `--format` / `format`). None: detected per file."""
+
+    fmt: str | None = None
+    encoding: str | None = None
+    text_column: str | None = None
+    id_column: str | None = None
+    delimiter: str | None = None
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    reject_empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,3 +71,19 @@ class PretrainSettings:
     note: str | None = None  # free text about the corpus, kept in model.json
     read: ReadOptions | None = None  # how corpus files are read (format, text column, limits...); None: the defaults
     rows: str | None = None  # "START:END": only these data rows of each corpus file
+
+
+@dataclass
+class FitSettings:
+    """How `elmobatch train` fits a head (training/fit.py checks them); the defaults are the command line's."""
+
+    epochs: int = 100  # most epochs (early stopping)
+    batch_size: int = 32
+    seed: int = 0
+    validation_fraction: float = 0.1  # of the training rows: early stopping, threshold, calibration
+    patience: int = 8
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+    head_kind: str = "mlp"  # one of HEAD_KINDS
+    calibrate: str = "none"  # one of CALIBRATIONS
+    l2: float | None = None  # L2 on the output weights; None: none for "mlp", picked on validation for "logistic"

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from elmobatch.embedding import file_sha256
-from elmobatch.scoring.metrics import classification_metrics, roc_auc, roc_curve
+from elmobatch.files import file_sha256
+from elmobatch.training.metrics import classification_metrics, roc_auc, roc_curve
 from elmobatch.training.fit import (FitSettings, TrainingError, best_f1_threshold, build_keras_model, fit_head,
                                     label_order, validation_split)
 from elmobatch.training.head import HeadError, check_model, load_head, save_head

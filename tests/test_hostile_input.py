@@ -23,7 +23,7 @@ from elmobatch.reading import ReadError, ReadOptions, read_messages
 from elmobatch.scheduling.run import run_job
 from elmobatch.scheduling.spec import JobSpecError, load_job
 from elmobatch.scoring.score import load_head_and_model, score_file
-from elmobatch.scoring.vectors import file_vectors
+from elmobatch.embedding.vectors import file_vectors
 from tests.conftest import FIXTURE
 
 ROOT = Path(__file__).resolve().parents[1]

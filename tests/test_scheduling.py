@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from elmobatch.scheduling.lock import JobLock
+from elmobatch.locking import JobLock
 from tests.conftest import FIXTURE, SMS, write_messages
 
 pytestmark = pytest.mark.slow  # every test runs `elmobatch run` in subprocesses, each importing TensorFlow

@@ -221,9 +221,9 @@ def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
     """`elmobatch run` with engine = "spark": Spark fills the job's cache, then scoring finds every vector."""
     import datetime as dt
 
-    from elmobatch.embedding.spark import SPARK_SCRATCH, warm_cache_with_spark
+    from elmobatch.embedding.spark import SPARK_SCRATCH
     from elmobatch.reading import read_messages
-    from elmobatch.scheduling.run import run_job
+    from elmobatch.scheduling.run import embed_with_spark, run_job
     from elmobatch.scheduling.spec import load_job
 
     train = tmp_path / "train.csv"
@@ -238,7 +238,7 @@ def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
                    'engine = "spark"\nspark_master = "local[2]"\n')
     spec = load_job(job)
 
-    manifest = warm_cache_with_spark(list(spec.inputs), spec, spark=spark)
+    manifest = embed_with_spark(spec, list(spec.inputs), spark=spark)
     assert manifest["engine"]["name"] == "spark" and manifest["counts"]["rows_embedded"] == 300
     assert not (spec.output / SPARK_SCRATCH).exists()  # only the cache is kept
     texts = [t for chunk in read_messages(inputs[0]) for t in chunk.texts]

@@ -249,7 +249,7 @@ def test_parquet_output_keeps_a_column_empty_in_the_first_chunk(sms_head, cache,
 
 def test_rows_without_a_label_are_rejected_not_used(fixture_encoder, cache, tmp_path):
     from elmobatch.caching import EmbeddingCache
-    from elmobatch.scoring.vectors import labelled_vectors
+    from elmobatch.embedding.vectors import labelled_vectors
 
     path = tmp_path / "gaps.csv"
     path.write_text("label,text\nham,hello there\n,no label here\nspam,WIN a prize now\n  ,blank label\n")

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +35,8 @@ import pyarrow.parquet as pq
 
 from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
-from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS
-from elmobatch.files import file_sha256
+from elmobatch.settings import DEFAULT_MAX_TOKENS, VECTOR_DTYPES, VECTORS
+from elmobatch.files import file_sha256, utc_now
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading.inputs import source_name
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, ReadOptions, read_messages
@@ -60,8 +59,8 @@ class EmbedOptions:
     keep_text: bool = False
     max_tokens: int = DEFAULT_MAX_TOKENS
     delimiter: str | None = None  # CSV/TSV; None: detected per file
-    vectors: str = "pooled"  # or "layers": also write the per-layer vectors (see output.VECTORS)
-    vector_dtype: str = "float32"  # or "float16"
+    vectors: str = VECTORS[0]  # pooled, or layers: also write the per-layer vectors (settings.VECTORS)
+    vector_dtype: str = VECTOR_DTYPES[0]  # float32, or float16
 
     @classmethod
     def of(cls, read: ReadOptions, **settings) -> EmbedOptions:
@@ -80,10 +79,6 @@ class OutputLocked(OutputError):
     """Another live process is writing the output directory (it holds DIR/.lock)."""
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, cache: EmbeddingCache | None = None,
                 batch_size: int | None = None, progress=None) -> dict:
     """Embed every input into `out`; returns the manifest. Raises ReadError/OutputError before any work."""
@@ -93,7 +88,7 @@ def embed_files(inputs, out, encoder, *, options: EmbedOptions | None = None, ca
         if batch_size < 1:
             raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
         encoder.batch_size = batch_size
-    started, clock = _now(), time.monotonic()
+    started, clock = utc_now(), time.monotonic()
     with plan_run(inputs, out, encoder, options) as plan:
         return _embed_planned(plan, encoder, options, cache, progress, started, clock)
 
@@ -225,7 +220,7 @@ def _prepare(out: Path, signature: str) -> dict[str, dict]:
     resumable = not (out / o.SUCCESS).exists() and previous.get("signature") == signature
     if not resumable:
         (out / o.STATE).mkdir(exist_ok=True)  # the new marker first: a run killed from here on leaves a
-        o.write_json({"format": o.FORMAT, "signature": signature, "started": _now()}, run_file, out / o.STATE)
+        o.write_json({"format": o.FORMAT, "signature": signature, "started": utc_now()}, run_file, out / o.STATE)
         o.clear_output(out)  # directory still known as ours
     (out / o.REJECTS).mkdir(exist_ok=True)
     shutil.rmtree(out / o.TMP, ignore_errors=True)  # files a killed run was writing
@@ -310,7 +305,7 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
         "cache": {"directory": str(cache.directory), "corrupt_segments": cache.corrupt},
         "signature": signature,
         "engine": engine or {"name": "local"},
-        "timings": {"started": started, "finished": _now(), "seconds": round(seconds, 3),
+        "timings": {"started": started, "finished": utc_now(), "seconds": round(seconds, 3),
                     "rows_per_second": round(sum(r["rows_read"] for r in records) / max(seconds, 1e-9), 1),
                     "chunks_written": written, "chunks_resumed": resumed},
     }

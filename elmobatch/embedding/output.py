@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from elmobatch.files import STAGING, write_atomically
+from elmobatch.settings import VECTOR_DTYPES, VECTORS
 from elmobatch.locking import JobLock
 
 import numpy as np
@@ -31,8 +32,7 @@ REJECTS_SCHEMA = pa.schema([("source_file", pa.string()), ("row_number", pa.int6
                             ("detail", pa.string()), ("raw", pa.string())])
 
 
-VECTORS = ("pooled", "layers")  # pooled: `embedding` only; layers: also the per-layer `layers` column
-VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+ARROW_TYPES = {"float32": pa.float32(), "float16": pa.float16()}  # each of VECTOR_DTYPES as Arrow stores it
 
 
 def embeddings_schema(dim: int, n_layers: int, keep_text: bool, fingerprint: str, vectors: str = "pooled",
@@ -42,7 +42,7 @@ def embeddings_schema(dim: int, n_layers: int, keep_text: bool, fingerprint: str
     if vectors not in VECTORS or vector_dtype not in VECTOR_DTYPES:
         raise ValueError(f"vectors={vectors!r}, vector_dtype={vector_dtype!r}: expected one of {VECTORS} "
                          f"and one of {tuple(VECTOR_DTYPES)}")
-    value = VECTOR_DTYPES[vector_dtype]
+    value = ARROW_TYPES[vector_dtype]
     fields = [("id", pa.string()), ("source_file", pa.string()), ("row_number", pa.int64()),
               ("text_hash", pa.string()), ("n_tokens", pa.int32()),
               ("embedding", pa.list_(value, dim))]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import os
 import socket
 import sys
@@ -40,8 +41,9 @@ import pyarrow as pa
 
 from elmobatch.caching import EmbeddingCache, default_cache_dir, text_key
 from elmobatch.embedding import output as o
-from elmobatch.embedding.job import (EmbedOptions, OutputError, _now, finish_run, open_reader, part_name, plan_run,
+from elmobatch.embedding.job import (EmbedOptions, OutputError, finish_run, open_reader, part_name, plan_run,
                                      write_chunk)
+from elmobatch.files import utc_now
 
 if TYPE_CHECKING:  # the encoder module imports TensorFlow; the driver may never need it
     from elmobatch.encoding.encoder import Encoder
@@ -133,7 +135,7 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
         raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
     encoder = encoder or load_encoder(model_spec, precision=precision)
     cache = EmbeddingCache(Path(cache_dir or default_cache_dir()).absolute())
-    started, clock = _now(), time.monotonic()
+    started, clock = utc_now(), time.monotonic()
     with plan_run(inputs, out, encoder, options) as plan:  # holds out/.lock until the manifest is written
         job = SparkJob(inputs=tuple(str(Path(i["path"]).absolute()) for i in plan.inputs_info),
                        decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
@@ -165,22 +167,14 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
                           resumed=len(plan.done), engine=engine, computed_ahead=computed_ahead)
 
 
-def warm_cache_with_spark(paths, spec, *, master: str | None = None, spark=None, encoder=None) -> dict:
-    """For `elmobatch run --engine spark`: embed a job's input files on Spark into the job's cache,
-    so that scoring then finds every vector there. `spec` is a scheduling JobSpec.
+def warm_cache_with_spark(inputs, scratch, model_spec: str = "default", **kwargs) -> dict:
+    """Embed `inputs` on Spark only to fill the cache (`kwargs`: embed_files_spark's, `cache_dir`
+    included), for `elmobatch run --engine spark`: scoring then finds every vector there.
 
-    The embeddings dataset is written to SPEC.output/_spark_embed (a shared path, as Spark needs)
-    and removed once complete; a run killed meanwhile resumes it. Returns its manifest.
+    The embeddings dataset goes to `scratch` (a shared path, as Spark needs) and is removed once
+    complete; a run killed meanwhile resumes it. Returns its manifest.
     """
-    import shutil
-
-    options = EmbedOptions(text_column=spec.text_column, id_column=spec.id_column, fmt=spec.format,
-                           encoding=spec.encoding, chunk_rows=spec.chunk_rows, max_tokens=spec.max_tokens,
-                           delimiter=spec.delimiter)
-    scratch = Path(spec.output) / SPARK_SCRATCH
-    manifest = embed_files_spark(paths, scratch, spec.model, options=options, cache_dir=spec.cache_dir,
-                                 batch_size=spec.batch_size, master=master, spark=spark, encoder=encoder,
-                                 precision=spec.precision)
+    manifest = embed_files_spark(inputs, scratch, model_spec, **kwargs)
     shutil.rmtree(scratch)
     return manifest
 

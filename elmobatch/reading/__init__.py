@@ -1,7 +1,7 @@
 """Reading message files in bounded chunks: good rows with their text, and bad rows with a reason."""
 
 from elmobatch.reading.detect import FORMATS, ReadDecisions, ReadError, detect_encoding
-from elmobatch.reading.options import ReadOptions
+from elmobatch.settings import ReadOptions
 from elmobatch.reading.reader import (DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, REASONS, REJECT_COLUMNS, Chunk,
                                       MessageReader, read_messages)
 

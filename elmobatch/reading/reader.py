@@ -27,13 +27,14 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from elmobatch.encoding.tokens import DEFAULT_TOKENIZER, exceeds_tokens, is_blank
+from elmobatch.settings import DEFAULT_TOKENIZER
+from elmobatch.text import exceeds_tokens, is_blank
 from elmobatch.settings import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS
 from elmobatch.reading.detect import (SAMPLE_LINES, ReadDecisions, ReadError, check_encoding, check_id_column,
                                       check_not_compressed, choose_delimiter, choose_format, choose_text_column,
                                       detect_encoding, open_bytes, unreadable_gzip)
 from elmobatch.reading.inputs import source_name as default_source_name
-from elmobatch.reading.options import ReadOptions
+from elmobatch.settings import ReadOptions
 
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column

@@ -113,12 +113,16 @@ def apply_retention(output: Path, days: int | None, today: dt.date) -> list[str]
     return removed
 
 
-def _embed_with_spark(spec: JobSpec, paths: list[str], encoder, log) -> None:
-    """Fill the embedding cache through Spark; scoring then reads every vector from the cache."""
-    from elmobatch.embedding.spark import warm_cache_with_spark
+def embed_with_spark(spec: JobSpec, paths: list[str], encoder=None, spark=None) -> dict:
+    """Fill the job's embedding cache through Spark (scoring then reads every vector from the
+    cache); the dataset Spark writes, in OUTPUT/_spark_embed, is removed once complete. -> its manifest."""
+    from elmobatch.embedding import EmbedOptions
+    from elmobatch.embedding.spark import SPARK_SCRATCH, warm_cache_with_spark
 
-    log(f"embedding {len(paths)} file(s) with Spark ({spec.spark_master})")
-    warm_cache_with_spark(paths, spec, master=spec.spark_master, encoder=encoder)
+    options = EmbedOptions.of(read_options(spec), chunk_rows=spec.chunk_rows)
+    return warm_cache_with_spark(paths, spec.output / SPARK_SCRATCH, spec.model, options=options,
+                                 cache_dir=spec.cache_dir, batch_size=spec.batch_size, master=spec.spark_master,
+                                 spark=spark, encoder=encoder, precision=spec.precision)
 
 
 def read_options(spec: JobSpec):
@@ -137,7 +141,8 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     encoder.batch_size = spec.batch_size
     cache = EmbeddingCache(spec.cache_dir)
     if spec.engine == "spark":
-        _embed_with_spark(spec, [p for p, _ in pending], encoder, log)
+        log(f"embedding {len(pending)} file(s) with Spark ({spec.spark_master})")
+        embed_with_spark(spec, [p for p, _ in pending], encoder)
 
     partition = spec.output / f"date={today.isoformat()}"
     report.partition = str(partition)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from elmobatch.embedding import file_sha256
+from elmobatch.files import file_sha256
 from elmobatch.files import staging, write_atomically
 
 

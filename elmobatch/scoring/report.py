@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elmobatch.scoring.metrics import average_precision, format_table, precision_recall_curve, roc_auc, roc_curve
+from elmobatch.training.metrics import average_precision, format_table, precision_recall_curve, roc_auc, roc_curve
 
 PICTURES = ("roc_curve.png", "precision_recall.png", "score_histogram.png", "confusion_matrix.png",
             "layer_weights.png")

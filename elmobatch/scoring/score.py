@@ -18,7 +18,6 @@ a second one raises OutputLocked (exit 5). Rows the reader rejects go to a rejec
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
@@ -33,12 +32,13 @@ import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
 from elmobatch.encoding.specs import is_remote
-from elmobatch.files import commit, remove_if_empty, staging, sweep_temporaries, temporary_path, write_csv, write_error
+from elmobatch.files import (commit, remove_if_empty, staging, sweep_temporaries, temporary_path, utc_now, write_csv,
+                             write_error)
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, ReadOptions
 from elmobatch.reading.inputs import input_stem
-from elmobatch.scoring.metrics import classification_metrics
-from elmobatch.scoring.vectors import LabelError, file_vectors, labelled_vectors
+from elmobatch.training.metrics import head_metrics
+from elmobatch.embedding.vectors import file_vectors, labelled_vectors
 from elmobatch.training.head import HEAD_JSON, Head, HeadError, check_model, default_head_dir, load_head
 from elmobatch.training.split import parse_split
 
@@ -244,7 +244,7 @@ def scored_metadata(head: Head, encoder, *, renamed: dict[str, str], provenance:
     """What a scored Parquet file records about how it was made, under METADATA_KEY (JSON)."""
     from elmobatch import __version__
 
-    record = {"elmobatch_version": __version__, "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    record = {"elmobatch_version": __version__, "written": utc_now(),
               "head": {"fingerprint": head.fingerprint, "kind": head.kind, "labels": head.labels},
               "model": {"fingerprint": encoder.fingerprint, "path": str(getattr(encoder, "path", ""))},
               "provenance_columns": list(PROVENANCE_COLUMNS) if provenance else [],
@@ -372,25 +372,6 @@ def _warn_renamed(path, renamed: dict[str, str]) -> None:
         logger.warning(f"warning: {path}: input column(s) {', '.join(map(repr, renamed))} written as "
                        f"{', '.join(map(repr, renamed.values()))}: elmobatch writes its own "
                        f"{', '.join(map(repr, renamed))}")
-
-
-def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float | None = None, *,
-                 where: str = "labels") -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics of `head` on vectors x (n, n_layers + 1, dim) with true label names.
-
-    -> (metrics dict, y_true (n,) label indices, proba (n, k)). Unknown labels raise LabelError.
-    """
-    index = {n: i for i, n in enumerate(head.labels)}
-    unknown = sorted({y for y in labels if y not in index})
-    if unknown:
-        raise LabelError(f"{where} has labels the head does not know: {', '.join(map(repr, unknown[:10]))} "
-                         f"(head labels: {', '.join(head.labels)})")
-    if not labels:
-        raise LabelError(f"{where}: no labelled rows to measure")
-    y_true = np.array([index[y] for y in labels], np.int64)
-    proba = head.probabilities(x)
-    y_pred, _ = head.decide(proba, threshold)
-    return classification_metrics(y_true, y_pred, proba, head.labels), y_true, proba
 
 
 def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, read: ReadOptions | None = None,

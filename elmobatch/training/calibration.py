@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-CALIBRATIONS = ("none", "platt", "temperature")
+from elmobatch.settings import CALIBRATIONS
+
 
 
 class CalibrationError(ValueError):

@@ -21,7 +21,7 @@ import numpy as np
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.files import file_sha256
-from elmobatch.reading.options import ReadOptions
+from elmobatch.settings import ReadOptions
 from elmobatch.settings import PretrainSettings
 from elmobatch.training.vocabulary import Vocabulary
 

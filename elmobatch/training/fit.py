@@ -15,14 +15,15 @@ slice after training, before the decision threshold is chosen there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import elmobatch._tensorflow  # noqa: F401  (loads TensorFlow quietly before keras does)
 import keras
 import numpy as np
 
-from elmobatch.training.calibration import CALIBRATIONS, CalibrationError, fit_calibration
-from elmobatch.training.head import HEAD_KINDS, Head, weight_names
+from elmobatch.settings import FitSettings
+from elmobatch.settings import CALIBRATIONS, HEAD_KINDS
+from elmobatch.training.calibration import CalibrationError, fit_calibration
+from elmobatch.training.head import Head, weight_names
 
 HIDDEN = 256
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -33,29 +34,17 @@ class TrainingError(ValueError):
     """Training data or settings a head cannot be trained from, with what was expected."""
 
 
-@dataclass
-class FitSettings:
-    epochs: int = 100
-    batch_size: int = 32
-    seed: int = 0
-    validation_fraction: float = 0.1
-    patience: int = 8
-    learning_rate: float = 1e-3
-    dropout: float = 0.2
-    head_kind: str = "mlp"
-    calibrate: str = "none"
-    l2: float | None = None  # L2 on the output weights; None: none for "mlp", picked on validation for "logistic"
-
-    def check(self) -> None:
-        if self.head_kind not in HEAD_KINDS:
-            raise TrainingError(f"head kind {self.head_kind!r}: expected one of {', '.join(HEAD_KINDS)}")
-        if self.calibrate not in CALIBRATIONS:
-            raise TrainingError(f"calibration {self.calibrate!r}: expected one of {', '.join(CALIBRATIONS)}")
-        if self.l2 is not None and not self.l2 >= 0:
-            raise TrainingError(f"l2 {self.l2!r}: expected a number >= 0")
-        if self.calibrate != "none" and self.validation_fraction <= 0:
-            raise TrainingError(f"calibration {self.calibrate!r} is fitted on the validation slice; "
-                                f"validation_fraction must be > 0, got {self.validation_fraction}")
+def check_settings(settings: FitSettings) -> None:
+    """TrainingError naming the first setting that cannot be used."""
+    if settings.head_kind not in HEAD_KINDS:
+        raise TrainingError(f"head kind {settings.head_kind!r}: expected one of {', '.join(HEAD_KINDS)}")
+    if settings.calibrate not in CALIBRATIONS:
+        raise TrainingError(f"calibration {settings.calibrate!r}: expected one of {', '.join(CALIBRATIONS)}")
+    if settings.l2 is not None and not settings.l2 >= 0:
+        raise TrainingError(f"l2 {settings.l2!r}: expected a number >= 0")
+    if settings.calibrate != "none" and settings.validation_fraction <= 0:
+        raise TrainingError(f"calibration {settings.calibrate!r} is fitted on the validation slice; "
+                            f"validation_fraction must be > 0, got {settings.validation_fraction}")
 
 
 def label_order(labels: list[str], positive: str | None = None) -> list[str]:
@@ -214,7 +203,7 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     the learned layer weights and the training summary; callers add data facts and metrics.
     """
     settings = settings or FitSettings()
-    settings.check()
+    check_settings(settings)
     x = np.asarray(x, np.float32)
     if x.ndim != 3 or len(x) != len(labels):
         raise TrainingError(f"expected vectors (n, n_layers + 1, dim) and n labels, got {x.shape} and {len(labels)}")

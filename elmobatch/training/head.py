@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elmobatch.settings import HEAD_KINDS
 from elmobatch.files import file_set_problem, write_atomically, write_file_set
 from elmobatch.training.calibration import apply_calibration, check_calibration
 
@@ -37,7 +38,6 @@ HEAD_JSON = "head.json"
 HEAD_WEIGHTS = "head.npz"
 FORMAT_VERSION = 1
 WEIGHT_NAMES = ("layer_logits", "gamma", "mean", "std", "w1", "b1", "w2", "b2")
-HEAD_KINDS = ("mlp", "logistic")
 HIDDEN_WEIGHTS = ("w1", "b1")
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from elmobatch.embedding import file_sha256
+from elmobatch.files import file_sha256
 from elmobatch.reading import ReadOptions
-from elmobatch.scoring.score import head_metrics
-from elmobatch.scoring.vectors import labelled_vectors
+from elmobatch.embedding.vectors import labelled_vectors
 from elmobatch.training.fit import FitSettings, TrainingError, fit_head
 from elmobatch.training.head import Head, save_head
+from elmobatch.training.metrics import head_metrics
 from elmobatch.training.split import Split, parse_split  # noqa: F401 (parse_split: for callers)
 
 logger = logging.getLogger(__name__)

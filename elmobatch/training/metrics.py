@@ -1,4 +1,4 @@
-"""Classification metrics from true labels, predicted labels and scores (numpy only).
+"""Classification metrics from true labels, predicted labels and scores, and a head's metrics on labelled vectors.
 
 Two labels: precision, recall and F1 of the positive label, ROC AUC of P(positive).
 More labels: macro averages over labels (AUC one-vs-rest on each label's probability).
@@ -7,6 +7,9 @@ More labels: macro averages over labels (AUC one-vs-rest on each label's probabi
 from __future__ import annotations
 
 import numpy as np
+
+from elmobatch.embedding.vectors import LabelError
+from elmobatch.training.head import Head
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
@@ -125,3 +128,22 @@ def format_table(metrics: dict) -> str:
     for name, row in zip(labels, matrix, strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
+
+
+def head_metrics(head: Head, x: np.ndarray, labels: list[str], threshold: float | None = None, *,
+                 where: str = "labels") -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of `head` on vectors x (n, n_layers + 1, dim) with true label names.
+
+    -> (metrics dict, y_true (n,) label indices, proba (n, k)). Unknown labels raise LabelError.
+    """
+    index = {n: i for i, n in enumerate(head.labels)}
+    unknown = sorted({y for y in labels if y not in index})
+    if unknown:
+        raise LabelError(f"{where} has labels the head does not know: {', '.join(map(repr, unknown[:10]))} "
+                         f"(head labels: {', '.join(head.labels)})")
+    if not labels:
+        raise LabelError(f"{where}: no labelled rows to measure")
+    y_true = np.array([index[y] for y in labels], np.int64)
+    proba = head.probabilities(x)
+    y_pred, _ = head.decide(proba, threshold)
+    return classification_metrics(y_true, y_pred, proba, head.labels), y_true, proba
