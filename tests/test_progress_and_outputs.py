@@ -37,6 +37,32 @@ def write_rows(path: Path, header: list[str], rows: list[list[str]], extra: str 
 # ---- progress and logging ---------------------------------------------------------------------
 
 
+def test_progress_moves_within_a_chunk_after_each_encoder_batch(tmp_path, fixture_encoder, head_dir):
+    """One 300-row chunk, encoder batches of 50: progress lines before the chunk ends (embed and score)."""
+    import io
+
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.embedding import EmbedOptions, Progress, embed_files
+    from elmobatch.scoring.score import load_head_and_model, score_file
+
+    messages = write_messages(tmp_path / "one-chunk.csv", 0, 300)
+    fixture_encoder.batch_size = 50
+    try:
+        for run, work in (("embed", lambda progress: embed_files(
+                              [messages], tmp_path / "vectors", fixture_encoder, options=EmbedOptions(),
+                              cache=EmbeddingCache(tmp_path / "c1"), progress=progress)),
+                          ("score", lambda progress: score_file(
+                              messages, tmp_path / "scored.csv", head=load_head_and_model(str(head_dir), str(FIXTURE))[0],
+                              encoder=fixture_encoder, cache=EmbeddingCache(tmp_path / "c2"), progress=progress))):
+            stream = io.StringIO()
+            work(Progress(stream, label=run, tty=False, every_s=0))
+            rows = [int(m.group(1).replace(",", "")) for m in re.finditer(rf"{run}: ([\d,]+) rows", stream.getvalue())]
+            assert any(0 < n < 300 for n in rows), (run, rows)  # within the one chunk
+            assert rows == sorted(rows) and rows[-1] == 300, (run, rows)
+    finally:
+        fixture_encoder.batch_size = 256
+
+
 def test_score_evaluate_and_train_report_progress_on_stderr_and_quiet_silences_it(tmp_path, head_dir):
     messages = write_messages(tmp_path / "few.csv", 0, 60)
     cache = tmp_path / "cache"

@@ -35,7 +35,7 @@ import struct
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -134,10 +134,12 @@ class EmbeddingCache:
             raise ValueError(f"model fingerprint {fingerprint!r}: expected a hex digest")
         return self.directory / FORMAT_DIR / fingerprint
 
-    def embed(self, encoder, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def embed(self, encoder, texts: list[str],
+              on_batch: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Texts -> (layers float32 (n, n_layers + 1, dim), n_tokens int32 (n,)).
 
-        Only texts not cached (and each only once, however often it repeats) go to the encoder.
+        Only texts not cached (and each only once, however often it repeats) go to the encoder;
+        `on_batch(fraction)` after each of its batches: the fraction of the texts to compute done.
         """
         keys = [text_key(t) for t in texts]
         unique = list(dict.fromkeys(keys))
@@ -148,7 +150,7 @@ class EmbeddingCache:
             for key, text in zip(keys, texts, strict=True):
                 first_text.setdefault(key, text)
             tokens = [encoder.tokenize(first_text[k]) for k in missing]
-            pooled = encoder.pool_tokens(tokens)
+            pooled = encoder.pool_tokens(tokens, on_batch)
             counts = np.array([len(t) for t in tokens], np.int32)
             self.store(encoder.cache_key, missing, pooled, counts)
             self._describe(encoder)

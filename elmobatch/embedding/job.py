@@ -23,7 +23,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
+from elmobatch.embedding.progress import within_chunk
 from elmobatch.settings import DEFAULT_MAX_TOKENS, VECTOR_DTYPES, VECTORS
 from elmobatch.files import file_sha256, utc_now
 from elmobatch.locking import JobLock, LockHeld
@@ -101,19 +102,22 @@ def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: st
     bytes_before, rows_seen, written, resumed = 0, 0, 0, 0
     records = []
     for file_index, (reader, info) in enumerate(zip(readers, inputs_info, strict=True)):
+        done = bytes_before / total_bytes  # the fraction of the run done before this chunk
         for chunk in reader:
             name = part_name(file_index, chunk.index)
+            ends_at = (bytes_before + info["bytes"] * chunk.position / max(reader.size, 1)) / total_bytes
             record = plan.done.get(name)
             if record is None:
-                record = write_chunk(chunk, name, out, reader, encoder, cache, plan.schema, options)
+                on_batch = within_chunk(progress, rows_seen, chunk.rows_read, done, ends_at)
+                record = write_chunk(chunk, name, out, reader, encoder, cache, plan.schema, options, on_batch=on_batch)
                 written += 1
             else:
                 resumed += 1
             records.append(record)
             rows_seen += chunk.rows_read
+            done = ends_at
             if progress:
-                fraction = (bytes_before + info["bytes"] * chunk.position / max(reader.size, 1)) / total_bytes
-                progress.update(rows_seen, fraction)
+                progress.update(rows_seen, ends_at)
         bytes_before += info["bytes"]
     if progress:
         progress.close()
@@ -244,7 +248,8 @@ def _intact(out: Path, record: dict) -> bool:
         return False
 
 
-def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_dir: Path | None = None) -> dict:
+def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_dir: Path | None = None,
+                on_batch: Callable[[float], None] | None = None) -> dict:
     """Embed one chunk through the cache and write its part, rejects and state record (in that order).
 
     Returns the chunk's record (counts, reject reasons). `tmp_dir` (default out/_tmp) is where files
@@ -252,7 +257,7 @@ def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_d
     """
     tmp_dir = tmp_dir or out / o.TMP
     hits, computed = cache.hits, cache.computed
-    layers, n_tokens = cache.embed(encoder, chunk.texts)
+    layers, n_tokens = cache.embed(encoder, chunk.texts, on_batch)
     row_numbers = chunk.rows["row_number"].to_numpy()
     ids = chunk.ids if chunk.ids is not None else [f"{reader.source_name}:{n}" for n in row_numbers]
     table = o.embeddings_table(schema, ids=ids, source_file=reader.source_name, row_numbers=row_numbers,

@@ -12,6 +12,7 @@ given a `stream`, they are written there instead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 import sys
 import time
 
@@ -71,3 +72,18 @@ class Progress:
         else:
             self.stream.write(text + "\n")
             self.stream.flush()
+
+
+def within_chunk(progress: Progress | None, rows_before: int, chunk_rows: int, start: float,
+                 end: float) -> Callable[[float], None] | None:
+    """A callback for the encoder's batches inside one chunk: given the fraction of the chunk's
+    computing done, it moves `progress` that far between the chunk's first and last row (and
+    between the run fractions `start` and `end`), so a long chunk shows progress before it ends.
+    None without a progress."""
+    if progress is None:
+        return None
+
+    def update(fraction: float) -> None:
+        progress.update(rows_before + int(chunk_rows * fraction), start + (end - start) * fraction)
+
+    return update

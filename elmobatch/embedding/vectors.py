@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from elmobatch.caching import EmbeddingCache
+from elmobatch.embedding.progress import within_chunk
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, Chunk, ReadOptions, read_messages
 
 MISSING_LABEL = "missing_label"
@@ -30,22 +31,25 @@ class LabelError(ValueError):
 def file_vectors(path, encoder, cache: EmbeddingCache, read: ReadOptions | None = None, *,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, progress=None) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Yield (chunk, layers) for each chunk of `path`, read as `read` says (tokens are counted with
-    the encoder's tokenizer). `progress` (a Progress) is updated after each chunk and closed at the end."""
+    the encoder's tokenizer). `progress` (a Progress) is updated after each encoder batch and closed at the end."""
     reader = read_messages(path, read, chunk_rows=chunk_rows, tokenizer=encoder.tokenizer)
-    rows_read = 0
+    rows_read, done = 0, 0.0
     for chunk in reader:
-        layers, _ = cache.embed(encoder, chunk.texts)
+        layers, _ = cache.embed(encoder, chunk.texts, within_chunk(progress, rows_read, chunk.rows_read, done,
+                                                                   chunk.position / max(reader.size, 1)))
         rows_read += chunk.rows_read
-        report_progress(progress, reader, chunk, rows_read)
+        done = report_progress(progress, reader, chunk, rows_read)
         yield chunk, np.asarray(layers, np.float32)
     if progress:
         progress.close()
 
 
-def report_progress(progress, reader, chunk: Chunk, rows_read: int) -> None:
-    """Rows read so far, and how far through the file (by bytes) this chunk ends."""
+def report_progress(progress, reader, chunk: Chunk, rows_read: int) -> float:
+    """Rows read so far, and how far through the file (by bytes) this chunk ends (returned)."""
+    fraction = chunk.position / max(reader.size, 1)
     if progress:
-        progress.update(rows_read, chunk.position / max(reader.size, 1))
+        progress.update(rows_read, fraction)
+    return fraction
 
 
 @dataclass
@@ -64,13 +68,14 @@ class LabelledData:
 def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
                      read: ReadOptions | None = None, progress=None) -> LabelledData:
     """Read all of `path` (as `read` says) with its labels. Raises LabelError if `label_column` is not
-    a column. `progress` (a Progress) is updated after each chunk and closed at the end."""
+    a column. `progress` (a Progress) is updated after each encoder batch and closed at the end."""
     reader = read_messages(path, read, tokenizer=encoder.tokenizer)
     columns = reader.decisions.columns
     if label_column not in columns:
         raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")
-    xs, labels, texts, rows, rejects, rows_read = [], [], [], [], [], 0
+    xs, labels, texts, rows, rejects, rows_read, done = [], [], [], [], [], 0, 0.0
     for chunk in reader:
+        on_batch = within_chunk(progress, rows_read, chunk.rows_read, done, chunk.position / max(reader.size, 1))
         rows_read += chunk.rows_read
         rejects.append(chunk.rejects)
         values = chunk.rows[label_column]
@@ -79,12 +84,12 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
             rejects.append(_label_rejects(reader, chunk.rows[missing], label_column))
         keep = ~missing
         kept_texts = [t for t, k in zip(chunk.texts, keep, strict=True) if k]
-        layers, _ = cache.embed(encoder, kept_texts)
+        layers, _ = cache.embed(encoder, kept_texts, on_batch)
         xs.append(np.asarray(layers, np.float32))
         labels.extend(values[keep].astype(str).str.strip().tolist())
         texts.extend(kept_texts)
         rows.append(chunk.rows[keep])
-        report_progress(progress, reader, chunk, rows_read)
+        done = report_progress(progress, reader, chunk, rows_read)
     if progress:
         progress.close()
     dim_shape = (0, encoder.n_layers + 1, encoder.dim)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,14 +102,19 @@ class Encoder:
         empty = np.zeros((self.n_layers + 1, 0, self.dim), np.float32)
         return [empty if o is None else o for o in out]
 
-    def pool_tokens(self, sentences: list[list[str]]) -> np.ndarray:
-        """Token lists -> (n, n_layers + 1, dim) float32: the mean over tokens of each layer."""
+    def pool_tokens(self, sentences: list[list[str]], on_batch: Callable[[float], None] | None = None) -> np.ndarray:
+        """Token lists -> (n, n_layers + 1, dim) float32: the mean over tokens of each layer.
+        `on_batch(fraction)` after each batch: the fraction of `sentences` done so far."""
         pooled = np.zeros((len(sentences), self.n_layers + 1, self.dim), np.float32)
+        done = 0
         for groups, layers in self._computed(sentences):
             counts = np.array([len(sentences[group[0]]) for group in groups], np.float32)
             means = layers.sum(axis=2) / counts[:, None, None]
             for row, group in enumerate(groups):
                 pooled[group] = means[row]
+            done += sum(len(group) for group in groups)
+            if on_batch:
+                on_batch(done / len(sentences))
         return pooled
 
     def embed_texts(self, texts: list[str], layers: bool = False) -> np.ndarray:
