@@ -107,7 +107,8 @@ def test_score_stdin_to_stdout_prints_only_the_csv(tmp_path, head_dir):
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "LANG": "C"}, timeout=300)
     assert result.returncode == 0, result.stderr.decode()
     rows = list(csv.reader(io.StringIO(result.stdout.decode("utf-8"))))
-    assert rows[0] == ["id", "text", "label", "score"] and [r[:2] for r in rows[1:]] == [["1", "hi"], ["2", "café"]]
+    assert rows[0] == ["id", "text", "source_file", "row_number", "label", "score"]
+    assert [r[:4] for r in rows[1:]] == [["1", "hi", "stdin", "0"], ["2", "café", "stdin", "1"]]
     assert all(0 <= float(r[3]) <= 1 for r in rows[1:])
     assert "-: rows_read 2 = scored 2 + rejected 0" in result.stderr.decode()
     assert (tmp_path / "stdin.scored.rejects.csv").is_file()

@@ -286,9 +286,11 @@ def test_pretrain_options_build_pretrain_settings_with_its_defaults():
     aside), and their defaults are its defaults: one place for both."""
     params = main.commands["pretrain"].make_context("pretrain", ["corpus.txt", "--out", "m"]).params
     defaults = {f.name: f.default for f in fields(PretrainSettings)}
-    assert set(params) - {"corpus", "out", "options_path"} == set(defaults) - {"options"}
+    read_names = {f.name for f in fields(ReadOptions)}  # the shared input options, given as one `read`
+    assert set(params) - {"corpus", "out", "options_path"} - read_names == set(defaults) - {"options", "read"}
+    assert ReadOptions(**{name: params[name] for name in read_names}) == ReadOptions()
     for name, default in defaults.items():
-        if name != "options":
+        if name not in ("options", "read"):
             assert params[name] == default, name
 
 

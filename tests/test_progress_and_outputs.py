@@ -46,14 +46,15 @@ def test_progress_moves_within_a_chunk_after_each_encoder_batch(tmp_path, fixtur
     from elmobatch.scoring.score import load_head_and_model, score_file
 
     messages = write_messages(tmp_path / "one-chunk.csv", 0, 300)
+    head = load_head_and_model(str(head_dir), str(FIXTURE))[0]
     fixture_encoder.batch_size = 50
     try:
         for run, work in (("embed", lambda progress: embed_files(
                               [messages], tmp_path / "vectors", fixture_encoder, options=EmbedOptions(),
                               cache=EmbeddingCache(tmp_path / "c1"), progress=progress)),
                           ("score", lambda progress: score_file(
-                              messages, tmp_path / "scored.csv", head=load_head_and_model(str(head_dir), str(FIXTURE))[0],
-                              encoder=fixture_encoder, cache=EmbeddingCache(tmp_path / "c2"), progress=progress))):
+                              messages, tmp_path / "scored.csv", head=head, encoder=fixture_encoder,
+                              cache=EmbeddingCache(tmp_path / "c2"), progress=progress))):
             stream = io.StringIO()
             work(Progress(stream, label=run, tty=False, every_s=0))
             rows = [int(m.group(1).replace(",", "")) for m in re.finditer(rf"{run}: ([\d,]+) rows", stream.getvalue())]
