@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
@@ -142,7 +141,7 @@ def test_foreign_prefix_is_refused_untouched(s3, tmp_path):
 
 def test_missing_bucket_or_object_is_one_clear_line(s3, tmp_path):
     source = write_messages(tmp_path / "m.csv", 0, 5)
-    cases = [([f"s3://no-such-bucket/in.csv", "--out", tmp_path / "o1"], 2, "no such bucket 'no-such-bucket'"),
+    cases = [(["s3://no-such-bucket/in.csv", "--out", tmp_path / "o1"], 2, "no such bucket 'no-such-bucket'"),
              ([f"s3://{BUCKET}/in/missing.csv", "--out", tmp_path / "o2"], 2, "no such object or prefix"),
              ([f"s3://{BUCKET}/in/*.nothing", "--out", tmp_path / "o3"], 2, "matches no objects"),
              ([source, "--out", "s3://no-such-bucket/out"], 1, "no such bucket 'no-such-bucket'")]
