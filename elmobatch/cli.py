@@ -261,7 +261,8 @@ def cache_prune(older_than, max_bytes, cache_dir):
 
 @main.command()
 @inputs_argument
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output dataset directory.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Output dataset directory, or s3://BUCKET/PREFIX (local engine).")
 @model_option
 @input_options
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
@@ -284,7 +285,9 @@ def embed(inputs, out, model, read, batch_size, chunk_rows, cache_dir, keep_text
     """Embed message files INPUTS into a Parquet dataset in --out (resumable; see README).
 
     INPUTS: files (.gz ones read as gzip streams), directories (their files), glob patterns, or -
-    for standard input (an empty message is embedded as zeros unless --reject-empty).
+    for standard input (an empty message is embedded as zeros unless --reject-empty). s3://BUCKET/KEY
+    (an object, a prefix or a pattern) and --out s3://BUCKET/PREFIX work too (credentials and
+    AWS_ENDPOINT_URL as the AWS tools read them).
 
     Exit codes: 0 ok, 5 another run is writing --out (it holds --out/.lock; this one did nothing),
     2 bad arguments (e.g. a missing input, a glob matching nothing), 1 failure (a non-empty --out
@@ -299,12 +302,15 @@ def embed(inputs, out, model, read, batch_size, chunk_rows, cache_dir, keep_text
       some-export | elmobatch embed - --format jsonl --out vectors/
     """
     from elmobatch.embedding import EmbedOptions
+    from elmobatch.storage import is_object_uri
 
     options = EmbedOptions.of(read, chunk_rows=chunk_rows, keep_text=keep_text, vectors=vectors,
                               vector_dtype=vector_dtype)
     model = model or "default"
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
+    if engine == "spark" and any(is_object_uri(name) for name in (out, *inputs)):
+        raise click.UsageError("s3:// inputs and --out are read and written by --engine local only")
     with input_files(inputs) as paths:  # before the model loads, so a mistyped name fails at once
         _embed(paths, out, model, options, batch_size, cache_dir, engine, master, precision)
 

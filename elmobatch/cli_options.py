@@ -14,7 +14,6 @@ import contextlib
 import functools
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import click
 
@@ -71,7 +70,7 @@ inputs_argument = click.argument("inputs", nargs=-1, required=True)
 
 
 @contextlib.contextmanager
-def input_files(arguments) -> Iterator[list[Path]]:
+def input_files(arguments) -> Iterator[list]:
     """The files INPUTS name (`-`: standard input, copied to a temporary file for the block;
     directories and globs expanded, sorted). One that names nothing is a usage error (exit 2)."""
     from elmobatch.reading.inputs import InputError, open_inputs

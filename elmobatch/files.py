@@ -14,11 +14,14 @@ import glob
 import hashlib
 import os
 import re
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from typing import TextIO
+
+from elmobatch.storage import StoredPath, open_binary
 
 STAGING = "_tmp"
 
@@ -83,11 +86,15 @@ def commit(tmp: Path, path: str | Path) -> Path:
     return Path(path)
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], object], tmp_dir: str | Path | None = None) -> Path:
+def write_atomically(path: str | Path | StoredPath, write: Callable[[Path], object],
+                     tmp_dir: str | Path | StoredPath | None = None) -> Path | StoredPath:
     """Write `path` whole or not at all: `write(tmp)` writes a temporary file (`temporary_path`),
     which is then committed; on failure the temporary file is removed, and an OSError (e.g. disk
-    full) is raised as a WriteError naming `path`."""
-    tmp = temporary_path(path, tmp_dir)
+    full) is raised as a WriteError naming `path`. A stored object (s3://) is written to a local
+    temporary file, then uploaded to its final name: an upload is whole or absent, no rename needed."""
+    if isinstance(path, StoredPath):
+        return _upload_atomically(path, write)
+    tmp = temporary_path(path, None if isinstance(tmp_dir, StoredPath) else tmp_dir)
     try:
         write(tmp)
         return commit(tmp, path)
@@ -98,10 +105,21 @@ def write_atomically(path: str | Path, write: Callable[[Path], object], tmp_dir:
         raise
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read 1 MiB at a time."""
+def _upload_atomically(path: StoredPath, write: Callable[[Path], object]) -> StoredPath:
+    with tempfile.TemporaryDirectory(prefix="elmobatch-upload-") as directory:
+        tmp = Path(directory) / path.name
+        write(tmp)
+        try:
+            path.upload(tmp)
+        except OSError as exc:
+            raise WriteError(f"{path}: cannot write ({exc})") from exc
+    return path
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file's (or stored object's) bytes, read 1 MiB at a time."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

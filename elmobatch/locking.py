@@ -12,7 +12,9 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import time
+import uuid
 from pathlib import Path
 
 
@@ -100,3 +102,78 @@ class JobLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+LEASE_SECONDS = 900  # how long a writer on another host counts as alive after its last renewal
+
+
+class ObjectLease:
+    """One writer per output prefix on an object store, which has no locks: a lease object.
+
+    `with ObjectLease(out / ".lock") as lease:` reads the lease object; a holder still alive (on this
+    host: its pid runs; elsewhere: renewed within LEASE_SECONDS) refuses this run with LockHeld.
+    Else this run writes its own record {id, host, pid, started, renewed}, and reads it back.
+    `renew()` (after each chunk) and `check()` (before the manifest) raise LockHeld when another
+    run has since written its record: that run took over, and this one stops before committing.
+    Two runs starting in the same instant can both pass the first check; the one whose record is
+    overwritten finds out at its next renew or check, so it never writes the manifest or _SUCCESS.
+    """
+
+    def __init__(self, path, *, lease_seconds: float = LEASE_SECONDS):
+        self.path = path  # a StoredPath
+        self.lease_seconds = lease_seconds
+        self.id = uuid.uuid4().hex
+        self.took_over: dict | None = None
+        self.record = {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def holder(self) -> dict:
+        """The lease object's record; {} when absent or unreadable."""
+        try:
+            record = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def __enter__(self) -> ObjectLease:
+        holder = self.holder()
+        if holder.get("id") and self._alive(holder):
+            raise LockHeld(f"{self.path}: held by pid {holder.get('pid')} on {holder.get('host')}", holder)
+        self.took_over = holder or None
+        self.renew(first=True)
+        return self
+
+    def _alive(self, holder: dict) -> bool:
+        if holder.get("host") == socket.gethostname():
+            return _pid_alive(holder.get("pid"))
+        return time.time() - float(holder.get("renewed", 0)) < self.lease_seconds
+
+    def renew(self, first: bool = False) -> None:
+        """Write this run's record with the time now, after checking it is still the holder."""
+        if not first:
+            self.check()
+        self.path.write_text(json.dumps({**self.record, "renewed": time.time()}))
+        self.check()
+
+    def check(self) -> None:
+        """Raise LockHeld when the lease object no longer names this run."""
+        holder = self.holder()
+        if holder.get("id") != self.id:
+            raise LockHeld(f"{self.path}: another run took over this output (pid {holder.get('pid')} on "
+                           f"{holder.get('host')})", holder)
+
+    def __exit__(self, *exc) -> None:
+        if self.holder().get("id") == self.id:
+            self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,6 +9,8 @@ A directory that holds a completed run (_SUCCESS) is rewritten from scratch (the
 cheap); so is one left by a run with other inputs, model or options. A directory is taken for
 elmobatch's only when its own marker says so (output.is_output_dir); any other non-empty one is
 refused untouched. One run writes a directory at a time: it holds DIR/.lock (flock) throughout.
+Inputs and `out` may be s3:// URIs (elmobatch.storage): the same layout under a key prefix, each
+file uploaded to its final name, and a lease object for DIR/.lock (locking.ObjectLease).
 
 The pieces, shared with the Spark engine (elmobatch/embedding/spark.py): `plan_run` (decisions,
 checksums, the lock, resume state), `write_chunk` (one chunk -> its files), `finish_run` (manifest,
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +41,9 @@ from elmobatch.embedding import output as o
 from elmobatch.embedding.progress import within_chunk
 from elmobatch.settings import DEFAULT_MAX_TOKENS, VECTOR_DTYPES, VECTORS
 from elmobatch.files import file_sha256, utc_now
-from elmobatch.locking import JobLock, LockHeld
+from elmobatch.locking import JobLock, LockHeld, ObjectLease
 from elmobatch.reading.inputs import source_name
+from elmobatch.storage import StoredPath, as_path, parquet_source, remove_tree
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, ReadOptions, read_messages
 
 MAX_ID_BUCKETS = 256  # bucket files open at once while counting duplicate ids
@@ -111,6 +115,7 @@ def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: st
                 on_batch = within_chunk(progress, rows_seen, chunk.rows_read, done, ends_at)
                 record = write_chunk(chunk, name, out, reader, encoder, cache, plan.schema, options, on_batch=on_batch)
                 written += 1
+                _renew(plan.lease, out)
             else:
                 resumed += 1
             records.append(record)
@@ -122,7 +127,8 @@ def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: st
     if progress:
         progress.close()
     return finish_run(out, records, inputs_info, encoder, cache, options, plan.signature,
-                      started=started, seconds=time.monotonic() - clock, written=written, resumed=resumed)
+                      started=started, seconds=time.monotonic() - clock, written=written, resumed=resumed,
+                      lease=plan.lease)
 
 
 @dataclass
@@ -130,19 +136,20 @@ class RunPlan:
     """What every engine settles before any work: readers (decisions made), inputs with checksums,
     the resume signature, the Parquet schema, and the chunks an interrupted identical run finished."""
 
-    out: Path
+    out: Any  # a Path, or a StoredPath for an s3:// --out (the local engine only: the CLI refuses Spark there)
     readers: list
     inputs_info: list[dict]
     signature: str
     schema: pa.Schema
     done: dict[str, dict]
+    lease: ObjectLease | None = None  # an object store's stand-in for the flock (None: out is local)
 
 
 @contextmanager
-def plan_run(inputs, out, encoder, options: EmbedOptions) -> Iterator[RunPlan]:
+def plan_run(inputs, out: Any, encoder, options: EmbedOptions) -> Iterator[RunPlan]:
     """Open every input, lock and prepare `out`; yields the plan and holds the lock until the block ends.
     Raises ReadError/OutputError (OutputLocked: another run holds the lock) before any work."""
-    paths = [Path(p) for p in inputs]
+    paths = [as_path(p) for p in inputs]
     if not paths:
         raise ReadError("no input files given")
     _check_names(paths, options.id_column)
@@ -150,26 +157,44 @@ def plan_run(inputs, out, encoder, options: EmbedOptions) -> Iterator[RunPlan]:
     inputs_info = [{"path": str(p), "name": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size,
                     "decisions": r.decisions.to_dict()} for p, r in zip(paths, readers, strict=True)]
     signature = _signature(inputs_info, encoder.cache_key, options)  # model and precision
-    out = Path(out)
+    out = as_path(out)  # a Path or StoredPath
     _check_output(out)  # before creating anything: a directory not ours stays untouched
     out.mkdir(parents=True, exist_ok=True)
-    with _lock_output(out):
+    with _lock_output(out) as lease:
         done = _prepare(out, signature)
         schema = o.embeddings_schema(encoder.dim, encoder.n_layers, options.keep_text, encoder.fingerprint,
                                      options.vectors, options.vector_dtype)
-        yield RunPlan(out, readers, inputs_info, signature, schema, done)
+        yield RunPlan(out, readers, inputs_info, signature, schema, done, lease)
 
 
 @contextmanager
-def _lock_output(out: Path) -> Iterator[None]:
-    """Hold out/.lock (flock): a second writer is refused at once, naming the holder."""
+def _lock_output(out: Path | StoredPath) -> Iterator[ObjectLease | None]:
+    """Hold out/.lock (flock; on an object store, a lease object): a second writer is refused at once,
+    naming the holder. Yields the lease (None for a local directory)."""
     try:
-        with JobLock(out / o.LOCK):
-            yield
+        if isinstance(out, StoredPath):
+            with ObjectLease(out / o.LOCK) as lease:
+                yield lease
+        else:
+            with JobLock(out / o.LOCK):
+                yield None
     except LockHeld as exc:
-        raise OutputLocked(f"--out {out}: another run is writing this directory (pid {exc.holder.get('pid', '?')}, "
-                           f"started {exc.holder.get('started', '?')}; lock {out / o.LOCK}); "
-                           "this run did nothing") from None
+        raise _locked(out, exc) from None
+
+
+def _renew(lease: ObjectLease | None, out) -> None:
+    """Renew an object store's lease (after each chunk); OutputLocked if another run took it over."""
+    if lease is not None:
+        try:
+            lease.renew()
+        except LockHeld as exc:
+            raise _locked(out, exc) from None
+
+
+def _locked(out, exc: LockHeld) -> OutputLocked:
+    return OutputLocked(f"--out {out}: another run is writing this directory (pid {exc.holder.get('pid', '?')}, "
+                        f"started {exc.holder.get('started', '?')}; lock {out / o.LOCK}); "
+                        "this run did nothing" + (" more" if "took over" in str(exc) else ""))
 
 
 def open_reader(path, options: EmbedOptions, tokenizer: str):
@@ -182,10 +207,10 @@ def part_name(file_index: int, chunk_index: int) -> str:
     return f"part-{file_index:05d}-{chunk_index:06d}.parquet"
 
 
-def _check_names(paths: list[Path], id_column: str | None) -> None:
+def _check_names(paths: list[Path | StoredPath], id_column: str | None) -> None:
     """Ids default to file name + row number (a .gz file's name without .gz), so two inputs may not share one."""
     if id_column is None:
-        seen: dict[str, Path] = {}
+        seen: dict[str, Path | StoredPath] = {}
         for p in paths:
             name = source_name(p)
             if name in seen:
@@ -204,8 +229,10 @@ def _signature(inputs_info, fingerprint: str, options: EmbedOptions) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _check_output(out: Path) -> None:
+def _check_output(out: Path | StoredPath) -> None:
     """`out` is missing, empty or elmobatch's; else OutputError (and nothing in it is touched)."""
+    if isinstance(out, StoredPath) and not out.bucket_exists():
+        raise OutputError(f"--out {out}: no such bucket {out.bucket!r} (or no access to it)")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and not o.is_output_dir(out):
@@ -213,7 +240,7 @@ def _check_output(out: Path) -> None:
                           f"{o.STATE}/{o.RUN} with format {o.FORMAT!r}); refusing to write into it")
 
 
-def _prepare(out: Path, signature: str) -> dict[str, dict]:
+def _prepare(out: Path | StoredPath, signature: str) -> dict[str, dict]:
     """Make the locked `out` ready; returns the finished chunks of an interrupted identical run, by part name."""
     _check_output(out)  # again, now that no other writer can change it
     run_file = out / o.STATE / o.RUN
@@ -227,23 +254,27 @@ def _prepare(out: Path, signature: str) -> dict[str, dict]:
         o.write_json({"format": o.FORMAT, "signature": signature, "started": utc_now()}, run_file, out / o.STATE)
         o.clear_output(out)  # directory still known as ours
     (out / o.REJECTS).mkdir(exist_ok=True)
-    shutil.rmtree(out / o.TMP, ignore_errors=True)  # files a killed run was writing
+    remove_tree(out / o.TMP)  # files a killed run was writing
     (out / o.TMP).mkdir()
     if not resumable:
         return {}
     done = {}
-    for path in sorted((out / o.STATE).glob("part-*.json")):
-        record = json.loads(path.read_text())
+    states: list = sorted((out / o.STATE).glob("part-*.json"), key=str)
+    for state in states:
+        record = json.loads(state.read_text())
         if _intact(out, record):
             done[record["part"]] = record
     return done
 
 
-def _intact(out: Path, record: dict) -> bool:
+def _intact(out: Path | StoredPath, record: dict) -> bool:
     """Both files of a recorded chunk exist with the recorded row counts."""
+    def rows(path) -> int:
+        return pq.ParquetFile(parquet_source(path)).metadata.num_rows
+
     try:
-        return (pq.ParquetFile(out / record["part"]).metadata.num_rows == record["rows_embedded"]
-                and pq.ParquetFile(out / o.REJECTS / record["part"]).metadata.num_rows == record["rows_rejected"])
+        return (rows(out / record["part"]) == record["rows_embedded"]
+                and rows(out / o.REJECTS / record["part"]) == record["rows_rejected"])
     except (OSError, pa.ArrowInvalid):
         return False
 
@@ -275,11 +306,13 @@ def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_d
 
 
 def finish_run(out, records, inputs_info, encoder, cache, options, signature, *, started, seconds,
-               written, resumed, engine: dict | None = None, computed_ahead: int = 0) -> dict:
+               written, resumed, engine: dict | None = None, computed_ahead: int = 0,
+               lease: ObjectLease | None = None) -> dict:
     """Check the counts, write the manifest, then _SUCCESS; returns the manifest. `records` in part order.
 
     `computed_ahead`: vectors computed before the chunks were written (the Spark engine's compute-once
-    pass), which the chunks then found as hits: counted as computed, not as hits.
+    pass), which the chunks then found as hits: counted as computed, not as hits. With `lease` (an
+    object store), the manifest is written only while this run still holds it.
     """
     counts = {k: sum(r[k] for r in records) for k in COUNTS}
     moved = min(computed_ahead, counts["cache_hits"])  # more only if the executors' caches are not shared
@@ -288,7 +321,8 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
     if counts["rows_read"] != counts["rows_embedded"] + counts["rows_rejected"]:
         raise RuntimeError(f"internal error: rows_read {counts['rows_read']} != rows_embedded "
                            f"{counts['rows_embedded']} + rows_rejected {counts['rows_rejected']}")
-    counts["duplicate_ids"] = (count_duplicate_ids([out / r["part"] for r in records], out / o.TMP)
+    scratch = out / o.TMP if isinstance(out, Path) else None  # an object store's: a local temporary directory
+    counts["duplicate_ids"] = (count_duplicate_ids([out / r["part"] for r in records], scratch)
                                if options.id_column else 0)
     reasons: dict[str, int] = {}
     for r in records:
@@ -314,22 +348,22 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
                     "rows_per_second": round(sum(r["rows_read"] for r in records) / max(seconds, 1e-9), 1),
                     "chunks_written": written, "chunks_resumed": resumed},
     }
+    _renew(lease, out)
     o.write_json(manifest, out / o.MANIFEST, out / o.TMP)
-    (out / o.TMP / o.SUCCESS).write_text("")
-    (out / o.TMP / o.SUCCESS).replace(out / o.SUCCESS)
-    shutil.rmtree(out / o.TMP, ignore_errors=True)  # bookkeeping: a completed run needs none
-    shutil.rmtree(out / o.STATE, ignore_errors=True)
+    o.write_success(out)
+    remove_tree(out / o.TMP)  # bookkeeping: a completed run needs none
+    remove_tree(out / o.STATE)
     return manifest
 
 
-def count_duplicate_ids(parts: list[Path], scratch: Path | None = None, bucket_rows: int = 1 << 18) -> int:
+def count_duplicate_ids(parts: list, scratch: Path | None = None, bucket_rows: int = 1 << 18) -> int:
     """Rows whose `id` an earlier row of these part files already has (0: every id is distinct).
 
     Reads only the id column, one part at a time, as 64-bit hashes. With more than `bucket_rows`
     rows, the hashes go to bucket files under `scratch` (by their top bits) and are counted a
     bucket at a time, so memory stays about `bucket_rows` x 8 bytes however many rows there are.
     """
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    rows = sum(pq.ParquetFile(parquet_source(p)).metadata.num_rows for p in parts)
     buckets = min(MAX_ID_BUCKETS, max(1, math.ceil(rows / bucket_rows)))
     if buckets == 1:
         every = [_id_hashes(p) for p in parts]
@@ -348,9 +382,10 @@ def count_duplicate_ids(parts: list[Path], scratch: Path | None = None, bucket_r
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _id_hashes(part: Path) -> np.ndarray:
+def _id_hashes(part) -> np.ndarray:
     """(rows,) uint64: a 64-bit hash of each row's id in one part file."""
-    return pd.util.hash_array(pq.read_table(part, columns=["id"]).column("id").to_numpy(zero_copy_only=False))
+    ids = pq.read_table(parquet_source(part), columns=["id"]).column("id")
+    return pd.util.hash_array(ids.to_numpy(zero_copy_only=False))
 
 
 def _duplicates(hashes: np.ndarray) -> int:

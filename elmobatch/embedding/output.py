@@ -7,6 +7,9 @@
     DIR/_state/, DIR/_tmp/  while running: resume bookkeeping and files being written (removed at the end)
     DIR/.lock               the writer's flock: one run per directory at a time
 
+On an object store (--out s3://bucket/prefix) the same names are keys under the prefix; files are
+uploaded straight to their final names (no _tmp/), and .lock is a lease object (locking.ObjectLease).
+
 A directory is elmobatch's only when its marker says so: `format` in _manifest.json (a completed
 run) or in _state/run.json (written first by every run).
 """
@@ -14,12 +17,12 @@ run) or in _state/run.json (written first by every run).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from elmobatch.files import STAGING, write_atomically
+from elmobatch.locking import JobLock, ObjectLease
 from elmobatch.settings import VECTOR_DTYPES, VECTORS
-from elmobatch.locking import JobLock
+from elmobatch.storage import StoredPath, remove_tree
 
 import numpy as np
 import pyarrow as pa
@@ -103,22 +106,22 @@ def read_embedding(table: pa.Table) -> np.ndarray:
     return values.reshape(len(column), column.type.list_size)
 
 
-def write_parquet(table: pa.Table, final: Path, tmp_dir: Path) -> None:
+def write_parquet(table: pa.Table, final: Path | StoredPath, tmp_dir: Path | StoredPath) -> None:
     """Write to tmp_dir, then rename: a reader never sees a partial file."""
     write_atomically(final, lambda tmp: pq.write_table(table, tmp), tmp_dir)
 
 
-def write_json(data: dict, final: Path, tmp_dir: Path) -> None:
+def write_json(data: dict, final: Path | StoredPath, tmp_dir: Path | StoredPath) -> None:
     write_atomically(final, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"), tmp_dir)
 
 
-def is_output_dir(out: Path) -> bool:
+def is_output_dir(out: Path | StoredPath) -> bool:
     """Whether `out` may be written by elmobatch embed: empty, marked as ours, or holding only what a
     first run killed before its marker leaves (its lock file; _state/ with temporary files)."""
     return _marked(out / MANIFEST) or _marked(out / STATE / RUN) or _only_leftovers(out)
 
 
-def _marked(path: Path) -> bool:
+def _marked(path: Path | StoredPath) -> bool:
     """`path` is a JSON object with our `format`."""
     try:
         return json.loads(path.read_text()).get("format") == FORMAT
@@ -126,10 +129,10 @@ def _marked(path: Path) -> bool:
         return False
 
 
-def _only_leftovers(out: Path) -> bool:
+def _only_leftovers(out: Path | StoredPath) -> bool:
     for entry in out.iterdir():
         if entry.name == LOCK:
-            ours = entry.is_file() and (entry.stat().st_size == 0 or "pid" in JobLock(entry).holder())
+            ours = entry.is_file() and (entry.stat().st_size == 0 or "pid" in _lock_record(entry))
         else:
             ours = entry.name == STATE and entry.is_dir() and all(p.name.startswith(".tmp-") for p in entry.iterdir())
         if not ours:
@@ -137,7 +140,20 @@ def _only_leftovers(out: Path) -> bool:
     return True
 
 
-def clear_output(out: Path) -> None:
+def _lock_record(path: Path | StoredPath) -> dict:
+    return ObjectLease(path).holder() if isinstance(path, StoredPath) else JobLock(path).holder()
+
+
+def write_success(out: Path | StoredPath) -> None:
+    """The empty _SUCCESS, appearing at once (renamed from _tmp/ locally, one upload on a store)."""
+    if isinstance(out, StoredPath):
+        (out / SUCCESS).write_bytes(b"")
+        return
+    (out / TMP / SUCCESS).write_text("")
+    (out / TMP / SUCCESS).replace(out / SUCCESS)
+
+
+def clear_output(out: Path | StoredPath) -> None:
     """Remove what a previous run wrote, all but the new run's marker (_state/run.json, written before);
     _SUCCESS first, so no reader trusts a half-cleared directory."""
     for name in (SUCCESS, MANIFEST):
@@ -145,7 +161,7 @@ def clear_output(out: Path) -> None:
     for part in out.glob("part-*.parquet"):
         part.unlink()
     for name in (REJECTS, TMP):
-        shutil.rmtree(out / name, ignore_errors=True)
+        remove_tree(out / name)
     for entry in (out / STATE).iterdir():
         if entry.name != RUN:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            remove_tree(entry) if entry.is_dir() else entry.unlink()

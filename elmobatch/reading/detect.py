@@ -14,9 +14,9 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
-from pathlib import Path
 
 from elmobatch.settings import FORMATS
+from elmobatch.storage import AnyPath, open_binary
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}
@@ -59,15 +59,15 @@ class ReadDecisions:
         return asdict(self)
 
 
-def is_gzip_name(path: Path) -> bool:
+def is_gzip_name(path: AnyPath) -> bool:
     """A name ending in .gz: the file is read as a gzip stream (its format from the name before .gz)."""
     return path.name.lower().endswith(".gz")
 
 
 @contextlib.contextmanager
-def open_bytes(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+def open_bytes(path: AnyPath) -> Iterator[tuple[BinaryIO, BinaryIO]]:
     """(the file's bytes, decompressed for a .gz name; the file as stored, whose tell() is progress)."""
-    with open(path, "rb") as stored:
+    with open_binary(path) as stored:
         if not is_gzip_name(path):
             yield stored, stored
             return
@@ -76,7 +76,7 @@ def open_bytes(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
 
 
 @contextlib.contextmanager
-def unreadable_gzip(path: Path) -> Iterator[None]:
+def unreadable_gzip(path: AnyPath) -> Iterator[None]:
     """Turn a .gz file's bad or truncated stream into a ReadError naming the file."""
     try:
         yield
@@ -87,7 +87,7 @@ def unreadable_gzip(path: Path) -> Iterator[None]:
                         "the name ends in .gz, so it is read as one") from None
 
 
-def choose_format(path: Path, fmt: str | None) -> tuple[str, str]:
+def choose_format(path: AnyPath, fmt: str | None) -> tuple[str, str]:
     """(format, reason): --format, else the extension (the one before .gz for a .gz name), else, for
     a name with no extension at all (such as standard input's), the content (see sniff_format)."""
     gz = is_gzip_name(path)
@@ -111,11 +111,11 @@ def choose_format(path: Path, fmt: str | None) -> tuple[str, str]:
     return found, reason + ("; gzip stream (.gz)" if gz else "")
 
 
-def sniff_format(path: Path) -> tuple[str, str]:
+def sniff_format(path: AnyPath) -> tuple[str, str]:
     """The format of a file with no extension (standard input) from its first bytes: Parquet's
     PAR1 magic, a JSON object on the first line (JSON Lines), else text lines (a delimited header
     line then makes it CSV)."""
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         start = f.read(SNIFF_BYTES)
     if start.startswith(b"PAR1"):
         return "parquet", "detected from the content: the Parquet magic bytes PAR1"
@@ -153,7 +153,7 @@ def _shown(delimiter: str) -> str:
     return f"{DELIMITER_NAMES.get(delimiter, 'the character')} {delimiter!r}"
 
 
-def choose_delimiter(path: Path, fmt: str, sample: list[str], requested: str | None) -> tuple[str | None, str]:
+def choose_delimiter(path: AnyPath, fmt: str, sample: list[str], requested: str | None) -> tuple[str | None, str]:
     """(delimiter, reason) for a CSV, TSV or .txt file from its first lines; None: a plain-text .txt.
 
     The delimiter that splits the header into two or more columns and (nearly) every sampled row
@@ -194,7 +194,7 @@ def _is_header(line: str, delimiter: str) -> bool:
     return len(fields) >= 2 and all(_COLUMN_NAME.match(f.strip()) for f in fields)
 
 
-def check_not_compressed(path: Path, fmt: str) -> None:
+def check_not_compressed(path: AnyPath, fmt: str) -> None:
     """Refuse a compressed file whatever its name says, naming the compression (not a parse error
     later); for a .gz name, what the gzip stream holds."""
     with open_bytes(path) as (f, _):
@@ -217,7 +217,7 @@ def check_encoding(name: str) -> str:
     return codec.name
 
 
-def detect_encoding(path: Path) -> tuple[str, str]:
+def detect_encoding(path: AnyPath) -> tuple[str, str]:
     """Scan the file line by line: UTF-8 if it is valid UTF-8, else the Latin-1 fallback.
 
     A file that is mostly UTF-8 with a few undecodable lines stays UTF-8 (those lines become
@@ -225,10 +225,10 @@ def detect_encoding(path: Path) -> tuple[str, str]:
     """
     invalid = valid_non_ascii = 0
     first_invalid = -1  # index of the first undecodable line, -1 while none is found
-    with open_bytes(path) as (f, _):
-        bom = f.read(3) == codecs.BOM_UTF8
-        f.seek(0)
+    bom = False
+    with open_bytes(path) as (f, _):  # one pass, no seeking: a stored object is a stream
         for number, line in enumerate(f):
+            bom = bom or (number == 0 and line.startswith(codecs.BOM_UTF8))
             if line.isascii():
                 continue
             try:
@@ -246,7 +246,8 @@ def detect_encoding(path: Path) -> tuple[str, str]:
                                f"{valid_non_ascii} do; fell back to {FALLBACK_ENCODING}")
 
 
-def choose_text_column(path: Path, columns: list[str], text_like: list[str], requested: str | None) -> tuple[str, str]:
+def choose_text_column(path: AnyPath, columns: list[str], text_like: list[str],
+                       requested: str | None) -> tuple[str, str]:
     """The message column: the requested one, else a well-known name, else the only text-like column."""
     if requested is not None:
         if requested not in columns:
@@ -265,6 +266,6 @@ def choose_text_column(path: Path, columns: list[str], text_like: list[str], req
                     f"Columns are: {', '.join(columns) or '(none)'}")
 
 
-def check_id_column(path: Path, columns: list[str], id_column: str | None) -> None:
+def check_id_column(path: AnyPath, columns: list[str], id_column: str | None) -> None:
     if id_column is not None and id_column not in columns:
         raise ReadError(f"{path}: --id-column {id_column!r} not found; columns are: {', '.join(columns)}")

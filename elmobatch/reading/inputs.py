@@ -5,7 +5,9 @@
 
 Directories and patterns expand to their files sorted by name, skipping hidden names and names
 starting with `_` (Spark's _SUCCESS, elmobatch's _tmp/); standard input is copied to a temporary
-file named `stdin` (readers take several passes), removed when the block ends.
+file named `stdin` (readers take several passes), removed when the block ends. An s3:// argument
+names an object, a key prefix (its objects) or a pattern in the key's last part, expanded the same
+way; file:// names a local path.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import glob
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from elmobatch.reading.detect import ReadError
+from elmobatch.storage import StoredPath, as_path, is_object_uri
 
 STDIN = "-"
 STDIN_NAME = "stdin"  # the file standard input is read from: its ids are stdin:ROW, its format detected
@@ -42,6 +45,10 @@ def expand_inputs(arguments: Iterable[str]) -> list[str]:
 
 
 def _expand(argument: str) -> list[str]:
+    if is_object_uri(argument):
+        return _expand_stored(argument)
+    if argument.startswith("file://"):
+        return _expand(str(as_path(argument)))
     path = Path(argument)
     if argument == STDIN or path.is_file():
         return [argument]
@@ -62,16 +69,34 @@ def _expand(argument: str) -> list[str]:
     raise InputError(f"{argument}: no such file or directory")
 
 
+def _expand_stored(argument: str) -> list[str]:
+    """An object (s3://bucket/key), a prefix (its objects) or a pattern in the last part of the key,
+    expanded like local names: sorted, hidden and _ names skipped."""
+    path = as_path(argument)
+    assert isinstance(path, StoredPath)
+    if not path.bucket_exists():
+        raise InputError(f"{argument}: no such bucket {path.bucket!r} (or no access to it)")
+    if path.is_file():
+        return [argument]
+    if path.is_dir() or glob.has_magic(path.name):
+        where, pattern = (path, "*") if path.is_dir() else (path.parent, path.name)
+        found = [str(p) for p in where.glob(pattern) if _visible(p.name) and p.is_file()]
+        if not found:
+            raise InputError(f"{argument}: matches no objects (hidden names and names starting with _ are skipped)")
+        return found
+    raise InputError(f"{argument}: no such object or prefix")
+
+
 def shown_name(path) -> str:
     """How an input is named in messages: `-` for standard input's temporary copy, else the path."""
-    path = Path(path)
+    path = as_path(path)
     return STDIN if path.name == STDIN_NAME and path.parent.name.startswith(SPOOL_PREFIX) else str(path)
 
 
 def source_name(path) -> str:
     """The file name rows are known by (`source_file`, default ids NAME:ROW): day.csv.gz -> day.csv,
     so compressing a file keeps its ids."""
-    name = Path(path).name
+    name = PurePosixPath(str(path)).name  # the object's name for s3://bucket/key
     return name[:-3] if name.lower().endswith(".gz") else name
 
 
@@ -85,12 +110,13 @@ def _visible(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def open_inputs(arguments: Iterable[str], stdin: BinaryIO) -> Iterator[list[Path]]:
-    """The input files as paths, `-` copied from `stdin` to a temporary `stdin` file for the block."""
+def open_inputs(arguments: Iterable[str], stdin: BinaryIO) -> Iterator[list[Path | StoredPath]]:
+    """The input files as paths (StoredPath for s3://), `-` copied from `stdin` to a temporary `stdin`
+    file for the block."""
     files = expand_inputs(arguments)
     with contextlib.ExitStack() as stack:
         paths = [spool(stdin, Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX))))
-                 if name == STDIN else Path(name) for name in files]
+                 if name == STDIN else as_path(name) for name in files]
         yield paths
 
 

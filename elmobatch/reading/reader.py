@@ -35,6 +35,7 @@ from elmobatch.reading.detect import (SAMPLE_LINES, ReadDecisions, ReadError, ch
                                       detect_encoding, open_bytes, unreadable_gzip)
 from elmobatch.reading.inputs import source_name as default_source_name
 from elmobatch.settings import ReadOptions
+from elmobatch.storage import StoredPath, as_path, parquet_source
 
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column
@@ -107,7 +108,7 @@ class _Lines:
     raises _OpenRecord; `push_back` then returns the record's later lines to be read again.
     """
 
-    path: Path
+    path: Path | StoredPath
     encoding: str
     limit: int
     offset: int = 0
@@ -174,13 +175,13 @@ def read_messages(path, options: ReadOptions | None = None, *, chunk_rows: int =
     them. `tokenizer` (the model's) counts each message's tokens for max_tokens. A name ending in
     .gz is read as a gzip stream, its format taken from the name before .gz."""
     options = replace(options or ReadOptions(), **settings)
-    return MessageReader(Path(path), options, chunk_rows=chunk_rows, tokenizer=tokenizer, source_name=source_name)
+    return MessageReader(as_path(path), options, chunk_rows=chunk_rows, tokenizer=tokenizer, source_name=source_name)
 
 
 class MessageReader:
     """Iterable over a file's chunks; iterating again reads the file again from the start."""
 
-    def __init__(self, path: Path, options: ReadOptions, *, chunk_rows: int, tokenizer: str,
+    def __init__(self, path: Path | StoredPath, options: ReadOptions, *, chunk_rows: int, tokenizer: str,
                  source_name: str | None = None):
         if not path.is_file():
             raise ReadError(f"{path}: no such file")
@@ -253,7 +254,7 @@ class MessageReader:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            schema = pq.read_schema(self.path)
+            schema = pq.read_schema(parquet_source(self.path))
             strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
             return list(schema.names), strings
         if self.format == "jsonl":
@@ -281,7 +282,7 @@ class MessageReader:
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(self.path).metadata.num_rows
+            return pq.ParquetFile(parquet_source(self.path)).metadata.num_rows
         return self.path.stat().st_size
 
     # ---- iteration -------------------------------------------------------------------------
@@ -526,7 +527,7 @@ class MessageReader:
         state = {"rows": 0}
 
         def records():
-            with pq.ParquetFile(self.path) as pf:
+            with pq.ParquetFile(parquet_source(self.path)) as pf:
                 for batch in pf.iter_batches(batch_size=self.chunk_rows):
                     for row in batch.to_pylist():
                         state["rows"] += 1

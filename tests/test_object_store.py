@@ -1,0 +1,209 @@
+"""`elmobatch embed` reading s3:// inputs and writing --out s3://, against a real S3 server (moto's
+server mode, started as a subprocess on a free port) with the tiny fixture model."""
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+from click.testing import CliRunner
+
+from elmobatch.cli import main
+from elmobatch.embedding import read_embedding
+from elmobatch.files import file_sha256
+from elmobatch.reading.inputs import expand_inputs
+from tests.conftest import FIXTURE, write_messages
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "elmobatch-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server with the bucket BUCKET; AWS_ENDPOINT_URL and dummy credentials set meanwhile.
+    Yields the pyarrow file system for it."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 (closed at teardown)
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.2)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_REGION", "us-east-1")
+        env.setenv("AWS_CONFIG_FILE", "/nonexistent")  # no ~/.aws settings of this machine
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        fs = pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1", allow_bucket_creation=True)
+        fs.create_dir(BUCKET)
+        yield fs
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+def embed(*args, cache):
+    return CliRunner().invoke(main, ["embed", *map(str, args), "--model", str(FIXTURE), "--cache-dir", str(cache)])
+
+
+def put(fs, key: str, data: bytes) -> str:
+    with fs.open_output_stream(f"{BUCKET}/{key}") as f:
+        f.write(data)
+    return f"s3://{BUCKET}/{key}"
+
+
+def listing(fs, prefix: str) -> dict[str, bytes]:
+    """Every object under the prefix: {key: bytes}."""
+    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True))
+    found = {}
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as f:
+                found[info.path.removeprefix(f"{BUCKET}/{prefix}/")] = f.read()
+    return found
+
+
+def stored_dataset(fs, prefix: str):
+    return ds.dataset(f"{BUCKET}/{prefix}", filesystem=fs, format="parquet").to_table().sort_by("id")
+
+
+def local_dataset(out: Path):
+    return ds.dataset(str(out), format="parquet").to_table().sort_by("id")
+
+
+def test_s3_inputs_to_s3_out_equal_the_local_run(s3, tmp_path):
+    a = write_messages(tmp_path / "local" / "a.csv", 0, 40)
+    b = write_messages(tmp_path / "b.csv", 40, 70)
+    b_gz = tmp_path / "local" / "b.csv.gz"
+    b_gz.write_bytes(gzip.compress(b.read_bytes()))
+    put(s3, "in/a.csv", a.read_bytes())
+    put(s3, "in/b.csv.gz", b_gz.read_bytes())
+    put(s3, "in/_skipped.csv", b"text\nnot an input\n")
+    put(s3, "in/.hidden.csv", b"text\nnot an input\n")
+    assert expand_inputs([f"s3://{BUCKET}/in/"]) == [f"s3://{BUCKET}/in/a.csv", f"s3://{BUCKET}/in/b.csv.gz"]
+    assert expand_inputs([f"s3://{BUCKET}/in/*.gz"]) == [f"s3://{BUCKET}/in/b.csv.gz"]
+
+    local = embed(tmp_path / "local", "--out", tmp_path / "out", "--chunk-rows", "25", cache=tmp_path / "c1")
+    assert local.exit_code == 0, local.output
+    stored = embed(f"s3://{BUCKET}/in/", "--out", f"s3://{BUCKET}/out", "--chunk-rows", "25",
+                   cache=tmp_path / "c2")
+    assert stored.exit_code == 0, stored.output + repr(stored.exception)
+
+    mine, theirs = stored_dataset(s3, "out"), local_dataset(tmp_path / "out")
+    assert mine.num_rows == theirs.num_rows == 70
+    assert mine["id"].equals(theirs["id"]) and mine["source_file"].equals(theirs["source_file"])
+    assert set(mine["source_file"].to_pylist()) == {"a.csv", "b.csv"}
+    np.testing.assert_array_equal(read_embedding(mine), read_embedding(theirs))
+    objects = listing(s3, "out")
+    assert sorted(objects) == sorted(p.relative_to(tmp_path / "out").as_posix()
+                                     for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".lock")
+    assert objects["_SUCCESS"] == b""
+    manifest = json.loads(objects["_manifest.json"])
+    assert [i["sha256"] for i in manifest["inputs"]] == [file_sha256(a), file_sha256(b_gz)]
+    assert [i["path"] for i in manifest["inputs"]] == [f"s3://{BUCKET}/in/a.csv", f"s3://{BUCKET}/in/b.csv.gz"]
+
+
+def test_foreign_prefix_is_refused_untouched(s3, tmp_path):
+    put(s3, "foreign/data.csv", b"someone,else\n1,2\n")
+    put(s3, "foreign/_manifest.json", json.dumps({"format": "something-else"}).encode())
+    before = listing(s3, "foreign")
+    source = tmp_path / "m.csv"
+    write_messages(source, 0, 5)
+    result = embed(source, "--out", f"s3://{BUCKET}/foreign", cache=tmp_path / "c")
+    assert result.exit_code == 1
+    assert f"--out s3://{BUCKET}/foreign: not empty and not an elmobatch output directory" in result.output
+    assert listing(s3, "foreign") == before
+
+
+def test_missing_bucket_or_object_is_one_clear_line(s3, tmp_path):
+    source = write_messages(tmp_path / "m.csv", 0, 5)
+    cases = [(["s3://no-such-bucket/in.csv", "--out", tmp_path / "o1"], 2, "no such bucket 'no-such-bucket'"),
+             ([f"s3://{BUCKET}/in/missing.csv", "--out", tmp_path / "o2"], 2, "no such object or prefix"),
+             ([f"s3://{BUCKET}/in/*.nothing", "--out", tmp_path / "o3"], 2, "matches no objects"),
+             ([source, "--out", "s3://no-such-bucket/out"], 1, "no such bucket 'no-such-bucket'")]
+    for args, code, message in cases:
+        result = embed(*args, cache=tmp_path / "c")
+        assert result.exit_code == code, result.output
+        error = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(error) == 1 and message in error[0], result.output
+
+
+def test_a_live_writer_lease_refuses_a_second_run_and_a_dead_ones_is_taken_over(s3, tmp_path):
+    source = write_messages(tmp_path / "m.csv", 0, 5)
+    lease = {"id": "other", "host": socket.gethostname(), "pid": os.getpid(), "started": "then", "renewed": 0}
+    put(s3, "leased/.lock", json.dumps(lease).encode())  # a live process on this host (this one)
+    result = embed(source, "--out", f"s3://{BUCKET}/leased", cache=tmp_path / "c")
+    assert result.exit_code == 5 and "another run is writing" in result.output
+    assert listing(s3, "leased") == {".lock": json.dumps(lease).encode()}
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    put(s3, "leased/.lock", json.dumps({**lease, "pid": int(dead.stdout)}).encode())  # that pid has exited
+    result = embed(source, "--out", f"s3://{BUCKET}/leased", cache=tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    assert "_SUCCESS" in listing(s3, "leased") and ".lock" not in listing(s3, "leased")
+
+
+@pytest.mark.slow  # two CLI subprocesses, each importing TensorFlow
+def test_sigkill_then_rerun_to_s3_equals_clean_run(s3, tmp_path):
+    source = write_messages(tmp_path / "part.csv", 0, 600)  # 12 chunks of 50
+    s3_input = put(s3, "kill-in/part.csv", source.read_bytes())
+    out = f"s3://{BUCKET}/killed"
+    args = ["embed", s3_input, "--out", out, "--model", str(FIXTURE), "--cache-dir", str(tmp_path / "cache"),
+            "--chunk-rows", "50"]
+    proc = subprocess.Popen([sys.executable, "-m", "elmobatch.cli", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while len([k for k in listing(s3, "killed") if k.startswith("_state/part-")]) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no chunk finished in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    left = listing(s3, "killed")
+    assert proc.returncode == -signal.SIGKILL and "_SUCCESS" not in left and ".lock" in left
+    finished = [k.removeprefix("_state/").replace(".json", ".parquet") for k in left if k.startswith("_state/part-")]
+
+    rerun = subprocess.run([sys.executable, "-m", "elmobatch.cli", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    objects = listing(s3, "killed")
+    manifest = json.loads(objects["_manifest.json"])
+    assert manifest["timings"]["chunks_resumed"] >= len(finished) >= 3
+    assert manifest["timings"]["chunks_resumed"] + manifest["timings"]["chunks_written"] == 12
+    for name in finished:  # a finished chunk was not written again
+        assert objects[name] == left[name]
+
+    clean = embed(source, "--out", tmp_path / "clean", "--chunk-rows", "50", cache=tmp_path / "fresh")
+    assert clean.exit_code == 0, clean.output
+    resumed, fresh = stored_dataset(s3, "killed"), local_dataset(tmp_path / "clean")
+    assert resumed.num_rows == 600 and resumed["id"].equals(fresh["id"])
+    assert resumed["text_hash"].equals(fresh["text_hash"])
+    np.testing.assert_allclose(read_embedding(resumed), read_embedding(fresh), atol=1e-6)
+    assert sorted(objects) == sorted(["_SUCCESS", "_manifest.json"] + [f"part-00000-{i:06d}.parquet" for i in range(12)]
+                                     + [f"_rejects/part-00000-{i:06d}.parquet" for i in range(12)])
