@@ -1,6 +1,6 @@
 # make run        set up (.venv), then score the example messages with the bundled default model and head
 # make test       set up (.venv, with the test extras), then run the whole test suite (what CI runs, after lint)
-# make test-fast  the same suite without the tests marked slow: the edit-and-check loop
+# make test-fast  the same suite without the tests marked slow, on two processes: the edit-and-check loop
 # make lint       ruff and mypy over the code, as configured in pyproject.toml
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n 2
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .

@@ -42,6 +42,7 @@ def test_embed_refuses_rows_that_are_not_longest_first(fixture_dir):
     assert len(layers) == bilm.config.n_layers
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_an_encoders_weights_leave_its_bilms_training_path_in_float32(fixture_dir, fixture_sentences):
     """The encoder lays out its own (here bfloat16) weights; calling the biLM still lays out float32
     weights from its variables, as training does."""

@@ -2,6 +2,7 @@
 is rebuilt when lost or damaged and never trusted over the segments' checksums, several processes
 write one cache safely, and compaction and pruning keep every vector they do not remove."""
 
+import pytest
 import multiprocessing
 import os
 import sqlite3
@@ -289,6 +290,7 @@ def open_index_when_told(directory: Path) -> None:
     KeyIndex(directory / "model").names()
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_many_processes_open_a_fresh_index_at_once(tmp_path):
     # Switching a new SQLite file to WAL does not wait on the busy timeout; before the setup lock,
     # 6 processes opening one fresh index together failed with "database is locked" in about 1 trial of 8.

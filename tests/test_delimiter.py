@@ -48,6 +48,7 @@ def test_an_ambiguous_file_is_refused_naming_delimiter_and_the_option_settles_it
     assert (decisions["delimiter"], decisions["delimiter_reason"]) == (",", "given (--delimiter)")
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_score_detects_the_semicolons_and_takes_delimiter(tmp_path):
     semicolons, ambiguous = tmp_path / "s.csv", tmp_path / "amb.csv"
     semicolons.write_text(SEMICOLONS)

@@ -49,6 +49,7 @@ def test_numpy_scoring_equals_the_keras_net(trained, layers):
     assert head.meta["layer_weights"] == pytest.approx(head.layer_weights.tolist())
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_same_seed_same_head_and_save_load_round_trip(trained, layers, fixture_encoder, tmp_path):
     head, summary = trained
     again, _ = fit_head(layers, ["spam" if s else "ham" for s in SPAM],

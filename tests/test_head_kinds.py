@@ -99,6 +99,7 @@ def test_temperature_lowers_the_validation_log_loss_and_the_threshold_follows(la
     assert (calibrated.predict(layers[val])[0] == raw_cut).all()
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_three_labels_take_temperature_not_platt(layers, fixture_encoder):
     labels = [("spam" if s else ("short" if len(t) < 30 else "long")) for s, t in zip(SPAM, TEXTS, strict=True)]
     meta = {"fingerprint": fixture_encoder.fingerprint}
@@ -156,6 +157,7 @@ def test_a_logistic_head_missing_its_output_weights_is_refused(logistic, tmp_pat
         load_head(tmp_path)
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_cli_trains_a_calibrated_logistic_head_and_score_applies_it(tmp_path, fixture_encoder):
     data = tmp_path / "messages.csv"
     pd.DataFrame({"label": LABELS * 2, "text": TEXTS * 2}).to_csv(data, index=False)

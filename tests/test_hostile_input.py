@@ -212,6 +212,7 @@ def test_token_dense_messages_are_rejected_before_encoding(tmp_path, fixture_enc
     assert "--max-tokens 4,000" in rejects["detail"].iloc[0]
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_max_tokens_option_on_embed_and_score_and_the_job_key(tmp_path):
     path = write_csv_input(tmp_path / "m.csv", ["id", "text"],
                            [["a", "!?" * 200], ["b", " ".join(["word"] * 30)], ["c", "short one"]])
@@ -234,6 +235,7 @@ def test_max_tokens_option_on_embed_and_score_and_the_job_key(tmp_path):
     assert (report.rows_scored, report.rows_rejected) == (1, 2)
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_max_tokens_reaches_train_evaluate_and_pretrain(tmp_path):
     rows = [["ham" if i % 2 else "spam", f"message number {i} " + "!" * (i % 3)] for i in range(40)]
     rows.append(["ham", "!?" * 50])

@@ -65,6 +65,7 @@ def test_score_reads_latin1_with_encoding_format_id_column_and_text_limit(tmp_pa
     assert rejects[["row_number", "reason"]].values.tolist() == [[1, "too_long"]]
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_train_and_pretrain_take_format_and_encoding(tmp_path):
     """train and pretrain read a Latin-1 file without a known extension when told its format and encoding."""
     rows = "".join(f"{'spam' if i % 3 == 0 else 'ham'};message {i} café\n" for i in range(30))
@@ -98,6 +99,7 @@ def test_job_file_takes_max_text_chars_and_reject_empty(tmp_path, head_dir):
 # ---- standard input and standard output ----------------------------------------------------------
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_score_stdin_to_stdout_prints_only_the_csv(tmp_path, head_dir):
     """`printf 'id,text\\n1,hi\\n' | elmobatch score - --format csv --out -`, as a real process: stdout
     is the scored CSV alone; the summary goes to stderr, the rejects to stdin.scored.rejects.csv."""

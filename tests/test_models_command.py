@@ -1,5 +1,6 @@
 """`elmobatch models`: the bundled model, and every model with vectors in the cache."""
 
+import pytest
 from click.testing import CliRunner
 
 from elmobatch import load_encoder
@@ -7,6 +8,7 @@ from elmobatch.caching import EmbeddingCache
 from elmobatch.cli import main
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_models_lists_bundled_and_cached(tmp_path, fixture_dir):
     cache = EmbeddingCache(tmp_path / "cache")
     fixture = load_encoder(str(fixture_dir))

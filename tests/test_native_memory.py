@@ -5,6 +5,7 @@ compiled primitive was kept per shape, so a long `embed` grew by hundreds of MiB
 them off when it loads TensorFlow. Measured in a fresh process (RSS is per process).
 """
 
+import pytest
 import json
 import os
 import subprocess
@@ -36,6 +37,7 @@ print(json.dumps(marks))
 """
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_rss_stays_flat_over_batches_of_new_shapes():
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}  # elmobatch's default
     result = subprocess.run([sys.executable, "-c", PROBE, str(FIXTURE)], cwd=ROOT, capture_output=True, text=True,

@@ -95,6 +95,7 @@ def local_dataset(out: Path):
     return ds.dataset(str(out), format="parquet").to_table().sort_by("id")
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_s3_inputs_to_s3_out_equal_the_local_run(s3, tmp_path):
     a = write_messages(tmp_path / "local" / "a.csv", 0, 40)
     b = write_messages(tmp_path / "b.csv", 40, 70)
@@ -152,6 +153,7 @@ def test_missing_bucket_or_object_is_one_clear_line(s3, tmp_path):
         assert len(error) == 1 and message in error[0], result.output
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_a_live_writer_lease_refuses_a_second_run_and_a_dead_ones_is_taken_over(s3, tmp_path):
     source = write_messages(tmp_path / "m.csv", 0, 5)
     lease = {"id": "other", "host": socket.gethostname(), "pid": os.getpid(), "started": "then", "renewed": 0}

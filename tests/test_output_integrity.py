@@ -260,6 +260,7 @@ def test_score_on_a_full_disk_is_one_line_naming_the_file(tmp_path, head_dir, sm
     assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler"]  # no partial file, no _tmp/
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_embed_on_a_full_disk_names_the_file(tmp_path, small_tmpfs):
     result = embed_cli(SMS, "--out", small_tmpfs, cache=tmp_path / "cache")  # about 2.8 MB of vectors
     assert result.exit_code == 1, result.output

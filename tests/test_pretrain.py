@@ -294,6 +294,7 @@ def test_pretrain_options_build_pretrain_settings_with_its_defaults():
             assert params[name] == default, name
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_pretrain_takes_its_settings_as_one_object(corpus, options_file, tmp_path):
     """The library call that `elmobatch pretrain` makes, with a short run's settings."""
     lines: list[str] = []

@@ -64,6 +64,7 @@ def test_progress_moves_within_a_chunk_after_each_encoder_batch(tmp_path, fixtur
         fixture_encoder.batch_size = 256
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_score_evaluate_and_train_report_progress_on_stderr_and_quiet_silences_it(tmp_path, head_dir):
     messages = write_messages(tmp_path / "few.csv", 0, 60)
     cache = tmp_path / "cache"
@@ -116,6 +117,7 @@ def test_the_library_prints_nothing_when_used_from_a_program(tmp_path, head_dir)
 # ---- scored outputs ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_scored_rows_carry_source_file_and_row_number_and_parquet_names_head_and_model(tmp_path, head_dir):
     from elmobatch import __version__, load_encoder
     from elmobatch.training.head import load_head
