@@ -36,10 +36,12 @@ def write_messages(path: Path, rows: int, seed: int = 0) -> None:
             writer.writerow([i, rng.choice(["ham", "spam"]), " ".join(words).capitalize() + rng.choice(".!?")])
 
 
-def run(path: Path, work: Path, model: str, chunk_rows: int) -> tuple[int, float, str]:
-    """(peak RSS in bytes, seconds, summary line) of one `elmobatch embed` process."""
+def run(path: Path, work: Path, model: str, chunk_rows: int, *options: str) -> tuple[int, float, str]:
+    """(peak RSS in bytes, seconds, summary line) of one `elmobatch embed` process, writing
+    WORK/<stem>-out with a fresh cache WORK/<stem>-cache; `options`: more embed options."""
     command = [sys.executable, "-m", "elmobatch.cli", "embed", str(path), "--out", str(work / (path.stem + "-out")),
-               "--model", model, "--cache-dir", str(work / (path.stem + "-cache")), "--chunk-rows", str(chunk_rows)]
+               "--model", model, "--cache-dir", str(work / (path.stem + "-cache")), "--chunk-rows", str(chunk_rows),
+               *options]
     start = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

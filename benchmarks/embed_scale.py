@@ -24,14 +24,13 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from embed_memory import run  # the same measured embed process (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT.parent / "shared" / "fixtures" / "bilm_tiny"
@@ -86,32 +85,23 @@ def day_messages(rng: np.random.Generator, words: list[str], rows: int) -> Itera
 
 def embed(path: Path, work: Path, model: str, chunk_rows: int) -> dict:
     """Run one `elmobatch embed` process (fresh cache and output): its manifest figures, wall time and peak RSS."""
-    out, cache = work / (path.stem + "-out"), work / (path.stem + "-cache")
-    command = [sys.executable, "-m", "elmobatch.cli", "embed", str(path), "--out", str(out), "--model", model,
-               "--cache-dir", str(cache), "--chunk-rows", str(chunk_rows), "--id-column", "id"]
-    started = time.monotonic()
-    proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    summary = proc.stdout.read().strip()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{' '.join(command)} failed with status {status}")
-    wall = time.monotonic() - started
+    peak_rss, wall, summary = run(path, work, model, chunk_rows, "--id-column", "id")
+    out = work / (path.stem + "-out")
     manifest = json.loads((out / "_manifest.json").read_text())
     c, t = manifest["counts"], manifest["timings"]
     return {"seconds": t["seconds"], "rows_per_second": t["rows_per_second"],
             "steady_rows_per_second": steady_rate(out, chunk_rows), "process_seconds": round(wall, 1),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is KiB on Linux
+            "peak_rss_mib": round(peak_rss / 2**20, 1),
             "computed": c["computed"], "cache_hits": c["cache_hits"], "rows_embedded": c["rows_embedded"],
             "summary": summary.split(" -> ")[0]}
 
 
-def steady_rate(out: Path, chunk_rows: int) -> float:
+def steady_rate(out: Path, chunk_rows: int) -> float | None:
     """rows/s from the first part file written to the last (their mtimes): the run without its first
     chunk, which also pays for compiling the encoder's graph for the first batch shapes."""
     parts = sorted(out.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime)
     seconds = parts[-1].stat().st_mtime - parts[0].stat().st_mtime
-    return round((len(parts) - 1) * chunk_rows / seconds, 1) if len(parts) > 1 and seconds > 0 else float("nan")
+    return round((len(parts) - 1) * chunk_rows / seconds, 1) if len(parts) > 1 and seconds > 0 else None
 
 
 def machine() -> dict:
@@ -144,7 +134,9 @@ def main() -> None:
             print(json.dumps(result["sizes"][-1]), file=sys.stderr, flush=True)
     first, last = result["sizes"][0], result["sizes"][-1]
     result["rows_per_second_ratio"] = round(last["rows_per_second"] / first["rows_per_second"], 3)
-    result["steady_rows_per_second_ratio"] = round(last["steady_rows_per_second"] / first["steady_rows_per_second"], 3)
+    if first["steady_rows_per_second"] and last["steady_rows_per_second"]:  # None: a single chunk
+        result["steady_rows_per_second_ratio"] = round(last["steady_rows_per_second"] / first["steady_rows_per_second"],
+                                                       3)
     result["peak_rss_ratio"] = round(last["peak_rss_mib"] / first["peak_rss_mib"], 3)
     result["machine_after"] = machine()
     text = json.dumps(result, indent=2)

@@ -311,7 +311,7 @@ def embed(inputs, out, model, read, batch_size, chunk_rows, cache_dir, keep_text
         raise click.ClickException("--master is a Spark setting: add --engine spark")
     if engine == "spark" and any(is_object_uri(name) for name in (out, *inputs)):
         raise click.UsageError("s3:// inputs and --out are read and written by --engine local only")
-    with input_files(inputs) as paths:  # before the model loads, so a mistyped name fails at once
+    with input_files(inputs, objects=True) as paths:  # before the model loads, so a mistyped name fails at once
         _embed(paths, out, model, options, batch_size, cache_dir, engine, master, precision)
 
 

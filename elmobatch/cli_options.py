@@ -70,11 +70,17 @@ inputs_argument = click.argument("inputs", nargs=-1, required=True)
 
 
 @contextlib.contextmanager
-def input_files(arguments) -> Iterator[list]:
+def input_files(arguments, *, objects: bool = False) -> Iterator[list]:
     """The files INPUTS name (`-`: standard input, copied to a temporary file for the block;
-    directories and globs expanded, sorted). One that names nothing is a usage error (exit 2)."""
+    directories and globs expanded, sorted). One that names nothing is a usage error (exit 2), and
+    so is an object store's (s3://) unless the command reads them (`objects`)."""
     from elmobatch.reading.inputs import InputError, open_inputs
+    from elmobatch.storage import is_object_uri
 
+    stored = [str(a) for a in arguments if is_object_uri(str(a))]
+    if stored and not objects:  # refused before any request to the store
+        raise click.UsageError(f"{stored[0]}: only `elmobatch embed` reads object storage so far; copy the "
+                               "objects to a local or mounted path first")
     with contextlib.ExitStack() as stack:
         try:
             paths = stack.enter_context(open_inputs(arguments, sys.stdin.buffer))

@@ -36,12 +36,11 @@ class JobLock:
         self._fd: int | None = None
 
     def holder(self) -> dict:
-        """The lock file's record: {pid, started[, released]}; {} when absent, empty or not ours."""
+        """The lock file's record: {pid, started[, released]}; {} when absent, empty, unreadable or not ours."""
         try:
-            record = json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
+            return _read_record(self.path)
+        except OSError:
             return {}
-        return record if isinstance(record, dict) else {}
 
     def __enter__(self) -> JobLock:
         fd = self._lock_current_file()
@@ -104,6 +103,16 @@ class JobLock:
         self._fd = None
 
 
+def _read_record(path) -> dict:
+    """A lock's or lease's JSON record (path: a Path or a StoredPath); {} when absent, empty or not a
+    record. Other read errors (OSError) are raised."""
+    try:
+        record = json.loads(path.read_text() or "{}")
+    except (FileNotFoundError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 LEASE_SECONDS = 900  # how long a writer on another host counts as alive after its last renewal
 
 
@@ -128,12 +137,9 @@ class ObjectLease:
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def holder(self) -> dict:
-        """The lease object's record; {} when absent or unreadable."""
-        try:
-            record = json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
-            return {}
-        return record if isinstance(record, dict) else {}
+        """The lease object's record; {} when absent. A store that cannot be read (network, access)
+        raises: taking over a lease nobody could read would let two writers in."""
+        return _read_record(self.path)
 
     def __enter__(self) -> ObjectLease:
         holder = self.holder()
@@ -144,9 +150,13 @@ class ObjectLease:
         return self
 
     def _alive(self, holder: dict) -> bool:
+        """Renewed within the lease and, on this host, by a process still running (not this one:
+        a restarted container can be given its dead predecessor's pid)."""
+        if time.time() - float(holder.get("renewed", 0)) >= self.lease_seconds:
+            return False
         if holder.get("host") == socket.gethostname():
-            return _pid_alive(holder.get("pid"))
-        return time.time() - float(holder.get("renewed", 0)) < self.lease_seconds
+            return holder.get("pid") != os.getpid() and _pid_alive(holder.get("pid"))
+        return True
 
     def renew(self, first: bool = False) -> None:
         """Write this run's record with the time now, after checking it is still the holder."""

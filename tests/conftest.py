@@ -124,6 +124,23 @@ def kill_after_placements(writer, count: int) -> list[str]:
     return placed
 
 
+def kill_when(proc, ready, timeout: float = 240) -> None:
+    """SIGKILL the running `proc` as soon as `ready()` is true (polled); fail if it ended first or
+    `ready()` stays false for `timeout` seconds. The kill lands mid-run: check proc.returncode."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run did not get far enough in time"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def spark_cluster(tmp_path_factory):
     """A real Spark standalone cluster for the module: a master and two one-core, 1 GiB workers on

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 from elmobatch.cli import main
 from elmobatch.embedding import read_embedding, read_layers
 from elmobatch.reading import read_messages
-from tests.conftest import FIXTURE, SMS
+from tests.conftest import FIXTURE, SMS, kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,15 +179,7 @@ def test_sigkill_then_rerun_equals_clean_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "elmobatch.cli", *args], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while len(list((out / "_state").glob("part-*.json"))) < 3:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no chunk finished in time"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_when(proc, lambda: len(list((out / "_state").glob("part-*.json"))) >= 3)
     assert proc.returncode == -signal.SIGKILL and not (out / "_SUCCESS").exists()
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")
                 if (out / "_state" / p.name.replace(".parquet", ".json")).exists()}

@@ -195,9 +195,26 @@ def test_gz_input_gives_the_same_rows_ids_and_vectors_as_the_plain_file(tmp_path
     pd.testing.assert_frame_equal(tables[0], tables[1])
     manifest = json.loads((tmp_path / "v_gz" / "_manifest.json").read_text())
     assert manifest["inputs"][0]["decisions"]["format"] == "csv"
+    assert manifest["inputs"][0]["rows_read"] == manifest["inputs"][0]["rows_embedded"] == 40  # counted per file
     result = cli("score", packed, "--head", head_dir, "--out", tmp_path / "s", "--cache-dir", tmp_path / "c")
     assert result.exit_code == 0, result.output
-    assert len(pd.read_csv(tmp_path / "s" / "day.scored.csv")) == 40
+    scored = pd.read_csv(tmp_path / "s" / "day.scored.csv")
+    assert len(scored) == 40 and set(scored["source_file"]) == {"day.csv"}  # as its rejects and embed name it
+
+
+def test_a_glob_skips_hidden_and_underscore_directories_and_empty_ones(tmp_path, folder):
+    (folder / "_rejects").mkdir()
+    (folder / "_rejects" / "r.csv").write_text("id,text\nx,not a message\n")
+    (folder / "archive").mkdir()  # empty: nothing to read there, no error
+    result = cli("embed", folder / "*", "--out", tmp_path / "v", "--model", FIXTURE, "--cache-dir", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "v" / "_manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["a.csv", "b.csv"]
+
+
+def test_only_embed_reads_object_storage_the_others_say_so(tmp_path):
+    result = cli("score", "s3://some-bucket/in/day.csv")
+    assert result.exit_code == 2 and "only `elmobatch embed` reads object storage" in result.output
 
 
 def test_corrupt_gz_is_one_clear_error(tmp_path):

@@ -22,7 +22,7 @@ from elmobatch.cli import main
 from elmobatch.embedding import read_embedding
 from elmobatch.files import file_sha256
 from elmobatch.reading.inputs import expand_inputs
-from tests.conftest import FIXTURE, write_messages
+from tests.conftest import FIXTURE, kill_when, write_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "elmobatch-test"
@@ -156,17 +156,24 @@ def test_missing_bucket_or_object_is_one_clear_line(s3, tmp_path):
 @pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_a_live_writer_lease_refuses_a_second_run_and_a_dead_ones_is_taken_over(s3, tmp_path):
     source = write_messages(tmp_path / "m.csv", 0, 5)
-    lease = {"id": "other", "host": socket.gethostname(), "pid": os.getpid(), "started": "then", "renewed": 0}
-    put(s3, "leased/.lock", json.dumps(lease).encode())  # a live process on this host (this one)
-    result = embed(source, "--out", f"s3://{BUCKET}/leased", cache=tmp_path / "c")
-    assert result.exit_code == 5 and "another run is writing" in result.output
-    assert listing(s3, "leased") == {".lock": json.dumps(lease).encode()}
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
+        try:
+            lease = {"id": "other", "host": socket.gethostname(), "pid": writer.pid, "started": "then",
+                     "renewed": time.time()}
+            put(s3, "leased/.lock", json.dumps(lease).encode())  # another process on this host, renewed just now
+            result = embed(source, "--out", f"s3://{BUCKET}/leased", cache=tmp_path / "c")
+            assert result.exit_code == 5 and "another run is writing" in result.output
+            assert listing(s3, "leased") == {".lock": json.dumps(lease).encode()}
+        finally:
+            writer.kill()
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    put(s3, "leased/.lock", json.dumps({**lease, "pid": int(dead.stdout)}).encode())  # that pid has exited
-    result = embed(source, "--out", f"s3://{BUCKET}/leased", cache=tmp_path / "c")
-    assert result.exit_code == 0, result.output
-    assert "_SUCCESS" in listing(s3, "leased") and ".lock" not in listing(s3, "leased")
+    elsewhere = {**lease, "host": "another-host", "renewed": time.time() - 3600}  # not renewed for an hour
+    for dead in ({**lease, "pid": writer.pid}, {**lease, "pid": os.getpid()}, elsewhere):
+        # its process has exited / this very pid (a restarted container's predecessor) / a lapsed lease
+        put(s3, "leased/.lock", json.dumps(dead).encode())
+        result = embed(source, "--out", f"s3://{BUCKET}/leased", cache=tmp_path / "c")
+        assert result.exit_code == 0, (dead, result.output)
+        assert "_SUCCESS" in listing(s3, "leased") and ".lock" not in listing(s3, "leased")
 
 
 @pytest.mark.slow  # two CLI subprocesses, each importing TensorFlow
@@ -178,15 +185,7 @@ def test_sigkill_then_rerun_to_s3_equals_clean_run(s3, tmp_path):
             "--chunk-rows", "50"]
     proc = subprocess.Popen([sys.executable, "-m", "elmobatch.cli", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while len([k for k in listing(s3, "killed") if k.startswith("_state/part-")]) < 3:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no chunk finished in time"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_when(proc, lambda: len([k for k in listing(s3, "killed") if k.startswith("_state/part-")]) >= 3)
     left = listing(s3, "killed")
     assert proc.returncode == -signal.SIGKILL and "_SUCCESS" not in left and ".lock" in left
     finished = [k.removeprefix("_state/").replace(".json", ".parquet") for k in left if k.startswith("_state/part-")]

@@ -329,7 +329,7 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
         for k, v in r["reject_reasons"].items():
             reasons[k] = reasons.get(k, 0) + v
     for info in inputs_info:
-        mine = [r for r in records if r["source_file"] == info["name"]]
+        mine = [r for r in records if r["source_file"] == source_name(info["path"])]  # day.csv.gz: day.csv
         info.update({k: sum(r[k] for r in mine) for k in ("rows_read", "rows_embedded", "rows_rejected")})
     manifest = {
         "format": o.FORMAT,

@@ -53,15 +53,14 @@ def _expand(argument: str) -> list[str]:
     if argument == STDIN or path.is_file():
         return [argument]
     if path.is_dir():
-        found = [str(p) for p in sorted(path.iterdir()) if p.is_file() and _visible(p.name)]
+        found = _files_in(path)
         if not found:
             raise InputError(f"{argument}: the directory holds no input files (hidden names and names starting "
                              "with _ are skipped)")
         return found
     if glob.has_magic(argument):
-        matches = sorted(glob.glob(argument, recursive=True))
-        found = [name for match in matches for name in (_expand(match) if Path(match).is_dir() else [match])
-                 if _visible(Path(name).name)]
+        matches = [m for m in sorted(glob.glob(argument, recursive=True)) if _visible(Path(m).name)]
+        found = [name for match in matches for name in (_files_in(Path(match)) if Path(match).is_dir() else [match])]
         if not found:
             raise InputError(f"{argument}: the pattern matches no files (hidden names and names starting with _ "
                              "are skipped)")
@@ -103,6 +102,11 @@ def source_name(path) -> str:
 def input_stem(path) -> str:
     """The name outputs are named after: day.csv -> day, day.csv.gz -> day, stdin -> stdin."""
     return Path(source_name(path)).stem
+
+
+def _files_in(directory: Path) -> list[str]:
+    """A directory's input files (not its subdirectories'), sorted, hidden and _ names skipped."""
+    return [str(p) for p in sorted(directory.iterdir()) if p.is_file() and _visible(p.name)]
 
 
 def _visible(name: str) -> bool:

@@ -36,7 +36,7 @@ from elmobatch.files import (commit, remove_if_empty, staging, sweep_temporaries
                              write_error)
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, ReadOptions
-from elmobatch.reading.inputs import input_stem
+from elmobatch.reading.inputs import input_stem, source_name
 from elmobatch.training.metrics import head_metrics
 from elmobatch.embedding.vectors import file_vectors, labelled_vectors
 from elmobatch.training.head import HEAD_JSON, Head, HeadError, check_model, default_head_dir, load_head
@@ -332,7 +332,7 @@ def _write_scores(path, out: Path | StreamOutput, rejects_out: Path, summary: Sc
                   head: Head, encoder, cache, threshold, read, chunk_rows, provenance: bool, progress) -> None:
     """Score `path` chunk by chunk into temporaries in `tmp_dir` (or the stream), then rename them into place."""
     chunks = file_vectors(path, encoder, cache, read, chunk_rows=chunk_rows, progress=progress)
-    source_file = Path(path).name if provenance else None  # the name rejects give in their source_file
+    source_file = source_name(path) if provenance else None  # the name rejects give in their source_file
     writer: _TableWriter | _StreamWriter | None = None
     rejects: _TableWriter | None = None
     try:
