@@ -39,31 +39,24 @@ import pyarrow.parquet as pq
 from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
 from elmobatch.embedding.progress import within_chunk
-from elmobatch.settings import DEFAULT_MAX_TOKENS, VECTOR_DTYPES, VECTORS
+from elmobatch.settings import VECTOR_DTYPES, VECTORS
 from elmobatch.files import file_sha256, utc_now
 from elmobatch.locking import JobLock, LockHeld, ObjectLease
 from elmobatch.reading.inputs import source_name
 from elmobatch.storage import StoredPath, as_path, parquet_source, remove_tree
-from elmobatch.reading import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_TEXT_CHARS, ReadError, ReadOptions, read_messages
+from elmobatch.reading import DEFAULT_CHUNK_ROWS, ReadError, ReadOptions, read_messages
 
 MAX_ID_BUCKETS = 256  # bucket files open at once while counting duplicate ids
 COUNTS = ("rows_read", "rows_embedded", "rows_rejected", "cache_hits", "computed")
 
 
-@dataclass
-class EmbedOptions:
-    """Everything besides inputs and model that decides the output (part of the resume signature)."""
+@dataclass(frozen=True)
+class EmbedOptions(ReadOptions):
+    """Everything besides inputs and model that decides the output (part of the resume signature):
+    how inputs are read (ReadOptions' fields), then how the output is written."""
 
-    text_column: str | None = None
-    id_column: str | None = None
-    fmt: str | None = None
-    encoding: str | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
-    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
-    reject_empty: bool = False
     keep_text: bool = False
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    delimiter: str | None = None  # CSV/TSV; None: detected per file
     vectors: str = VECTORS[0]  # pooled, or layers: also write the per-layer vectors (settings.VECTORS)
     vector_dtype: str = VECTOR_DTYPES[0]  # float32, or float16
 
