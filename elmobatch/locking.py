@@ -122,7 +122,7 @@ class ObjectLease:
     `with ObjectLease(out / ".lock") as lease:` reads the lease object; a holder still alive (on this
     host: its pid runs; elsewhere: renewed within LEASE_SECONDS) refuses this run with LockHeld.
     Else this run writes its own record {id, host, pid, started, renewed}, and reads it back.
-    `renew()` (after each chunk) and `check()` (before the manifest) raise LockHeld when another
+    `renew()` (before each chunk) and `check()` (before the manifest) raise LockHeld when another
     run has since written its record: that run took over, and this one stops before committing.
     Two runs starting in the same instant can both pass the first check; the one whose record is
     overwritten finds out at its next renew or check, so it never writes the manifest or _SUCCESS.

@@ -106,9 +106,9 @@ def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: st
             record = plan.done.get(name)
             if record is None:
                 on_batch = within_chunk(progress, rows_seen, chunk.rows_read, done, ends_at)
+                _renew(plan.lease, out)  # before its files go up: a run that lost the lease uploads nothing more
                 record = write_chunk(chunk, name, out, reader, encoder, cache, plan.schema, options, on_batch=on_batch)
                 written += 1
-                _renew(plan.lease, out)
             else:
                 resumed += 1
             records.append(record)
@@ -176,7 +176,7 @@ def _lock_output(out: Path | StoredPath) -> Iterator[ObjectLease | None]:
 
 
 def _renew(lease: ObjectLease | None, out) -> None:
-    """Renew an object store's lease (after each chunk); OutputLocked if another run took it over."""
+    """Renew an object store's lease (before each chunk); OutputLocked if another run took it over."""
     if lease is not None:
         try:
             lease.renew()
