@@ -36,7 +36,10 @@ def as_path(name) -> Path | StoredPath:
         return name
     name = str(name)
     if name.startswith("file://"):
-        return Path(urlsplit(name).path)
+        parts = urlsplit(name)
+        if parts.netloc not in ("", "localhost"):  # file://data/x.csv would silently be /x.csv
+            raise ValueError(f"{name}: expected file:///ABSOLUTE/PATH (three slashes), not a host {parts.netloc!r}")
+        return Path(parts.path)
     if is_object_uri(name):
         parts = urlsplit(name)
         if not parts.netloc:

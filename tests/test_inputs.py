@@ -224,3 +224,13 @@ def test_corrupt_gz_is_one_clear_error(tmp_path):
     result = cli("embed", path, "--out", tmp_path / "v", "--model", FIXTURE, "--cache-dir", tmp_path / "c")
     assert result.exit_code == 1
     assert "day.csv.gz: not a readable gzip stream" in result.output
+
+
+def test_a_file_uri_with_a_host_is_refused_not_read_from_the_root(tmp_path):
+    messages = write_messages(tmp_path / "in" / "m.csv", 0, 3)
+    result = cli("embed", f"file://{str(messages).lstrip('/')}", "--out", tmp_path / "v", "--model", FIXTURE)
+    assert result.exit_code == 2 and "expected file:///ABSOLUTE/PATH" in result.output
+    result = cli("embed", f"file://{messages}", "--out", f"file://{tmp_path / 'v'}", "--model", FIXTURE,
+                 "--cache-dir", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "v" / "_SUCCESS").is_file()

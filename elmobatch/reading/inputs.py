@@ -48,7 +48,10 @@ def _expand(argument: str) -> list[str]:
     if is_object_uri(argument):
         return _expand_stored(argument)
     if argument.startswith("file://"):
-        return _expand(str(as_path(argument)))
+        try:
+            return _expand(str(as_path(argument)))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     path = Path(argument)
     if argument == STDIN or path.is_file():
         return [argument]
