@@ -13,7 +13,7 @@ import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.cli_options import cache_dir_option, input_files, input_options, inputs_argument, model_option
-from elmobatch.encoding.tokens import TOKENIZERS
+from elmobatch.text import TOKENIZERS
 from elmobatch.settings import (CALIBRATIONS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_PRECISION,
                                 DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES, HEAD_KINDS, STDOUT_FORMATS, VECTOR_DTYPES,
                                 VECTORS, FitSettings, PretrainSettings)
