@@ -141,14 +141,14 @@ class StoredPath:
 
     def open_stream(self) -> BinaryIO:
         """The object's bytes as a buffered stream (readline, tell), fetched as read."""
-        return io.BufferedReader(_RawStream(self.fs.open_input_stream(self.path)), READ_BUFFER)
+        return io.BufferedReader(_RawStream(self.fs.open_input_stream(self.path, compression=None)), READ_BUFFER)
 
     def open_random(self):
         """A seekable pyarrow file (what Parquet needs: it reads the footer first)."""
         return self.fs.open_input_file(self.path)
 
     def read_bytes(self) -> bytes:
-        with self.fs.open_input_stream(self.path) as f:
+        with self.fs.open_input_stream(self.path, compression=None) as f:
             return f.read()
 
     def read_text(self, encoding: str = "utf-8") -> str:
@@ -156,7 +156,7 @@ class StoredPath:
 
     def write_bytes(self, data: bytes) -> None:
         """One upload: the object appears with all of `data` or (if stopped) not at all."""
-        with self.fs.open_output_stream(self.path) as f:
+        with self.fs.open_output_stream(self.path, compression=None) as f:
             f.write(data)
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
@@ -164,7 +164,7 @@ class StoredPath:
 
     def upload(self, local: Path) -> None:
         """Copy the local file `local` to this object (one upload, whole or not at all)."""
-        with open(local, "rb") as source, self.fs.open_output_stream(self.path) as f:
+        with open(local, "rb") as source, self.fs.open_output_stream(self.path, compression=None) as f:
             while block := source.read(READ_BUFFER):
                 f.write(block)
 

@@ -71,7 +71,7 @@ def embed(*args, cache):
 
 
 def put(fs, key: str, data: bytes) -> str:
-    with fs.open_output_stream(f"{BUCKET}/{key}") as f:
+    with fs.open_output_stream(f"{BUCKET}/{key}", compression=None) as f:
         f.write(data)
     return f"s3://{BUCKET}/{key}"
 
@@ -82,7 +82,7 @@ def listing(fs, prefix: str) -> dict[str, bytes]:
     found = {}
     for info in infos:
         if info.type == pafs.FileType.File:
-            with fs.open_input_stream(info.path) as f:
+            with fs.open_input_stream(info.path, compression=None) as f:
                 found[info.path.removeprefix(f"{BUCKET}/{prefix}/")] = f.read()
     return found
 
