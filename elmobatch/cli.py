@@ -650,6 +650,7 @@ def pretrain(corpus, out, options_path, **kwargs):
     """
     from elmobatch.training.corpus import PretrainError
     from elmobatch.training.pretrain import pretrain as run_pretrain
+    from elmobatch.training.pretrain import summary_line
 
     options = None
     if options_path:
@@ -661,9 +662,10 @@ def pretrain(corpus, out, options_path, **kwargs):
     with input_files(corpus) as paths:
         try:
             settings = PretrainSettings(options=options, **kwargs)
-            run_pretrain(paths, out, settings, progress=progress("pretrain", "messages"))
+            metadata = run_pretrain(paths, out, settings, progress=progress("pretrain", "messages"))
         except PretrainError as exc:
             raise click.ClickException(str(exc)) from exc
+        click.echo(summary_line(out, metadata))
 
 
 if __name__ == "__main__":

@@ -306,3 +306,10 @@ def test_pretrain_takes_its_settings_as_one_object(corpus, options_file, tmp_pat
     written = json.loads((tmp_path / "m" / "model.json").read_text())
     assert written["heldout_perplexity"] == metadata["heldout_perplexity"]
     assert any(line.startswith("stopped by --max-steps 2 at step 2") for line in lines)
+
+
+@pytest.mark.slow  # pretraining
+def test_quiet_pretrain_still_prints_its_result_line(corpus, options_file, tmp_path):
+    result = CliRunner().invoke(main, ["-q", *pretrain_args(corpus, tmp_path / "m", options_file, "--max-steps", "1")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and result.stdout.startswith(f"wrote {tmp_path / 'm'}: held-out perplexity ")

@@ -417,7 +417,12 @@ def pretrain(corpus: list[str | Path], out: str | Path, settings: PretrainSettin
                               initial_heldout_perplexity=state["initial_heldout_perplexity"])
     metadata = model_json(settings, config, text, model, outcome)
     write_model(out, lm.bilm, metadata)
-    log(f"wrote {out}: held-out perplexity {ppl['mean']:.1f} (forward {ppl['forward']:.1f}, backward "
-        f"{ppl['backward']:.1f}), {metadata['training_seconds'] / 60:.1f} min of training, "
-        f"{metadata['parameters']:,} parameters")
     return metadata
+
+
+def summary_line(out, metadata: dict) -> str:
+    """The one line a finished pretraining run reports (the command line prints it on stdout)."""
+    ppl = metadata["perplexity"]["heldout"]
+    return (f"wrote {out}: held-out perplexity {ppl['mean']:.1f} (forward {ppl['forward']:.1f}, backward "
+            f"{ppl['backward']:.1f}), {metadata['training_seconds'] / 60:.1f} min of training, "
+            f"{metadata['parameters']:,} parameters")
