@@ -290,3 +290,34 @@ def test_the_spark_driver_renews_its_lease_while_waiting_and_stops_if_taken_over
             put(s3, "renewed/.lock", json.dumps(other).encode())  # another run takes the output over
             time.sleep(0.3)
     assert json.loads(listing(s3, "renewed")[".lock"])["id"] == "other"  # its lease is left alone
+
+
+@pytest.mark.slow  # loads the model: measured ~4 s on the busy 2-core machine
+def test_a_spark_task_uploads_nothing_once_another_run_took_the_output_over(s3, tmp_path, fixture_encoder):
+    """A task (here called in-process, as an executor's Python worker calls it) checks the driver's lease
+    before each chunk: another run's record there fails the task before anything is uploaded."""
+    from elmobatch.embedding import EmbedOptions
+    from elmobatch.embedding.job import open_reader
+    from elmobatch.embedding.spark import SparkError, SparkJob, embed_slice
+    from elmobatch.storage import as_path
+
+    source = put(s3, "task-in/m.csv", write_messages(tmp_path / "m.csv", 0, 30).read_bytes())
+    options = EmbedOptions(chunk_rows=10)
+    decisions = open_reader(as_path(source), options, fixture_encoder.tokenizer).decisions.to_dict()
+    job = SparkJob(inputs=(source,), decisions=(decisions,), out=f"s3://{BUCKET}/task-out", model_spec=str(FIXTURE),
+                   model_path=str(FIXTURE), fingerprint=fixture_encoder.fingerprint,
+                   precision=fixture_encoder.precision, cache_dir=str(tmp_path / "cache"), options=options,
+                   tokenizer=fixture_encoder.tokenizer, batch_size=None, done=frozenset(),
+                   cache_key=fixture_encoder.cache_key, lease_id="the-driver")
+    other = {"id": "another-run", "host": "elsewhere", "pid": 7, "started": "now", "renewed": time.time()}
+    put(s3, "task-out/.lock", json.dumps(other).encode())
+    with pytest.raises(SparkError, match="another run took over this output .pid 7 on elsewhere"):
+        embed_slice(job, 0, 0, 1)
+    assert sorted(listing(s3, "task-out")) == [".lock"]
+
+    put(s3, "task-out/.lock", json.dumps({**other, "id": "the-driver"}).encode())  # the driver's lease: it writes
+    records = embed_slice(job, 0, 0, 1)
+    assert [r["part"] for r in records if "part" in r] == [f"part-00000-{i:06d}.parquet" for i in range(3)]
+    written = [f"{d}part-00000-{i:06d}.{e}" for d, e in (("", "parquet"), ("_rejects/", "parquet"), ("_state/", "json"))
+               for i in range(3)]  # each uploaded to its final name (no _tmp/ on a store)
+    assert sorted(listing(s3, "task-out")) == sorted([".lock", *written])

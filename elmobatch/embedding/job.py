@@ -115,7 +115,7 @@ def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: st
                 on_batch = within_chunk(progress, rows_seen, chunk.rows_read, done, ends_at)
                 record = write_chunk(chunk, name, out, reader, encoder, cache, plan.schema, options, on_batch=on_batch)
                 written += 1
-                renew_lease(plan.lease, out)
+                _renew(plan.lease, out)
             else:
                 resumed += 1
             records.append(record)
@@ -182,9 +182,8 @@ def _lock_output(out: Path | StoredPath) -> Iterator[ObjectLease | None]:
         raise _locked(out, exc) from None
 
 
-def renew_lease(lease: ObjectLease | None, out) -> None:
-    """Renew an object store's lease (local engine: after each chunk; Spark: while its jobs run);
-    OutputLocked if another run took it over."""
+def _renew(lease: ObjectLease | None, out) -> None:
+    """Renew an object store's lease (after each chunk); OutputLocked if another run took it over."""
     if lease is not None:
         try:
             lease.renew()
@@ -349,7 +348,7 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
                     "rows_per_second": round(sum(r["rows_read"] for r in records) / max(seconds, 1e-9), 1),
                     "chunks_written": written, "chunks_resumed": resumed},
     }
-    renew_lease(lease, out)
+    _renew(lease, out)
     o.write_json(manifest, out / o.MANIFEST, out / o.TMP)
     o.write_success(out)
     remove_tree(out / o.TMP)  # bookkeeping: a completed run needs none

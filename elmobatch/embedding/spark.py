@@ -50,7 +50,8 @@ import pyarrow as pa
 from elmobatch.caching import EmbeddingCache, default_cache_dir, text_key
 from elmobatch.embedding import output as o
 from elmobatch.embedding.job import (EmbedOptions, OutputError, finish_run, open_reader, part_name, plan_run,
-                                     renew_lease, write_chunk)
+                                     write_chunk)
+from elmobatch.embedding.job import _renew as renew_lease  # the local engine's: OutputLocked when taken over
 from elmobatch.files import utc_now
 from elmobatch.locking import LockHeld, ObjectLease
 from elmobatch.storage import StoredPath, as_path
@@ -88,6 +89,7 @@ class SparkJob:
     batch_size: int | None
     done: frozenset[str]  # part names an interrupted identical run already finished
     cache_key: str  # the encoder's name in the cache (fingerprint, plus precision unless float32)
+    lease_id: str | None = None  # the driver's lease on an s3:// out: tasks upload only while it holds it
 
 
 # ---- the session -----------------------------------------------------------------------------
@@ -152,7 +154,8 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
                        model_spec=str(model_spec), model_path=_local_model_path(model_spec),
                        fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
                        options=options, tokenizer=encoder.tokenizer, batch_size=batch_size,
-                       done=frozenset(plan.done), cache_key=encoder.cache_key)
+                       done=frozenset(plan.done), cache_key=encoder.cache_key,
+                       lease_id=plan.lease.id if plan.lease else None)
         own = spark is None
         if own:
             spark, own = spark_session(master)
@@ -201,30 +204,38 @@ def _reachable(name) -> str:
 @contextmanager
 def _renewing(lease: ObjectLease | None, out):
     """Renew an object store's lease from a thread, every third of its length, while the block runs
-    (the Spark jobs: the driver writes nothing meanwhile). Raises OutputLocked at the end when another
-    run took the output over meanwhile; a renewal the store failed is tried again at the next tick."""
+    (the Spark jobs: the driver writes nothing meanwhile). Raises OutputLocked at the end, or instead of
+    the block's SparkError, when another run took the output over meanwhile; a renewal the store
+    failed is tried again at the next tick."""
     if lease is None:
         yield
         return
-    stop, taken = threading.Event(), list[LockHeld]()
+    stop = threading.Event()
 
     def keep_renewing() -> None:
         while not stop.wait(lease.lease_seconds / 3):
             try:
                 lease.renew()
-            except LockHeld as exc:
-                taken.append(exc)
+            except LockHeld:  # taken over: never write over the other run's record (said at the end)
                 return
             except OSError:  # the store, for a moment: the lease lasts three ticks
                 continue
 
     renewer = threading.Thread(target=keep_renewing, name="elmobatch-lease", daemon=True)
     renewer.start()
-    try:
-        yield
-    finally:
+
+    def stop_renewing() -> None:
         stop.set()
         renewer.join()
+
+    try:
+        yield
+    except SparkError:  # maybe a task found the lease taken over (check_lease): then OutputLocked says so
+        stop_renewing()
+        renew_lease(lease, out)
+        raise
+    finally:
+        stop_renewing()
     renew_lease(lease, out)  # raises OutputLocked if taken over (the thread saw it, or it happened since)
 
 
@@ -415,6 +426,7 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     records, schema = [], None
     for reader, chunk in _slice_chunks(job, file_index, k, n):
         name = part_name(file_index, chunk.index)
+        check_lease(job, out)
         encoder = worker_encoder(job)
         if schema is None:
             schema = o.embeddings_schema(encoder.dim, encoder.n_layers, job.options.keep_text, encoder.fingerprint,
@@ -429,6 +441,17 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     note = {"task": f"{file_index}/{k}/{n}", "worker": f"{socket.gethostname()}:{os.getpid()}",
             "corrupt_segments": cache.corrupt, "loaded_model": schema is not None and not had_model}
     return [*records, note]
+
+
+def check_lease(job: SparkJob, out) -> None:
+    """Before a task uploads a chunk to an s3:// out: SparkError unless the driver's lease still holds it
+    (as the local engine renews before each chunk, a run that lost the output uploads nothing more)."""
+    if job.lease_id is None:
+        return
+    holder = ObjectLease(out / o.LOCK).holder()
+    if holder.get("id") != job.lease_id:
+        raise SparkError(f"--out {out}: another run took over this output (pid {holder.get('pid', '?')} on "
+                         f"{holder.get('host', '?')}); this task uploads nothing more")
 
 
 def _task_tmp_dir(out) -> Path | None:
