@@ -284,11 +284,11 @@ def test_the_spark_driver_renews_its_lease_while_waiting_and_stops_if_taken_over
         time.sleep(0.6)  # four renewal ticks: a lease not renewed would have lapsed
         assert lease.holder()["renewed"] > first and lease.holder()["id"] == lease.id
 
-    with pytest.raises(OutputLocked, match="another run is writing"):
-        with ObjectLease(out / ".lock", lease_seconds=0.45) as lease, _renewing(lease, out):
-            other = {"id": "other", "host": "another-host", "pid": 1, "started": "now", "renewed": time.time()}
-            put(s3, "renewed/.lock", json.dumps(other).encode())  # another run takes the output over
-            time.sleep(0.3)
+    with (pytest.raises(OutputLocked, match="another run is writing"),
+          ObjectLease(out / ".lock", lease_seconds=0.45) as lease, _renewing(lease, out)):
+        other = {"id": "other", "host": "another-host", "pid": 1, "started": "now", "renewed": time.time()}
+        put(s3, "renewed/.lock", json.dumps(other).encode())  # another run takes the output over
+        time.sleep(0.3)
     assert json.loads(listing(s3, "renewed")[".lock"])["id"] == "other"  # its lease is left alone
 
 
