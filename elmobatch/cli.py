@@ -262,7 +262,7 @@ def cache_prune(older_than, max_bytes, cache_dir):
 @main.command()
 @inputs_argument
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Output dataset directory, or s3://BUCKET/PREFIX (local engine).")
+              help="Output dataset directory, or s3://BUCKET/PREFIX.")
 @model_option
 @input_options
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
@@ -302,15 +302,12 @@ def embed(inputs, out, model, read, batch_size, chunk_rows, cache_dir, keep_text
       some-export | elmobatch embed - --format jsonl --out vectors/
     """
     from elmobatch.embedding import EmbedOptions
-    from elmobatch.storage import is_object_uri
 
     options = EmbedOptions.of(read, chunk_rows=chunk_rows, keep_text=keep_text, vectors=vectors,
                               vector_dtype=vector_dtype)
     model = model or "default"
     if master and engine != "spark":
         raise click.ClickException("--master is a Spark setting: add --engine spark")
-    if engine == "spark" and any(is_object_uri(name) for name in (out, *inputs)):
-        raise click.UsageError("s3:// inputs and --out are read and written by --engine local only")
     with input_files(inputs, objects=True) as paths:  # before the model loads, so a mistyped name fails at once
         _embed(paths, out, model, options, batch_size, cache_dir, engine, master, precision)
 

@@ -208,3 +208,116 @@ def test_sigkill_then_rerun_to_s3_equals_clean_run(s3, tmp_path):
     np.testing.assert_allclose(read_embedding(resumed), read_embedding(fresh), atol=1e-6)
     assert sorted(objects) == sorted(["_SUCCESS", "_manifest.json"] + [f"part-00000-{i:06d}.parquet" for i in range(12)]
                                      + [f"_rejects/part-00000-{i:06d}.parquet" for i in range(12)])
+
+
+@pytest.fixture(scope="module")
+def spark(s3):
+    """A Spark session in local[2] whose Python workers get the moto server's AWS_* settings through
+    spark.executorEnv.* (what a cluster needs too; set here also because a JVM started earlier in
+    this pytest process keeps the environment it started with)."""
+    pytest.importorskip("pyspark", reason="the Spark engine is an optional extra: pip install 'elmobatch[spark]'")
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (SparkSession.builder.master("local[2]").appName("elmobatch-s3-tests")
+               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+               .config("spark.pyspark.python", sys.executable))
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_CONFIG_FILE",
+                 "AWS_SHARED_CREDENTIALS_FILE"):
+        builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
+    session = builder.getOrCreate()
+    yield session
+    session.stop()
+
+
+def rejected(fs, prefix: str):
+    return ds.dataset(f"{BUCKET}/{prefix}/_rejects", filesystem=fs, format="parquet").to_table().sort_by("row_number")
+
+
+@pytest.mark.slow  # Spark
+def test_spark_s3_inputs_to_s3_out_equal_the_local_engine(s3, spark, tmp_path):
+    """`embed --engine spark` reads s3:// inputs on the executors and writes --out s3:// (parts, rejects
+    and state records uploaded by the tasks, the manifest and _SUCCESS by the driver under its lease)."""
+    a = write_messages(tmp_path / "a.csv", 0, 150)
+    a.write_bytes(a.read_bytes() + b"ham,a NUL \x00 here,,,\n")  # a rejected row, uploaded by its task
+    b = write_messages(tmp_path / "b.csv", 150, 190)
+    put(s3, "spark-in/a.csv", a.read_bytes())
+    put(s3, "spark-in/b.csv.gz", gzip.compress(b.read_bytes()))
+    args = [f"s3://{BUCKET}/spark-in/", "--chunk-rows", "50"]
+
+    local = embed(*args, "--out", f"s3://{BUCKET}/local-out", cache=tmp_path / "c1")
+    assert local.exit_code == 0, local.output
+    remote = embed(*args, "--out", f"s3://{BUCKET}/spark-out", "--engine", "spark", "--master", "local[2]",
+                   cache=tmp_path / "c2")
+    assert remote.exit_code == 0, remote.output + repr(remote.exception)
+    assert "rows_read 191 = rows_embedded 190 + rows_rejected 1" in remote.output
+
+    mine, theirs = stored_dataset(s3, "spark-out"), stored_dataset(s3, "local-out")
+    assert mine.num_rows == theirs.num_rows == 190
+    assert mine["id"].equals(theirs["id"]) and mine["source_file"].equals(theirs["source_file"])
+    assert mine["text_hash"].equals(theirs["text_hash"])
+    np.testing.assert_allclose(read_embedding(mine), read_embedding(theirs), atol=1e-5)
+    assert rejected(s3, "spark-out").equals(rejected(s3, "local-out"))
+    spark_objects, local_objects = listing(s3, "spark-out"), listing(s3, "local-out")
+    assert sorted(spark_objects) == sorted(local_objects)  # no .lock, _state/ or _tmp/ left
+    assert len([k for k in spark_objects if k.startswith("part-")]) == 5 and spark_objects["_SUCCESS"] == b""
+    manifest, reference = json.loads(spark_objects["_manifest.json"]), json.loads(local_objects["_manifest.json"])
+    assert manifest["engine"]["name"] == "spark" and manifest["engine"]["tasks"] >= 2
+    assert manifest["counts"]["rows_embedded"] == reference["counts"]["rows_embedded"]
+    for key in ("parts", "rejects", "reject_reasons", "signature"):
+        assert manifest[key] == reference[key], key
+    assert [i["path"] for i in manifest["inputs"]] == [f"s3://{BUCKET}/spark-in/a.csv",
+                                                       f"s3://{BUCKET}/spark-in/b.csv.gz"]
+
+
+def test_the_spark_driver_renews_its_lease_while_waiting_and_stops_if_taken_over(s3):
+    """While the Spark jobs run, a thread renews the driver's lease; when another run has taken the
+    output over meanwhile, the driver stops with OutputLocked before writing the manifest."""
+    from elmobatch.embedding.job import OutputLocked
+    from elmobatch.embedding.spark import _renewing
+    from elmobatch.locking import ObjectLease
+    from elmobatch.storage import as_path
+
+    out = as_path(f"s3://{BUCKET}/renewed")
+    with ObjectLease(out / ".lock", lease_seconds=0.45) as lease, _renewing(lease, out):
+        first = lease.holder()["renewed"]
+        time.sleep(0.6)  # four renewal ticks: a lease not renewed would have lapsed
+        assert lease.holder()["renewed"] > first and lease.holder()["id"] == lease.id
+
+    with (pytest.raises(OutputLocked, match="another run is writing"),
+          ObjectLease(out / ".lock", lease_seconds=0.45) as lease, _renewing(lease, out)):
+        other = {"id": "other", "host": "another-host", "pid": 1, "started": "now", "renewed": time.time()}
+        put(s3, "renewed/.lock", json.dumps(other).encode())  # another run takes the output over
+        time.sleep(0.3)
+    assert json.loads(listing(s3, "renewed")[".lock"])["id"] == "other"  # its lease is left alone
+
+
+@pytest.mark.slow  # loads the model: measured ~4 s on the busy 2-core machine
+def test_a_spark_task_uploads_nothing_once_another_run_took_the_output_over(s3, tmp_path, fixture_encoder):
+    """A task (here called in-process, as an executor's Python worker calls it) checks the driver's lease
+    before each chunk: another run's record there fails the task before anything is uploaded."""
+    from elmobatch.embedding import EmbedOptions
+    from elmobatch.embedding.job import open_reader
+    from elmobatch.embedding.spark import SparkError, SparkJob, embed_slice
+    from elmobatch.storage import as_path
+
+    source = put(s3, "task-in/m.csv", write_messages(tmp_path / "m.csv", 0, 30).read_bytes())
+    options = EmbedOptions(chunk_rows=10)
+    decisions = open_reader(as_path(source), options, fixture_encoder.tokenizer).decisions.to_dict()
+    job = SparkJob(inputs=(source,), decisions=(decisions,), out=f"s3://{BUCKET}/task-out", model_spec=str(FIXTURE),
+                   model_path=str(FIXTURE), fingerprint=fixture_encoder.fingerprint,
+                   precision=fixture_encoder.precision, cache_dir=str(tmp_path / "cache"), options=options,
+                   tokenizer=fixture_encoder.tokenizer, batch_size=None, done=frozenset(),
+                   cache_key=fixture_encoder.cache_key, lease_id="the-driver")
+    other = {"id": "another-run", "host": "elsewhere", "pid": 7, "started": "now", "renewed": time.time()}
+    put(s3, "task-out/.lock", json.dumps(other).encode())
+    with pytest.raises(SparkError, match="another run took over this output .pid 7 on elsewhere"):
+        embed_slice(job, 0, 0, 1)
+    assert sorted(listing(s3, "task-out")) == [".lock"]
+
+    put(s3, "task-out/.lock", json.dumps({**other, "id": "the-driver"}).encode())  # the driver's lease: it writes
+    records = embed_slice(job, 0, 0, 1)
+    assert [r["part"] for r in records if "part" in r] == [f"part-00000-{i:06d}.parquet" for i in range(3)]
+    written = [f"{d}part-00000-{i:06d}.{e}" for d, e in (("", "parquet"), ("_rejects/", "parquet"), ("_state/", "json"))
+               for i in range(3)]  # each uploaded to its final name (no _tmp/ on a store)
+    assert sorted(listing(s3, "task-out")) == sorted([".lock", *written])

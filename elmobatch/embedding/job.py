@@ -129,7 +129,7 @@ class RunPlan:
     """What every engine settles before any work: readers (decisions made), inputs with checksums,
     the resume signature, the Parquet schema, and the chunks an interrupted identical run finished."""
 
-    out: Any  # a Path, or a StoredPath for an s3:// --out (the local engine only: the CLI refuses Spark there)
+    out: Any  # a Path, or a StoredPath for an s3:// --out (either engine)
     readers: list
     inputs_info: list[dict]
     signature: str

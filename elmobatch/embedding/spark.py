@@ -19,6 +19,12 @@ local engine's). Two Spark jobs follow:
 
 The tasks return records; the driver writes the manifest and `_SUCCESS` (`finish_run`). So the
 output directory, the cache and the model must be paths every executor can reach.
+
+Inputs and `out` may be s3:// URIs: tasks read their slices from the store with the same reader and
+upload each file to its final name, as the local engine does; executors find credentials and
+endpoint in their environment (AWS_*). The driver holds the output's lease object throughout,
+renewing it from a thread while the Spark jobs run (`_renewing`), and checks it once more just
+before the manifest.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import shutil
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,7 +51,10 @@ from elmobatch.caching import EmbeddingCache, default_cache_dir, text_key
 from elmobatch.embedding import output as o
 from elmobatch.embedding.job import (EmbedOptions, OutputError, finish_run, open_reader, part_name, plan_run,
                                      write_chunk)
+from elmobatch.embedding.job import _renew as renew_lease  # the local engine's: OutputLocked when taken over
 from elmobatch.files import utc_now
+from elmobatch.locking import LockHeld, ObjectLease
+from elmobatch.storage import StoredPath, as_path
 
 if TYPE_CHECKING:  # the encoder module imports TensorFlow; the driver may never need it
     from elmobatch.encoding.encoder import Encoder
@@ -65,9 +76,9 @@ class SparkError(RuntimeError):
 class SparkJob:
     """What every task needs; pickled to the executors with the task."""
 
-    inputs: tuple[str, ...]  # absolute paths
+    inputs: tuple[str, ...]  # absolute paths, or s3:// URIs
     decisions: tuple[dict, ...]  # the driver's reading decisions, per input: a task must make the same
-    out: str
+    out: str  # an absolute path, or an s3:// URI
     model_spec: str  # as the user gave it
     model_path: str | None  # the driver's absolute path for a local model directory
     fingerprint: str
@@ -78,6 +89,7 @@ class SparkJob:
     batch_size: int | None
     done: frozenset[str]  # part names an interrupted identical run already finished
     cache_key: str  # the encoder's name in the cache (fingerprint, plus precision unless float32)
+    lease_id: str | None = None  # the driver's lease on an s3:// out: tasks upload only while it holds it
 
 
 # ---- the session -----------------------------------------------------------------------------
@@ -137,12 +149,13 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     cache = EmbeddingCache(Path(cache_dir or default_cache_dir()).absolute())
     started, clock = utc_now(), time.monotonic()
     with plan_run(inputs, out, encoder, options) as plan:  # holds out/.lock until the manifest is written
-        job = SparkJob(inputs=tuple(str(Path(i["path"]).absolute()) for i in plan.inputs_info),
-                       decisions=tuple(i["decisions"] for i in plan.inputs_info), out=str(plan.out.absolute()),
+        job = SparkJob(inputs=tuple(_reachable(i["path"]) for i in plan.inputs_info),
+                       decisions=tuple(i["decisions"] for i in plan.inputs_info), out=_reachable(plan.out),
                        model_spec=str(model_spec), model_path=_local_model_path(model_spec),
                        fingerprint=encoder.fingerprint, precision=encoder.precision, cache_dir=str(cache.directory),
                        options=options, tokenizer=encoder.tokenizer, batch_size=batch_size,
-                       done=frozenset(plan.done), cache_key=encoder.cache_key)
+                       done=frozenset(plan.done), cache_key=encoder.cache_key,
+                       lease_id=plan.lease.id if plan.lease else None)
         own = spark is None
         if own:
             spark, own = spark_session(master)
@@ -150,8 +163,9 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
             units = _units(plan, options.chunk_rows, spark.sparkContext.defaultParallelism)
             engine = {"name": "spark", "master": spark.sparkContext.master, "tasks": len(units),
                       "spark_version": spark.version}
-            ahead = _compute_missing(spark, job, units)
-            results = _run(spark, job, units)
+            with _renewing(plan.lease, plan.out):
+                ahead = _compute_missing(spark, job, units)
+                results = _run(spark, job, units)
         finally:
             if own:
                 spark.stop()
@@ -164,7 +178,8 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
         _check_complete(plan.out, records, len(job.inputs))
         return finish_run(plan.out, records, plan.inputs_info, encoder, cache, options, plan.signature,
                           started=started, seconds=time.monotonic() - clock, written=len(new),
-                          resumed=len(plan.done), engine=engine, computed_ahead=computed_ahead)
+                          resumed=len(plan.done), engine=engine, computed_ahead=computed_ahead,
+                          lease=plan.lease)
 
 
 def warm_cache_with_spark(inputs, scratch, model_spec: str = "default", **kwargs) -> dict:
@@ -177,6 +192,51 @@ def warm_cache_with_spark(inputs, scratch, model_spec: str = "default", **kwargs
     manifest = embed_files_spark(inputs, scratch, model_spec, **kwargs)
     shutil.rmtree(scratch)
     return manifest
+
+
+def _reachable(name) -> str:
+    """What an executor opens for a driver's input or output: an s3:// URI as it is, a local path made
+    absolute (a relative one would be taken from the executor's working directory)."""
+    path = as_path(name)
+    return str(path) if isinstance(path, StoredPath) else str(path.absolute())
+
+
+@contextmanager
+def _renewing(lease: ObjectLease | None, out):
+    """Renew an object store's lease from a thread, every third of its length, while the block runs
+    (the Spark jobs: the driver writes nothing meanwhile). Raises OutputLocked at the end, or instead of
+    the block's SparkError, when another run took the output over meanwhile; a renewal the store
+    failed is tried again at the next tick."""
+    if lease is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def keep_renewing() -> None:
+        while not stop.wait(lease.lease_seconds / 3):
+            try:
+                lease.renew()
+            except LockHeld:  # taken over: never write over the other run's record (said at the end)
+                return
+            except OSError:  # the store, for a moment: the lease lasts three ticks
+                continue
+
+    renewer = threading.Thread(target=keep_renewing, name="elmobatch-lease", daemon=True)
+    renewer.start()
+
+    def stop_renewing() -> None:
+        stop.set()
+        renewer.join()
+
+    try:
+        yield
+    except SparkError:  # maybe a task found the lease taken over (check_lease): then OutputLocked says so
+        stop_renewing()
+        renew_lease(lease, out)
+        raise
+    finally:
+        stop_renewing()
+    renew_lease(lease, out)  # raises OutputLocked if taken over (the thread saw it, or it happened since)
 
 
 def _local_model_path(spec: str) -> str | None:
@@ -237,7 +297,7 @@ def _reason(exc: Exception) -> str:
     return (errors or lines or [type(exc).__name__])[-1][:2000]
 
 
-def _check_complete(out: Path, records: list[dict], n_inputs: int) -> None:
+def _check_complete(out, records: list[dict], n_inputs: int) -> None:
     """Every input's chunks 0..last are there, and their files are visible to the driver."""
     by_file: dict[int, list[int]] = {}
     for r in records:
@@ -247,7 +307,7 @@ def _check_complete(out: Path, records: list[dict], n_inputs: int) -> None:
         chunks = sorted(by_file.get(index, []))
         if chunks != list(range(len(chunks))) or not chunks:
             raise SparkError(f"input {index}: chunks {chunks} came back; expected 0..n without gaps")
-    missing = [r["part"] for r in records if not (out / r["part"]).is_file()]
+    missing = [r["part"] for r in records if not (out / r["part"]).is_file()]  # out: a Path or StoredPath
     if missing:
         raise OutputError(f"--out {out}: the executors wrote {missing[0]} (and {len(missing) - 1} more) where the "
                           "driver cannot see it: on a cluster, --out must be a filesystem path shared by the "
@@ -359,20 +419,22 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     Returns their records plus one note: this task's Python worker (host:pid), whether it had to load
     the model, and how many damaged cache segments it set aside.
     """
-    out = Path(job.out)
+    out = as_path(job.out)
     cache = EmbeddingCache(job.cache_dir)
     had_model = _encoder_key(job) in _ENCODERS
-    tmp_dir = out / o.TMP / f"task-{uuid.uuid4().hex}"  # own temp names: a retried task never collides
+    tmp_dir = _task_tmp_dir(out)
     records, schema = [], None
     for reader, chunk in _slice_chunks(job, file_index, k, n):
         name = part_name(file_index, chunk.index)
+        check_lease(job, out)
         encoder = worker_encoder(job)
         if schema is None:
             schema = o.embeddings_schema(encoder.dim, encoder.n_layers, job.options.keep_text, encoder.fingerprint,
                                          job.options.vectors, job.options.vector_dtype)
-            tmp_dir.mkdir(parents=True, exist_ok=True)
+            if tmp_dir is not None:
+                tmp_dir.mkdir(parents=True, exist_ok=True)
         records.append(write_chunk(chunk, name, out, reader, encoder, cache, schema, job.options, tmp_dir=tmp_dir))
-    if schema is not None:
+    if schema is not None and tmp_dir is not None:
         for leftover in tmp_dir.iterdir():
             leftover.unlink()
         tmp_dir.rmdir()
@@ -381,10 +443,27 @@ def embed_slice(job: SparkJob, file_index: int, k: int, n: int) -> list[dict]:
     return [*records, note]
 
 
+def check_lease(job: SparkJob, out) -> None:
+    """Before a task uploads a chunk to an s3:// out: SparkError unless the driver's lease still holds it
+    (as the local engine renews before each chunk, a run that lost the output uploads nothing more)."""
+    if job.lease_id is None:
+        return
+    holder = ObjectLease(out / o.LOCK).holder()
+    if holder.get("id") != job.lease_id:
+        raise SparkError(f"--out {out}: another run took over this output (pid {holder.get('pid', '?')} on "
+                         f"{holder.get('host', '?')}); this task uploads nothing more")
+
+
+def _task_tmp_dir(out) -> Path | None:
+    """This task's own temporary directory in a local `out` (a retried task never collides); None on
+    an object store, where each file is uploaded straight to its final name."""
+    return None if isinstance(out, StoredPath) else out / o.TMP / f"task-{uuid.uuid4().hex}"
+
+
 def _slice_chunks(job: SparkJob, file_index: int, k: int, n: int):
     """Read input `file_index` whole; yields (reader, chunk) for its chunks with index % n == k not done yet.
     Raises SparkError if this executor reads the file differently from the driver."""
-    path = Path(job.inputs[file_index])
+    path = as_path(job.inputs[file_index])
     reader = open_reader(path, job.options, job.tokenizer)
     mine, drivers = _comparable(reader.decisions.to_dict()), _comparable(job.decisions[file_index])
     if mine != drivers:
