@@ -193,10 +193,15 @@ class Interrupt(Exception):
 
 
 class StopAfterFirstChunk:
-    """A progress sink that interrupts the local engine once its first chunk is on disk."""
+    """A progress sink that interrupts the local engine once its first chunk is on disk (progress
+    also comes after each encoder batch, before a chunk is written)."""
+
+    def __init__(self, out: Path):
+        self.first_chunk = out / "_state" / "part-00000-000000.json"
 
     def update(self, rows, fraction):
-        raise Interrupt
+        if self.first_chunk.is_file():
+            raise Interrupt
 
     def close(self):
         pass
@@ -208,7 +213,7 @@ def test_spark_resumes_an_interrupted_run(runs, inputs, spark, fixture_encoder):
     out = base / "resumed"
     with pytest.raises(Interrupt):
         embed_files(inputs, out, fixture_encoder, options=OPTIONS, cache=EmbeddingCache(base / "c3"),
-                    progress=StopAfterFirstChunk())
+                    progress=StopAfterFirstChunk(out))
     assert (out / "_state" / "part-00000-000000.json").is_file() and not (out / "_SUCCESS").exists()
     manifest = embed_files_spark(inputs, out, str(FIXTURE), options=OPTIONS, cache_dir=base / "c3", spark=spark)
     assert manifest["timings"]["chunks_resumed"] == 1 and manifest["timings"]["chunks_written"] == 4

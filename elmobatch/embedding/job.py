@@ -106,7 +106,7 @@ def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: st
             record = plan.done.get(name)
             if record is None:
                 on_batch = within_chunk(progress, rows_seen, chunk.rows_read, done, ends_at)
-                _renew(plan.lease, out)  # before its files go up: a run that lost the lease uploads nothing more
+                renew_lease(plan.lease, out)  # before its files go up: a run that lost the lease uploads nothing more
                 record = write_chunk(chunk, name, out, reader, encoder, cache, plan.schema, options, on_batch=on_batch)
                 written += 1
             else:
@@ -175,7 +175,7 @@ def _lock_output(out: Path | StoredPath) -> Iterator[ObjectLease | None]:
         raise _locked(out, exc) from None
 
 
-def _renew(lease: ObjectLease | None, out) -> None:
+def renew_lease(lease: ObjectLease | None, out) -> None:
     """Renew an object store's lease (before each chunk); OutputLocked if another run took it over."""
     if lease is not None:
         try:
@@ -341,7 +341,7 @@ def finish_run(out, records, inputs_info, encoder, cache, options, signature, *,
                     "rows_per_second": round(sum(r["rows_read"] for r in records) / max(seconds, 1e-9), 1),
                     "chunks_written": written, "chunks_resumed": resumed},
     }
-    _renew(lease, out)
+    renew_lease(lease, out)
     o.write_json(manifest, out / o.MANIFEST, out / o.TMP)
     o.write_success(out)
     remove_tree(out / o.TMP)  # bookkeeping: a completed run needs none

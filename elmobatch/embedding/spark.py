@@ -51,7 +51,7 @@ from elmobatch.caching import EmbeddingCache, default_cache_dir, text_key
 from elmobatch.embedding import output as o
 from elmobatch.embedding.job import (EmbedOptions, OutputError, finish_run, open_reader, part_name, plan_run,
                                      write_chunk)
-from elmobatch.embedding.job import _renew as renew_lease  # the local engine's: OutputLocked when taken over
+from elmobatch.embedding.job import renew_lease  # the local engine's: OutputLocked when taken over
 from elmobatch.files import utc_now
 from elmobatch.locking import LockHeld, ObjectLease
 from elmobatch.storage import StoredPath, as_path
