@@ -1,5 +1,6 @@
 # make run        set up (.venv), then score the example messages with the bundled default model and head
-# make test       set up (.venv, with the test extras), then run the whole test suite (what CI runs, after lint)
+# make test       set up (.venv, with the test extras), then run the whole test suite on two processes, one
+#                 test file each at a time (a file's Spark session or cluster is started once); what CI runs
 # make test-fast  the same suite without the tests marked slow, on two processes: the edit-and-check loop
 # make lint       ruff and mypy over the code, as configured in pyproject.toml
 VENV ?= .venv
@@ -24,7 +25,7 @@ run: setup
 	@head -n 6 out/messages.scored.csv
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow" -n 2
