@@ -102,7 +102,7 @@ def _embed_planned(plan: RunPlan, encoder, options, cache, progress, started: st
         done = bytes_before / total_bytes  # the fraction of the run done before this chunk
         for chunk in reader:
             name = part_name(file_index, chunk.index)
-            ends_at = (bytes_before + info["bytes"] * chunk.position / max(reader.size, 1)) / total_bytes
+            ends_at = (bytes_before + info["bytes"] * reader.fraction(chunk)) / total_bytes
             record = plan.done.get(name)
             if record is None:
                 on_batch = within_chunk(progress, rows_seen, chunk.rows_read, done, ends_at)

@@ -30,11 +30,15 @@ class Progress:
     def __init__(self, stream=None, *, label: str = "embed", unit: str = "rows", tty: bool | None = None,
                  every_s: float = 5.0):
         self.stream = stream
-        bar_stream = stream or sys.stderr
-        self.tty = bar_stream.isatty() if tty is None else tty
+        self.tty = self._bar_stream.isatty() if tty is None else tty
         self.label, self.unit, self.every_s = label, unit, every_s
         self.start = self.last = time.monotonic()
         self.rows, self.fraction, self.unreported = 0, 0.0, False
+
+    @property
+    def _bar_stream(self):
+        """The stream given, else sys.stderr as it is now (a test runner may have replaced it)."""
+        return self.stream or sys.stderr
 
     def line(self, rows: int, fraction: float) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
@@ -48,9 +52,8 @@ class Progress:
         if self.tty:
             width = 24
             done = int(width * min(fraction, 1.0))
-            bar_stream = self.stream or sys.stderr
-            bar_stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {self.line(rows, fraction)}   ")
-            bar_stream.flush()
+            self._bar_stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {self.line(rows, fraction)}   ")
+            self._bar_stream.flush()
         elif now - self.last >= self.every_s:
             self._plain(self.line(rows, fraction))
             self.last, self.unreported = now, False
@@ -58,9 +61,8 @@ class Progress:
     def close(self) -> None:
         """End the bar's line; without a terminal, report the last update if no line showed it."""
         if self.tty:
-            bar_stream = self.stream or sys.stderr
-            bar_stream.write("\n")
-            bar_stream.flush()
+            self._bar_stream.write("\n")
+            self._bar_stream.flush()
         elif self.unreported:
             elapsed = time.monotonic() - self.start
             self._plain(f"{self.line(self.rows, self.fraction)}  (done in {_clock(elapsed)})")

@@ -36,7 +36,7 @@ def file_vectors(path, encoder, cache: EmbeddingCache, read: ReadOptions | None 
     rows_read, done = 0, 0.0
     for chunk in reader:
         layers, _ = cache.embed(encoder, chunk.texts, within_chunk(progress, rows_read, chunk.rows_read, done,
-                                                                   chunk.position / max(reader.size, 1)))
+                                                                   reader.fraction(chunk)))
         rows_read += chunk.rows_read
         done = report_progress(progress, reader, chunk, rows_read)
         yield chunk, np.asarray(layers, np.float32)
@@ -46,7 +46,7 @@ def file_vectors(path, encoder, cache: EmbeddingCache, read: ReadOptions | None 
 
 def report_progress(progress, reader, chunk: Chunk, rows_read: int) -> float:
     """Rows read so far, and how far through the file (by bytes) this chunk ends (returned)."""
-    fraction = chunk.position / max(reader.size, 1)
+    fraction = reader.fraction(chunk)
     if progress:
         progress.update(rows_read, fraction)
     return fraction
@@ -75,7 +75,7 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
         raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")
     xs, labels, texts, rows, rejects, rows_read, done = [], [], [], [], [], 0, 0.0
     for chunk in reader:
-        on_batch = within_chunk(progress, rows_read, chunk.rows_read, done, chunk.position / max(reader.size, 1))
+        on_batch = within_chunk(progress, rows_read, chunk.rows_read, done, reader.fraction(chunk))
         rows_read += chunk.rows_read
         rejects.append(chunk.rejects)
         values = chunk.rows[label_column]

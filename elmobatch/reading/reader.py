@@ -278,6 +278,10 @@ class MessageReader:
         names = [name for name, _ in header]
         return names, [name for (name, named), t in zip(header, texty, strict=True) if t and named]
 
+    def fraction(self, chunk: Chunk) -> float:
+        """How far through the file `chunk` ends, in [0, 1] (by bytes; by rows for Parquet)."""
+        return chunk.position / max(self.size, 1)
+
     def _size(self) -> int:
         if self.format == "parquet":
             import pyarrow.parquet as pq

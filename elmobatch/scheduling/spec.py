@@ -75,6 +75,10 @@ REQUIRED = ("name", "inputs", "output")
 OPTIONAL = {f.name: f.default for f in fields(JobSpec) if f.default is not MISSING}
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
 def _is_text(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
@@ -130,13 +134,13 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "chunk_rows": (_is_positive_int, "a positive whole number of rows"),
     "max_tokens": (_is_positive_int, "a positive whole number of tokens"),
     "max_text_chars": (_is_positive_int, "a positive whole number of characters"),
-    "reject_empty": (lambda value: isinstance(value, bool), "true or false"),
+    "reject_empty": (_is_bool, "true or false"),
     "retention_days": (_is_positive_int, "a positive whole number of days (leave it out to keep every partition)"),
     "engine": _one_of(ENGINES),
     "spark_master": (_is_text, 'a Spark master URL (a string), e.g. "local[2]"'),
-    "allow_remote_model": (lambda value: isinstance(value, bool), "true or false"),
+    "allow_remote_model": (_is_bool, "true or false"),
     "exit_codes": _one_of(EXIT_CODE_STYLES),
-    "provenance": (lambda value: isinstance(value, bool), "true or false"),
+    "provenance": (_is_bool, "true or false"),
     "cache_prune_days": (lambda value: not isinstance(value, bool) and isinstance(value, int | float) and value >= 0,
                          "a number of days >= 0"),
     "cache_max_size": (_is_size, 'a size such as "500M" or "10G" (bytes if no unit)'),
