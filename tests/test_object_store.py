@@ -321,3 +321,76 @@ def test_a_spark_task_uploads_nothing_once_another_run_took_the_output_over(s3, 
     written = [f"{d}part-00000-{i:06d}.{e}" for d, e in (("", "parquet"), ("_rejects/", "parquet"), ("_state/", "json"))
                for i in range(3)]  # each uploaded to its final name (no _tmp/ on a store)
     assert sorted(listing(s3, "task-out")) == sorted([".lock", *written])
+
+
+# ---- the embedding cache on the store (--cache-dir s3://) ---------------------------------------
+
+
+def cache_segments(fs, prefix: str) -> dict[str, bytes]:
+    """The segment objects of the fixture model's cache under `prefix`: {v1/<fp>/seg-...: bytes}."""
+    return {k: v for k, v in listing(fs, prefix).items() if k.endswith(".ebc")}
+
+
+def counts(out: Path) -> dict:
+    return json.loads((out / "_manifest.json").read_text())["counts"]
+
+
+def forget_listings() -> None:
+    """As a new process starts: nothing of the store's cache remembered."""
+    from elmobatch.caching.stored import _LISTINGS
+
+    _LISTINGS.clear()
+
+
+@pytest.mark.slow  # three embed runs
+def test_s3_cache_second_run_computes_nothing_and_gives_the_same_vectors(s3, tmp_path):
+    source = write_messages(tmp_path / "m.csv", 0, 60)
+    cache = f"s3://{BUCKET}/cache-a"
+    first = embed(source, "--out", tmp_path / "o1", "--chunk-rows", "20", cache=cache)
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    assert counts(tmp_path / "o1")["computed"] == 60
+    objects = listing(s3, "cache-a")
+    segments = cache_segments(s3, "cache-a")
+    assert len(segments) == 3 and all(k.startswith("v1/") and "/seg-" in k for k in segments)  # a segment per chunk
+    assert sorted(k for k in objects if k not in segments) == [next(iter(segments)).rsplit("/", 1)[0] + "/model.json"]
+
+    forget_listings()  # the second run knows the cache only from the store
+    second = embed(source, "--out", tmp_path / "o2", "--chunk-rows", "20", cache=cache)
+    assert second.exit_code == 0, second.output
+    assert "cache_hits 60, computed 0" in second.output and counts(tmp_path / "o2")["computed"] == 0
+    assert cache_segments(s3, "cache-a") == segments  # nothing written again
+    fresh = embed(source, "--out", tmp_path / "o3", "--chunk-rows", "20", cache=tmp_path / "local-cache")
+    assert fresh.exit_code == 0, fresh.output
+    np.testing.assert_array_equal(read_embedding(local_dataset(tmp_path / "o2")),
+                                  read_embedding(local_dataset(tmp_path / "o3")))
+
+
+@pytest.mark.slow  # three embed runs
+def test_a_damaged_segment_on_the_store_is_recomputed_never_served(s3, tmp_path):
+    source = write_messages(tmp_path / "m.csv", 0, 60)
+    cache = f"s3://{BUCKET}/cache-b"
+    warm = embed(source, "--out", tmp_path / "o1", "--chunk-rows", "20", cache=cache)
+    assert warm.exit_code == 0, warm.output
+    clean = read_embedding(local_dataset(tmp_path / "o1"))
+    flipped, truncated, intact = sorted(cache_segments(s3, "cache-b"))
+    data = cache_segments(s3, "cache-b")
+    put(s3, f"cache-b/{flipped}", data[flipped][:-5] + bytes([data[flipped][-5] ^ 0xFF]) + data[flipped][-4:])
+
+    # the process still knows the segment's keys: the entry's crc catches the flipped byte
+    first = embed(source, "--out", tmp_path / "o2", "--chunk-rows", "20", cache=cache)
+    assert first.exit_code == 0, first.output
+    assert counts(tmp_path / "o2")["computed"] == 20  # the damaged segment's entries, as on a disk
+    np.testing.assert_array_equal(read_embedding(local_dataset(tmp_path / "o2")), clean)
+
+    # a new process reads the key sections: a truncated object is caught by its size
+    put(s3, f"cache-b/{truncated}", data[truncated][:-1])
+    forget_listings()
+    second = embed(source, "--out", tmp_path / "o3", "--chunk-rows", "20", cache=cache)
+    assert second.exit_code == 0, second.output
+    assert counts(tmp_path / "o3")["computed"] == 20
+    np.testing.assert_array_equal(read_embedding(local_dataset(tmp_path / "o3")), clean)
+    manifest = json.loads((tmp_path / "o3" / "_manifest.json").read_text())
+    assert manifest["cache"] == {"directory": cache, "corrupt_segments": 1}
+    left = listing(s3, "cache-b")
+    assert left[truncated + ".corrupt"] == data[truncated][:-1] and truncated not in left  # set aside
+    assert flipped + ".corrupt" in left and left[intact] == data[intact]

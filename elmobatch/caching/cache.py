@@ -5,7 +5,8 @@ and strips the ends; both tokenizers split on whitespace, so normalized-equal te
 tokens and the same vectors. Each model has its own directory, so another model never sees them.
 
 Layout: CACHE_DIR/v1/<fingerprint>/seg-<time>-<id>.ebc, one segment file per batch of newly
-computed vectors, written to a temporary name and renamed (readers never see a partial file):
+computed vectors, written to a temporary name and renamed (readers never see a partial file). An
+s3:// CACHE_DIR holds the same segments without the index below (see stored.py):
 
     b"EBCACHE1" | u32 header length | u32 crc32(header) | header JSON {fingerprint, n, layers, dim,
     index_sha256} | index: n x (32-byte key, int32 n_tokens, u32 crc32 of the entry) |
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from elmobatch.files import write_atomically
+from elmobatch.storage import StoredPath, is_object_uri
 
 import numpy as np
 
@@ -120,7 +122,17 @@ def _entry_crc(n_tokens: int, vectors: np.ndarray) -> int:
 
 
 class EmbeddingCache:
-    """Per-layer pooled vectors by (model, text). Counts `hits`, `computed` and `corrupt` segments."""
+    """Per-layer pooled vectors by (model, text). Counts `hits`, `computed` and `corrupt` segments.
+
+    EmbeddingCache("s3://BUCKET/PREFIX") is the object store's cache (caching/stored.py), so every
+    command, engine and Spark task that makes a cache from a directory name works with either."""
+
+    def __new__(cls, directory: str | os.PathLike | None = None):
+        if cls is EmbeddingCache and directory is not None and is_object_uri(str(directory)):
+            from elmobatch.caching.stored import StoredEmbeddingCache
+
+            return super().__new__(StoredEmbeddingCache)
+        return super().__new__(cls)
 
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory) if directory is not None else default_cache_dir()
@@ -168,10 +180,14 @@ class EmbeddingCache:
         path = self.model_dir(encoder.cache_key) / "model.json"
         if path.is_file():
             return
-        info = {"fingerprint": encoder.fingerprint, "precision": encoder.precision, "path": encoder.path,
-                "dim": encoder.dim, "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}
+        info = self._model_info(encoder)
         with _writing(path):
             write_atomically(path, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+
+    @staticmethod
+    def _model_info(encoder) -> dict:
+        return {"fingerprint": encoder.fingerprint, "precision": encoder.precision, "path": encoder.path,
+                "dim": encoder.dim, "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}
 
     def models(self) -> list[dict]:
         """The models with vectors in this cache: their model.json, plus `vectors`, `bytes` and
@@ -210,7 +226,8 @@ class EmbeddingCache:
             found.update(self._serve(fingerprint, missing)[0])
         return found
 
-    def store(self, fingerprint: str, keys: list[bytes], layers: np.ndarray, n_tokens: np.ndarray) -> Path | None:
+    def store(self, fingerprint: str, keys: list[bytes], layers: np.ndarray,
+              n_tokens: np.ndarray) -> Path | StoredPath | None:
         """Write one segment atomically and index it; returns its path (None when there is nothing to store)."""
         return self._write_segment(fingerprint, keys, layers, n_tokens)
 
@@ -219,23 +236,14 @@ class EmbeddingCache:
         """`store`, with the file's mtime set to `mtime_ns` when given (compaction keeps the age)."""
         if not keys:
             return None
-        layers = np.ascontiguousarray(layers, "<f4")
-        index = np.zeros(len(keys), INDEX_DTYPE)
-        index["key"] = np.frombuffer(b"".join(keys), "V32")
-        index["n_tokens"] = n_tokens
-        index["crc"] = [_entry_crc(int(n), v) for n, v in zip(n_tokens, layers, strict=True)]
-        index_bytes = index.tobytes()
-        header = {"fingerprint": fingerprint, "n": len(keys), "layers": layers.shape[1], "dim": layers.shape[2],
-                  "index_sha256": hashlib.sha256(index_bytes).hexdigest()}
-        header_bytes = json.dumps(header).encode()
+        header, index, blocks = encode_segment(fingerprint, keys, layers, n_tokens)
         directory = self.model_dir(fingerprint)
-        path = directory / f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ebc"
+        path = directory / segment_name()
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                f.write(MAGIC + struct.pack("<II", len(header_bytes), zlib.crc32(header_bytes)) + header_bytes)
-                f.write(index_bytes)
-                f.write(layers.tobytes())
+                for block in blocks:
+                    f.write(block)
             if mtime_ns is not None:
                 os.utime(tmp, ns=(mtime_ns, mtime_ns))
 
@@ -243,8 +251,7 @@ class EmbeddingCache:
             directory.mkdir(parents=True, exist_ok=True)
             _sweep_tmp(directory)
             write_atomically(path, write)
-        data_offset = 16 + len(header_bytes) + len(index_bytes)
-        self._index(fingerprint).add(path.name, _record(header, data_offset, path.stat()), index)
+        self._index(fingerprint).add(path.name, _record(header, len(blocks[0]) + len(blocks[1]), path.stat()), index)
         return path
 
     def _quarantine(self, path: Path, exc: Exception) -> None:
@@ -293,7 +300,7 @@ class EmbeddingCache:
                 served = _read_rows(f.fileno(), segment, rows)
                 if served is not None:
                     return served
-            header, table, data_offset = _verify_segment(f, fingerprint)
+            header, table, data_offset = verify_segment(f, fingerprint)
             self._index(fingerprint).add(path.name, _record(header, data_offset, stat), table, again=True)
             wanted = {key for key, _ in rows}
             positions = [i for i, key in enumerate(table["key"]) if key.tobytes() in wanted]
@@ -312,7 +319,7 @@ class EmbeddingCache:
             path = directory / name
             try:
                 with open(path, "rb") as f:
-                    header, table, data_offset = _verify_segment(f, fingerprint)
+                    header, table, data_offset = verify_segment(f, fingerprint)
                     index.add(name, _record(header, data_offset, os.fstat(f.fileno())), table)
             except FileNotFoundError:
                 continue
@@ -353,7 +360,7 @@ class EmbeddingCache:
         for path in paths:
             try:
                 with open(path, "rb") as f:
-                    header, table, data_offset = _verify_segment(f, fingerprint)
+                    header, table, data_offset = verify_segment(f, fingerprint)
                     entries.update(_read_entries(f, header, table, data_offset, range(len(table))))
                     newest = max(newest, os.fstat(f.fileno()).st_mtime_ns)
             except FileNotFoundError:
@@ -579,6 +586,28 @@ def _sweep_tmp(directory: Path, older_than_s: float = 3600) -> None:
             pass
 
 
+def segment_name() -> str:
+    """A new segment's name: unique across processes and machines, sorting by time of writing."""
+    return f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:16]}.ebc"
+
+
+def encode_segment(fingerprint: str, keys: list[bytes], layers: np.ndarray,
+                   n_tokens: np.ndarray) -> tuple[dict, np.ndarray, list[bytes]]:
+    """One segment's bytes (see the module docstring): (header, index rows, [head + header, index, data])
+    from `keys` (n x 32 bytes), `layers` float32 (n, layers, dim) and `n_tokens` int (n,)."""
+    layers = np.ascontiguousarray(layers, "<f4")
+    index = np.zeros(len(keys), INDEX_DTYPE)
+    index["key"] = np.frombuffer(b"".join(keys), "V32")
+    index["n_tokens"] = n_tokens
+    index["crc"] = [_entry_crc(int(n), v) for n, v in zip(n_tokens, layers, strict=True)]
+    index_bytes = index.tobytes()
+    header = {"fingerprint": fingerprint, "n": len(keys), "layers": layers.shape[1], "dim": layers.shape[2],
+              "index_sha256": hashlib.sha256(index_bytes).hexdigest()}
+    header_bytes = json.dumps(header).encode()
+    head = MAGIC + struct.pack("<II", len(header_bytes), zlib.crc32(header_bytes)) + header_bytes
+    return header, index, [head, index_bytes, layers.tobytes()]
+
+
 def _segment_count(path: Path) -> int:
     """Entries in one segment, from its header (0 if the header is unreadable)."""
     try:
@@ -609,9 +638,10 @@ def _parse_header(header_bytes: bytes) -> dict:
     return header
 
 
-def _verify_segment(f, fingerprint: str) -> tuple[dict, np.ndarray, int]:
-    """Check an open segment whole but its data (magic, header crc and fields, model, size, index
-    sha256): (header, index rows, data offset); raises CorruptSegment otherwise."""
+def verify_segment(f, fingerprint: str, size: int | None = None) -> tuple[dict, np.ndarray, int]:
+    """Check an open segment (a local file, or a stored object's `size` bytes) whole but its data
+    (magic, header crc and fields, model, size, index sha256): (header, index rows, data offset);
+    raises CorruptSegment otherwise."""
     f.seek(0)
     head = f.read(16)
     if len(head) < 16 or head[:8] != MAGIC:
@@ -625,7 +655,7 @@ def _verify_segment(f, fingerprint: str) -> tuple[dict, np.ndarray, int]:
     if header["fingerprint"] != fingerprint:
         raise CorruptSegment("segment belongs to another model")
     data_offset = 16 + length + n * INDEX_DTYPE.itemsize
-    if os.fstat(f.fileno()).st_size != data_offset + n * n_layers * dim * 4:
+    if (os.fstat(f.fileno()).st_size if size is None else size) != data_offset + n * n_layers * dim * 4:
         raise CorruptSegment("wrong file size")
     index_bytes = f.read(n * INDEX_DTYPE.itemsize)
     if hashlib.sha256(index_bytes).hexdigest() != header["index_sha256"]:
@@ -636,17 +666,22 @@ def _verify_segment(f, fingerprint: str) -> tuple[dict, np.ndarray, int]:
 def _read_entries(f, header: dict, table: np.ndarray, data_offset: int,
                   positions) -> dict[bytes, tuple[np.ndarray, int]]:
     """Entries at `positions` of a verified segment, each crc checked; raises CorruptSegment otherwise."""
+    entry_bytes = header["layers"] * header["dim"] * 4
     out = {}
-    n_layers, dim = header["layers"], header["dim"]
-    entry_bytes = n_layers * dim * 4
     for i in positions:
         f.seek(data_offset + i * entry_bytes)
-        vectors = np.frombuffer(f.read(entry_bytes), "<f4").reshape(n_layers, dim)
-        n_tokens = int(table["n_tokens"][i])
-        if _entry_crc(n_tokens, vectors) != int(table["crc"][i]):
-            raise CorruptSegment(f"entry {i} checksum mismatch")
-        out[table["key"][i].tobytes()] = (vectors, n_tokens)
+        out[table["key"][i].tobytes()] = check_entry(header, table, i, f.read(entry_bytes))
     return out
+
+
+def check_entry(header: dict, table: np.ndarray, i: int, data: bytes) -> tuple[np.ndarray, int]:
+    """Entry `i` of a verified segment from its data bytes: (vectors (layers, dim), n_tokens);
+    raises CorruptSegment when its crc does not match."""
+    vectors = np.frombuffer(data, "<f4").reshape(header["layers"], header["dim"])
+    n_tokens = int(table["n_tokens"][i])
+    if _entry_crc(n_tokens, vectors) != int(table["crc"][i]):
+        raise CorruptSegment(f"entry {i} checksum mismatch")
+    return vectors, n_tokens
 
 
 def _read_rows(fd: int, segment: SegmentRecord, rows: list[tuple[bytes, int]]) -> dict | None:

@@ -146,7 +146,7 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: expected a positive number of messages")
     encoder = encoder or load_encoder(model_spec, precision=precision)
-    cache = EmbeddingCache(Path(cache_dir or default_cache_dir()).absolute())
+    cache = EmbeddingCache(_reachable(cache_dir or default_cache_dir()))  # an s3:// cache as it is
     started, clock = utc_now(), time.monotonic()
     with plan_run(inputs, out, encoder, options) as plan:  # holds out/.lock until the manifest is written
         job = SparkJob(inputs=tuple(_reachable(i["path"]) for i in plan.inputs_info),
