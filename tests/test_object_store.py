@@ -394,3 +394,25 @@ def test_a_damaged_segment_on_the_store_is_recomputed_never_served(s3, tmp_path)
     left = listing(s3, "cache-b")
     assert left[truncated + ".corrupt"] == data[truncated][:-1] and truncated not in left  # set aside
     assert flipped + ".corrupt" in left and left[intact] == data[intact]
+
+
+@pytest.mark.slow  # Spark
+def test_spark_executors_serve_a_cache_the_local_engine_warmed_on_the_store(s3, spark, tmp_path):
+    """The executors' Python workers never stored these vectors: they find them by listing the store."""
+    source = write_messages(tmp_path / "m.csv", 0, 120)
+    cache = f"s3://{BUCKET}/cache-spark"
+    warm = embed(source, "--out", tmp_path / "local", "--chunk-rows", "40", cache=cache)
+    assert warm.exit_code == 0, warm.output
+    remote = embed(source, "--out", tmp_path / "spark", "--chunk-rows", "40", "--engine", "spark",
+                   "--master", "local[2]", cache=cache)
+    assert remote.exit_code == 0, remote.output + repr(remote.exception)
+    manifest = json.loads((tmp_path / "spark" / "_manifest.json").read_text())
+    assert manifest["counts"]["computed"] == 0 and manifest["counts"]["cache_hits"] == 120
+    assert manifest["engine"]["computed_ahead"] == 0 and manifest["cache"]["directory"] == cache
+    np.testing.assert_array_equal(read_embedding(local_dataset(tmp_path / "spark")),
+                                  read_embedding(local_dataset(tmp_path / "local")))
+
+    fresh = embed(write_messages(tmp_path / "new.csv", 120, 150), "--out", tmp_path / "new", "--engine", "spark",
+                  "--master", "local[2]", cache=cache)  # new texts: computed once by the executors, stored there
+    assert fresh.exit_code == 0, fresh.output
+    assert counts(tmp_path / "new")["computed"] == 30 and len(cache_segments(s3, "cache-spark")) > 3
