@@ -251,7 +251,10 @@ def cache_prune(older_than, max_bytes, cache_dir):
     if older_than is None and max_bytes is None:
         raise click.UsageError("say what to remove: --older-than DAYS and/or --max-size SIZE")
     store = EmbeddingCache(cache_dir)
-    removed = store.prune(older_than_days=older_than, max_bytes=max_bytes)
+    try:
+        removed = store.prune(older_than_days=older_than, max_bytes=max_bytes)
+    except OSError as exc:  # e.g. a cache on an object store (not pruned here)
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"removed {removed['segments']} segment(s), {removed['vectors']:,} vectors, "
                f"{human_bytes(removed['bytes'])} from {store.directory}")
 

@@ -364,6 +364,12 @@ def test_s3_cache_second_run_computes_nothing_and_gives_the_same_vectors(s3, tmp
     np.testing.assert_array_equal(read_embedding(local_dataset(tmp_path / "o2")),
                                   read_embedding(local_dataset(tmp_path / "o3")))
 
+    info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", cache])
+    assert info.exit_code == 0 and "1 model(s), 60 vectors, 3 segments" in info.output, info.output
+    for command in (["prune", "--older-than", "1"], ["compact"]):  # not offered on a store: one clear line
+        result = CliRunner().invoke(main, ["cache", *command, "--cache-dir", cache])
+        assert result.exit_code == 1 and "on an object store is not supported" in result.output, result.output
+
 
 @pytest.mark.slow  # three embed runs
 def test_a_damaged_segment_on_the_store_is_recomputed_never_served(s3, tmp_path):
@@ -416,3 +422,29 @@ def test_spark_executors_serve_a_cache_the_local_engine_warmed_on_the_store(s3, 
                   "--master", "local[2]", cache=cache)  # new texts: computed once by the executors, stored there
     assert fresh.exit_code == 0, fresh.output
     assert counts(tmp_path / "new")["computed"] == 30 and len(cache_segments(s3, "cache-spark")) > 3
+
+
+@pytest.mark.slow  # two `run`s, each scoring through the model
+def test_run_job_with_its_cache_on_the_store_and_s3_inputs_refused_clearly(s3, tmp_path, head_dir):
+    write_messages(tmp_path / "incoming" / "day1.csv", 0, 50)
+
+    def job(name: str, **keys) -> Path:
+        spec = {"name": name, "inputs": ["incoming/*.csv"], "output": name, "model": str(FIXTURE),
+                "head": str(head_dir), "cache_dir": f"s3://{BUCKET}/job-cache", **keys}
+        path = tmp_path / f"{name}.toml"
+        path.write_text("[job]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in spec.items()))
+        return path
+
+    first = CliRunner().invoke(main, ["run", str(job("first")), "--date", "2026-01-01"])
+    assert first.exit_code == 0, first.output
+    segments = cache_segments(s3, "job-cache")
+    assert len(segments) == 1 and not (tmp_path / "s3:").exists()  # in the bucket, not a local folder "s3:"
+    forget_listings()
+    second = CliRunner().invoke(main, ["run", str(job("second")), "--date", "2026-01-01"])
+    assert second.exit_code == 0 and "scored 50" in second.output, second.output
+    assert cache_segments(s3, "job-cache") == segments  # every vector came from the store: nothing new stored
+
+    for key, value in (("output", f"s3://{BUCKET}/scored"), ("inputs", [f"s3://{BUCKET}/in/*.csv"])):
+        refused = CliRunner().invoke(main, ["run", str(job("third", **{key: value}))])
+        assert refused.exit_code == 2, refused.output
+        assert f"[job].{key} 's3://{BUCKET}/" in refused.output and "local or mounted paths only" in refused.output

@@ -24,6 +24,7 @@ from typing import Any
 
 from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.specs import PRECISIONS, is_remote
+from elmobatch.storage import is_object_uri
 from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_EXIT_CODE_STYLE,
                                 DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_FORMAT, DEFAULT_PRECISION,
                                 DEFAULT_SPARK_MASTER,
@@ -156,6 +157,8 @@ def check_types(path: Path, job: dict) -> None:
 
 
 def _resolve(base: Path, value: str) -> str:
+    if is_object_uri(value):  # s3://... as it is (Path would make it s3:/...)
+        return value
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else base / path)
 
@@ -167,6 +170,15 @@ def _model(path: Path, job: dict) -> str:
         raise JobSpecError(f"{path}: [job].model {model!r} is a URL, fetched only with allow_remote_model = true "
                            "in [job]; add it if you trust that address, or point model at a local directory")
     return model
+
+
+def _refuse_stored(path: Path, paths: list[tuple[str, str]]) -> None:
+    """`run` reads inputs and writes its output on local or mounted paths only (cache_dir may be s3://)."""
+    for key, value in paths:
+        if is_object_uri(value):
+            raise JobSpecError(f"{path}: [job].{key} {value!r}: `elmobatch run` reads inputs and writes its output "
+                               "on local or mounted paths only so far (cache_dir may be s3://; `elmobatch embed` "
+                               "reads and writes s3:// itself)")
 
 
 def load_job(path: str | Path) -> JobSpec:
@@ -189,6 +201,7 @@ def load_job(path: str | Path) -> JobSpec:
         raise JobSpecError(f"{path}: [job] needs {', '.join(missing)}")
     check_types(path, job)
     inputs = [job["inputs"]] if isinstance(job["inputs"], str) else job["inputs"]
+    _refuse_stored(path, [("inputs", i) for i in inputs] + [("output", job["output"])])
     base = path.resolve().parent
     head = job.get("head", "default")
     model = _model(path, job)
