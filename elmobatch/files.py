@@ -109,10 +109,16 @@ def _upload_atomically(path: StoredPath, write: Callable[[Path], object]) -> Sto
     with tempfile.TemporaryDirectory(prefix="elmobatch-upload-") as directory:
         tmp = Path(directory) / path.name
         write(tmp)
-        try:
-            path.upload(tmp)
-        except OSError as exc:
-            raise WriteError(f"{path}: cannot write ({exc})") from exc
+        return upload(tmp, path)
+
+
+def upload(local: Path, path: StoredPath) -> StoredPath:
+    """Copy the local file `local` to the object `path` (one upload: whole or absent); a failure
+    is a WriteError naming `path`."""
+    try:
+        path.upload(local)
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot write ({exc})") from exc
     return path
 
 

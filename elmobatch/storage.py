@@ -159,7 +159,13 @@ class StoredPath:
         return [p for p in self.iterdir() if fnmatch.fnmatchcase(p.name, pattern)]
 
     def stat(self) -> SimpleNamespace:
-        return SimpleNamespace(st_size=self.fs.get_file_info(self.path).size)
+        """The object's size and last-modified time, as os.stat names them (one request)."""
+        from pyarrow.fs import FileType
+
+        info = self.fs.get_file_info(self.path)
+        if info.type == FileType.NotFound:
+            raise FileNotFoundError(f"{self}: no such object")
+        return SimpleNamespace(st_size=info.size, st_mtime_ns=info.mtime_ns)
 
     # ---- reading and writing ------------------------------------------------------------------
 

@@ -150,3 +150,13 @@ def spark_cluster(tmp_path_factory):
 
     with standalone_cluster(tmp_path_factory.mktemp("spark-cluster"), workers=2) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server (moto, on 127.0.0.1) with the bucket tests.s3_server.BUCKET, for the module;
+    AWS_ENDPOINT_URL and dummy credentials are set meanwhile. Yields its pyarrow file system."""
+    from tests.s3_server import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto")) as fs:
+        yield fs

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import os
 import socket
 import sys
@@ -54,7 +53,7 @@ from elmobatch.embedding.job import (EmbedOptions, OutputError, finish_run, open
 from elmobatch.embedding.job import renew_lease  # the local engine's: OutputLocked when taken over
 from elmobatch.files import utc_now
 from elmobatch.locking import LockHeld, ObjectLease
-from elmobatch.storage import StoredPath, as_path
+from elmobatch.storage import StoredPath, as_path, remove_tree
 
 if TYPE_CHECKING:  # the encoder module imports TensorFlow; the driver may never need it
     from elmobatch.encoding.encoder import Encoder
@@ -190,7 +189,7 @@ def warm_cache_with_spark(inputs, scratch, model_spec: str = "default", **kwargs
     complete; a run killed meanwhile resumes it. Returns its manifest.
     """
     manifest = embed_files_spark(inputs, scratch, model_spec, **kwargs)
-    shutil.rmtree(scratch)
+    remove_tree(scratch)  # a directory, or a prefix of an object store
     return manifest
 
 

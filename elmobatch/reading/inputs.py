@@ -78,15 +78,21 @@ def _expand_stored(argument: str) -> list[str]:
     assert isinstance(path, StoredPath)
     if not path.bucket_exists():
         raise InputError(f"{argument}: no such bucket {path.bucket!r} (or no access to it)")
+    if not path.is_file() and not path.is_dir() and not glob.has_magic(path.name):
+        raise InputError(f"{argument}: no such object or prefix")
+    found = stored_matches(path)
+    if not found:
+        raise InputError(f"{argument}: matches no objects (hidden names and names starting with _ are skipped)")
+    return found
+
+
+def stored_matches(path: StoredPath) -> list[str]:
+    """The objects an object, a prefix or a pattern in the key's last part names, sorted, hidden and _
+    names skipped; [] when none."""
     if path.is_file():
-        return [argument]
-    if path.is_dir() or glob.has_magic(path.name):
-        where, pattern = (path, "*") if path.is_dir() else (path.parent, path.name)
-        found = [str(p) for p in where.glob(pattern) if _visible(p.name) and p.is_file()]
-        if not found:
-            raise InputError(f"{argument}: matches no objects (hidden names and names starting with _ are skipped)")
-        return found
-    raise InputError(f"{argument}: no such object or prefix")
+        return [str(path)]
+    where, pattern = (path, "*") if path.is_dir() else (path.parent, path.name)
+    return [str(p) for p in where.glob(pattern) if _visible(p.name) and p.is_file()]
 
 
 def shown_name(path) -> str:

@@ -12,6 +12,11 @@
 
 An output's name comes from its input's name and checksum, so a run killed between writing a file
 and recording it in the state writes the same name again on rerun: no duplicates, none missing.
+
+OUTPUT may be an object store's prefix (s3://BUCKET/PREFIX), with the same layout: each file is
+uploaded whole to its final name (no _tmp/), and .lock is a lease object (locking.ObjectLease),
+renewed before and after each input file and checked before _SUCCESS; a run that finds another
+run took the prefix over stops there (exit 5) without recording or committing anything more.
 """
 
 from __future__ import annotations
@@ -20,16 +25,16 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from elmobatch.files import sweep_temporaries
-from elmobatch.locking import JobLock, LockHeld
+from elmobatch.locking import JobLock, LockHeld, ObjectLease
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
 from elmobatch.settings import EXIT_CODE_STYLES
+from elmobatch.storage import StoredPath, as_path, remove_tree
 
 # Exit codes of `elmobatch run` (documented in README, used by cron/elmobatch-cron.sh).
 EXIT_OK = 0
@@ -79,6 +84,8 @@ class RunReport:
             return f"{self.job}: nothing to do (no new or changed input files)"
         if self.status == "locked":
             return f"{self.job}: locked: another run holds the lock; this run did nothing"
+        if self.status == "taken over":
+            return f"{self.job}: taken over: {self.error}; this run stopped, recording nothing more"
         if self.partition is None:
             return f"{self.job}: {self.status} before writing any output ({self.seconds:.1f} s)"
         return (f"{self.job}: {self.status}: {len(self.files)} file(s), rows_read {self.rows_read} = scored "
@@ -89,26 +96,27 @@ def output_name(path: str, sha256: str, output_format: str) -> str:
     return f"{Path(path).stem}-{sha256[:12]}.{output_format}"
 
 
-def _remove_earlier_copies(output: Path, name: str, partition: Path) -> None:
+def _remove_earlier_copies(output: Path | StoredPath, name: str, partition: Path | StoredPath) -> None:
     """A file recorded nowhere but written by a killed run on another day: drop that copy."""
-    for old in output.glob(f"date=*/{name}"):
-        if old.parent != partition:
-            old.unlink(missing_ok=True)
-            (old.parent / "_rejects" / name).unlink(missing_ok=True)
+    for other in output.glob("date=*"):
+        if other != partition and (other / name).exists():
+            (other / name).unlink(missing_ok=True)
+            (other / "_rejects" / name).unlink(missing_ok=True)
 
 
-def apply_retention(output: Path, days: int | None, today: dt.date) -> list[str]:
+def apply_retention(output: Path | StoredPath, days: int | None, today: dt.date) -> list[str]:
     """Delete date= partitions older than `days` days; returns their names."""
     if not days:
         return []
     removed = []
-    for partition in sorted(output.glob("date=*")):
+    partitions: list[Path | StoredPath] = sorted(output.glob("date=*"), key=lambda p: p.name)
+    for partition in partitions:
         try:
             day = dt.date.fromisoformat(partition.name.removeprefix("date="))
         except ValueError:
             continue
         if (today - day).days > days:
-            shutil.rmtree(partition)
+            remove_tree(partition)  # a directory, or every object under a store's prefix
             removed.append(partition.name)
     return removed
 
@@ -132,7 +140,8 @@ def read_options(spec: JobSpec):
     return ReadOptions(**{f.name: getattr(spec, "format" if f.name == "fmt" else f.name) for f in fields(ReadOptions)})
 
 
-def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log) -> None:
+def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log,
+             lock: JobLock | ObjectLease) -> None:
     from elmobatch.caching import EmbeddingCache
     from elmobatch.scoring.score import load_head_and_model, score_file
 
@@ -151,6 +160,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     read = read_options(spec)
     for path, fingerprint in pending:
         name = output_name(path, fingerprint["sha256"], spec.output_format)
+        _renew(lock)
         _remove_earlier_copies(spec.output, name, partition)
         summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
                              read=read, chunk_rows=spec.chunk_rows, threshold=spec.threshold,
@@ -163,6 +173,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         report.rows_read += summary.rows_read
         report.rows_scored += summary.rows_scored
         report.rows_rejected += summary.rows_rejected
+        _renew(lock)  # a file scored while another run took over is not recorded
         state.mark_done(path, fingerprint, output=summary.output, run_id=report.run_id)
         log(summary.line())
 
@@ -175,14 +186,14 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
                        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
-    lock = JobLock(spec.output / ".lock")
+    lock = _output_lock(spec.output)
     try:
         with lock:
             report.took_over_lock = lock.took_over
             if lock.took_over:
                 log(f"{spec.name}: the previous run (pid {lock.took_over.get('pid')}, started "
                     f"{lock.took_over.get('started')}) did not finish; taking over its lock")
-            _run_locked(spec, report, today, log)
+            _run_locked(spec, report, today, log, lock)
             if report.exit_code in (EXIT_OK, EXIT_OK_WITH_REJECTS, EXIT_NOTHING_TO_DO):
                 report.cache_pruned = _prune_cache(spec, log)
             report.seconds = round(time.monotonic() - started, 2)
@@ -191,12 +202,24 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
             except OSError as exc:  # e.g. disk full: the run's files are in place, its report is not
                 report.status, report.exit_code = "failed", EXIT_FAILED
                 report.error = report.error or f"{type(exc).__name__}: {exc}"
-    except LockHeld as exc:
-        report.status, report.exit_code, report.error = "locked", EXIT_LOCKED, str(exc)
+    except LockHeld as exc:  # held by a live run at the start, or (a store's lease) taken over since
+        report.status = "locked" if report.partition is None else "taken over"
+        report.exit_code, report.error = EXIT_LOCKED, str(exc)
     except OSError as exc:  # only the lock itself lets one through (e.g. OUTPUT unwritable or full)
         report.status, report.exit_code = "failed", EXIT_FAILED
         report.error = f"{lock.path}: cannot take the lock ({exc.strerror or exc})"
     return report
+
+
+def _output_lock(output: Path | StoredPath) -> JobLock | ObjectLease:
+    """One run per output: a flock on OUTPUT/.lock, or on an object store (no locks) a lease object."""
+    return ObjectLease(output / ".lock") if isinstance(output, StoredPath) else JobLock(output / ".lock")
+
+
+def _renew(lock: JobLock | ObjectLease) -> None:
+    """Keep a store's lease (LockHeld if another run took the output over); a flock needs nothing."""
+    if isinstance(lock, ObjectLease):
+        lock.renew()
 
 
 def _prune_cache(spec: JobSpec, log) -> dict | None:
@@ -216,13 +239,16 @@ def _prune_cache(spec: JobSpec, log) -> dict | None:
         return None
 
 
-def sweep_output(output: Path) -> None:
-    """Remove the temporary files a killed run left (only while holding the lock: no live writer)."""
+def sweep_output(output: Path | StoredPath) -> None:
+    """Remove the temporary files a killed run left (only while holding the lock: no live writer).
+    A store has none: its objects are uploaded whole to their final names."""
+    if isinstance(output, StoredPath):
+        return
     for directory in (output, *output.glob("date=*"), *output.glob("date=*/_rejects")):
         sweep_temporaries(directory)
 
 
-def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log) -> None:
+def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: JobLock | ObjectLease) -> None:
     try:
         sweep_output(spec.output)
         state = JobState(spec.output / "_state.json")
@@ -231,7 +257,9 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log) -> None:
         if not pending:
             report.status, report.exit_code = "nothing to do", EXIT_NOTHING_TO_DO
             return
-        _process(spec, report, state, pending, today, log)
+        _process(spec, report, state, pending, today, log, lock)
+    except LockHeld:  # another run took the store's prefix over: write nothing more (run_job reports it)
+        raise
     except Exception as exc:  # reported, with the exit code; earlier outputs stay as they were
         report.status, report.exit_code = "failed", EXIT_FAILED
         report.error = f"{type(exc).__name__}: {exc}"
@@ -243,13 +271,14 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log) -> None:
     report.status = "ok with rejected rows" if report.rows_rejected else "ok"
     report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK
     _write_report(report)
+    _renew(lock)  # still ours: only then is the partition marked complete
     (_partition_dir(report) / "_SUCCESS").write_text(report.run_id + "\n")
 
 
-def _partition_dir(report: RunReport) -> Path:
+def _partition_dir(report: RunReport) -> Path | StoredPath:
     """The output partition of this run; _process names it before it writes anything there."""
     assert report.partition is not None, f"run {report.run_id}: no output partition chosen yet"
-    return Path(report.partition)
+    return as_path(report.partition)
 
 
 def _write_report(report: RunReport) -> None:

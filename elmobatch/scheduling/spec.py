@@ -10,7 +10,8 @@
 Every key is a field of `JobSpec` (the optional ones, `OPTIONAL`, with their defaults); what each
 must hold is in `KEY_TYPES`: a wrong type, or a key not listed there, is refused at load, naming the
 key. Paths are used as given (never passed through a shell); relative ones are taken from the spec
-file's folder, so a job runs the same from cron as from a terminal.
+file's folder, so a job runs the same from cron as from a terminal. `inputs`, `output` and
+`cache_dir` may be s3:// URIs (credentials from the environment, never the job file) or file:///.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.specs import PRECISIONS, is_remote
-from elmobatch.storage import is_object_uri
+from elmobatch.storage import StoredPath, as_path, is_object_uri
 from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_EXIT_CODE_STYLE,
                                 DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_FORMAT, DEFAULT_PRECISION,
                                 DEFAULT_SPARK_MASTER,
@@ -44,7 +45,7 @@ class JobSpec:
     source: Path  # the job file itself, not a key
     name: str
     inputs: tuple[str, ...]
-    output: Path
+    output: Path | StoredPath  # a directory, or an object store's prefix (s3://)
     model: str = "default"
     head: str = "default"
     text_column: str | None = None  # else detected
@@ -159,7 +160,8 @@ def check_types(path: Path, job: dict) -> None:
 def _resolve(base: Path, value: str) -> str:
     if is_object_uri(value):  # s3://... as it is (Path would make it s3:/...)
         return value
-    path = Path(value).expanduser()
+    path = as_path(value) if value.startswith("file://") else Path(value).expanduser()  # file:///x is /x
+    assert isinstance(path, Path)
     return str(path if path.is_absolute() else base / path)
 
 
@@ -170,15 +172,6 @@ def _model(path: Path, job: dict) -> str:
         raise JobSpecError(f"{path}: [job].model {model!r} is a URL, fetched only with allow_remote_model = true "
                            "in [job]; add it if you trust that address, or point model at a local directory")
     return model
-
-
-def _refuse_stored(path: Path, paths: list[tuple[str, str]]) -> None:
-    """`run` reads inputs and writes its output on local or mounted paths only (cache_dir may be s3://)."""
-    for key, value in paths:
-        if is_object_uri(value):
-            raise JobSpecError(f"{path}: [job].{key} {value!r}: `elmobatch run` reads inputs and writes its output "
-                               "on local or mounted paths only so far (cache_dir may be s3://; `elmobatch embed` "
-                               "reads and writes s3:// itself)")
 
 
 def load_job(path: str | Path) -> JobSpec:
@@ -201,16 +194,18 @@ def load_job(path: str | Path) -> JobSpec:
         raise JobSpecError(f"{path}: [job] needs {', '.join(missing)}")
     check_types(path, job)
     inputs = [job["inputs"]] if isinstance(job["inputs"], str) else job["inputs"]
-    _refuse_stored(path, [("inputs", i) for i in inputs] + [("output", job["output"])])
     base = path.resolve().parent
     head = job.get("head", "default")
     model = _model(path, job)
-    resolved = {
-        "inputs": tuple(_resolve(base, i) for i in inputs),
-        "output": Path(_resolve(base, job["output"])),
-        "model": model if model == "default" or is_remote(model) else _resolve(base, model),
-        "head": head if head == "default" else _resolve(base, head),
-    }
-    if "cache_dir" in job:
-        resolved["cache_dir"] = _resolve(base, job["cache_dir"])
+    try:
+        resolved = {
+            "inputs": tuple(_resolve(base, i) for i in inputs),
+            "output": as_path(_resolve(base, job["output"])),  # a Path, or a StoredPath for s3://
+            "model": model if model == "default" or is_remote(model) else _resolve(base, model),
+            "head": head if head == "default" else _resolve(base, head),
+        }
+        if "cache_dir" in job:
+            resolved["cache_dir"] = _resolve(base, job["cache_dir"])
+    except ValueError as exc:  # file://HOST/x or s3:// without a bucket: not a path here
+        raise JobSpecError(f"{path}: [job]: {exc}") from None
     return JobSpec(source=path.resolve(), **{**job, **resolved})

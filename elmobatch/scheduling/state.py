@@ -2,6 +2,8 @@
 
 A file is new when its path is not in the state, and changed when its checksum differs; both are
 processed. The checksum is recomputed only when size or mtime changed since it was recorded.
+An input on an object store (s3://) is known by its URI, its size and last-modified time; an
+output on one keeps `_state.json` as an object there, replaced whole by each upload.
 """
 
 from __future__ import annotations
@@ -11,19 +13,37 @@ import json
 import os
 from pathlib import Path
 
-from elmobatch.files import file_sha256
-from elmobatch.files import staging, write_atomically
+from elmobatch.files import file_sha256, staging, write_atomically
+from elmobatch.reading.inputs import stored_matches
+from elmobatch.storage import StoredPath, as_path, is_object_uri
 
 
-def write_json_atomically(path: Path, data) -> None:
-    """A reader sees the old file or the new one, never part of one (written in `_tmp/` beside it)."""
+def write_json_atomically(path: Path | StoredPath, data) -> None:
+    """A reader sees the old file or the new one, never part of one (written in `_tmp/` beside it;
+    a stored object is uploaded whole to its name)."""
+    text = json.dumps(data, indent=2, sort_keys=True)
+    if isinstance(path, StoredPath):
+        write_atomically(path, lambda tmp: tmp.write_text(text))
+        return
     with staging(path) as tmp_dir:
-        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)), tmp_dir)
+        write_atomically(path, lambda tmp: tmp.write_text(text), tmp_dir)
+
+
+def matching_files(pattern: str) -> list[str]:
+    """The files a job's input pattern names: local ones made absolute; s3:// ones by URI (an
+    object, a prefix's objects, or a pattern in the key's last part; hidden and _ names skipped)."""
+    if is_object_uri(pattern):
+        path = as_path(pattern)
+        assert isinstance(path, StoredPath)
+        if not path.bucket_exists():
+            raise FileNotFoundError(f"{pattern}: no such bucket {path.bucket!r} (or no access to it)")
+        return stored_matches(path)
+    return [os.path.abspath(p) for p in glob.glob(pattern) if os.path.isfile(p)]
 
 
 class JobState:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | StoredPath):
+        self.path = as_path(path)
         try:
             self.files: dict[str, dict] = json.loads(self.path.read_text())["files"]
             if not isinstance(self.files, dict) or not all(isinstance(v, dict) for v in self.files.values()):
@@ -38,15 +58,15 @@ class JobState:
                              "move it away to reprocess every input") from exc
 
     def _fingerprint(self, path: str) -> dict:
-        stat = os.stat(path)
+        stat = as_path(path).stat()
         known = self.files.get(path)
         unchanged = known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns
-        sha = known["sha256"] if known and unchanged else file_sha256(Path(path))
+        sha = known["sha256"] if known and unchanged else file_sha256(as_path(path))
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
 
     def pending(self, patterns: tuple[str, ...]) -> list[tuple[str, dict]]:
         """Files matching the globs that are new or changed, sorted, with their fingerprints."""
-        paths = sorted({os.path.abspath(p) for pattern in patterns for p in glob.glob(pattern) if os.path.isfile(p)})
+        paths = sorted({p for pattern in patterns for p in matching_files(pattern)})
         out = []
         for path in paths:
             fp = self._fingerprint(path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,12 @@ import pyarrow.parquet as pq
 
 from elmobatch.encoding import load_encoder
 from elmobatch.encoding.specs import is_remote
-from elmobatch.files import (commit, remove_if_empty, staging, sweep_temporaries, temporary_path, utc_now, write_csv,
-                             write_error)
+from elmobatch.files import (commit, remove_if_empty, staging, sweep_temporaries, temporary_path, upload, utc_now,
+                             write_csv, write_error)
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, ReadOptions
 from elmobatch.reading.inputs import input_stem, source_name
+from elmobatch.storage import StoredPath
 from elmobatch.training.metrics import head_metrics
 from elmobatch.embedding.vectors import file_vectors, labelled_vectors
 from elmobatch.training.head import HEAD_JSON, Head, HeadError, check_model, default_head_dir, load_head
@@ -286,13 +288,17 @@ def check_threshold(head: Head, threshold: float | None) -> None:
         raise ScoreError(f"--threshold {threshold}: expected a probability between 0 and 1")
 
 
-def score_file(path, out: Path | StreamOutput, *, head: Head, encoder, cache, read: ReadOptions | None = None,
-               chunk_rows: int = DEFAULT_CHUNK_ROWS, threshold: float | None = None,
-               rejects_to: Path | None = None, provenance: bool = True, progress=None) -> ScoreSummary:
+def score_file(path, out: Path | StoredPath | StreamOutput, *, head: Head, encoder, cache,
+               read: ReadOptions | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, threshold: float | None = None,
+               rejects_to: Path | StoredPath | None = None, provenance: bool = True, progress=None) -> ScoreSummary:
     """Score every good row of `path` (read as `read` says) into `out`: a CSV or Parquet file (by
-    extension), or a StreamOutput (standard output). Rejects go beside a file output, or to
-    `rejects_to` (which a stream needs). provenance: add source_file and row_number; progress: a
-    Progress, updated after each chunk."""
+    extension), a stored object (s3://), or a StreamOutput (standard output). Rejects go beside a
+    file output, or to `rejects_to` (which a stream needs). provenance: add source_file and
+    row_number; progress: a Progress, updated after each chunk."""
+    if isinstance(out, StoredPath):
+        return _score_to_store(path, out, rejects_to, head=head, encoder=encoder, cache=cache, read=read,
+                               chunk_rows=chunk_rows, threshold=threshold, provenance=provenance, progress=progress)
+    assert not isinstance(rejects_to, StoredPath), f"rejects_to {rejects_to}: on a store only with out there too"
     check_threshold(head, threshold)
     if isinstance(out, StreamOutput):
         if rejects_to is None:
@@ -313,6 +319,20 @@ def score_file(path, out: Path | StreamOutput, *, head: Head, encoder, cache, re
                           progress=progress)
         if swept:  # a killed scorer's _tmp/: removing it (when empty) falls to us
             remove_if_empty(tmp_dir)
+    return summary
+
+
+def _score_to_store(path, out: StoredPath, rejects_to, **options) -> ScoreSummary:
+    """Score into local files, then upload the scores and the rejects to their final names: an upload
+    appears whole or not at all, so the store needs no rename and no _tmp/. The one writer per
+    output is the caller's (elmobatch run holds the output prefix's lease)."""
+    rejects_out = rejects_to if rejects_to is not None else out.parent / rejects_path(Path(out.name)).name
+    with tempfile.TemporaryDirectory(prefix="elmobatch-score-") as directory:
+        local = Path(directory) / out.name
+        summary = score_file(path, local, rejects_to=Path(directory) / "_rejects" / rejects_out.name, **options)
+        upload(local, out)
+        upload(Path(summary.rejects), rejects_out)
+    summary.output, summary.rejects = str(out), str(rejects_out)
     return summary
 
 
