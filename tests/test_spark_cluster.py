@@ -27,9 +27,11 @@ pytest.importorskip("pyspark", reason="the Spark engine is an optional extra: pi
 from elmobatch.caching import EmbeddingCache  # noqa: E402
 from elmobatch.embedding import EmbedOptions, embed_files, read_embedding  # noqa: E402
 from tests.conftest import FIXTURE, write_messages  # noqa: E402
+from tests.s3_server import AWS_SETTINGS, BUCKET, listing, put  # noqa: E402
 from tests.spark_cluster import HOST, REPO, command_line, descendants, executors, signal_all  # noqa: E402
 
 MESSAGES, CHUNK_ROWS = 2000, 250  # 8 chunks: two tasks (the cluster's two cores) of four chunks each
+SMALL = 200  # the object-store run's messages: one chunk (CHUNK_ROWS) and one task
 RUN_TIMEOUT_S = 300
 KILL_TIMEOUT_S = 180
 
@@ -60,25 +62,29 @@ def driver_dir(tmp_path_factory) -> Path:
     return base
 
 
-def start_embed(cluster, driver_dir: Path, messages: Path, out: Path, cache: Path) -> subprocess.Popen:
+def start_embed(cluster, driver_dir: Path, messages, out, cache, logs: Path | None = None,
+                executor_env: tuple[str, ...] = ()) -> subprocess.Popen:
     """`elmobatch embed --engine spark --master spark://...` from `driver_dir`, with Spark settings in
-    PYSPARK_SUBMIT_ARGS; its event log goes to out.parent/events, its stdout and stderr to files there
-    (a pipe nobody reads while it runs could fill and stall it)."""
-    events = out.parent / "events"
+    PYSPARK_SUBMIT_ARGS; its event log goes to LOGS/events, its stdout and stderr to files in LOGS
+    (default: out's folder; a pipe nobody reads while it runs could fill and stall it). The executors
+    get the driver's values of the variables `executor_env` names (spark.executorEnv.*)."""
+    logs = logs or out.parent
+    events = logs / "events"
     events.mkdir(parents=True, exist_ok=True)
-    submit = (f"--archives {driver_dir / 'elmo.tar.gz'}#elmo --conf spark.ui.enabled=false "
+    passed = "".join(f"--conf spark.executorEnv.{name}={os.environ[name]} " for name in executor_env)
+    submit = (f"--archives {driver_dir / 'elmo.tar.gz'}#elmo --conf spark.ui.enabled=false {passed}"
               f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={events.as_uri()} "
               "--conf spark.eventLog.compress=false --conf spark.eventLog.rolling.enabled=false pyspark-shell")
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": HOST,
            "PYSPARK_SUBMIT_ARGS": submit}
     args = [sys.executable, "-m", "elmobatch.cli", "embed", str(messages), "--out", str(out), "--model", "elmo",
             "--cache-dir", str(cache), "--chunk-rows", str(CHUNK_ROWS), "--engine", "spark", "--master", cluster.url]
-    with open(out.parent / "driver.out", "wb") as stdout, open(out.parent / "driver.err", "wb") as stderr:
+    with open(logs / "driver.out", "wb") as stdout, open(logs / "driver.err", "wb") as stderr:
         return subprocess.Popen(args, cwd=driver_dir, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
                                 stderr=stderr, start_new_session=True)  # its own group: the driver JVM goes with it
 
 
-def finish(run: subprocess.Popen, out: Path) -> tuple[int, str, str]:
+def finish(run: subprocess.Popen, logs: Path) -> tuple[int, str, str]:
     """Wait for the CLI (killing its whole group, driver JVM included, past the timeout); returns
     its exit code, stdout and the tail of its stderr."""
     try:
@@ -87,7 +93,7 @@ def finish(run: subprocess.Popen, out: Path) -> tuple[int, str, str]:
         stop(run)
         raise
     read = partial(Path.read_text, errors="replace")
-    return run.returncode, read(out.parent / "driver.out"), read(out.parent / "driver.err")[-3000:]
+    return run.returncode, read(logs / "driver.out"), read(logs / "driver.err")[-3000:]
 
 
 def stop(run: subprocess.Popen) -> None:
@@ -122,7 +128,7 @@ def new_app_dirs(cluster, before: set[str]) -> list[Path]:
 def test_embed_on_standalone_cluster_equals_local(spark_cluster, messages, local_out, driver_dir, tmp_path):
     before, out = {d.name for d in spark_cluster.work_dir.glob("app-*")}, tmp_path / "out"
     run = start_embed(spark_cluster, driver_dir, messages, out, tmp_path / "cache")
-    code, stdout, stderr = finish(run, out)
+    code, stdout, stderr = finish(run, out.parent)
     assert code == 0, stdout + stderr
     assert summary(stdout).startswith(f"rows_read {MESSAGES:,} = rows_embedded {MESSAGES:,} + rows_rejected 0;")
     assert_same_dataset(out, local_out)
@@ -173,7 +179,7 @@ def test_executor_killed_mid_run_still_gives_complete_dataset(spark_cluster, mes
         stop(run)
         raise
     assert not (out / "_SUCCESS").exists() and run.poll() is None  # the kill landed while the run was going
-    code, stdout, stderr = finish(run, out)
+    code, stdout, stderr = finish(run, out.parent)
     assert code == 0, stdout + stderr
     assert not any("CoarseGrainedExecutorBackend" in arg for arg in command_line(killed))  # it is gone
     ends = task_ends(tmp_path / "events")
@@ -184,3 +190,29 @@ def test_executor_killed_mid_run_still_gives_complete_dataset(spark_cluster, mes
     assert set(succeeded) == {(stage, index) for stage, index, _ in ends}, ends  # every task finished
     assert summary(stdout).startswith(f"rows_read {MESSAGES:,} = rows_embedded {MESSAGES:,} + rows_rejected 0;")
     assert_same_dataset(out, local_out)
+
+
+@pytest.mark.slow  # a Spark cluster; two runs, each a driver and executors importing TensorFlow
+def test_cluster_embeds_s3_input_with_s3_cache_to_s3_out_as_the_local_engine_and_then_computes_0(
+        spark_cluster, s3, driver_dir, fixture_encoder, tmp_path):
+    """Executors on a standalone cluster with only the store in common: they read the input, look up
+    and store vectors in the cache, and upload the parts, all on s3:// (moto on 127.0.0.1)."""
+    source = write_messages(tmp_path / "small.csv", 0, SMALL)
+    embed_files([source], tmp_path / "local", fixture_encoder, options=EmbedOptions(chunk_rows=CHUNK_ROWS),
+                cache=EmbeddingCache(tmp_path / "local-cache"))
+    expected = ds.dataset(str(tmp_path / "local"), format="parquet").to_table().sort_by("id")
+    source_uri, cache = put(s3, "cluster-in/small.csv", source.read_bytes()), f"s3://{BUCKET}/cluster-cache"
+
+    for name, computed in (("first", SMALL), ("second", 0)):
+        logs = tmp_path / name
+        logs.mkdir()
+        run = start_embed(spark_cluster, driver_dir, source_uri, f"s3://{BUCKET}/cluster-{name}", cache, logs,
+                          executor_env=AWS_SETTINGS)
+        code, stdout, stderr = finish(run, logs)
+        assert code == 0, stdout + stderr
+        manifest = json.loads(listing(s3, f"cluster-{name}")["_manifest.json"])
+        assert manifest["counts"]["computed"] == computed, (name, manifest["counts"])
+        assert manifest["engine"]["master"] == spark_cluster.url
+        got = ds.dataset(f"{BUCKET}/cluster-{name}", filesystem=s3, format="parquet").to_table().sort_by("id")
+        assert got.num_rows == SMALL and got["id"].to_pylist() == expected["id"].to_pylist()
+        np.testing.assert_allclose(read_embedding(got), read_embedding(expected), atol=1e-6)
