@@ -201,9 +201,10 @@ def test_cluster_embeds_s3_input_with_s3_cache_to_s3_out_as_the_local_engine_and
     embed_files([source], tmp_path / "local", fixture_encoder, options=EmbedOptions(chunk_rows=CHUNK_ROWS),
                 cache=EmbeddingCache(tmp_path / "local-cache"))
     expected = ds.dataset(str(tmp_path / "local"), format="parquet").to_table().sort_by("id")
+    distinct = json.loads((tmp_path / "local" / "_manifest.json").read_text())["counts"]["computed"]  # repeats: hits
     source_uri, cache = put(s3, "cluster-in/small.csv", source.read_bytes()), f"s3://{BUCKET}/cluster-cache"
 
-    for name, computed in (("first", SMALL), ("second", 0)):
+    for name, computed in (("first", distinct), ("second", 0)):
         logs = tmp_path / name
         logs.mkdir()
         run = start_embed(spark_cluster, driver_dir, source_uri, f"s3://{BUCKET}/cluster-{name}", cache, logs,
@@ -212,6 +213,7 @@ def test_cluster_embeds_s3_input_with_s3_cache_to_s3_out_as_the_local_engine_and
         assert code == 0, stdout + stderr
         manifest = json.loads(listing(s3, f"cluster-{name}")["_manifest.json"])
         assert manifest["counts"]["computed"] == computed, (name, manifest["counts"])
+        assert manifest["counts"]["cache_hits"] == SMALL - computed and distinct > 100
         assert manifest["engine"]["master"] == spark_cluster.url
         got = ds.dataset(f"{BUCKET}/cluster-{name}", filesystem=s3, format="parquet").to_table().sort_by("id")
         assert got.num_rows == SMALL and got["id"].to_pylist() == expected["id"].to_pylist()
