@@ -6,19 +6,25 @@
 Corpus: the message text of the reference training rows (0..4456), or `--corpus` text files (one
 message per line, e.g. build/sms_train.txt build/wordnet.txt), tokenized as `elmobatch pretrain`
 does, vocabulary by --min-count/--max-vocab, in the batches of its first epoch (shuffled,
-length-bucketed). Each variant trains
-a fresh model (`elmobatch.training.pretrain.Trainer`, the whole step in one tf.function) for
-2 warm-up steps and `--steps` timed steps, and reports:
+length-bucketed). Each variant trains a fresh model for 2 warm-up steps and `--steps` timed
+steps, and reports:
 
   tokens_per_s           message tokens trained per second (<S>, </S> and padding not counted)
-  useful_gflops          tokens/s x 3 x forward FLOPs per token (forward + backward = 3x forward;
-                         the softmax counted as computed: all words, or the sampled ones)
-  computed_gflops        the same over every position the step computes (<S>, </S>, padding)
+  useful_gflops          tokens/s x 3 x forward FLOPs per token of a plain per-position graph
+                         (forward + backward = 3x forward; softmax: all words, or the sampled ones)
+  computed_gflops        3 x the forward FLOPs the step really computes, per second: the char CNN
+                         and highway over the rows it runs (every position before; each distinct
+                         word of the batch, on the char columns it keeps, now), the LSTMs over every
+                         position (<S>, </S>, padding), the softmax over every target
   fraction_of_fp32_peak  computed_gflops over the float32 matmul peak measured in the same run
+  x_before               tokens_per_s over the "before" variant's
 
-Variants: "before" is the step as it was (32 messages, full softmax); "now" is today's default
-(128 messages, full softmax at this vocabulary size). Machines differ 2-4x: compare figures from
-one run, and the machine is printed with them.
+Variants:
+  before  the step as it was when pretraining was first measured, kept here as the baseline: 32
+          messages, the token layer at every position on all 50 char columns, the LSTM loop
+          differentiated automatically, the full softmax (`BaselineStep`)
+  now     today's step (`elmobatch.training.pretrain.Trainer`) at the default batch size
+Machines differ 2-4x: compare figures from one run, and the machine is printed with them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,40 +48,101 @@ from embed_speed import cpu_name, flops_per_token, matmul_peak  # noqa: E402
 from sms_corpus import messages  # noqa: E402
 
 from elmobatch.encoding import tokens as tok  # noqa: E402
-from elmobatch.encoding.bilm import BiLM, BiLMConfig  # noqa: E402
+from elmobatch.encoding.bilm import BiLM, BiLMConfig, _forward_order, _gates_by_step, _reverse_each  # noqa: E402
 from elmobatch.training import pretrain as pt  # noqa: E402
-from elmobatch.training.corpus import epoch_batches, make_batch  # noqa: E402
+from elmobatch.settings import PretrainSettings  # noqa: E402
+from elmobatch.training.corpus import epoch_batches  # noqa: E402
 from elmobatch.training.vocabulary import build_vocabulary  # noqa: E402
 
-VARIANTS = {"before": (32, 0), "now": (128, 0)}
+VARIANTS = {"before": (32, 0), "now": (PretrainSettings().batch_size, 0)}
 
 
 def softmax_flops(p: int, vocab_size: int, samples: int) -> float:
-    """Forward FLOPs of both directions' softmax for one target token."""
-    return 2 * 2 * p * (samples + 1 if samples else vocab_size)
+    """Forward FLOPs of the softmax for one target (one direction)."""
+    return 2 * p * (samples + 1 if samples else vocab_size)
 
 
-def measure(sentences, vocab, config: BiLMConfig, batch_size: int, samples: int, steps: int, peak32: float) -> dict:
+def token_layer_flops(c: BiLMConfig, n_chars: int) -> float:
+    """Forward FLOPs of the char CNN, highway and projection for one row of n_chars char ids."""
+    return flops_per_token(replace(c, max_characters_per_token=n_chars)) - lstm_flops(c)
+
+
+def lstm_flops(c: BiLMConfig) -> float:
+    """Forward FLOPs of every LSTM layer, both directions, at one position."""
+    return flops_per_token(c) - flops_per_token(replace(c, n_layers=0))
+
+
+class BaselineStep:
+    """The training step as it was first measured, for the "before" variant: the token layer at
+    every position of (batch, T, max_chars) char ids, the LSTM step loop (`BiLM.run_lstm`)
+    differentiated automatically, the same softmax, optimizer and clipping as `Trainer`."""
+
+    def __init__(self, trainer: pt.Trainer):
+        self.trainer, self.lm = trainer, trainer.lm
+        signature = [tf.TensorSpec([None, None, self.lm.bilm.config.max_characters_per_token], tf.int32),
+                     tf.TensorSpec([None, None], tf.int32)]
+        self.train_step = tf.function(self._train_step, input_signature=signature)
+
+    def _lstm_layers(self, weights, token_repr, lengths):
+        bilm = self.lm.bilm
+        x = tf.transpose(tf.stack([token_repr, _reverse_each(token_repr, lengths)]), [0, 2, 1, 3])
+        layers = []
+        for layer in range(bilm.config.n_layers):
+            gates_at = _gates_by_step(bilm.input_gates(weights, layer, x))
+            out = bilm.run_lstm(weights, layer, gates_at, tf.shape(x)[1:3], None, [bilm.zero_state()] * 2)
+            x = out + x if bilm.config.use_skip_connections and layer > 0 else out
+            layers.append(_forward_order(x, lengths))
+        return layers
+
+    def _train_step(self, char_ids, word_ids):
+        variables, bilm = self.lm.trainable_variables, self.lm.bilm
+        with tf.GradientTape() as tape:
+            weights = bilm.layout()
+            lengths = tf.reduce_sum(tf.cast(tf.reduce_any(char_ids > 0, axis=-1), tf.int32), axis=1)
+            layers = self._lstm_layers(weights, bilm.token_layer(weights, char_ids), lengths)
+            nll, n = self.lm.nll_of_top_layer(layers[-1], lengths, word_ids, self.trainer.dropout)
+            loss = tf.reduce_sum(nll) / tf.cast(2 * n, tf.float32)
+        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), self.trainer.clip_norm)
+        self.trainer.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return nll, n
+
+
+def measure(sentences, vocab, config: BiLMConfig, batch_size: int, samples: int, steps: int, peak32: float,
+            baseline: bool) -> dict:
     lm = pt.LanguageModels(BiLM(config, seed=0), len(vocab), seed=0)
     trainer = pt.Trainer(lm, learning_rate=1e-3, dropout=0.1, softmax_samples=samples)
     lengths = np.array([len(s) for s in sentences])
     batches = epoch_batches(lengths, batch_size, seed=0, epoch=0)[: steps + 2]
-    data = [make_batch([sentences[i] for i in b], vocab, config.max_characters_per_token) for b in batches]
-    for chars, words in data[:2]:
-        trainer.train_step(tf.constant(chars), tf.constant(words))
-    tokens = positions = 0
+    data = [trainer.batch([sentences[i] for i in b], vocab) for b in batches]
+    if baseline:
+        step = BaselineStep(trainer).train_step
+        data = [(tok.char_ids([sentences[i] for i in b], config.max_characters_per_token), batch.word_ids)
+                for b, batch in zip(batches, data, strict=True)]
+    else:
+        step = trainer.train_step
+    for batch in data[:2]:
+        step(*map(tf.constant, batch))
     start = time.perf_counter()
-    for chars, words in data[2:]:
-        trainer.train_step(tf.constant(chars), tf.constant(words))
-        positions += words.size
+    for batch in data[2:]:
+        step(*map(tf.constant, batch))
     seconds = time.perf_counter() - start
-    tokens = int(sum(lengths[b].sum() for b in batches[2:]))
-    forward = flops_per_token(config) + softmax_flops(config.projection_dim, len(vocab), trainer.softmax_samples)
-    useful, computed = 3 * forward * tokens / seconds / 1e9, 3 * forward * positions / seconds / 1e9
+    timed = batches[2:]
+    tokens = int(sum(lengths[b].sum() for b in timed))
+    targets = sum(int(lengths[b].sum()) + len(b) for b in timed)  # per direction: L + 1 for L tokens
+    softmax = 2 * targets * softmax_flops(config.projection_dim, len(vocab), trainer.softmax_samples)
+    positions = sum(batch[-1].size for batch in data[2:])
+    if baseline:
+        token_rows = positions * token_layer_flops(config, config.max_characters_per_token)
+    else:
+        token_rows = sum(batch.word_chars.shape[0] * token_layer_flops(config, batch.word_chars.shape[1])
+                         for batch in data[2:])
+    computed = 3 * (token_rows + positions * lstm_flops(config) + softmax) / seconds / 1e9
+    plain = flops_per_token(config) + 2 * softmax_flops(config.projection_dim, len(vocab), trainer.softmax_samples)
+    useful = 3 * plain * tokens / seconds / 1e9
     return {"batch_size": batch_size, "softmax_samples": trainer.softmax_samples, "steps": steps,
             "tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
-            "train_mflops_per_token": round(3 * forward / 1e6, 1), "useful_gflops": round(useful, 1),
-            "computed_gflops": round(computed, 1), "fraction_of_fp32_peak": round(computed / peak32, 3)}
+            "useful_gflops": round(useful, 1), "computed_gflops": round(computed, 1),
+            "fraction_of_fp32_peak": round(computed / peak32, 3)}
 
 
 def main() -> None:
@@ -104,9 +172,10 @@ def main() -> None:
               "corpus": {"files": args.corpus or ["SMS rows 0..4456"], "messages": len(sentences),
                          "vocabulary": len(vocab)}}
     for name, (batch_size, samples) in variants.items():
-        report[name] = measure(sentences, vocab, config, batch_size, samples, args.steps, peak32)
+        report[name] = measure(sentences, vocab, config, batch_size, samples, args.steps, peak32, name == "before")
         print(json.dumps({name: report[name]}), flush=True)
-    report["speedup_now_over_before"] = round(report["now"]["tokens_per_s"] / report["before"]["tokens_per_s"], 2)
+    for name in variants:
+        report[name]["x_before"] = round(report[name]["tokens_per_s"] / report["before"]["tokens_per_s"], 2)
     report["machine"]["fp32_matmul_gflops_after"] = round(matmul_peak(tf.float32), 1)
     print(json.dumps(report, indent=2))
 

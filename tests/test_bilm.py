@@ -54,3 +54,21 @@ def test_an_encoders_weights_leave_its_bilms_training_path_in_float32(fixture_di
     np.testing.assert_array_equal(after[0].numpy(), plain[0].numpy())
     for a, p in zip(after[1], plain[1], strict=True):
         np.testing.assert_array_equal(a.numpy(), p.numpy())
+
+
+def test_the_training_path_on_a_word_table_equals_the_per_position_path(fixture_dir, fixture_sentences):
+    """`on_word_table` (token layer once per distinct word, char ids cut to the fewest columns)
+    gives what the plain per-position call gives, for short words and for one too long to be cut."""
+    bilm = load_bilm(fixture_dir)
+    max_chars, widest = bilm.config.max_characters_per_token, max(w for w, _ in bilm.config.filters)
+    long_url = ["see", "https://example.com/a/very/long/path/that/goes/on/and/on", "x"]
+    for sentences, cut in ((fixture_sentences[:6], True), (fixture_sentences[:6] + [long_url], False)):
+        word_chars, positions = tok.word_table(sentences, max_chars, widest)
+        assert (word_chars.shape[1] < max_chars) == cut
+        plain = bilm(tok.char_ids(sentences, max_chars))
+        by_word = bilm.on_word_table(tf.constant(word_chars), tf.constant(positions))
+        np.testing.assert_array_equal(by_word[2].numpy(), plain[2].numpy())
+        real = positions != tok.NO_TOKEN_ROW
+        np.testing.assert_allclose(by_word[0].numpy()[real], plain[0].numpy()[real], atol=1e-6)
+        for a, p in zip(by_word[1], plain[1], strict=True):
+            np.testing.assert_allclose(a.numpy()[:, real], p.numpy()[:, real], atol=1e-5)

@@ -52,7 +52,8 @@ import h5py
 import numpy as np
 from elmobatch._tensorflow import tf
 
-from elmobatch.encoding.tokens import BEGIN_SENTENCE_ROW, END_SENTENCE_ROW
+from elmobatch.encoding.lstm_sequence import lstm_sequence
+from elmobatch.encoding.tokens import BEGIN_SENTENCE_ROW, END_SENTENCE_ROW, NO_TOKEN_ROW
 from elmobatch.files import write_atomically
 
 
@@ -311,12 +312,12 @@ class BiLM(tf.Module):
         with kernel W_cnn_i[0], as one large matrix product instead of many small ones.
         """
         c = self.config
-        lead = tf.shape(char_ids)[:-1]
-        chars = tf.nn.embedding_lookup(weights.char_embed, tf.reshape(char_ids, [-1, c.max_characters_per_token]))
+        lead, n_chars = tf.shape(char_ids)[:-1], tf.shape(char_ids)[-1]  # n_chars: see tokens.word_table
+        chars = tf.nn.embedding_lookup(weights.char_embed, tf.reshape(char_ids, [-1, n_chars]))
         act = tf.nn.relu if c.activation == "relu" else tf.nn.tanh
         outputs = []
         for (width, _), (kernel, bias) in zip(c.filters, weights.cnn, strict=True):
-            positions = c.max_characters_per_token - width + 1
+            positions = n_chars - width + 1
             windows = tf.concat([chars[:, k : k + positions] for k in range(width)], axis=-1)
             outputs.append(act(tf.reduce_max(_matmul(windows, kernel) + bias, axis=1)))
         return tf.reshape(tf.concat(outputs, axis=-1), tf.concat([lead, [c.n_filters]], axis=0))
@@ -381,7 +382,7 @@ class BiLM(tf.Module):
           shape:    (T, batch)
           active:   (T,) int32, how many rows are still inside their sentence at each step, rows
                     sorted longest first; those past their end do no work and output zeros.
-                    None: every row runs every step.
+                    None: every row runs every step (the plain graph `lstm_sequence` is tested against).
           start:    each direction's (h (1, p), cell (1, d)), shared by every row (`zero_state`,
                     or the state after a first step every row shares)
         The two directions are independent ops in each step, so they run side by side.
@@ -405,16 +406,18 @@ class BiLM(tf.Module):
     def lstm_layers(self, weights: LaidOutWeights, token_repr: tf.Tensor, lengths: tf.Tensor) -> list[tf.Tensor]:
         """(batch, T, projection_dim) -> n_layers x (2, batch, T, p), both in forward order.
 
-        The training path: every position of every sentence, <S> and </S> included, from zero states.
+        The training path: every position of every sentence, <S> and </S> included, from zero
+        states, with a hand-written backward pass (`lstm_sequence`; float32 weights).
         """
+        c = self.config
         backward_input = _reverse_each(token_repr, lengths)
         x = tf.transpose(tf.stack([token_repr, backward_input]), [0, 2, 1, 3])  # (2, T, batch, p)
-        zeros = [self.zero_state(), self.zero_state()]
         layers = []
-        for layer in range(self.config.n_layers):
-            gates_at = _gates_by_step(self.input_gates(weights, layer, x))
-            out = self.run_lstm(weights, layer, gates_at, tf.shape(x)[1:3], None, zeros)
-            x = out + x if self.config.use_skip_connections and layer > 0 else out
+        for layer in range(c.n_layers):
+            lstm = weights.lstm[layer]
+            gates = tf.stack(self.input_gates(weights, layer, x))
+            out = lstm_sequence(gates, lstm.w_recurrent, lstm.w_proj, c.cell_clip, c.proj_clip)
+            x = out + x if c.use_skip_connections and layer > 0 else out
             layers.append(_forward_order(x, lengths))
         return layers
 
@@ -465,6 +468,15 @@ class BiLM(tf.Module):
         weights = self.layout()
         lengths = tf.reduce_sum(tf.cast(tf.reduce_any(char_ids > 0, axis=-1), tf.int32), axis=1)
         token_repr = self.token_layer(weights, char_ids)
+        return token_repr, self.lstm_layers(weights, token_repr, lengths), lengths
+
+    def on_word_table(self, word_chars: tf.Tensor, positions: tf.Tensor):
+        """What `__call__` returns, from a batch as `tokens.word_table` gives it: the token layer
+        runs once per distinct word (word_chars (n_rows, n_chars)) and is gathered to the positions
+        (batch, T) int32, rows of that table, NO_TOKEN_ROW past each sentence's end. The training path."""
+        weights = self.layout()
+        lengths = tf.reduce_sum(tf.cast(positions != NO_TOKEN_ROW, tf.int32), axis=1)
+        token_repr = tf.gather(self.token_layer(weights, word_chars), positions)
         return token_repr, self.lstm_layers(weights, token_repr, lengths), lengths
 
     # ---- weights in the official layout ---------------------------------------------------

@@ -73,6 +73,23 @@ def tokens_only(positions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray,
     return positions[:, 1:-1], lengths - 2
 
 
+def word_table(sentences: list[list[str]], max_chars: int, widest_filter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists -> (word_chars, positions): `word_batch`'s table as char ids, and its positions.
+
+      word_chars: (n_rows, n_chars) int32, +1-shifted ids of [no token, <S>, </S>, *distinct words]
+      positions:  (batch, T) int32 rows of word_chars, as `word_batch`
+    n_chars is the fewest columns that give the char CNN's output on max_chars columns exactly: the
+    longest word's ids plus widest_filter columns of padding. Every window past a word's end holds
+    only padding and has the same value, so one such window, and all that touch the word, are enough
+    for the max over positions.
+    """
+    words, positions, _ = word_batch(sentences)
+    table = np.concatenate([boundary_char_ids(max_chars)] + [word_char_ids(w, max_chars)[None] for w in words])
+    used = np.flatnonzero(((table != 0) & (table != PADDING + 1)).any(axis=0))
+    n_chars = min(max_chars, int(used[-1]) + 1 + widest_filter)
+    return table[:, :n_chars], positions
+
+
 def char_ids(sentences: list[list[str]], max_chars: int) -> np.ndarray:
     """Token lists -> (batch, max_tokens + 2, max_chars) int32, the +1-shifted ids.
 

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -156,14 +157,27 @@ def heldout_mask(n: int, fraction: float) -> np.ndarray:
     return np.floor((i + 1) * fraction) > np.floor(i * fraction)
 
 
-def make_batch(sentences: list[list[str]], vocab: Vocabulary, max_chars: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists -> char ids (batch, T, max_chars) and word ids (batch, T), T = longest + 2."""
-    chars = tok.char_ids(sentences, max_chars)
-    words = np.zeros(chars.shape[:2], np.int32)
+class Batch(NamedTuple):
+    """One training step's input (`BiLM.on_word_table`) and targets.
+
+      word_chars: (n_rows, n_chars) int32, char ids of the batch's distinct words (tokens.word_table)
+      positions:  (batch, T) int32 rows of word_chars, T = longest + 2 (<S> and </S>)
+      word_ids:   (batch, T) int32 vocabulary ids of each position (padding: 0, masked by the loss)
+    """
+
+    word_chars: np.ndarray
+    positions: np.ndarray
+    word_ids: np.ndarray
+
+
+def make_batch(sentences: list[list[str]], vocab: Vocabulary, max_chars: int, widest_filter: int) -> Batch:
+    """Token lists -> a Batch."""
+    word_chars, positions = tok.word_table(sentences, max_chars, widest_filter)
+    words = np.zeros(positions.shape, np.int32)
     for row, sentence in enumerate(sentences):
         ids = vocab.ids(sentence)
         words[row, : len(ids)] = ids
-    return chars, words
+    return Batch(word_chars, positions, words)
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

@@ -37,8 +37,8 @@ from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError, read_options, read_weights
 from elmobatch.files import file_sha256, write_atomically
 from elmobatch.settings import PretrainSettings
-from elmobatch.training.corpus import (PretrainError, TrainingText, corpus_fingerprint, epoch_batches, make_batch,
-                                       read_training_text)
+from elmobatch.training.corpus import (Batch, PretrainError, TrainingText, corpus_fingerprint, epoch_batches,
+                                       make_batch, read_training_text)
 from elmobatch.training.model_writer import TrainedModel, TrainingOutcome, model_json, write_model
 from elmobatch.training.vocabulary import Vocabulary, build_vocabulary
 
@@ -139,18 +139,25 @@ class LanguageModels(tf.Module):
                                      name="softmax_w")
         self.softmax_b = tf.Variable(np.zeros(vocab_size, np.float32), name="softmax_b")
 
-    def nll(self, char_ids: tf.Tensor, word_ids: tf.Tensor, dropout: float = 0.0, samples: int = 0):
+    def nll(self, word_chars: tf.Tensor, positions: tf.Tensor, word_ids: tf.Tensor, dropout: float = 0.0,
+            samples: int = 0):
         """Summed negative log likelihood of both LMs.
 
-        char_ids (batch, T, max_chars), word_ids (batch, T) with <S> and </S> at each sentence's
+        A batch as `corpus.Batch`: word_chars (n_rows, n_chars) the distinct words' char ids,
+        positions (batch, T) rows of it, word_ids (batch, T) with <S> and </S> at each sentence's
         ends (padding: anything, masked). Returns (nll (2,) = [forward, backward], n_targets):
         every sentence of length L gives L - 1 targets per direction.
         samples > 0: a sampled softmax over that many words drawn per batch (log-uniform: the
         vocabulary is ordered by count), an estimate for training only, as bilm-tf trained; 0: the
         full softmax (exact, used for held-out perplexity).
         """
-        _, layers, lengths = self.bilm(char_ids)
-        top = layers[-1]  # (2, batch, T, p), both directions in sentence order
+        _, layers, lengths = self.bilm.on_word_table(word_chars, positions)
+        return self.nll_of_top_layer(layers[-1], lengths, word_ids, dropout, samples)
+
+    def nll_of_top_layer(self, top: tf.Tensor, lengths: tf.Tensor, word_ids: tf.Tensor, dropout: float = 0.0,
+                         samples: int = 0):
+        """`nll` from the biLM's top layer (2, batch, T, p), both directions in sentence order, and
+        lengths (batch,) counting <S> and </S>."""
         mask = tf.sequence_mask(lengths, tf.shape(word_ids)[1])[:, 1:]  # target positions
         forward_h = tf.boolean_mask(top[0][:, :-1], mask)  # state at t predicts t + 1
         backward_h = tf.boolean_mask(top[1][:, 1:], mask)  # state at t + 1 predicts t
@@ -187,32 +194,35 @@ class Trainer:
         self.dropout = dropout
         self.clip_norm = clip_norm
         self.softmax_samples = softmax_samples if 0 < softmax_samples < lm.softmax_w.shape[0] else 0
-        max_chars = lm.bilm.config.max_characters_per_token
-        signature = [tf.TensorSpec([None, None, max_chars], tf.int32), tf.TensorSpec([None, None], tf.int32)]
+        signature = [tf.TensorSpec([None, None], tf.int32)] * 3  # a corpus.Batch
         self.train_step = tf.function(self._train_step, input_signature=signature)
         self.eval_step = tf.function(self._eval_step, input_signature=signature)
 
-    def _train_step(self, char_ids, word_ids):
+    def _train_step(self, word_chars, positions, word_ids):
         variables = self.lm.trainable_variables
         with tf.GradientTape() as tape:
-            nll, n = self.lm.nll(char_ids, word_ids, self.dropout, self.softmax_samples)
+            nll, n = self.lm.nll(word_chars, positions, word_ids, self.dropout, self.softmax_samples)
             loss = tf.reduce_sum(nll) / tf.cast(2 * n, tf.float32)
         grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), self.clip_norm)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return nll, n
 
-    def _eval_step(self, char_ids, word_ids):
-        return self.lm.nll(char_ids, word_ids)
+    def _eval_step(self, word_chars, positions, word_ids):
+        return self.lm.nll(word_chars, positions, word_ids)
+
+    def batch(self, sentences: list[list[str]], vocab: Vocabulary) -> Batch:
+        """Token lists -> the Batch the steps take (char ids cut to this model's char CNN)."""
+        c = self.lm.bilm.config
+        return make_batch(sentences, vocab, c.max_characters_per_token, max(width for width, _ in c.filters))
 
 
 def heldout_perplexity(trainer: Trainer, sentences: list[list[str]], vocab: Vocabulary, batch_size: int = 64) -> dict:
     """exp of the mean NLL per target token: forward, backward, and both together."""
-    max_chars = trainer.lm.bilm.config.max_characters_per_token
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     total, count = np.zeros(2), 0
     for start in range(0, len(order), batch_size):
-        batch = [sentences[i] for i in order[start : start + batch_size]]
-        nll, n = trainer.eval_step(*map(tf.constant, make_batch(batch, vocab, max_chars)))
+        batch = trainer.batch([sentences[i] for i in order[start : start + batch_size]], vocab)
+        nll, n = trainer.eval_step(*map(tf.constant, batch))
         total += nll.numpy()
         count += int(n)
     return {"forward": float(np.exp(total[0] / count)), "backward": float(np.exp(total[1] / count)),
@@ -273,7 +283,6 @@ class TrainingRun:
         self.last_save = time.monotonic()
         lengths = np.array([len(s) for s in text.train])
         steps = _StepProgress(progress, self.step, _steps_in_all(lengths, settings))
-        max_chars = self.lm.bilm.config.max_characters_per_token
         window, window_n, stopped_by = np.zeros(2), 0, None
         while int(self.progress["epoch"]) < settings.epochs and stopped_by is None:
             epoch = int(self.progress["epoch"])
@@ -282,8 +291,8 @@ class TrainingRun:
                 stopped_by = _limit_reached(settings, self.step, started)
                 if stopped_by:
                     break
-                chars, words = make_batch([text.train[i] for i in batches[k]], vocab, max_chars)
-                nll, n = self.trainer.train_step(tf.constant(chars), tf.constant(words))
+                batch = self.trainer.batch([text.train[i] for i in batches[k]], vocab)
+                nll, n = self.trainer.train_step(*map(tf.constant, batch))
                 window += nll.numpy()
                 window_n += int(n)
                 self.progress["step"].assign_add(1)
