@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import sys
 
 import click
@@ -490,7 +489,8 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
               help="Head directory (default: bundled).")
 @model_option
 @click.option("--out", type=click.Path(allow_dash=True), help="Output .csv/.parquet file (one input), directory "
-              "(default: <input stem>.scored.csv in the current directory), or - for standard output "
+              "(default: <input stem>.scored.csv in the current directory), s3://BUCKET/KEY.csv|.parquet or "
+              "s3://BUCKET/PREFIX, or - for standard output "
               "(then rejects go to <input stem>.scored.rejects.csv in the current directory).")
 @click.option("--out-format", type=click.Choice(STDOUT_FORMATS),
               help="What --out - writes: CSV, one header for all inputs (the default), or JSON Lines.")
@@ -506,6 +506,8 @@ def score(inputs, head_dir, model, out, out_format, threshold, provenance, read,
 
     INPUTS: files (.gz ones read as gzip streams), directories (their files), glob patterns, or -
     for standard input. With --out - the scores go to standard output and nothing else does.
+    s3://BUCKET/KEY (an object, a prefix or a pattern) and --out s3://... work too (credentials
+    and AWS_ENDPOINT_URL as the AWS tools read them); each scored object is uploaded whole.
 
     \b
     Examples:
@@ -513,11 +515,12 @@ def score(inputs, head_dir, model, out, out_format, threshold, provenance, read,
       elmobatch score a.csv b.csv --head my_head/ --out scored/
       elmobatch score messages.csv --out scored.parquet --threshold 0.3
       elmobatch score incoming/ 'archive/*.csv.gz' --out scored/
+      elmobatch score 's3://bucket/incoming/*.csv' --out s3://bucket/scored
       cat messages.csv | elmobatch score - --out - > scored.csv
     """
     if out_format and out != "-":
         raise click.UsageError("--out-format is for --out - (standard output); a file's extension picks its format")
-    with input_files(inputs) as paths:
+    with input_files(inputs, objects=True) as paths:
         _score(paths, head_dir, model, out, out_format or "csv", threshold, provenance, read, cache_dir, precision)
 
 
@@ -539,7 +542,7 @@ def _score(inputs, head_dir, model, out, out_format, threshold, provenance, read
                 summary = score_file(path, stream or target, head=head, encoder=encoder, cache=cache,
                                      read=read, threshold=threshold, provenance=provenance,
                                      rejects_to=rejects_path(target) if to_stdout else None,
-                                     progress=progress(f"score {os.path.basename(path)}"))
+                                     progress=progress(f"score {path.name}"))
                 summary.input = shown_name(path)
                 click.echo(summary.line(), err=to_stdout)
     except OutputLocked as exc:

@@ -79,8 +79,8 @@ def input_files(arguments, *, objects: bool = False) -> Iterator[list]:
 
     stored = [str(a) for a in arguments if is_object_uri(str(a))]
     if stored and not objects:  # refused before any request to the store
-        raise click.UsageError(f"{stored[0]}: only `elmobatch embed` reads object storage so far; copy the "
-                               "objects to a local or mounted path first")
+        raise click.UsageError(f"{stored[0]}: only `elmobatch embed`, `score` and `run` read object storage so "
+                               "far; copy the objects to a local or mounted path first")
     with contextlib.ExitStack() as stack:
         try:
             paths = stack.enter_context(open_inputs(arguments, sys.stdin.buffer))

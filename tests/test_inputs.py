@@ -212,9 +212,9 @@ def test_a_glob_skips_hidden_and_underscore_directories_and_empty_ones(tmp_path,
     assert [i["name"] for i in manifest["inputs"]] == ["a.csv", "b.csv"]
 
 
-def test_only_embed_reads_object_storage_the_others_say_so(tmp_path):
-    result = cli("score", "s3://some-bucket/in/day.csv")
-    assert result.exit_code == 2 and "only `elmobatch embed` reads object storage" in result.output
+def test_commands_that_do_not_read_object_storage_say_so(tmp_path):
+    result = cli("pretrain", "s3://some-bucket/in/day.csv", "--out", tmp_path / "model")
+    assert result.exit_code == 2 and "only `elmobatch embed`, `score` and `run` read object storage" in result.output
 
 
 def test_corrupt_gz_is_one_clear_error(tmp_path):

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from elmobatch.files import (commit, remove_if_empty, staging, sweep_temporaries
 from elmobatch.locking import JobLock, LockHeld
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, ReadOptions
 from elmobatch.reading.inputs import input_stem, source_name
-from elmobatch.storage import StoredPath
+from elmobatch.storage import StoredPath, as_path
 from elmobatch.training.metrics import head_metrics
 from elmobatch.embedding.vectors import file_vectors, labelled_vectors
 from elmobatch.training.head import HEAD_JSON, Head, HeadError, check_model, default_head_dir, load_head
@@ -67,29 +67,47 @@ def output_format(path) -> str:
     return fmt
 
 
-def output_paths(inputs: list, out: str | None) -> list[Path]:
+def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
     """Where each input's scores go: `<stem>.scored.csv` in the cwd by default; --out a .csv or
-    .parquet file for one input, or a directory (for any number) holding `<stem>.scored.csv`."""
-    if out is not None and Path(out).suffix.lower() in OUTPUT_FORMATS:
+    .parquet file for one input, or a directory (for any number) holding `<stem>.scored.csv`; the
+    same for an object (s3://BUCKET/KEY.csv) or a key prefix (s3://BUCKET/PREFIX), whose bucket must exist."""
+    try:
+        target = as_path(out) if out is not None else None
+    except ValueError as exc:  # s3:///key, file://host/x
+        raise ScoreError(f"--out {exc}") from None
+    if target is not None and target.suffix.lower() in OUTPUT_FORMATS:
         if len(inputs) > 1:
             raise ScoreError(f"--out {out}: one output file for {len(inputs)} inputs; give a directory instead")
-        paths = [Path(out)]
+        paths = [target]
     else:
-        if out is not None and Path(out).suffix:
+        if target is not None and target.suffix:
             output_format(out)  # raises: an unknown extension is a mistake, not a directory name
-        directory = Path(out) if out is not None else Path.cwd()
+        directory = target if target is not None else Path.cwd()
         paths = [directory / f"{input_stem(p)}.scored.csv" for p in inputs]
-    for source, target in zip(inputs, paths, strict=True):
-        if Path(source).resolve() == target.resolve():
-            raise ScoreError(f"--out {target}: that is the input file; scores go to a new file")
+    for source, path in zip(inputs, paths, strict=True):
+        if _same_file(source, path):
+            raise ScoreError(f"--out {path}: that is the input file; scores go to a new file")
     if len(set(paths)) < len(paths):
         raise ScoreError("two inputs share a file name stem, so their outputs would collide; score them "
                          "into different --out directories")
+    if isinstance(target, StoredPath) and not target.bucket_exists():  # before the model loads
+        raise ScoreError(f"--out {out}: no such bucket {target.bucket!r} (or no access to it)")
     return paths
 
 
-def rejects_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}.rejects{out.suffix}")
+def _same_file(source, target: Path | StoredPath) -> bool:
+    source = as_path(source)
+    if isinstance(source, StoredPath) or isinstance(target, StoredPath):
+        return source == target
+    return source.resolve() == target.resolve()
+
+
+OutPath = TypeVar("OutPath", Path, StoredPath)  # a local file or a stored object, kept as it is
+
+
+def rejects_path(out: OutPath) -> OutPath:
+    """The rejects file beside a scored file (or object): day.scored.csv -> day.scored.rejects.csv."""
+    return out.parent / f"{out.stem}.rejects{out.suffix}"
 
 
 @dataclass
@@ -324,9 +342,9 @@ def score_file(path, out: Path | StoredPath | StreamOutput, *, head: Head, encod
 
 def _score_to_store(path, out: StoredPath, rejects_to, **options) -> ScoreSummary:
     """Score into local files, then upload the scores and the rejects to their final names: an upload
-    appears whole or not at all, so the store needs no rename and no _tmp/. The one writer per
-    output is the caller's (elmobatch run holds the output prefix's lease)."""
-    rejects_out = rejects_to if rejects_to is not None else out.parent / rejects_path(Path(out.name)).name
+    appears whole or not at all, so the store needs no rename and no _tmp/. No lock on the store:
+    `run` holds its output prefix's lease; two `score`s of one object each upload whole, the last wins."""
+    rejects_out = rejects_to if rejects_to is not None else rejects_path(out)
     with tempfile.TemporaryDirectory(prefix="elmobatch-score-") as directory:
         local = Path(directory) / out.name
         summary = score_file(path, local, rejects_to=Path(directory) / "_rejects" / rejects_out.name, **options)
