@@ -58,17 +58,28 @@ def test_an_encoders_weights_leave_its_bilms_training_path_in_float32(fixture_di
 
 def test_the_training_path_on_a_word_table_equals_the_per_position_path(fixture_dir, fixture_sentences):
     """`on_word_table` (token layer once per distinct word, char ids cut to the fewest columns)
-    gives what the plain per-position call gives, for short words and for one too long to be cut."""
+    gives the per-position call's layers and gradients, within float rounding, for short words and
+    with one word too long to be cut."""
     bilm = load_bilm(fixture_dir)
-    max_chars, widest = bilm.config.max_characters_per_token, max(w for w, _ in bilm.config.filters)
+    max_chars, variables = bilm.config.max_characters_per_token, list(bilm.variables_by_name.values())
     long_url = ["see", "https://example.com/a/very/long/path/that/goes/on/and/on", "x"]
-    for sentences, cut in ((fixture_sentences[:6], True), (fixture_sentences[:6] + [long_url], False)):
-        word_chars, positions = tok.word_table(sentences, max_chars, widest)
+    for sentences, cut in ((fixture_sentences[:6] + [[]], True), (fixture_sentences[:6] + [long_url], False)):
+        word_chars, positions = tok.word_table(sentences, max_chars, bilm.config.widest_filter)
         assert (word_chars.shape[1] < max_chars) == cut
-        plain = bilm(tok.char_ids(sentences, max_chars))
-        by_word = bilm.on_word_table(tf.constant(word_chars), tf.constant(positions))
-        np.testing.assert_array_equal(by_word[2].numpy(), plain[2].numpy())
-        real = positions != tok.NO_TOKEN_ROW
-        np.testing.assert_allclose(by_word[0].numpy()[real], plain[0].numpy()[real], atol=1e-6)
-        for a, p in zip(by_word[1], plain[1], strict=True):
-            np.testing.assert_allclose(a.numpy()[:, real], p.numpy()[:, real], atol=1e-5)
+        real = tf.constant(positions != tok.NO_TOKEN_ROW)
+        results = []
+        calls = [(bilm, [tok.char_ids(sentences, max_chars)]), (bilm.on_word_table, [word_chars, positions])]
+        for call, inputs in calls:
+            with tf.GradientTape() as tape:
+                token_repr, layers, lengths = call(*map(tf.constant, inputs))
+                at_tokens = [tf.boolean_mask(tf.transpose(layer, [1, 2, 0, 3]), real) for layer in layers]
+                loss = tf.reduce_sum(tf.sin(3.0 * tf.boolean_mask(token_repr, real))) + sum(
+                    tf.reduce_sum(tf.sin(3.0 * x)) for x in at_tokens)
+            grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, variables)]
+            results.append((lengths.numpy(), [x.numpy() for x in at_tokens], grads))
+        (lengths, layers, grads), (plain_lengths, plain_layers, plain_grads) = results[1], results[0]
+        np.testing.assert_array_equal(lengths, plain_lengths)
+        for a, p in zip(layers, plain_layers, strict=True):
+            np.testing.assert_allclose(a, p, atol=1e-5)
+        for a, p in zip(grads, plain_grads, strict=True):
+            np.testing.assert_allclose(a, p, rtol=1e-4, atol=1e-5)

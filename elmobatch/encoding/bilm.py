@@ -84,6 +84,10 @@ class BiLMConfig:
         return sum(n for _, n in self.filters)
 
     @property
+    def widest_filter(self) -> int:
+        return max(width for width, _ in self.filters)
+
+    @property
     def use_cnn_projection(self) -> bool:
         return self.n_filters != self.projection_dim
 
@@ -125,10 +129,10 @@ class BiLMConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightFileError(f"{source}: not valid ELMo options ({_describe(exc)})") from exc
-        if config.max_characters_per_token < max(w for w, _ in config.filters):
+        if config.max_characters_per_token < config.widest_filter:
             raise WeightFileError(
                 f"{source}: max_characters_per_token={config.max_characters_per_token} is shorter "
-                f"than the widest filter ({max(w for w, _ in config.filters)})"
+                f"than the widest filter ({config.widest_filter})"
             )
         if config.lstm_dim < config.projection_dim:
             raise WeightFileError(
@@ -382,7 +386,7 @@ class BiLM(tf.Module):
           shape:    (T, batch)
           active:   (T,) int32, how many rows are still inside their sentence at each step, rows
                     sorted longest first; those past their end do no work and output zeros.
-                    None: every row runs every step (the plain graph `lstm_sequence` is tested against).
+                    None: every row runs every step (`lstm_layers(plain=True)`).
           start:    each direction's (h (1, p), cell (1, d)), shared by every row (`zero_state`,
                     or the state after a first step every row shares)
         The two directions are independent ops in each step, so they run side by side.
@@ -403,20 +407,28 @@ class BiLM(tf.Module):
             out_b = out_b.write(t, tf.pad(h_b, [[0, batch - k], [0, 0]]))
         return tf.stack([out_f.stack(), out_b.stack()])
 
-    def lstm_layers(self, weights: LaidOutWeights, token_repr: tf.Tensor, lengths: tf.Tensor) -> list[tf.Tensor]:
+    def lstm_layers(self, weights: LaidOutWeights, token_repr: tf.Tensor, lengths: tf.Tensor,
+                    plain: bool = False) -> list[tf.Tensor]:
         """(batch, T, projection_dim) -> n_layers x (2, batch, T, p), both in forward order.
 
         The training path: every position of every sentence, <S> and </S> included, from zero
-        states, with a hand-written backward pass (`lstm_sequence`; float32 weights).
+        states, through `lstm_sequence` (a hand-written backward pass, float32). plain: through the
+        step loop `run_lstm`, differentiated by TensorFlow: the same values, slower to train; what
+        `lstm_sequence` is tested against.
         """
         c = self.config
         backward_input = _reverse_each(token_repr, lengths)
         x = tf.transpose(tf.stack([token_repr, backward_input]), [0, 2, 1, 3])  # (2, T, batch, p)
         layers = []
         for layer in range(c.n_layers):
-            lstm = weights.lstm[layer]
-            gates = tf.stack(self.input_gates(weights, layer, x))
-            out = lstm_sequence(gates, lstm.w_recurrent, lstm.w_proj, c.cell_clip, c.proj_clip)
+            gates = self.input_gates(weights, layer, x)
+            if plain:
+                out = self.run_lstm(weights, layer, _gates_by_step(gates), tf.shape(x)[1:3], None,
+                                    [self.zero_state(), self.zero_state()])
+            else:
+                w_recurrent, w_proj = (None if w is None else tf.cast(w, tf.float32)
+                                       for w in (weights.lstm[layer].w_recurrent, weights.lstm[layer].w_proj))
+                out = lstm_sequence(tf.stack(gates), w_recurrent, w_proj, c.cell_clip, c.proj_clip)
             x = out + x if c.use_skip_connections and layer > 0 else out
             layers.append(_forward_order(x, lengths))
         return layers

@@ -31,9 +31,9 @@ def _clip(x: tf.Tensor, limit: float | None) -> tf.Tensor:
     return x if limit is None else tf.clip_by_value(x, -limit, limit)
 
 
-def _passes_clip(x: tf.Tensor, limit: float | None) -> tf.Tensor:
+def _passes_clip(x: tf.Tensor, limit: float) -> tf.Tensor:
     """The gradient of clip(x) with respect to x: 1 inside the limits (ends included), else 0."""
-    return tf.ones_like(x) if limit is None else tf.cast(tf.abs(x) <= limit, x.dtype)
+    return tf.cast(tf.abs(x) <= limit, x.dtype)
 
 
 def _shift_one_step(x: tf.Tensor) -> tf.Tensor:
@@ -43,29 +43,21 @@ def _shift_one_step(x: tf.Tensor) -> tf.Tensor:
 
 def lstm_sequence(gates: tf.Tensor, w_recurrent: tf.Tensor, w_proj: tf.Tensor | None,
                   cell_clip: float | None, proj_clip: float | None) -> tf.Tensor:
-    """(2, T, batch, 4d) input gates -> (2, T, batch, p) outputs; differentiable in all three tensors."""
-    if w_proj is None:
-        return _lstm_sequence_without_projection(gates, w_recurrent, cell_clip)
-    return _lstm_sequence_with_projection(gates, w_recurrent, w_proj, cell_clip, proj_clip)
+    """(2, T, batch, 4d) input gates -> (2, T, batch, p) outputs; differentiable in every tensor.
+    Without a projection there is no output clip either (TF1's LSTMCell), and h = m."""
+    projection = [] if w_proj is None else [w_proj]
+    clips = _Clips(cell_clip, proj_clip if projection else None)
 
-
-def _lstm_sequence_without_projection(gates, w_recurrent, cell_clip):
-    """h = m: a projection by the identity (never trained), and no output clip, as TF1's LSTMCell."""
-    identity = tf.eye(w_recurrent.shape[-1] // 4, batch_shape=[2])
-    return _lstm_sequence_with_projection(gates, w_recurrent, identity, cell_clip, None)
-
-
-def _lstm_sequence_with_projection(gates, w_recurrent, w_proj, cell_clip, proj_clip):
     @tf.custom_gradient
-    def run(gates, w_recurrent, w_proj):
-        saved = _forward(gates, w_recurrent, w_proj, cell_clip, proj_clip)
+    def run(gates, w_recurrent, *projection):
+        saved = _forward(clips, gates, w_recurrent, *projection)
 
         def grad(d_out):
-            return _backward(d_out, saved, w_recurrent, w_proj, cell_clip, proj_clip)
+            return _backward(clips, d_out, saved, w_recurrent, *projection)
 
-        return tf.transpose(_clip(saved.h_raw, proj_clip), [1, 0, 2, 3]), grad
+        return tf.transpose(_clip(saved.h_raw, clips.proj), [1, 0, 2, 3]), grad
 
-    return run(gates, w_recurrent, w_proj)
+    return run(gates, w_recurrent, *projection)
 
 
 class _Saved(NamedTuple):
@@ -76,62 +68,76 @@ class _Saved(NamedTuple):
     h_raw: tf.Tensor
 
 
-def _forward(gates, w_recurrent, w_proj, cell_clip, proj_clip):
+class _Clips(NamedTuple):
+    """A layer's clips: the cell's, and the output's (None: not clipped)."""
+
+    cell: float | None
+    proj: float | None
+
+
+def _forward(clips: _Clips, gates, w_recurrent, w_proj=None) -> _Saved:
     """Run the steps; keep, time-major, what the backward pass needs:
     acts (T, 2, batch, 4d) = [sigmoid(i), tanh(j), sigmoid(f), sigmoid(o)], c_raw (T, 2, batch, d)
     the cells before clipping, h_raw (T, 2, batch, p) the outputs before clipping."""
     steps, batch = tf.shape(gates)[1], tf.shape(gates)[2]
-    d, p = w_recurrent.shape[-1] // 4, w_proj.shape[-1]
-    h, cell = tf.zeros([2, batch, p]), tf.zeros([2, batch, d])
-    acts = tf.TensorArray(tf.float32, size=steps)
-    c_raws = tf.TensorArray(tf.float32, size=steps)
-    h_raws = tf.TensorArray(tf.float32, size=steps)
+    d = w_recurrent.shape[-1] // 4
+    h, cell = tf.zeros([2, batch, w_recurrent.shape[1]]), tf.zeros([2, batch, d])
+    acts, c_raws, h_raws = (tf.TensorArray(tf.float32, size=steps) for _ in range(3))
     for t in tf.range(steps):
         i, j, f, o = tf.split(gates[:, t] + tf.matmul(h, w_recurrent), 4, axis=-1)
         i, j, f, o = tf.sigmoid(i), tf.tanh(j), tf.sigmoid(f), tf.sigmoid(o)
         c_raw = f * cell + i * j
-        cell = _clip(c_raw, cell_clip)
-        h_raw = tf.matmul(o * tf.tanh(cell), w_proj)
-        h = _clip(h_raw, proj_clip)
+        cell = _clip(c_raw, clips.cell)
+        h_raw = o * tf.tanh(cell)
+        if w_proj is not None:
+            h_raw = tf.matmul(h_raw, w_proj)
+        h = _clip(h_raw, clips.proj)
         acts = acts.write(t, tf.concat([i, j, f, o], axis=-1))
         c_raws = c_raws.write(t, c_raw)
         h_raws = h_raws.write(t, h_raw)
     return _Saved(acts.stack(), c_raws.stack(), h_raws.stack())
 
 
-def _backward(d_out, saved, w_recurrent, w_proj, cell_clip, proj_clip):
+def _backward(clips: _Clips, d_out, saved: _Saved, w_recurrent, w_proj=None) -> list[tf.Tensor]:
     """d_out (2, T, batch, p), the loss gradient of each output -> the gradients of gates,
-    w_recurrent and w_proj. Everything that does not depend on the incoming gradients is computed
-    for all steps at once first; the loop, last step to first, carries the gradients of h and the
-    cell and runs two matmuls and a few products per step."""
+    w_recurrent (and w_proj). What does not depend on the incoming gradients is computed for
+    all steps at once first (at the cost of memory: about twice the saved gates); the loop,
+    last step to first, carries the gradients of h and the cell through two matmuls (one
+    without a projection) and a few products per step."""
     d_out = tf.transpose(d_out, [1, 0, 2, 3])  # time-major, like `saved`
     steps = tf.shape(d_out)[0]
     i, j, f, o = tf.split(saved.acts, 4, axis=-1)
-    cells = _clip(saved.c_raw, cell_clip)
+    cells = _clip(saved.c_raw, clips.cell)
     tanh_cells = tf.tanh(cells)
-    h_passes = _passes_clip(saved.h_raw, proj_clip)  # (T, 2, batch, p)
-    c_passes = _passes_clip(saved.c_raw, cell_clip)  # (T, 2, batch, d)
-    cell_from_m = o * (1.0 - tanh_cells * tanh_cells)  # d cell / d m, through tanh
+    c_passes = None if clips.cell is None else _passes_clip(saved.c_raw, clips.cell)
+    h_passes = None if clips.proj is None else _passes_clip(saved.h_raw, clips.proj)
+    cell_from_m = o * (1.0 - tanh_cells * tanh_cells)  # d cell / d m, through tanh and the clip
+    if c_passes is not None:
+        cell_from_m *= c_passes
     # d gates = [dc, dc, dc, dm] * these: d[i, j, f] / d cell and d o / d m, before the activations
     gate_factors = tf.concat([j * i * (1.0 - i), i * (1.0 - j * j), _shift_one_step(cells) * f * (1.0 - f),
                               tanh_cells * o * (1.0 - o)], axis=-1)
     dh_next, dc_next = tf.zeros_like(d_out[0]), tf.zeros_like(cells[0])
-    d_gates = tf.TensorArray(tf.float32, size=steps)
-    d_h_raws = tf.TensorArray(tf.float32, size=steps)
+    d_gates, d_h_raws = (tf.TensorArray(tf.float32, size=steps) for _ in range(2))
     for s in tf.range(steps):
         t = steps - 1 - s
-        d_h_raw = (d_out[t] + dh_next) * h_passes[t]
-        dm = tf.matmul(d_h_raw, w_proj, transpose_b=True)
-        dc = (dc_next + dm * cell_from_m[t]) * c_passes[t]
+        d_h_raw = d_out[t] + dh_next
+        if h_passes is not None:
+            d_h_raw *= h_passes[t]
+        dm = d_h_raw if w_proj is None else tf.matmul(d_h_raw, w_proj, transpose_b=True)
+        dc = dm * cell_from_m[t] + (dc_next if c_passes is None else dc_next * c_passes[t])
         d_gate = tf.concat([dc, dc, dc, dm], axis=-1) * gate_factors[t]
         dc_next = dc * f[t]
         dh_next = tf.matmul(d_gate, w_recurrent, transpose_b=True)
         d_gates = d_gates.write(t, d_gate)
-        d_h_raws = d_h_raws.write(t, d_h_raw)
-    d_gates, d_h_raws = d_gates.stack(), d_h_raws.stack()  # (T, 2, batch, 4d), (T, 2, batch, p)
-    d_w_recurrent = _sum_over_steps(_shift_one_step(_clip(saved.h_raw, proj_clip)), d_gates)
-    d_w_proj = _sum_over_steps(o * tanh_cells, d_h_raws)
-    return tf.transpose(d_gates, [1, 0, 2, 3]), d_w_recurrent, d_w_proj
+        if w_proj is not None:
+            d_h_raws = d_h_raws.write(t, d_h_raw)
+    d_gates = d_gates.stack()  # (T, 2, batch, 4d)
+    grads = [tf.transpose(d_gates, [1, 0, 2, 3]),
+             _sum_over_steps(_shift_one_step(_clip(saved.h_raw, clips.proj)), d_gates)]
+    if w_proj is not None:
+        grads.append(_sum_over_steps(o * tanh_cells, d_h_raws.stack()))
+    return grads
 
 
 def _sum_over_steps(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:

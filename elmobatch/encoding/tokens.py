@@ -73,6 +73,12 @@ def tokens_only(positions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray,
     return positions[:, 1:-1], lengths - 2
 
 
+def char_table(words: list[str], max_chars: int) -> np.ndarray:
+    """`word_batch`'s words -> (FIRST_WORD_ROW + len(words), max_chars) int32 char ids of its table
+    [no token, <S>, </S>, *words]."""
+    return np.concatenate([boundary_char_ids(max_chars)] + [word_char_ids(w, max_chars)[None] for w in words])
+
+
 def word_table(sentences: list[list[str]], max_chars: int, widest_filter: int) -> tuple[np.ndarray, np.ndarray]:
     """Token lists -> (word_chars, positions): `word_batch`'s table as char ids, and its positions.
 
@@ -84,7 +90,7 @@ def word_table(sentences: list[list[str]], max_chars: int, widest_filter: int) -
     for the max over positions.
     """
     words, positions, _ = word_batch(sentences)
-    table = np.concatenate([boundary_char_ids(max_chars)] + [word_char_ids(w, max_chars)[None] for w in words])
+    table = char_table(words, max_chars)
     used = np.flatnonzero(((table != 0) & (table != PADDING + 1)).any(axis=0))
     n_chars = min(max_chars, int(used[-1]) + 1 + widest_filter)
     return table[:, :n_chars], positions
@@ -96,5 +102,4 @@ def char_ids(sentences: list[list[str]], max_chars: int) -> np.ndarray:
     Each sentence is wrapped in <S> ... </S>; positions past a sentence's end are all zeros.
     """
     words, positions, _ = word_batch(sentences)
-    table = [boundary_char_ids(max_chars)] + [word_char_ids(w, max_chars)[None] for w in words]
-    return np.concatenate(table)[positions]
+    return char_table(words, max_chars)[positions]

@@ -194,7 +194,8 @@ class Trainer:
         self.dropout = dropout
         self.clip_norm = clip_norm
         self.softmax_samples = softmax_samples if 0 < softmax_samples < lm.softmax_w.shape[0] else 0
-        signature = [tf.TensorSpec([None, None], tf.int32)] * 3  # a corpus.Batch
+        # a corpus.Batch: word_chars, positions, word_ids
+        signature = [tf.TensorSpec([None, None], tf.int32, name=name) for name in Batch._fields]
         self.train_step = tf.function(self._train_step, input_signature=signature)
         self.eval_step = tf.function(self._eval_step, input_signature=signature)
 
@@ -213,7 +214,7 @@ class Trainer:
     def batch(self, sentences: list[list[str]], vocab: Vocabulary) -> Batch:
         """Token lists -> the Batch the steps take (char ids cut to this model's char CNN)."""
         c = self.lm.bilm.config
-        return make_batch(sentences, vocab, c.max_characters_per_token, max(width for width, _ in c.filters))
+        return make_batch(sentences, vocab, c.max_characters_per_token, c.widest_filter)
 
 
 def heldout_perplexity(trainer: Trainer, sentences: list[list[str]], vocab: Vocabulary, batch_size: int = 64) -> dict:
