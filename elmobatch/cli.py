@@ -387,10 +387,13 @@ def _cache(cache_dir):
               help="Calibrate the scores on the validation slice (before the threshold is chosen there).")
 @click.option("--l2", type=click.FloatRange(min=0), help="L2 strength on the output weights "
               "(default: none for mlp; for logistic the best of 1e-4..1 on the validation slice).")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Two labels: a fixed decision threshold on the (calibrated) score "
+                   "(default: the one with the best F1 on the validation slice).")
 @cache_dir_option
 @precision_option
 def train(input, label_column, read, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, precision, cache_dir):
+          calibrate, l2, threshold, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
 
     \b
@@ -410,7 +413,7 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
                           model_spec=model_record(model), split=split, read=read,
                           positive=positive_label, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
-                                               calibrate=calibrate, l2=l2))
+                                               calibrate=calibrate, l2=l2, threshold=threshold))
     except (TrainingError, *_head_errors()) as exc:
         raise click.ClickException(str(exc)) from exc
     meta = head.meta

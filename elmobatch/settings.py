@@ -87,3 +87,4 @@ class FitSettings:
     head_kind: str = "mlp"  # one of HEAD_KINDS
     calibrate: str = "none"  # one of CALIBRATIONS
     l2: float | None = None  # L2 on the output weights; None: none for "mlp", picked on validation for "logistic"
+    threshold: float | None = None  # two labels: a fixed decision threshold; None: the F1-best on the validation slice

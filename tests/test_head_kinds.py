@@ -180,3 +180,19 @@ def test_cli_trains_a_calibrated_logistic_head_and_score_applies_it(tmp_path, fi
     bad = runner.invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
                                "--out", str(tmp_path / "h2"), "--calibrate", "isotonic"])
     assert bad.exit_code != 0 and "'isotonic' is not one of 'none', 'platt', 'temperature'" in bad.output
+
+
+def test_a_fixed_threshold_is_kept_after_calibration_and_a_bad_one_refused(layers, fixture_encoder, tmp_path):
+    settings = FitSettings(epochs=3, batch_size=16, validation_fraction=0.3, calibrate="platt", threshold=0.42)
+    head, _ = fit_head(layers, LABELS, model_meta={"fingerprint": fixture_encoder.fingerprint}, settings=settings)
+    assert head.meta["threshold"] == 0.42 and head.meta["training"]["threshold_from"] == "fixed (--threshold)"
+    picked, _ = fit_head(layers, LABELS, model_meta={"fingerprint": fixture_encoder.fingerprint},
+                         settings=FitSettings(epochs=3, batch_size=16, validation_fraction=0.3, calibrate="platt"))
+    assert picked.meta["training"]["threshold_from"].startswith("best F1")
+    with pytest.raises(TrainingError, match="threshold 1.0: expected a probability between 0 and 1"):
+        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(threshold=1.0))
+    data = tmp_path / "labelled.csv"
+    pd.DataFrame({"label": LABELS, "text": TEXTS}).to_csv(data, index=False)
+    result = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                       "--out", str(tmp_path / "head"), "--threshold", "1"])
+    assert result.exit_code == 2 and "--threshold" in result.output

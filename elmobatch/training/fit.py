@@ -42,6 +42,8 @@ def check_settings(settings: FitSettings) -> None:
         raise TrainingError(f"calibration {settings.calibrate!r}: expected one of {', '.join(CALIBRATIONS)}")
     if settings.l2 is not None and not settings.l2 >= 0:
         raise TrainingError(f"l2 {settings.l2!r}: expected a number >= 0")
+    if settings.threshold is not None and not 0 < settings.threshold < 1:
+        raise TrainingError(f"threshold {settings.threshold!r}: expected a probability between 0 and 1")
     if settings.calibrate != "none" and settings.validation_fraction <= 0:
         raise TrainingError(f"calibration {settings.calibrate!r} is fitted on the validation slice; "
                             f"validation_fraction must be > 0, got {settings.validation_fraction}")
@@ -181,14 +183,19 @@ def _head_arrays(model: keras.Model, mean: np.ndarray, std: np.ndarray, kind: st
     return {name: arrays[name] for name in weight_names(kind)}
 
 
-def calibrate_head(head: Head, x_val: np.ndarray, y_val: np.ndarray, method: str) -> Head:
+def calibrate_head(head: Head, x_val: np.ndarray, y_val: np.ndarray, method: str,
+                   threshold: float | None = None) -> Head:
     """Fit `method` calibration on held-out rows (x_val (n, n_layers + 1, dim), label indices y_val),
-    then, for two labels, pick the threshold with the best F1 on the calibrated scores; in place."""
+    then, for two labels, pick the threshold with the best F1 on the calibrated scores (or keep the
+    fixed `threshold`); in place."""
     try:
         head.meta["calibration"] = fit_calibration(method, head.logits(x_val), y_val)
     except CalibrationError as exc:
         raise TrainingError(str(exc)) from exc
-    if head.binary:
+    if head.binary and threshold is not None:
+        head.meta["threshold"] = threshold
+        head.meta["training"]["threshold_from"] = "fixed (--threshold)"
+    elif head.binary:
         head.meta["threshold"] = best_f1_threshold(y_val == 1, head.probabilities(x_val)[:, 1])
         head.meta["training"]["threshold_from"] = "best F1 of the positive label on the validation slice" + (
             f" (after {method} calibration there)" if method != "none" else "")
@@ -249,10 +256,10 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
         summary["l2_validation_losses"] = {f"{v:g}": loss for v, loss in l2_losses.items()}
     meta: dict[str, object] = {
         "labels": names, "positive_label": names[1] if k == 2 else None, "head_kind": settings.head_kind,
-        "threshold": 0.5 if k == 2 else None, "model": dict(model_meta), "training": summary}
+        "threshold": (settings.threshold or 0.5) if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
     if len(val):
-        calibrate_head(head, x[val], y[val], settings.calibrate)
+        calibrate_head(head, x[val], y[val], settings.calibrate, settings.threshold)
     meta["layer_weights"] = [float(v) for v in head.layer_weights]
     meta["gamma"] = float(arrays["gamma"])
     if log:
