@@ -160,3 +160,12 @@ def s3(tmp_path_factory):
 
     with moto_server(tmp_path_factory.mktemp("moto")) as fs:
         yield fs
+
+
+LONGEST_FILES = ("test_spark_cluster.py",)  # minutes on one process: a real cluster, started per file
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest test files first: `make test` hands whole files to 2 processes in collection
+    order, so the other process works through the rest meanwhile instead of idling at the end."""
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
