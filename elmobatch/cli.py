@@ -11,7 +11,8 @@ import sys
 import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
-from elmobatch.cli_options import cache_dir_option, input_files, input_options, inputs_argument, model_option
+from elmobatch.cli_options import (cache_dir_option, input_files, input_options, inputs_argument, local_location,
+                                   model_option)
 from elmobatch.text import TOKENIZERS
 from elmobatch.settings import (CALIBRATIONS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_PRECISION,
                                 DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES, HEAD_KINDS, STDOUT_FORMATS, VECTOR_DTYPES,
@@ -373,7 +374,8 @@ def _cache(cache_dir):
 @click.option("--label-column", required=True, help="Column holding each row's label.")
 @input_options
 @model_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Head directory to write.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), callback=local_location,
+              help="Head directory to write.")
 @click.option("--split", "split_spec", default=DEFAULT_SPLIT, show_default=True,
               help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
 @click.option("--epochs", default=FIT.epochs, show_default=True, type=click.IntRange(1),
@@ -442,7 +444,8 @@ def _calibration_line(meta: dict) -> str:
 @click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False),
               help="Head directory (default: bundled).")
 @model_option
-@click.option("--out", type=click.Path(file_okay=False), help="Report directory (default: <input stem>.report).")
+@click.option("--out", type=click.Path(file_okay=False), callback=local_location,
+              help="Report directory (default: <input stem>.report).")
 @click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
 @click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
 @cache_dir_option
@@ -608,7 +611,7 @@ PRETRAIN = PretrainSettings()  # the defaults of the pretrain options
 
 @main.command()
 @click.argument("corpus", nargs=-1, required=True)
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), callback=local_location,
               help="Model directory to write (and resume from).")
 @click.option("--options", "options_path", type=click.Path(dir_okay=False),
               help="options.json of the architecture (default: the bundled model's).")

@@ -35,6 +35,10 @@ def as_path(name) -> Path | StoredPath:
     if isinstance(name, StoredPath | Path):
         return name
     name = str(name)
+    scheme = urlsplit(name).scheme
+    if "://" in name and scheme not in (*OBJECT_SCHEMES, "file"):  # never a local folder named "gs:"
+        raise ValueError(f"{name}: {scheme}:// is not supported; expected a local path, file:///PATH or "
+                         "s3://BUCKET/KEY (S3 and S3-compatible stores)")
     if name.startswith("file://"):
         parts = urlsplit(name)
         if parts.netloc not in ("", "localhost"):  # file://data/x.csv would silently be /x.csv

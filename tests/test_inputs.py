@@ -234,3 +234,29 @@ def test_a_file_uri_with_a_host_is_refused_not_read_from_the_root(tmp_path):
                  "--cache-dir", tmp_path / "c")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "v" / "_SUCCESS").is_file()
+
+
+def test_schemes_elmobatch_does_not_read_are_refused_never_made_local_folders(tmp_path, monkeypatch):
+    """gs://, hdfs://...: one line naming the path and what is read, and no local "gs:" folder. Commands
+    that write only local paths refuse s3:// outputs the same way."""
+    from elmobatch.scheduling.spec import JobSpecError, load_job
+
+    monkeypatch.chdir(tmp_path)
+    messages = write_messages(tmp_path / "m.csv", 0, 3)
+    supported = "expected a local path, file:///PATH or s3://BUCKET/KEY"
+    for args, code in ((["embed", "gs://bucket/day.csv", "--out", "v"], 2),
+                       (["embed", messages, "--out", "hdfs://namenode/v"], 1),
+                       (["embed", messages, "--out", "v", "--cache-dir", "gs://bucket/cache"], 2),
+                       (["score", "gs://bucket/day.csv", "--out", "s.csv"], 2),
+                       (["score", messages, "--out", "gs://bucket/s.csv"], 1),
+                       (["train", messages, "--label-column", "id", "--out", "gs://bucket/head"], 2)):
+        result = cli(*args, "--model", FIXTURE)
+        assert result.exit_code == code and supported in result.output, (args, result.output)
+    for command in (["train", messages, "--label-column", "id", "--model", FIXTURE], ["pretrain", messages]):
+        result = cli(*command, "--out", "s3://bucket/out")
+        assert result.exit_code == 2 and "writes local or mounted paths only" in result.output, command
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "j"\ninputs = ["m.csv"]\noutput = "gs://bucket/scored"\n')
+    with pytest.raises(JobSpecError, match="gs:// is not supported"):
+        load_job(job)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.toml", "m.csv"]  # no "gs:", "s3:" or "hdfs:" folder

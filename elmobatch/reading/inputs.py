@@ -47,7 +47,7 @@ def expand_inputs(arguments: Iterable[str]) -> list[str]:
 def _expand(argument: str) -> list[str]:
     if is_object_uri(argument):
         return _expand_stored(argument)
-    if argument.startswith("file://"):
+    if "://" in argument:  # file:///x is a local path; as_path refuses schemes elmobatch does not read
         try:
             return _expand(str(as_path(argument)))
         except ValueError as exc:

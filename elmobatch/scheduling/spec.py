@@ -160,7 +160,8 @@ def check_types(path: Path, job: dict) -> None:
 def _resolve(base: Path, value: str) -> str:
     if is_object_uri(value):  # s3://... as it is (Path would make it s3:/...)
         return value
-    path = as_path(value) if value.startswith("file://") else Path(value).expanduser()  # file:///x is /x
+    # file:///x is /x; as_path refuses schemes elmobatch does not read (gs://, hdfs://...)
+    path = as_path(value) if "://" in value else Path(value).expanduser()
     assert isinstance(path, Path)
     return str(path if path.is_absolute() else base / path)
 
