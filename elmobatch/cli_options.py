@@ -62,27 +62,34 @@ def input_options(command):
 model_option = click.option(
     "--model", help="Encoder: a load_encoder spec (default: the bundled model; with a head, the model it names).")
 
-def _storage_location(ctx, param, value):
-    """A local path, file:///PATH or s3://...; any other scheme is a usage error (never a local folder "gs:")."""
+def _parsed_location(value) -> object:
+    """as_path(value) (a Path or a StoredPath); a scheme elmobatch does not read is a usage error."""
     from elmobatch.storage import as_path
 
+    try:
+        return as_path(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _storage_location(ctx, param, value):
+    """A local path, file:///PATH or s3://...; any other scheme is a usage error (never a local folder "gs:")."""
     if value is not None and "://" in str(value):
-        try:
-            as_path(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
+        _parsed_location(value)
     return value
 
 
 def local_location(ctx, param, value):
     """For options that write only local paths: s3:// and other schemes are usage errors (never a
     local folder named "s3:" or "gs:"); file:///PATH is the local PATH."""
-    from elmobatch.storage import as_path, is_object_uri
+    from elmobatch.storage import is_object_uri
 
-    if value is not None and is_object_uri(str(value)):
+    if value is None:
+        return None
+    if is_object_uri(str(value)):
         raise click.BadParameter(f"{value}: this command writes local or mounted paths only; "
                                  "`elmobatch embed`, `score` and `run` write object storage")
-    return str(as_path(_storage_location(ctx, param, value))) if value is not None else None
+    return str(_parsed_location(value))
 
 
 cache_dir_option = click.option(

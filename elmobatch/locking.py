@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+from elmobatch.storage import StoredPath
+
 
 class LockHeld(RuntimeError):
     """Another live process holds the lock; `holder` is its record (pid, started)."""
@@ -34,6 +36,9 @@ class JobLock:
         self.remove_on_exit = remove_on_exit  # drop the lock file on release (e.g. so its folder can go)
         self.took_over: dict | None = None
         self._fd: int | None = None
+
+    def renew(self) -> None:
+        """Nothing to do: a flock is held until released (ObjectLease's renew, for either lock)."""
 
     def holder(self) -> dict:
         """The lock file's record: {pid, started[, released]}; {} when absent, empty, unreadable or not ours."""
@@ -101,6 +106,11 @@ class JobLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+def output_lock(path: Path | StoredPath) -> JobLock | ObjectLease:
+    """One writer per output: a flock on a local lock file, a lease object on an object store (no locks there)."""
+    return ObjectLease(path) if isinstance(path, StoredPath) else JobLock(path)
 
 
 def _read_record(path) -> dict:

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from elmobatch.files import STAGING, write_atomically
-from elmobatch.locking import JobLock, ObjectLease
+from elmobatch.locking import output_lock
 from elmobatch.settings import VECTOR_DTYPES, VECTORS
 from elmobatch.storage import StoredPath, remove_tree
 
@@ -141,7 +141,7 @@ def _only_leftovers(out: Path | StoredPath) -> bool:
 
 
 def _lock_record(path: Path | StoredPath) -> dict:
-    return ObjectLease(path).holder() if isinstance(path, StoredPath) else JobLock(path).holder()
+    return output_lock(path).holder()
 
 
 def write_success(out: Path | StoredPath) -> None:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from elmobatch.files import sweep_temporaries
-from elmobatch.locking import JobLock, LockHeld, ObjectLease
+from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
 from elmobatch.settings import EXIT_CODE_STYLES
@@ -160,7 +160,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
     read = read_options(spec)
     for path, fingerprint in pending:
         name = output_name(path, fingerprint["sha256"], spec.output_format)
-        _renew(lock)
+        lock.renew()
         _remove_earlier_copies(spec.output, name, partition)
         summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
                              read=read, chunk_rows=spec.chunk_rows, threshold=spec.threshold,
@@ -173,7 +173,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         report.rows_read += summary.rows_read
         report.rows_scored += summary.rows_scored
         report.rows_rejected += summary.rows_rejected
-        _renew(lock)  # a file scored while another run took over is not recorded
+        lock.renew()  # a file scored while another run took over is not recorded
         state.mark_done(path, fingerprint, output=summary.output, run_id=report.run_id)
         log(summary.line())
 
@@ -186,7 +186,7 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
                        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
-    lock = _output_lock(spec.output)
+    lock = output_lock(spec.output / ".lock")  # one run per output
     try:
         with lock:
             report.took_over_lock = lock.took_over
@@ -209,17 +209,6 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
         report.status, report.exit_code = "failed", EXIT_FAILED
         report.error = f"{lock.path}: cannot take the lock ({exc.strerror or exc})"
     return report
-
-
-def _output_lock(output: Path | StoredPath) -> JobLock | ObjectLease:
-    """One run per output: a flock on OUTPUT/.lock, or on an object store (no locks) a lease object."""
-    return ObjectLease(output / ".lock") if isinstance(output, StoredPath) else JobLock(output / ".lock")
-
-
-def _renew(lock: JobLock | ObjectLease) -> None:
-    """Keep a store's lease (LockHeld if another run took the output over); a flock needs nothing."""
-    if isinstance(lock, ObjectLease):
-        lock.renew()
 
 
 def _prune_cache(spec: JobSpec, log) -> dict | None:
@@ -271,7 +260,7 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
     report.status = "ok with rejected rows" if report.rows_rejected else "ok"
     report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK
     _write_report(report)
-    _renew(lock)  # still ours: only then is the partition marked complete
+    lock.renew()  # still ours: only then is the partition marked complete
     (_partition_dir(report) / "_SUCCESS").write_text(report.run_id + "\n")
 
 
