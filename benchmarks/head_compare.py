@@ -1,6 +1,6 @@
 """Head comparison: head kind x calibration x threshold rule, picked on validation rows only.
 
-    python benchmarks/head_compare.py [--model SPEC] [--cache-dir DIR] [--json OUT]
+    python benchmarks/head_compare.py [--model SPEC] [--cache-dir DIR] [--extra-train FILE] [--json OUT]
 
 Candidates, each trained by elmobatch's own `fit_head` (so exactly what `elmobatch train
 --head-kind K --calibrate C` does):
@@ -10,11 +10,13 @@ Candidates, each trained by elmobatch's own `fit_head` (so exactly what `elmobat
   calibration  none, platt or temperature, fitted on the head's validation slice (10% of its rows)
   threshold    F1-optimal on the validation slice (what train stores) or 0.5
 
-Stage 1 (selection): a stratified 20% of the 4,457 reference training rows is set aside; the
+The training rows are the 4,457 reference training rows, plus every row of each --extra-train file
+(v1 label, v2 text, as `elmobatch train --extra-train` adds them).
+Stage 1 (selection): a stratified 20% of the training rows is set aside; the
 candidates train on the other 80% and are measured on it. The winner is the kind and calibration
 with the lowest log loss there, then the threshold rule with the higher spam F1 there. The 1,115
 test rows play no part in the choice.
-Stage 2 (report): every candidate is retrained on all 4,457 training rows and measured on the
+Stage 2 (report): every candidate is retrained on all the training rows and measured on the
 reference test rows and on the everyday set (benchmarks/quality.py's columns).
 """
 
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(quality.SMS), help="The SMS Spam Collection CSV (v1 label, v2 text).")
     parser.add_argument("--everyday", default=str(quality.EVERYDAY), help="The everyday set CSV.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the heads' training (fit_head's --seed).")
+    parser.add_argument("--extra-train", action="append", default=[],
+                        help="More labelled training rows (v1 label, v2 text). Repeatable.")
     parser.add_argument("--json", help="Also write the results as JSON to this file.")
     args = parser.parse_args()
 
@@ -118,6 +122,7 @@ def main() -> None:
     sms = quality.load_dataset(quality.Path(args.data), encoder, cache, "v1", "v2")
     everyday = quality.load_dataset(quality.Path(args.everyday), encoder, cache, "label", "text")
     train, test = quality.reference_split(sms)
+    train = train.plus(*(quality.load_dataset(quality.Path(p), encoder, cache, "v1", "v2") for p in args.extra_train))
     model_meta = {"fingerprint": encoder.fingerprint, "spec": args.model}
 
     fit_rows, selection_rows = validation_split(train.is_spam.astype(np.int64), SELECTION_FRACTION, SELECTION_SEED)
@@ -138,7 +143,7 @@ def main() -> None:
                          **{k: v for k, v in quality.measure("", system, test, everyday).items() if k != "system"}})
     winner = pick_winner(rows)
     result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),
-              "winner": name_of(winner), "rows": rows}
+              "extra_train": args.extra_train, "winner": name_of(winner), "rows": rows}
     print(f"command: {result['command']}\nmachine: {result['machine']}\nmodel:   {result['model']}")
     print(format_table(rows, winner))
     print(f"* winner on the selection rows: {name_of(winner)}")

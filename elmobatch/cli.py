@@ -392,16 +392,20 @@ def _cache(cache_dir):
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Two labels: a fixed decision threshold on the (calibrated) score "
                    "(default: the one with the best F1 on the validation slice).")
+@click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Another labelled file, read with the same columns and options as INPUT, whose rows all "
+                   "train the head (never held out). Repeatable.")
 @cache_dir_option
 @precision_option
 def train(input, label_column, read, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, threshold, precision, cache_dir):
+          calibrate, l2, threshold, extra_train, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
 
     \b
     Examples:
       elmobatch train labelled.csv --label-column v1 --out my_head/
       elmobatch train labelled.csv --label-column v1 --out my_head/ --head-kind logistic --split random:0.2
+      elmobatch train labelled.csv --label-column v1 --out my_head/ --extra-train more_labelled.csv
     """
     from elmobatch.training.metrics import format_table
     from elmobatch.training.fit import TrainingError
@@ -413,7 +417,7 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
         encoder = load_encoder(model, precision=precision)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
                           model_spec=model_record(model), split=split, read=read,
-                          positive=positive_label, progress=progress("train: embedding"),
+                          positive=positive_label, extra_train=extra_train, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2, threshold=threshold))
     except (TrainingError, *_head_errors()) as exc:
@@ -424,6 +428,9 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
     click.echo(f"labels {', '.join(meta['labels'])}; threshold {threshold}; "
                f"layer weights {weights}; gamma {meta['gamma']:.3f}")
     click.echo(f"head {meta['head_kind']} ({meta['training']['architecture']}); {_calibration_line(meta)}")
+    extra = sum(e["count"] for e in meta["data"].get("extra_train", []))
+    click.echo(f"fitted on {meta['data']['train_rows']['count']} rows of {input}"
+               + (f" and {extra} rows of --extra-train" if extra_train else ""))
     if meta["metrics"]:
         test = meta["data"]["test_rows"]
         click.echo(f"held-out rows {test['first']}..{test['last']} ({test['count']}):")

@@ -1,5 +1,6 @@
 """`elmobatch train`, `evaluate` and `score` end to end on the reference file with the fixture model."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -267,3 +268,29 @@ def test_head_json_names_models_portably(tmp_path):
     assert model_record("default") == "default" and model_record("https://tfhub.dev/x") == "https://tfhub.dev/x"
     if bundled_model_dir().is_dir():
         assert model_record(str(bundled_model_dir())) == "default"
+
+
+def test_extra_train_rows_train_the_head_and_are_never_held_out(sms_head, work, cache, fixture_dir, tmp_path):
+    extra = tmp_path / "modern.csv"
+    rows = [("ham", f"Your code is {100000 + 7919 * i}. It expires in 10 minutes.") for i in range(30)]
+    rows += [("spam", f"Your parcel is held: pay a £{i}.99 fee at parcel-{i}.example now") for i in range(20)]
+    pd.DataFrame(rows, columns=["v1", "v2"]).to_csv(extra, index=False)
+    out = tmp_path / "head"
+    result = run("train", SMS, "--label-column", "v1", "--model", fixture_dir, "--out", out, "--split", "last:0.2",
+                 "--epochs", 3, "--cache-dir", cache, "--extra-train", extra)
+    meta = json.loads((out / "head.json").read_text())
+    data, training = meta["data"], meta["training"]
+    assert training["rows_fit"] + training["rows_validation"] == 4457 + 50
+    assert data["test_rows"] == {"count": N_TEST, "first": 4457, "last": 5571}
+    assert np.sum(meta["metrics"]["confusion_matrix"]["rows_true_columns_predicted"]) == N_TEST
+    [record] = data["extra_train"]
+    assert record["count"] == 50 and record["label_counts"] == {"ham": 30, "spam": 20}
+    assert record["file_sha256"] == hashlib.sha256(extra.read_bytes()).hexdigest()
+    assert "fitted on 4457 rows of" in result.output and "and 50 rows of --extra-train" in result.output
+
+    # Read with INPUT's columns: a file without the label column is refused by name.
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"label": ["ham"], "text": ["hi"]}).to_csv(other, index=False)
+    refused = run("train", SMS, "--label-column", "v1", "--model", fixture_dir, "--out", tmp_path / "h2",
+                  "--cache-dir", cache, "--extra-train", other, ok=False)
+    assert f"{other}: no label column 'v1'" in refused.output and not (tmp_path / "h2").exists()

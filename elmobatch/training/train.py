@@ -6,6 +6,9 @@
 The file is embedded through the cache, split by position (`last:F`: the last F of the rows are
 held out, the reference split) or at random (`random:F:SEED`), a head is fitted on the training
 rows (fit.py), and its metrics on the held-out rows go into head.json.
+
+`extra_train` files (read with the same columns and options) add rows to the training side only:
+they are never held out, so the held-out rows and their metrics stay those of the split of `path`.
 """
 
 from __future__ import annotations
@@ -46,22 +49,43 @@ def rows_fingerprint(row_numbers, texts, labels) -> str:
     return digest.hexdigest()
 
 
+def read_labelled(path, encoder, cache, label_column: str, read: ReadOptions | None, log, progress=None):
+    """Embed a labelled file and log its counts."""
+    data = labelled_vectors(path, encoder, cache, label_column=label_column, read=read, progress=progress)
+    log(f"{path}: {data.rows_read} rows read, {len(data.labels)} with text and label, {len(data.rejects)} rejected")
+    return data
+
+
+def extra_record(path, data) -> dict:
+    """How head.json names an extra training file: path, digest, counts and labels."""
+    return {"file": str(Path(path)), "file_sha256": file_sha256(path), "rows_read": data.rows_read,
+            "rows_rejected": int(len(data.rejects)), "count": len(data.labels),
+            "label_counts": label_counts(data.labels),
+            "fingerprint": rows_fingerprint(data.rows["row_number"].to_numpy(), data.texts, data.labels)}
+
+
+def label_counts(labels: list[str]) -> dict[str, int]:
+    return {k: int(v) for k, v in zip(*np.unique(np.asarray(labels), return_counts=True), strict=True)}
+
+
 def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str, split: Split,
                read: ReadOptions | None = None, positive: str | None = None, settings: FitSettings | None = None,
-               log=None, progress=None) -> Head:
-    """Embed `path` (read as `read` says), split, fit, measure on the held-out rows, and save the head
-    in `out`. Messages go to `log` (default: this module's logger, INFO); `progress` (a Progress)
-    follows the embedding."""
+               extra_train: tuple = (), log=None, progress=None) -> Head:
+    """Embed `path` (read as `read` says), split, fit on its training rows and all rows of each
+    `extra_train` file, measure on the held-out rows, and save the head in `out`. Messages go to
+    `log` (default: this module's logger, INFO); `progress` (a Progress) follows the embedding."""
     settings = settings or FitSettings()
     log = log or logger.info
-    data = labelled_vectors(path, encoder, cache, label_column=label_column, read=read, progress=progress)
+    data = read_labelled(path, encoder, cache, label_column, read, log, progress)
+    extras = [read_labelled(p, encoder, cache, label_column, read, log) for p in extra_train]
     n = len(data.labels)
-    log(f"{path}: {data.rows_read} rows read, {n} with text and label, {len(data.rejects)} rejected")
     train, test = split.indices(n)
     if len(train) == 0:
         raise TrainingError(f"{path}: no training rows (of {n} usable rows, split {split})")
     train_labels = [data.labels[i] for i in train]
-    head, _ = fit_head(data.x[train], train_labels, positive=positive, settings=settings,
+    x_fit = np.concatenate([data.x[train], *(e.x for e in extras)])
+    fit_labels = train_labels + [y for e in extras for y in e.labels]
+    head, _ = fit_head(x_fit, fit_labels, positive=positive, settings=settings,
                        model_meta={"fingerprint": encoder.fingerprint, "spec": model_spec, "dim": encoder.dim,
                                    "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}, log=log)
     row_numbers = data.rows["row_number"].to_numpy()
@@ -74,9 +98,10 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
         "test_rows": ({"count": int(len(test)), "first": int(row_numbers[test].min()),
                        "last": int(row_numbers[test].max())} if len(test) else {"count": 0}),
         "train_fingerprint": rows_fingerprint(row_numbers[train], [data.texts[i] for i in train], train_labels),
-        "label_counts": {k: int(v) for k, v in zip(*np.unique(np.asarray(train_labels), return_counts=True),
-                                                   strict=True)},
+        "label_counts": label_counts(train_labels),
     }
+    if extras:
+        head.meta["data"]["extra_train"] = [extra_record(p, e) for p, e in zip(extra_train, extras, strict=True)]
     test_labels = [data.labels[i] for i in test]
     unseen = sorted(set(test_labels) - set(head.labels))
     if unseen:
