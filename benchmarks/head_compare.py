@@ -86,12 +86,13 @@ def name_of(row: dict) -> str:
     return f"{row['kind']} / {row['calibration']} / t={row['threshold_rule']}"
 
 
-def format_table(rows: list[dict], winner: dict) -> str:
+def format_table(rows: list[dict], winner: dict, selection_rows: int, train_rows: int) -> str:
     header = (f"{'candidate':<34} {'sel logloss':>11} {'sel Brier':>9} {'sel F1':>7} | {'t':>6} {'acc':>7} "
               f"{'spam F1':>7} {'AUC':>7} {'Brier':>7} | "
               f"{'ev acc':>6} {'notif':>6} {'pers':>6} {'spam':>6} {'conf':>5}")
-    lines = [f"{'':<34} {'selection rows (891 of train)':^31} | {'reference split (1,115 test rows)':^40} | "
-             f"{'everyday set':^35}", header, "-" * len(header)]
+    selection = f"selection rows ({selection_rows} of {train_rows})"
+    lines = [f"{'':<34} {selection:^31} | {'reference split (1,115 test rows)':^40} | {'everyday set':^35}",
+             header, "-" * len(header)]
     for r in rows:
         s, ref, ev = r["selection"], r["reference"], r["everyday"]
         sel = (f"{s['log_loss']:>11.4f} {s['brier']:>9.4f} {s['spam_f1']:>7.3f}" if s
@@ -143,9 +144,10 @@ def main() -> None:
                          **{k: v for k, v in quality.measure("", system, test, everyday).items() if k != "system"}})
     winner = pick_winner(rows)
     result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),
-              "extra_train": args.extra_train, "winner": name_of(winner), "rows": rows}
+              "extra_train": args.extra_train, "selection_rows": len(selection_rows),
+              "training_rows": len(train.texts), "winner": name_of(winner), "rows": rows}
     print(f"command: {result['command']}\nmachine: {result['machine']}\nmodel:   {result['model']}")
-    print(format_table(rows, winner))
+    print(format_table(rows, winner, len(selection_rows), len(train.texts)))
     print(f"* winner on the selection rows: {name_of(winner)}")
     print(json.dumps(result))
     quality.write_json(args.json, result)
