@@ -481,10 +481,14 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
             read=read, rows=split_spec, threshold=threshold, progress=progress("evaluate"))
     except _head_errors() as exc:
         raise click.ClickException(str(exc)) from exc
-    trained_on = head.meta.get("data", {}).get("file_sha256")
-    if split_spec is None and trained_on and trained_on == file_sha256(input):
+    data = head.meta.get("data", {})
+    digest = file_sha256(input)
+    if split_spec is None and data.get("file_sha256") == digest:
         logger.warning(f"note: {input} is the file this head was trained on; its training rows are included "
-                       f"(evaluate only the held-out rows with --split {head.meta['data']['split']})")
+                       f"(evaluate only the held-out rows with --split {data['split']})")
+    elif any(extra.get("file_sha256") == digest for extra in data.get("extra_train", [])):
+        logger.warning(f"note: {input} is an --extra-train file of this head: all its rows trained it, so these "
+                       "figures are training figures")
     out = Path(out) if out else Path.cwd() / f"{input_stem(input)}.report"
     about = {"head": head_dir or "default (bundled)", "head fingerprint": head.fingerprint,
              "model": encoder.path, "model fingerprint": encoder.fingerprint,

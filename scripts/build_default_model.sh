@@ -29,7 +29,7 @@ nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt --out build/default
 "$PYTHON" scripts/modern_sms.py build/modern_sms.csv
 nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt build/modern_sms.txt --out build/modern_model \
     --init-from build/default_model --epochs 15 --batch-size 128 --heldout 0.05 --min-count 2 --seed 0 \
-    --checkpoint-every 50 --note "$NOTE, and the hand-written messages of data/modern (scripts/modern_sms.py); continued from the bundled model"
+    --checkpoint-every 50 --note "$NOTE, and the hand-written messages of data/modern (scripts/modern_sms.py); continued from stage 2"
 mkdir -p elmobatch/models/default
 cp build/modern_model/{options.json,weights.hdf5,vocab.txt,model.json} elmobatch/models/default/
 echo "installed the model in elmobatch/models/default/"

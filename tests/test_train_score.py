@@ -274,6 +274,8 @@ def test_extra_train_rows_train_the_head_and_are_never_held_out(sms_head, work, 
     extra = tmp_path / "modern.csv"
     rows = [("ham", f"Your code is {100000 + 7919 * i}. It expires in 10 minutes.") for i in range(30)]
     rows += [("spam", f"Your parcel is held: pay a £{i}.99 fee at parcel-{i}.example now") for i in range(20)]
+    sms = pd.read_csv(SMS, encoding="latin-1", keep_default_na=False)
+    rows += [("ham", sms["v2"][5000]), ("spam", sms["v2"][5571])]  # held-out rows' texts: left out
     pd.DataFrame(rows, columns=["v1", "v2"]).to_csv(extra, index=False)
     out = tmp_path / "head"
     result = run("train", SMS, "--label-column", "v1", "--model", fixture_dir, "--out", out, "--split", "last:0.2",
@@ -285,6 +287,7 @@ def test_extra_train_rows_train_the_head_and_are_never_held_out(sms_head, work, 
     assert np.sum(meta["metrics"]["confusion_matrix"]["rows_true_columns_predicted"]) == N_TEST
     [record] = data["extra_train"]
     assert record["count"] == 50 and record["label_counts"] == {"ham": 30, "spam": 20}
+    assert record["held_out_copies_left_out"] == 2 and record["text_column"] == "v2"
     assert record["file_sha256"] == hashlib.sha256(extra.read_bytes()).hexdigest()
     assert "fitted on 4457 rows of" in result.output and "and 50 rows of --extra-train" in result.output
 
@@ -294,3 +297,14 @@ def test_extra_train_rows_train_the_head_and_are_never_held_out(sms_head, work, 
     refused = run("train", SMS, "--label-column", "v1", "--model", fixture_dir, "--out", tmp_path / "h2",
                   "--cache-dir", cache, "--extra-train", other, ok=False)
     assert f"{other}: no label column 'v1'" in refused.output and not (tmp_path / "h2").exists()
+
+    # INPUT itself as --extra-train would train on its own held-out rows: refused before any work.
+    refused = run("train", SMS, "--label-column", "v1", "--model", fixture_dir, "--out", tmp_path / "h3",
+                  "--cache-dir", cache, "--extra-train", SMS, ok=False)
+    assert "the same bytes as INPUT" in refused.output and not (tmp_path / "h3").exists()
+
+    # evaluate on an --extra-train file says its figures are training figures.
+    evaluated = CliRunner().invoke(main, ["evaluate", str(extra), "--label-column", "v1", "--head", str(out),
+                                          "--cache-dir", str(cache), "--out", str(tmp_path / "report")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "is an --extra-train file of this head" in evaluated.output

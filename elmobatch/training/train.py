@@ -9,12 +9,15 @@ rows (fit.py), and its metrics on the held-out rows go into head.json.
 
 `extra_train` files (read with the same columns and options) add rows to the training side only:
 they are never held out, so the held-out rows and their metrics stay those of the split of `path`.
+An extra file with the same bytes as `path` is refused, and extra rows whose text is that of a
+held-out row are left out (counted in head.json), so no held-out message trains the head.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +59,38 @@ def read_labelled(path, encoder, cache, label_column: str, read: ReadOptions | N
     return data
 
 
-def extra_record(path, data) -> dict:
-    """How head.json names an extra training file: path, digest, counts and labels."""
-    return {"file": str(Path(path)), "file_sha256": file_sha256(path), "rows_read": data.rows_read,
-            "rows_rejected": int(len(data.rejects)), "count": len(data.labels),
+def extra_record(path, data, held_out_copies: int) -> dict:
+    """How head.json names an extra training file: path, digest, text column, counts and labels."""
+    return {"file": str(Path(path)), "file_sha256": file_sha256(path), "text_column": data.text_column,
+            "rows_read": data.rows_read, "rows_rejected": int(len(data.rejects)), "count": len(data.labels),
+            "held_out_copies_left_out": held_out_copies,
             "label_counts": label_counts(data.labels),
             "fingerprint": rows_fingerprint(data.rows["row_number"].to_numpy(), data.texts, data.labels)}
 
 
 def label_counts(labels: list[str]) -> dict[str, int]:
+    """{label: rows} in label order."""
     return {k: int(v) for k, v in zip(*np.unique(np.asarray(labels), return_counts=True), strict=True)}
+
+
+def check_extra_files(path, extra_train) -> None:
+    """An --extra-train file that is INPUT itself would train on INPUT's held-out rows: refused."""
+    digest = file_sha256(path)
+    for extra in extra_train:
+        if file_sha256(extra) == digest:
+            raise TrainingError(f"--extra-train {extra}: the same bytes as INPUT {path}; its rows would train "
+                                "the head and be held out to measure it")
+
+
+def without_texts(data, texts: set[str]):
+    """`data` without the rows whose text is in `texts` -> (data, rows left out)."""
+    keep = np.array([t not in texts for t in data.texts], bool)
+    if keep.all():
+        return data, 0
+    rows = np.flatnonzero(keep)
+    kept = replace(data, x=data.x[rows], labels=[data.labels[i] for i in rows],
+                   texts=[data.texts[i] for i in rows], rows=data.rows.iloc[rows].reset_index(drop=True))
+    return kept, int((~keep).sum())
 
 
 def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str, split: Split,
@@ -76,12 +101,21 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
     `log` (default: this module's logger, INFO); `progress` (a Progress) follows the embedding."""
     settings = settings or FitSettings()
     log = log or logger.info
+    check_extra_files(path, extra_train)
     data = read_labelled(path, encoder, cache, label_column, read, log, progress)
-    extras = [read_labelled(p, encoder, cache, label_column, read, log) for p in extra_train]
     n = len(data.labels)
     train, test = split.indices(n)
     if len(train) == 0:
         raise TrainingError(f"{path}: no training rows (of {n} usable rows, split {split})")
+    held_out_texts = {data.texts[i] for i in test}
+    extras, copies = [], []
+    for extra_path in extra_train:
+        extra, left_out = without_texts(read_labelled(extra_path, encoder, cache, label_column, read, log),
+                                        held_out_texts)
+        if left_out:
+            log(f"{extra_path}: {left_out} rows left out: their text is that of a held-out row of {path}")
+        extras.append(extra)
+        copies.append(left_out)
     train_labels = [data.labels[i] for i in train]
     x_fit = np.concatenate([data.x[train], *(e.x for e in extras)])
     fit_labels = train_labels + [y for e in extras for y in e.labels]
@@ -101,7 +135,8 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
         "label_counts": label_counts(train_labels),
     }
     if extras:
-        head.meta["data"]["extra_train"] = [extra_record(p, e) for p, e in zip(extra_train, extras, strict=True)]
+        head.meta["data"]["extra_train"] = [extra_record(p, e, c) for p, e, c in zip(extra_train, extras, copies,
+                                                                                         strict=True)]
     test_labels = [data.labels[i] for i in test]
     unseen = sorted(set(test_labels) - set(head.labels))
     if unseen:
