@@ -144,6 +144,7 @@ def main() -> None:
                          **{k: v for k, v in quality.measure("", system, test, everyday).items() if k != "system"}})
     winner = pick_winner(rows)
     result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),
+              "model_fingerprint": encoder.fingerprint,
               "extra_train": args.extra_train, "selection_rows": len(selection_rows),
               "training_rows": len(train.texts), "winner": name_of(winner), "rows": rows}
     print(f"command: {result['command']}\nmachine: {result['machine']}\nmodel:   {result['model']}")

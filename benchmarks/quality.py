@@ -235,6 +235,7 @@ def main() -> None:
     systems.append((head_name, elmobatch_head(head)))
     rows = [measure(name, fit, test, everyday) for name, fit in systems]
     result = {"command": command_line(), "machine": machine(), "model": str(encoder.path),
+              "model_fingerprint": encoder.fingerprint, "head_fingerprint": head.fingerprint,
               "head": args.head or "bundled", "everyday": str(args.everyday), "extra_train": args.extra_train,
               "everyday_rows": len(everyday.texts),
               "test_rows": len(test.texts), "rows": rows}
