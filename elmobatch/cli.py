@@ -482,7 +482,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
     except _head_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     data = head.meta.get("data", {})
-    digest = file_sha256(input)
+    digest = file_sha256(input) if data else None  # a head without a data record was trained on nothing we know
     if split_spec is None and data.get("file_sha256") == digest:
         logger.warning(f"note: {input} is the file this head was trained on; its training rows are included "
                        f"(evaluate only the held-out rows with --split {data['split']})")

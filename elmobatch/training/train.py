@@ -59,9 +59,9 @@ def read_labelled(path, encoder, cache, label_column: str, read: ReadOptions | N
     return data
 
 
-def extra_record(path, data, held_out_copies: int) -> dict:
+def extra_record(path, digest: str, data, held_out_copies: int) -> dict:
     """How head.json names an extra training file: path, digest, text column, counts and labels."""
-    return {"file": str(Path(path)), "file_sha256": file_sha256(path), "text_column": data.text_column,
+    return {"file": str(Path(path)), "file_sha256": digest, "text_column": data.text_column,
             "rows_read": data.rows_read, "rows_rejected": int(len(data.rejects)), "count": len(data.labels),
             "held_out_copies_left_out": held_out_copies,
             "label_counts": label_counts(data.labels),
@@ -73,13 +73,15 @@ def label_counts(labels: list[str]) -> dict[str, int]:
     return {k: int(v) for k, v in zip(*np.unique(np.asarray(labels), return_counts=True), strict=True)}
 
 
-def check_extra_files(path, extra_train) -> None:
-    """An --extra-train file that is INPUT itself would train on INPUT's held-out rows: refused."""
-    digest = file_sha256(path)
-    for extra in extra_train:
-        if file_sha256(extra) == digest:
+def file_digests(path, extra_train) -> list[str]:
+    """sha256 of INPUT, then of each --extra-train file (each file hashed once). An extra file that is
+    INPUT itself would train on INPUT's held-out rows: refused."""
+    digests = [file_sha256(p) for p in (path, *extra_train)]
+    for extra, digest in zip(extra_train, digests[1:], strict=True):
+        if digest == digests[0]:
             raise TrainingError(f"--extra-train {extra}: the same bytes as INPUT {path}; its rows would train "
                                 "the head and be held out to measure it")
+    return digests
 
 
 def without_texts(data, texts: set[str]):
@@ -101,7 +103,7 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
     `log` (default: this module's logger, INFO); `progress` (a Progress) follows the embedding."""
     settings = settings or FitSettings()
     log = log or logger.info
-    check_extra_files(path, extra_train)
+    digests = file_digests(path, extra_train)
     data = read_labelled(path, encoder, cache, label_column, read, log, progress)
     n = len(data.labels)
     train, test = split.indices(n)
@@ -124,7 +126,7 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
                                    "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}, log=log)
     row_numbers = data.rows["row_number"].to_numpy()
     head.meta["data"] = {
-        "file": str(Path(path)), "file_sha256": file_sha256(path), "label_column": label_column,
+        "file": str(Path(path)), "file_sha256": digests[0], "label_column": label_column,
         "text_column": data.text_column, "split": str(split), "rows_read": data.rows_read,
         "rows_rejected": int(len(data.rejects)),
         "train_rows": {"count": int(len(train)), "first": int(row_numbers[train].min()),
@@ -135,8 +137,8 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
         "label_counts": label_counts(train_labels),
     }
     if extras:
-        head.meta["data"]["extra_train"] = [extra_record(p, e, c) for p, e, c in zip(extra_train, extras, copies,
-                                                                                         strict=True)]
+        head.meta["data"]["extra_train"] = [extra_record(*record) for record in
+                                            zip(extra_train, digests[1:], extras, copies, strict=True)]
     test_labels = [data.labels[i] for i in test]
     unseen = sorted(set(test_labels) - set(head.labels))
     if unseen:
