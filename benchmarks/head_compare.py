@@ -1,19 +1,21 @@
 """Head comparison: head kind x calibration x threshold rule, picked on validation rows only.
 
-    python benchmarks/head_compare.py [--model SPEC] [--cache-dir DIR] [--extra-train FILE] [--json OUT]
+    python benchmarks/head_compare.py [--model SPEC] [--cache-dir DIR] [--extra-train FILE] [--members 1,5] [--json OUT]
 
 Candidates, each trained by elmobatch's own `fit_head` (so exactly what `elmobatch train
 --head-kind K --calibrate C` does):
 
   kind         mlp (layer mix -> Dense(256, relu) -> Dense(1); today's head) or logistic (layer mix
                -> Dense(1), L2 strength picked on the validation slice)
+  members      1 (one net) or an ensemble of N nets averaging their logits (`train --members N`);
+               --members lists the sizes (default 1 and 5)
   calibration  none, platt or temperature, fitted on the head's validation slice (10% of its rows)
   threshold    F1-optimal on the validation slice (what train stores) or 0.5
 
 The training rows are the 4,457 reference training rows, plus every row of each --extra-train file
 (v1 label, v2 text, as `elmobatch train --extra-train` adds them).
 Stage 1 (selection): a stratified 20% of the training rows is set aside; the
-candidates train on the other 80% and are measured on it. The winner is the kind and calibration
+candidates train on the other 80% and are measured on it. The winner is the kind, members and calibration
 with the lowest log loss there, then the threshold rule with the higher spam F1 there. The 1,115
 test rows play no part in the choice.
 Stage 2 (report): every candidate is retrained on all the training rows and measured on the
@@ -34,11 +36,12 @@ from elmobatch.caching import EmbeddingCache
 from elmobatch.encoding import load_encoder
 from elmobatch.settings import CALIBRATIONS
 from elmobatch.training.fit import FitSettings, calibrate_head, fit_head, validation_split
-from elmobatch.training.head import Head
+from elmobatch.training.head import MEMBER_WEIGHTS, Head
 
 import quality
 
 KINDS = ("mlp", "logistic")
+MEMBERS = (1, 5)
 THRESHOLD_RULES = ("best-f1", "0.5")
 SELECTION_FRACTION, SELECTION_SEED = 0.2, 1
 
@@ -47,21 +50,37 @@ def labels_of(data: quality.Dataset) -> list[str]:
     return ["spam" if s else "ham" for s in data.is_spam]
 
 
-def train_candidates(train: quality.Dataset, model_meta: dict, seed: int) -> dict[tuple[str, str], Head]:
-    """(kind, calibration) -> head; the calibrations of one kind share one trained net, as in fit_head."""
+def train_candidates(train: quality.Dataset, model_meta: dict, seed: int,
+                     members: tuple[int, ...] = MEMBERS) -> dict[tuple[str, int, str], Head]:
+    """(kind, members, calibration) -> head.
+
+    Each kind trains max(members) nets once: an ensemble's first m members are the ensemble of m
+    of the same seed (tests/test_head_ensemble.py), and the calibrations share the nets, as in fit_head.
+    """
     heads = {}
     for kind in KINDS:
-        settings = FitSettings(head_kind=kind, seed=seed)
+        settings = FitSettings(head_kind=kind, seed=seed, members=max(members))
         started = time.perf_counter()
         base, summary = fit_head(train.x, labels_of(train), model_meta=model_meta, settings=settings)
-        print(f"  {kind}: {summary['epochs_run']} epochs, l2 {summary['l2']}, "
+        print(f"  {kind} x{settings.members}: {summary['epochs_run']} epochs (first net), l2 {summary['l2']}, "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
         y = train.is_spam.astype(np.int64)
         _, val = validation_split(y, settings.validation_fraction, settings.seed)
-        for method in CALIBRATIONS:
-            heads[kind, method] = calibrate_head(Head(base.weights, copy.deepcopy(base.meta)),
-                                                 train.x[val], y[val], method)
+        for m in members:
+            nets = first_members(base, m)
+            for method in CALIBRATIONS:
+                heads[kind, m, method] = calibrate_head(Head(nets.weights, copy.deepcopy(nets.meta)),
+                                                        train.x[val], y[val], method)
     return heads
+
+
+def first_members(head: Head, m: int) -> Head:
+    """The ensemble of the first m members of `head` (a single net for m = 1)."""
+    if m == head.members:
+        return head
+    weights = {name: (value[0] if m == 1 else value[:m]) if name in MEMBER_WEIGHTS else value
+               for name, value in head.weights.items()}
+    return Head(weights, dict(head.meta, members=m))
 
 
 def threshold_of(head: Head, rule: str) -> float:
@@ -78,20 +97,22 @@ def selection_metrics(head: Head, data: quality.Dataset, rule: str) -> dict:
 def pick_winner(rows: list[dict]) -> dict:
     """Lowest selection log loss picks kind and calibration; the higher selection F1 picks the threshold rule."""
     best = min(rows, key=lambda r: r["selection"]["log_loss"])
-    same = [r for r in rows if (r["kind"], r["calibration"]) == (best["kind"], best["calibration"])]
+    same = [r for r in rows if (r["kind"], r["members"], r["calibration"])
+            == (best["kind"], best["members"], best["calibration"])]
     return max(same, key=lambda r: r["selection"]["spam_f1"])
 
 
 def name_of(row: dict) -> str:
-    return f"{row['kind']} / {row['calibration']} / t={row['threshold_rule']}"
+    members = f" x{row['members']}" if row["members"] > 1 else ""
+    return f"{row['kind']}{members} / {row['calibration']} / t={row['threshold_rule']}"
 
 
 def format_table(rows: list[dict], winner: dict, selection_rows: int, train_rows: int) -> str:
-    header = (f"{'candidate':<34} {'sel logloss':>11} {'sel Brier':>9} {'sel F1':>7} | {'t':>6} {'acc':>7} "
+    header = (f"{'candidate':<40} {'sel logloss':>11} {'sel Brier':>9} {'sel F1':>7} | {'t':>6} {'acc':>7} "
               f"{'spam F1':>7} {'AUC':>7} {'Brier':>7} | "
               f"{'ev acc':>6} {'notif':>6} {'pers':>6} {'spam':>6} {'conf':>5}")
     selection = f"selection rows ({selection_rows} of {train_rows})"
-    lines = [f"{'':<34} {selection:^31} | {'reference split (1,115 test rows)':^40} | {'everyday set':^35}",
+    lines = [f"{'':<40} {selection:^31} | {'reference split (1,115 test rows)':^40} | {'everyday set':^35}",
              header, "-" * len(header)]
     for r in rows:
         s, ref, ev = r["selection"], r["reference"], r["everyday"]
@@ -99,7 +120,7 @@ def format_table(rows: list[dict], winner: dict, selection_rows: int, train_rows
                else f"{'-':>11} {'-':>9} {'-':>7}")
         by = ev["accuracy_by_group"]
         mark = " *" if r is winner else ""
-        lines.append(f"{name_of(r) + mark:<34} {sel} | {r['threshold']:>6.3f} {ref['accuracy']:>7.4f} "
+        lines.append(f"{name_of(r) + mark:<40} {sel} | {r['threshold']:>6.3f} {ref['accuracy']:>7.4f} "
                      f"{ref['spam_f1']:>7.3f} {ref['roc_auc']:>7.4f} {ref['brier']:>7.4f} | {ev['accuracy']:>6.3f} "
                      f"{by['notification ham']:>6.3f} {by['personal/work ham']:>6.3f} {by['spam']:>6.3f} "
                      f"{ev['confident_mistakes']:>5d}")
@@ -115,8 +136,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the heads' training (fit_head's --seed).")
     parser.add_argument("--extra-train", action="append", default=[],
                         help="More labelled training rows (v1 label, v2 text). Repeatable.")
+    parser.add_argument("--members", default=",".join(map(str, MEMBERS)),
+                        help="Ensemble sizes to compare, comma-separated (1: one net).")
     parser.add_argument("--json", help="Also write the results as JSON to this file.")
     args = parser.parse_args()
+    members = tuple(sorted({int(m) for m in args.members.split(",")}))
 
     encoder = load_encoder(args.model)
     cache = EmbeddingCache(args.cache_dir)
@@ -128,18 +152,18 @@ def main() -> None:
 
     fit_rows, selection_rows = validation_split(train.is_spam.astype(np.int64), SELECTION_FRACTION, SELECTION_SEED)
     print(f"stage 1: {len(fit_rows)} rows fit, {len(selection_rows)} selection rows", file=sys.stderr)
-    selection_heads = train_candidates(train.subset(fit_rows), model_meta, args.seed)
+    selection_heads = train_candidates(train.subset(fit_rows), model_meta, args.seed, members)
     print(f"stage 2: all {len(train.texts)} training rows", file=sys.stderr)
-    final_heads = train_candidates(train, model_meta, args.seed)
+    final_heads = train_candidates(train, model_meta, args.seed, members)
 
     rows = []
-    for (kind, method), head in final_heads.items():
+    for (kind, m, method), head in final_heads.items():
         for rule in THRESHOLD_RULES:
             system = quality.elmobatch_head(_with_threshold(head, threshold_of(head, rule)))
-            rows.append({"kind": kind, "calibration": method, "threshold_rule": rule,
+            rows.append({"kind": kind, "members": m, "calibration": method, "threshold_rule": rule,
                          "threshold": threshold_of(head, rule),
                          "calibration_params": head.meta["calibration"], "l2": head.meta["training"]["l2"],
-                         "selection": selection_metrics(selection_heads[kind, method],
+                         "selection": selection_metrics(selection_heads[kind, m, method],
                                                         train.subset(selection_rows), rule),
                          **{k: v for k, v in quality.measure("", system, test, everyday).items() if k != "system"}})
     winner = pick_winner(rows)

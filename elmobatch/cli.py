@@ -392,13 +392,16 @@ def _cache(cache_dir):
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Two labels: a fixed decision threshold on the (calibrated) score "
                    "(default: the one with the best F1 on the validation slice).")
+@click.option("--members", default=FIT.members, show_default=True, type=click.IntRange(1),
+              help="Train this many nets of the kind (seeds SEED, SEED+1, ...) and average their logits: "
+                   "an ensemble, steadier than one net.")
 @click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another labelled file, read with the same columns and options as INPUT, whose rows all "
                    "train the head (never held out). Repeatable.")
 @cache_dir_option
 @precision_option
 def train(input, label_column, read, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, threshold, extra_train, precision, cache_dir):
+          calibrate, l2, threshold, members, extra_train, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
 
     \b
@@ -419,7 +422,8 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
                           model_spec=model_record(model), split=split, read=read,
                           positive=positive_label, extra_train=extra_train, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
-                                               calibrate=calibrate, l2=l2, threshold=threshold))
+                                               calibrate=calibrate, l2=l2, threshold=threshold,
+                                               members=members))
     except (TrainingError, *_head_errors()) as exc:
         raise click.ClickException(str(exc)) from exc
     meta = head.meta
@@ -494,7 +498,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
              "model": encoder.path, "model fingerprint": encoder.fingerprint,
              "date": utc_now()}
     report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
-                          float(head.weights["gamma"]), metrics["threshold"], title=f"elmobatch evaluate {input}",
+                          head.gamma, metrics["threshold"], title=f"elmobatch evaluate {input}",
                           about=about, misclassified=misclassified_rows(head, y_true, proba, rows, threshold))
     click.echo(format_table(metrics))
     click.echo(f"report: {report} (metrics.json and PNGs beside it)")

@@ -88,3 +88,4 @@ class FitSettings:
     calibrate: str = "none"  # one of CALIBRATIONS
     l2: float | None = None  # L2 on the output weights; None: none for "mlp", picked on validation for "logistic"
     threshold: float | None = None  # two labels: a fixed decision threshold; None: the F1-best on the validation slice
+    members: int = 1  # nets trained (seeds seed, seed + 1, ...; one validation slice) whose logits the head averages

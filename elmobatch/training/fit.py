@@ -11,6 +11,10 @@ Head kinds: "mlp" (layer mix -> Dense(256, relu) -> output) and "logistic" (laye
 an L2 penalty on the output weights, its strength the best of L2_GRID by validation loss unless
 given). `calibrate` ("platt" or "temperature", see calibration.py) is fitted on the validation
 slice after training, before the decision threshold is chosen there.
+
+With `members` > 1 the head is an ensemble: that many nets of the kind, alike but for their seeds
+(settings.seed + i: initial weights, shuffling, dropout), trained on the same rows with the same
+validation slice; the head averages their logits, and is calibrated as one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 from elmobatch.settings import FitSettings
 from elmobatch.settings import CALIBRATIONS, HEAD_KINDS
 from elmobatch.training.calibration import CalibrationError, fit_calibration
-from elmobatch.training.head import Head, weight_names
+from elmobatch.training.head import MEMBER_WEIGHTS, Head, weight_names
 
 HIDDEN = 256
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -42,6 +46,8 @@ def check_settings(settings: FitSettings) -> None:
         raise TrainingError(f"calibration {settings.calibrate!r}: expected one of {', '.join(CALIBRATIONS)}")
     if settings.l2 is not None and not settings.l2 >= 0:
         raise TrainingError(f"l2 {settings.l2!r}: expected a number >= 0")
+    if settings.members < 1:
+        raise TrainingError(f"members {settings.members!r}: expected a whole number >= 1")
     if settings.threshold is not None and not 0 < settings.threshold < 1:
         raise TrainingError(f"threshold {settings.threshold!r}: expected a probability between 0 and 1")
     if settings.calibrate != "none" and settings.validation_fraction <= 0:
@@ -143,9 +149,10 @@ def build_keras_model(n_layers: int, dim: int, n_out: int, settings: FitSettings
     return keras.Model(inputs, outputs)
 
 
-def architecture(kind: str, k: int) -> str:
+def architecture(kind: str, k: int, members: int = 1) -> str:
     output = "Dense(1, sigmoid)" if k == 2 else f"Dense({k}, softmax)"
-    return f"layer mix -> Dense({HIDDEN}, relu) -> {output}" if kind == "mlp" else f"layer mix -> {output}"
+    net = f"layer mix -> Dense({HIDDEN}, relu) -> {output}" if kind == "mlp" else f"layer mix -> {output}"
+    return net if members == 1 else f"mean logits of {members} nets: {net}"
 
 
 def weighted_log_loss(proba: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
@@ -154,9 +161,10 @@ def weighted_log_loss(proba: np.ndarray, y: np.ndarray, weights: np.ndarray) -> 
     return float(np.mean(-np.log(p) * weights[y]))
 
 
-def _train_keras(z, y, train, val, weights, n_out, settings: FitSettings, l2: float | None):
-    """Fit one Keras net on z[train] (early stopping on z[val]); -> (model, Keras history dict)."""
-    keras.utils.set_random_seed(settings.seed)
+def _train_keras(z, y, train, val, weights, n_out, settings: FitSettings, l2: float | None, member: int = 0):
+    """Fit one Keras net on z[train] (early stopping on z[val]), seeded settings.seed + member;
+    -> (model, Keras history dict)."""
+    keras.utils.set_random_seed(settings.seed + member)
     model = build_keras_model(z.shape[1], z.shape[2], n_out, settings, l2)
     loss = "binary_crossentropy" if n_out == 1 else "sparse_categorical_crossentropy"
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
@@ -225,48 +233,74 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     train, val = validation_split(y, settings.validation_fraction, settings.seed)
     weights = class_weights(y[train], k)
 
-    l2: float | None
-    l2_losses: dict[float, float] = {}
-    if settings.head_kind == "logistic" and settings.l2 is None and len(val):
-        # One net per L2 strength; keep the one with the lowest class-weighted validation loss.
-        fits = {}
-        for l2 in L2_GRID:
-            fits[l2] = _train_keras(z, y, train, val, weights, n_out, settings, l2)
-            head = Head(weights=_head_arrays(fits[l2][0], mean, std, "logistic"),
-                        meta={"labels": names, "head_kind": "logistic"})
-            l2_losses[l2] = weighted_log_loss(head.probabilities(x[val]), y[val], weights)
-        l2 = min(l2_losses, key=l2_losses.__getitem__)
-        model, losses = fits[l2]
-    else:
-        l2 = settings.l2 if settings.l2 is not None or settings.head_kind == "mlp" else L2_WITHOUT_VALIDATION
-        model, losses = _train_keras(z, y, train, val, weights, n_out, settings, l2)
-    best = int(np.argmin(losses["val_loss"])) if "val_loss" in losses else len(losses["loss"]) - 1
-
-    arrays = _head_arrays(model, mean, std, settings.head_kind)
+    l2, l2_losses, first = _first_net(x, z, y, train, val, weights, n_out, names, mean, std, settings)
+    nets = [first] + [_train_keras(z, y, train, val, weights, n_out, settings, l2, member=i)
+                      for i in range(1, settings.members)]
+    fits = [_fit_summary(losses) for _, losses in nets]
+    arrays = _stack_members([_head_arrays(model, mean, std, settings.head_kind) for model, _ in nets])
     summary = {
-        "epochs_run": len(losses["loss"]), "best_epoch": best + 1,
-        "train_loss": float(losses["loss"][best]),
-        "validation_loss": float(losses["val_loss"][best]) if "val_loss" in losses else None,
+        **fits[0],
         "rows_fit": int(len(train)), "rows_validation": int(len(val)),
         "class_weights": {n: float(w) for n, w in zip(names, weights, strict=True)},
-        "settings": vars(settings).copy(), "architecture": architecture(settings.head_kind, k),
+        "settings": vars(settings).copy(),
+        "architecture": architecture(settings.head_kind, k, settings.members),
         "l2": l2,
     }
+    if settings.members > 1:
+        summary["member_fits"] = fits  # the fields above are the first member's
     if l2_losses:
         summary["l2_validation_losses"] = {f"{v:g}": loss for v, loss in l2_losses.items()}
     meta: dict[str, object] = {
         "labels": names, "positive_label": names[1] if k == 2 else None, "head_kind": settings.head_kind,
+        "members": settings.members,
         "threshold": (settings.threshold or 0.5) if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
     if len(val):
         calibrate_head(head, x[val], y[val], settings.calibrate, settings.threshold)
     meta["layer_weights"] = [float(v) for v in head.layer_weights]
-    meta["gamma"] = float(arrays["gamma"])
+    meta["gamma"] = head.gamma
     if log:
-        val_loss = summary["validation_loss"]
-        log(f"trained {summary['epochs_run']} epochs, kept epoch {summary['best_epoch']}"
-            + (f" (lowest validation loss, {val_loss:.4f})" if val_loss is not None else ""))
+        for i, fit in enumerate(fits):
+            val_loss = fit["validation_loss"]
+            log((f"net {i + 1} of {len(fits)}: " if len(fits) > 1 else "")
+                + f"trained {fit['epochs_run']} epochs, kept epoch {fit['best_epoch']}"
+                + (f" (lowest validation loss, {val_loss:.4f})" if val_loss is not None else ""))
     return head, summary
+
+
+def _first_net(x, z, y, train, val, weights, n_out, names, mean, std,
+               settings: FitSettings) -> tuple[float | None, dict[float, float], tuple]:
+    """The first (or only) net and the L2 strength every net uses; -> (l2, {l2: validation loss}, (model, history)).
+
+    A logistic head without a given L2 tries each of L2_GRID and keeps the net with the lowest
+    class-weighted validation loss.
+    """
+    if settings.head_kind == "logistic" and settings.l2 is None and len(val):
+        fits, l2_losses = {}, {}
+        for strength in L2_GRID:
+            fits[strength] = _train_keras(z, y, train, val, weights, n_out, settings, strength)
+            head = Head(weights=_head_arrays(fits[strength][0], mean, std, "logistic"),
+                        meta={"labels": names, "head_kind": "logistic"})
+            l2_losses[strength] = weighted_log_loss(head.probabilities(x[val]), y[val], weights)
+        best = min(l2_losses, key=l2_losses.__getitem__)
+        return best, l2_losses, fits[best]
+    l2 = settings.l2 if settings.l2 is not None or settings.head_kind == "mlp" else L2_WITHOUT_VALIDATION
+    return l2, {}, _train_keras(z, y, train, val, weights, n_out, settings, l2)
+
+
+def _fit_summary(losses: dict) -> dict:
+    """One net's Keras history -> epochs run, the epoch kept (lowest validation loss) and its losses."""
+    best = int(np.argmin(losses["val_loss"])) if "val_loss" in losses else len(losses["loss"]) - 1
+    return {"epochs_run": len(losses["loss"]), "best_epoch": best + 1, "train_loss": float(losses["loss"][best]),
+            "validation_loss": float(losses["val_loss"][best]) if "val_loss" in losses else None}
+
+
+def _stack_members(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One net's arrays as they are; an ensemble's with a leading member axis (the standardization shared)."""
+    if len(members) == 1:
+        return members[0]
+    return {name: np.stack([m[name] for m in members]) if name in MEMBER_WEIGHTS else value
+            for name, value in members[0].items()}
 
 
 __all__ = ["FitSettings", "TrainingError", "calibrate_head", "fit_head", "label_order"]

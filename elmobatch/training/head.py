@@ -11,6 +11,10 @@ Input x: (n, n_layers + 1, dim) float32, the token means of each biLM layer (wha
     p     = sigmoid(z)                               two labels: P(positive label)
             softmax(z)                               k > 2 labels
 
+An ensemble (head.json "members": M > 1, `train --members M`) averages the output logits of M such
+nets before calibration; each member has its own layer mix and dense layers (those arrays gain a
+leading axis of M in head.npz), and all share the standardization.
+
 Training uses Keras (`training/fit.py`); applying a head uses numpy only, from `head.npz`
 (plain float32 arrays, read with allow_pickle=False; a logistic head has no w1, b1) and
 `head.json` (labels, threshold, head_kind, calibration, fingerprints, metrics). A head.json
@@ -39,6 +43,7 @@ HEAD_WEIGHTS = "head.npz"
 FORMAT_VERSION = 1
 WEIGHT_NAMES = ("layer_logits", "gamma", "mean", "std", "w1", "b1", "w2", "b2")
 HIDDEN_WEIGHTS = ("w1", "b1")
+MEMBER_WEIGHTS = ("layer_logits", "gamma", "w1", "b1", "w2", "b2")  # one of each per member of an ensemble
 
 
 def weight_names(kind: str) -> tuple[str, ...]:
@@ -103,6 +108,11 @@ class Head:
         return self.meta.get("head_kind", "mlp")
 
     @property
+    def members(self) -> int:
+        """How many nets the head averages: head.json's "members", 1 when absent (a single net)."""
+        return int(self.meta.get("members", 1))
+
+    @property
     def calibration(self) -> dict:
         """head.json's "calibration" (see calibration.py); {"method": "none"} when absent."""
         return self.meta.get("calibration") or {"method": "none"}
@@ -113,17 +123,32 @@ class Head:
 
     @property
     def layer_weights(self) -> np.ndarray:
-        """(n_layers + 1,): softmax(s), the learned share of each layer (before gamma)."""
-        return softmax(self.weights["layer_logits"].astype(np.float64)).astype(np.float32)
+        """(n_layers + 1,): softmax(s), the learned share of each layer (before gamma); an ensemble's mean."""
+        shares = softmax(self.weights["layer_logits"].astype(np.float64))
+        return shares.reshape(-1, shares.shape[-1]).mean(axis=0).astype(np.float32)
+
+    @property
+    def gamma(self) -> float:
+        """The layer mix's scale; an ensemble's mean."""
+        return float(np.mean(self.weights["gamma"]))
+
+    def member_weights(self) -> list[dict[str, np.ndarray]]:
+        """The weights of each net, as a single-net head holds them."""
+        if self.members == 1:
+            return [self.weights]
+        return [{name: value[i] if name in MEMBER_WEIGHTS else value for name, value in self.weights.items()}
+                for i in range(self.members)]
 
     # ---- applying ----
-    def mix(self, x: np.ndarray) -> np.ndarray:
-        """(n, n_layers + 1, dim) -> (n, dim): standardized, softmax-weighted and scaled layer sum."""
+    def mix(self, x: np.ndarray, weights: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(n, n_layers + 1, dim) -> (n, dim): standardized, softmax-weighted and scaled layer sum
+        (of `weights`, one member's; default: the head's own, for a single net)."""
         x = np.asarray(x, np.float32)
         self._check_input(x)
-        w = self.weights
+        w = self.weights if weights is None else weights
         # gamma * sum_j s_j (x_j - mean_j) / std_j  ==  sum_j x_j * a_j - c, folded so it is one pass.
-        a = (self.weights["gamma"] * self.layer_weights)[:, None] / w["std"]
+        shares = softmax(w["layer_logits"].astype(np.float64)).astype(np.float32)
+        a = (w["gamma"] * shares)[:, None] / w["std"]
         c = (a * w["mean"]).sum(axis=0)
         return np.einsum("nld,ld->nd", x, a) - c  # (optimize=True is 30x slower here)
 
@@ -137,9 +162,12 @@ class Head:
         return np.concatenate(parts) if parts else self._probabilities(x)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """(n, n_layers + 1, dim) -> (n, n_out) output logits before calibration (n_out 1 for two labels)."""
-        w = self.weights
-        h = self.mix(x)
+        """(n, n_layers + 1, dim) -> (n, n_out) output logits before calibration (n_out 1 for two labels);
+        an ensemble's are the mean of its members'."""
+        return np.mean([self._net_logits(x, w) for w in self.member_weights()], axis=0)
+
+    def _net_logits(self, x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
+        h = self.mix(x, w)
         if self.kind == "mlp":
             h = np.maximum(h @ w["w1"] + w["b1"], 0.0)
         return h @ w["w2"] + w["b2"]
@@ -281,16 +309,20 @@ def _validate(head: Head, directory: Path) -> None:
     problem = check_calibration(meta.get("calibration"), len(labels))
     if problem:
         raise HeadError(f"{directory / HEAD_JSON}: {problem}")
+    members = meta.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise HeadError(f"{directory / HEAD_JSON}: 'members' must be a whole number >= 1, got {members!r}")
     n_layers, dim = w["mean"].shape if w["mean"].ndim == 2 else (None, None)
     hidden = w["w1"].shape[-1] if head.kind == "mlp" else dim
     n_out = 1 if len(labels) == 2 else len(labels)
     expected = {"layer_logits": (n_layers,), "gamma": (), "mean": (n_layers, dim), "std": (n_layers, dim),
                 "w1": (dim, hidden), "b1": (hidden,), "w2": (hidden, n_out), "b2": (n_out,)}
     for name in weight_names(head.kind):
-        shape = expected[name]
+        shape = (members, *expected[name]) if members > 1 and name in MEMBER_WEIGHTS else expected[name]
         if w[name].shape != shape:
             raise HeadError(f"{directory / HEAD_WEIGHTS}: array {name!r} has shape {w[name].shape}, "
-                            f"expected {shape} for {len(labels)} labels")
+                            f"expected {shape} for {len(labels)} labels"
+                            + (f" and {members} members" if members > 1 else ""))
 
 
 def _check_threshold(threshold, n_labels: int, path: Path) -> None:
