@@ -385,3 +385,20 @@ def test_run_job_with_its_cache_on_the_store(s3, tmp_path, head_dir):
     second = CliRunner().invoke(main, ["run", str(job("second")), "--date", "2026-01-01"])
     assert second.exit_code == 0 and "scored 50" in second.output, second.output
     assert cache_segments(s3, "job-cache") == segments  # every vector came from the store: nothing new stored
+
+
+def test_elmobatch_cache_names_a_cache_on_the_store_too(s3, tmp_path, monkeypatch):
+    from elmobatch.caching import EmbeddingCache
+    from elmobatch.caching.stored import StoredEmbeddingCache
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ELMOBATCH_CACHE", f"s3://{BUCKET}/cache-env")
+    assert isinstance(EmbeddingCache(), StoredEmbeddingCache) and str(EmbeddingCache().directory).endswith("cache-env")
+    source = write_messages(tmp_path / "m.csv", 0, 20)
+    result = CliRunner().invoke(main, ["embed", str(source), "--out", str(tmp_path / "o"), "--model", str(FIXTURE)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert counts(tmp_path / "o")["computed"] == 20 and len(cache_segments(s3, "cache-env")) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "o"]  # no local folder "s3:"
+    monkeypatch.setenv("ELMOBATCH_CACHE", "gs://bucket/cache")
+    result = CliRunner().invoke(main, ["embed", str(source), "--out", str(tmp_path / "o2"), "--model", str(FIXTURE)])
+    assert result.exit_code == 1 and "Error: gs://bucket/cache: gs:// is not supported" in result.output, result.output

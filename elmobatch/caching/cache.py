@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from elmobatch.files import write_atomically
-from elmobatch.storage import StoredPath, is_object_uri
+from elmobatch.storage import StoredPath, as_path
 
 import numpy as np
 
@@ -97,9 +97,15 @@ def parse_size(text: str | int) -> int:
     return int(value * SIZE_UNITS[unit])
 
 
-def default_cache_dir() -> Path:
-    """$ELMOBATCH_CACHE, else ~/.cache/elmobatch."""
-    return Path(os.environ.get("ELMOBATCH_CACHE") or Path.home() / ".cache" / "elmobatch")
+def default_cache_dir() -> Path | StoredPath:
+    """$ELMOBATCH_CACHE (a directory, file:///PATH or s3://BUCKET/PREFIX), else ~/.cache/elmobatch.
+    ValueError for another scheme (never a local folder named "gs:")."""
+    return as_path(os.environ.get("ELMOBATCH_CACHE") or Path.home() / ".cache" / "elmobatch")
+
+
+def cache_location(directory: str | os.PathLike | None = None) -> Path | StoredPath:
+    """Where a cache lives: `directory` (a path, file:///PATH or s3:// URI), else default_cache_dir()."""
+    return as_path(directory) if directory is not None else default_cache_dir()
 
 
 def normalize_text(text: str) -> str:
@@ -124,18 +130,21 @@ def _entry_crc(n_tokens: int, vectors: np.ndarray) -> int:
 class EmbeddingCache:
     """Per-layer pooled vectors by (model, text). Counts `hits`, `computed` and `corrupt` segments.
 
-    EmbeddingCache("s3://BUCKET/PREFIX") is the object store's cache (caching/stored.py), so every
-    command, engine and Spark task that makes a cache from a directory name works with either."""
+    EmbeddingCache("s3://BUCKET/PREFIX") (or no directory, with ELMOBATCH_CACHE=s3://BUCKET/PREFIX) is
+    the object store's cache (caching/stored.py), so every command, engine and Spark task that makes
+    a cache from a directory name works with either."""
 
     def __new__(cls, directory: str | os.PathLike | None = None):
-        if cls is EmbeddingCache and directory is not None and is_object_uri(str(directory)):
+        if cls is EmbeddingCache and isinstance(cache_location(directory), StoredPath):
             from elmobatch.caching.stored import StoredEmbeddingCache
 
             return super().__new__(StoredEmbeddingCache)
         return super().__new__(cls)
 
     def __init__(self, directory: str | os.PathLike | None = None):
-        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        location = cache_location(directory)
+        assert isinstance(location, Path), "an object store's cache is a StoredEmbeddingCache (see __new__)"
+        self.directory = location
         self.hits = 0
         self.computed = 0
         self.corrupt = 0

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from elmobatch.caching.cache import (FORMAT_DIR, CorruptSegment, EmbeddingCache, check_entry, encode_segment,
-                                     segment_name, verify_segment)
-from elmobatch.storage import StoredPath, as_path
+from elmobatch.caching.cache import (FORMAT_DIR, CorruptSegment, EmbeddingCache, cache_location, check_entry,
+                                     encode_segment, segment_name, verify_segment)
+from elmobatch.storage import StoredPath
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ _LISTINGS: dict[str, ModelListing] = {}  # per process: model prefix URI -> what
 class StoredEmbeddingCache(EmbeddingCache):
     """EmbeddingCache on an object store (see the module docstring); made by EmbeddingCache("s3://...")."""
 
-    def __init__(self, directory):
-        root = as_path(directory)
+    def __init__(self, directory=None):
+        root = cache_location(directory)
         assert isinstance(root, StoredPath), f"{directory}: not an object store URI"
         self.root = root
         self.directory = root  # what the manifest and messages show
