@@ -103,6 +103,21 @@ def main(quiet, verbose, log_level):
       elmobatch -q run jobs/sms-nightly.toml # no progress or notes, only warnings and errors
     """
     configure_logging(_log_level(quiet, verbose, log_level))
+    _check_cache_variable()
+
+
+def _check_cache_variable() -> None:
+    """A usage error, for every command, when $ELMOBATCH_CACHE names no cache location (gs://...)."""
+    import os
+
+    from elmobatch.storage import as_path
+
+    value = os.environ.get("ELMOBATCH_CACHE")
+    if value:
+        try:
+            as_path(value)
+        except ValueError as exc:
+            raise click.ClickException(f"ELMOBATCH_CACHE: {exc}") from None
 
 
 @main.command()

@@ -400,5 +400,8 @@ def test_elmobatch_cache_names_a_cache_on_the_store_too(s3, tmp_path, monkeypatc
     assert counts(tmp_path / "o")["computed"] == 20 and len(cache_segments(s3, "cache-env")) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "o"]  # no local folder "s3:"
     monkeypatch.setenv("ELMOBATCH_CACHE", "gs://bucket/cache")
-    result = CliRunner().invoke(main, ["embed", str(source), "--out", str(tmp_path / "o2"), "--model", str(FIXTURE)])
-    assert result.exit_code == 1 and "Error: gs://bucket/cache: gs:// is not supported" in result.output, result.output
+    for command in (["embed", str(source), "--out", str(tmp_path / "o2"), "--model", str(FIXTURE)],
+                    ["score", str(source), "--model", str(FIXTURE)], ["cache", "info"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, (command, result.output, result.exception)
+        assert "Error: ELMOBATCH_CACHE: gs://bucket/cache: gs:// is not supported" in result.output, result.output
