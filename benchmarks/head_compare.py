@@ -36,7 +36,7 @@ from elmobatch.caching import EmbeddingCache
 from elmobatch.encoding import load_encoder
 from elmobatch.settings import CALIBRATIONS
 from elmobatch.training.fit import FitSettings, calibrate_head, fit_head, validation_split
-from elmobatch.training.head import MEMBER_WEIGHTS, Head
+from elmobatch.training.head import Head
 
 import quality
 
@@ -62,25 +62,17 @@ def train_candidates(train: quality.Dataset, model_meta: dict, seed: int,
         settings = FitSettings(head_kind=kind, seed=seed, members=max(members))
         started = time.perf_counter()
         base, summary = fit_head(train.x, labels_of(train), model_meta=model_meta, settings=settings)
-        print(f"  {kind} x{settings.members}: {summary['epochs_run']} epochs (first net), l2 {summary['l2']}, "
+        epochs = ", ".join(str(fit["epochs_run"]) for fit in summary.get("member_fits", [summary]))
+        print(f"  {kind} x{settings.members}: {epochs} epochs, l2 {summary['l2']}, "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
         y = train.is_spam.astype(np.int64)
         _, val = validation_split(y, settings.validation_fraction, settings.seed)
         for m in members:
-            nets = first_members(base, m)
+            nets = base.first_members(m)
             for method in CALIBRATIONS:
                 heads[kind, m, method] = calibrate_head(Head(nets.weights, copy.deepcopy(nets.meta)),
                                                         train.x[val], y[val], method)
     return heads
-
-
-def first_members(head: Head, m: int) -> Head:
-    """The ensemble of the first m members of `head` (a single net for m = 1)."""
-    if m == head.members:
-        return head
-    weights = {name: (value[0] if m == 1 else value[:m]) if name in MEMBER_WEIGHTS else value
-               for name, value in head.weights.items()}
-    return Head(weights, dict(head.meta, members=m))
 
 
 def threshold_of(head: Head, rule: str) -> float:

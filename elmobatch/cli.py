@@ -407,9 +407,9 @@ def _cache(cache_dir):
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Two labels: a fixed decision threshold on the (calibrated) score "
                    "(default: the one with the best F1 on the validation slice).")
-@click.option("--members", default=FIT.members, show_default=True, type=click.IntRange(1),
-              help="Train this many nets of the kind (seeds SEED, SEED+1, ...) and average their logits: "
-                   "an ensemble, steadier than one net.")
+@click.option("--members", default=FIT.members, show_default=True, type=click.IntRange(1), metavar="N",
+              help="Train N nets of --head-kind, alike but for their seeds (--seed, --seed + 1, ...), and "
+                   "average their logits: steadier than one net, at N times the training and head time.")
 @click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another labelled file, read with the same columns and options as INPUT, whose rows all "
                    "train the head (never held out). Repeatable.")
@@ -424,6 +424,7 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
       elmobatch train labelled.csv --label-column v1 --out my_head/
       elmobatch train labelled.csv --label-column v1 --out my_head/ --head-kind logistic --split random:0.2
       elmobatch train labelled.csv --label-column v1 --out my_head/ --extra-train more_labelled.csv
+      elmobatch train labelled.csv --label-column v1 --out my_head/ --members 5 --calibrate temperature
     """
     from elmobatch.training.metrics import format_table
     from elmobatch.training.fit import TrainingError

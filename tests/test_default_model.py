@@ -111,7 +111,8 @@ def test_default_head_reads_the_everyday_set_right(tmp_path):
     score = scored["score"].to_numpy()
     assert not ((~spam & (score > 0.99)) | (spam & (score < 0.01))).any()  # no confident mistake
     # The README's three examples: the order and "running late" are ham. The dentist reminder (e001)
-    # is not held to ham: four of the five nets of the bundled head call it spam (README), and
-    # the rule above keeps it from being a confident mistake.
-    examples = scored.set_index("id").loc[["e002", "e043"]]
-    assert (examples["label"] == "ham").all(), examples
+    # is spam, not confidently, as the README says (four of the five nets of the bundled head call
+    # it spam): a head that reads it right fails here until the README says so too.
+    examples = scored.set_index("id")
+    assert (examples.loc[["e002", "e043"], "label"] == "ham").all(), examples.loc[["e002", "e043"]]
+    assert examples.loc["e001", "label"] == "spam" and 0.5 < examples.loc["e001", "score"] < 0.99

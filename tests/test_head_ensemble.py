@@ -11,13 +11,14 @@ from click.testing import CliRunner
 
 from elmobatch.cli import main
 from elmobatch.files import file_sha256
-from elmobatch.training.fit import FitSettings, TrainingError, fit_head
+from elmobatch.training.fit import FitSettings, TrainingError, fit_head, validation_split
 from elmobatch.training.head import Head, HeadError, load_head, save_head
 from tests.conftest import FIXTURE
 from tests.test_head import SPAM, TEXTS
 
 LABELS = ["spam" if s else "ham" for s in SPAM]
 SETTINGS = dict(epochs=3, batch_size=16, validation_fraction=0.3, calibrate="temperature")
+MEMBERS = 4  # not the fixture's 3 layers: a member axis mistaken for the layer axis shows
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def layers(fixture_encoder):
 @pytest.fixture(scope="module")
 def ensemble(layers, fixture_encoder):
     meta = {"fingerprint": fixture_encoder.fingerprint}
-    return fit_head(layers, LABELS, model_meta=meta, settings=FitSettings(members=3, **SETTINGS))
+    return fit_head(layers, LABELS, model_meta=meta, settings=FitSettings(members=MEMBERS, **SETTINGS))
 
 
 def single_net(head: Head, i: int) -> Head:
@@ -37,19 +38,30 @@ def single_net(head: Head, i: int) -> Head:
     return Head(head.member_weights()[i], meta)
 
 
+def log_loss(proba: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
+    return float(np.mean(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1)) * weights[y]))
+
+
 def test_an_ensemble_averages_the_logits_of_its_members(ensemble, layers):
     head, summary = ensemble
     w = head.weights
-    assert head.members == 3 and head.meta["members"] == 3
-    assert w["w1"].shape == (3, layers.shape[2], 256) and w["gamma"].shape == (3,)
+    assert head.members == MEMBERS and head.meta["members"] == MEMBERS
+    assert w["w1"].shape == (MEMBERS, layers.shape[2], 256) and w["gamma"].shape == (MEMBERS,)
+    assert w["layer_logits"].shape == (MEMBERS, layers.shape[1])
     assert w["mean"].shape == layers.shape[1:]  # the standardization is shared
-    members = [single_net(head, i).logits(layers) for i in range(3)]
+    members = [single_net(head, i).logits(layers) for i in range(MEMBERS)]
     assert not np.allclose(members[0], members[1])  # the seeds differ
     np.testing.assert_allclose(head.logits(layers), np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
     t = head.calibration["temperature"]
     np.testing.assert_allclose(head.probabilities(layers)[:, 1], 1 / (1 + np.exp(-head.logits(layers)[:, 0] / t)),
                                rtol=1e-5, atol=1e-6)
-    assert len(summary["member_fits"]) == 3 and summary["architecture"].startswith("mean logits of 3 nets: ")
+    assert len(summary["member_fits"]) == MEMBERS and "epochs_run" not in summary
+    assert summary["architecture"].startswith(f"mean logits of {MEMBERS} nets: ")
+    y = np.array(SPAM, np.int64)
+    _, val = validation_split(y, SETTINGS["validation_fraction"], 0)
+    weights = np.array([summary["class_weights"][n] for n in head.labels])
+    uncalibrated = head.first_members(MEMBERS).probabilities(layers[val])
+    assert summary["validation_loss"] == pytest.approx(log_loss(uncalibrated, y[val], weights))
     assert head.meta["layer_weights"] == pytest.approx(head.layer_weights.tolist())
     assert sum(head.meta["layer_weights"]) == pytest.approx(1.0)
 
@@ -61,27 +73,39 @@ def test_the_first_member_is_the_single_net_of_the_same_seed(ensemble, layers, f
     assert single.members == 1 and single.weights["w1"].shape == (layers.shape[2], 256)
     for name, value in single.weights.items():
         np.testing.assert_array_equal(head.member_weights()[0][name], value, err_msg=name)
+    # first_members(m): the ensemble of m, uncalibrated, as `--members m` trains it.
+    np.testing.assert_array_equal(head.first_members(1).logits(layers), single.logits(layers))
+    two = head.first_members(2)
+    assert two.members == 2 and two.calibration == {"method": "none"}
+    np.testing.assert_allclose(two.logits(layers), (single_net(head, 0).logits(layers)
+                                                    + single_net(head, 1).logits(layers)) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(HeadError, match=f"{MEMBERS + 1} members: this head has {MEMBERS}"):
+        head.first_members(MEMBERS + 1)
+    with pytest.raises(HeadError, match=f"an ensemble of {MEMBERS} nets has a mix per net"):
+        head.mix(layers)
 
 
 def test_an_ensemble_survives_saving(ensemble, layers, tmp_path):
     head, _ = ensemble
     save_head(head, tmp_path)
     loaded = load_head(tmp_path)
-    assert loaded.members == 3 and json.loads((tmp_path / "head.json").read_text())["members"] == 3
+    meta = json.loads((tmp_path / "head.json").read_text())
+    assert loaded.members == MEMBERS and meta["members"] == MEMBERS and meta["format_version"] == 2
     np.testing.assert_array_equal(loaded.probabilities(layers), head.probabilities(layers))
 
 
-@pytest.mark.parametrize("members, message", [
-    (2, r"array 'layer_logits' has shape \(3, 3\), expected \(2, 3\) for 2 labels and 2 members"),
-    (1, r"array 'layer_logits' has shape \(3, 3\), expected \(3,\) for 2 labels"),
-    ("three", "'members' must be a whole number >= 1, got 'three'"),
-    (0, "'members' must be a whole number >= 1, got 0"),
+@pytest.mark.parametrize("change, message", [
+    ({"members": 2}, r"array 'layer_logits' has shape \(4, 3\), expected \(2, 3\) for 2 labels and 2 members"),
+    ({"members": 1}, r"array 'layer_logits' has shape \(4, 3\), expected \(3,\) for 2 labels"),
+    ({"members": "three"}, "'members' must be a whole number >= 1, got 'three'"),
+    ({"members": 0}, "'members' must be a whole number >= 1, got 0"),
+    ({"format_version": 3}, "format_version 3: this elmobatch reads heads of format 1 to 2; a newer elmobatch"),
 ])
-def test_members_that_do_not_fit_the_weights_are_refused(ensemble, tmp_path, members, message):
+def test_members_that_do_not_fit_the_weights_are_refused(ensemble, tmp_path, change, message):
     head, _ = ensemble
     save_head(head, tmp_path)
     meta = json.loads((tmp_path / "head.json").read_text())
-    (tmp_path / "head.json").write_text(json.dumps(dict(meta, members=members)))
+    (tmp_path / "head.json").write_text(json.dumps(dict(meta, **change)))
     with pytest.raises(HeadError, match=message):
         load_head(tmp_path)
 
@@ -96,8 +120,24 @@ def test_a_single_net_with_members_in_its_json_is_refused_by_shape(layers, fixtu
     (tmp_path / "head.json").write_text(json.dumps(meta))
     with pytest.raises(HeadError, match=r"array 'layer_logits' has shape \(3,\), expected \(4, 3\)"):
         load_head(tmp_path)
+    assert json.loads((tmp_path / "head.json").read_text())["format_version"] == 1  # as older elmobatch reads
     with pytest.raises(TrainingError, match="members 0: expected a whole number >= 1"):
         fit_head(layers, LABELS, model_meta={}, settings=FitSettings(members=0))
+
+
+def test_a_logistic_ensemble_of_three_labels_averages_its_nets(layers, fixture_encoder, tmp_path):
+    labels = [("spam" if s else ("short" if len(t) < 30 else "long")) for s, t in zip(SPAM, TEXTS, strict=True)]
+    head, summary = fit_head(layers, labels, model_meta={"fingerprint": fixture_encoder.fingerprint},
+                             settings=FitSettings(epochs=2, batch_size=16, validation_fraction=0.3, members=2,
+                                                  head_kind="logistic", l2=0.01, calibrate="temperature"))
+    assert head.threshold is None and "w1" not in head.weights and head.weights["w2"].shape == (2, layers.shape[2], 3)
+    mean_logits = (single_net(head, 0).logits(layers) + single_net(head, 1).logits(layers)) / 2
+    np.testing.assert_allclose(head.logits(layers), mean_logits, rtol=1e-5, atol=1e-6)
+    t = head.calibration["temperature"]
+    expected = np.exp(mean_logits / t) / np.exp(mean_logits / t).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(head.probabilities(layers), expected, rtol=1e-4, atol=1e-6)
+    save_head(head, tmp_path)
+    np.testing.assert_array_equal(load_head(tmp_path).probabilities(layers), head.probabilities(layers))
 
 
 @pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine

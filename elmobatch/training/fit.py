@@ -239,15 +239,13 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     fits = [_fit_summary(losses) for _, losses in nets]
     arrays = _stack_members([_head_arrays(model, mean, std, settings.head_kind) for model, _ in nets])
     summary = {
-        **fits[0],
+        **(fits[0] if settings.members == 1 else {"member_fits": fits}),
         "rows_fit": int(len(train)), "rows_validation": int(len(val)),
         "class_weights": {n: float(w) for n, w in zip(names, weights, strict=True)},
         "settings": vars(settings).copy(),
         "architecture": architecture(settings.head_kind, k, settings.members),
         "l2": l2,
     }
-    if settings.members > 1:
-        summary["member_fits"] = fits  # the fields above are the first member's
     if l2_losses:
         summary["l2_validation_losses"] = {f"{v:g}": loss for v, loss in l2_losses.items()}
     meta: dict[str, object] = {
@@ -255,6 +253,8 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
         "members": settings.members,
         "threshold": (settings.threshold or 0.5) if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
+    if settings.members > 1 and len(val):  # the ensemble's own (a single net's: its kept epoch's)
+        summary["validation_loss"] = weighted_log_loss(head.probabilities(x[val]), y[val], weights)
     if len(val):
         calibrate_head(head, x[val], y[val], settings.calibrate, settings.threshold)
     meta["layer_weights"] = [float(v) for v in head.layer_weights]

@@ -40,7 +40,8 @@ from elmobatch.training.calibration import apply_calibration, check_calibration
 
 HEAD_JSON = "head.json"
 HEAD_WEIGHTS = "head.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of a single-net head; 2: an ensemble (members > 1), which elmobatch before 2 cannot apply
+ENSEMBLE_FORMAT_VERSION = 2
 WEIGHT_NAMES = ("layer_logits", "gamma", "mean", "std", "w1", "b1", "w2", "b2")
 HIDDEN_WEIGHTS = ("w1", "b1")
 MEMBER_WEIGHTS = ("layer_logits", "gamma", "w1", "b1", "w2", "b2")  # one of each per member of an ensemble
@@ -139,12 +140,24 @@ class Head:
         return [{name: value[i] if name in MEMBER_WEIGHTS else value for name, value in self.weights.items()}
                 for i in range(self.members)]
 
+    def first_members(self, m: int) -> Head:
+        """The ensemble of this head's first m nets (a single net for m = 1), uncalibrated: as
+        `train --members m` with the same seed trains it."""
+        if not 1 <= m <= self.members:
+            raise HeadError(f"{m} members: this head has {self.members}")
+        weights = {name: (value[0] if m == 1 else value[:m]) if name in MEMBER_WEIGHTS and self.members > 1
+                   else value for name, value in self.weights.items()}
+        meta = {key: value for key, value in self.meta.items() if key != "calibration"}
+        return Head(weights, dict(meta, members=m))
+
     # ---- applying ----
     def mix(self, x: np.ndarray, weights: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(n, n_layers + 1, dim) -> (n, dim): standardized, softmax-weighted and scaled layer sum
         (of `weights`, one member's; default: the head's own, for a single net)."""
         x = np.asarray(x, np.float32)
         self._check_input(x)
+        if weights is None and self.members > 1:
+            raise HeadError(f"an ensemble of {self.members} nets has a mix per net: pass one of member_weights()")
         w = self.weights if weights is None else weights
         # gamma * sum_j s_j (x_j - mean_j) / std_j  ==  sum_j x_j * a_j - c, folded so it is one pass.
         shares = softmax(w["layer_logits"].astype(np.float64)).astype(np.float32)
@@ -222,7 +235,8 @@ def save_head(head: Head, directory: str | Path) -> Path:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle's bool
 
     def write_json(files: dict[str, str]) -> None:
-        meta = dict(head.meta, format_version=FORMAT_VERSION, files=files)
+        version = ENSEMBLE_FORMAT_VERSION if head.members > 1 else FORMAT_VERSION
+        meta = dict(head.meta, format_version=version, files=files)
         write_atomically(directory / HEAD_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
 
     write_file_set(directory, {HEAD_WEIGHTS: write_npz}, write_json)
@@ -309,6 +323,10 @@ def _validate(head: Head, directory: Path) -> None:
     problem = check_calibration(meta.get("calibration"), len(labels))
     if problem:
         raise HeadError(f"{directory / HEAD_JSON}: {problem}")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or not 1 <= version <= ENSEMBLE_FORMAT_VERSION:
+        raise HeadError(f"{directory / HEAD_JSON}: format_version {version!r}: this elmobatch reads heads of "
+                        f"format 1 to {ENSEMBLE_FORMAT_VERSION}; a newer elmobatch wrote it, upgrade to apply it")
     members = meta.get("members", 1)
     if not isinstance(members, int) or isinstance(members, bool) or members < 1:
         raise HeadError(f"{directory / HEAD_JSON}: 'members' must be a whole number >= 1, got {members!r}")
