@@ -5,7 +5,6 @@ calibrated as one, survives saving, and a head.json whose members do not fit hea
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -15,6 +14,7 @@ from elmobatch.training.fit import FitSettings, TrainingError, fit_head, validat
 from elmobatch.training.head import Head, HeadError, load_head, save_head
 from tests.conftest import FIXTURE
 from tests.test_head import SPAM, TEXTS
+from tests.test_head_kinds import train_then_score
 
 LABELS = ["spam" if s else "ham" for s in SPAM]
 SETTINGS = dict(epochs=3, batch_size=16, validation_fraction=0.3, calibrate="temperature")
@@ -142,22 +142,10 @@ def test_a_logistic_ensemble_of_three_labels_averages_its_nets(layers, fixture_e
 
 @pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_cli_trains_an_ensemble_and_score_applies_it(tmp_path, fixture_encoder):
-    data = tmp_path / "messages.csv"
-    pd.DataFrame({"label": LABELS * 2, "text": TEXTS * 2}).to_csv(data, index=False)
-    runner = CliRunner()
-    result = runner.invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
-                                  "--out", str(tmp_path / "head"), "--epochs", "2", "--members", "2",
-                                  "--split", "last:0.2", "--cache-dir", str(tmp_path / "cache")])
-    assert result.exit_code == 0, result.output
-    assert "head mlp (mean logits of 2 nets: layer mix -> Dense(256, relu) -> Dense(1, sigmoid))" in result.output
-    head = load_head(tmp_path / "head")
+    head, output, data = train_then_score(tmp_path, fixture_encoder, "--epochs", "2", "--members", "2")
+    assert "head mlp (mean logits of 2 nets: layer mix -> Dense(256, relu) -> Dense(1, sigmoid))" in output
+    assert "net 2 of 2: trained 2 epochs" in output
     assert head.members == 2 and head.meta["training"]["settings"]["members"] == 2
-    result = runner.invoke(main, ["score", str(data), "--head", str(tmp_path / "head"), "--out",
-                                  str(tmp_path / "scored.csv"), "--cache-dir", str(tmp_path / "cache")])
-    assert result.exit_code == 0, result.output
-    scored = pd.read_csv(tmp_path / "scored.csv")
-    expected = head.probabilities(fixture_encoder.embed_texts(list(scored["text"]), layers=True))[:, 1]
-    np.testing.assert_allclose(scored["score"], expected, rtol=1e-5, atol=1e-6)
-    bad = runner.invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
-                               "--out", str(tmp_path / "h2"), "--members", "0"])
+    bad = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                    "--out", str(tmp_path / "h2"), "--members", "0"])
     assert bad.exit_code == 2 and "--members" in bad.output

@@ -3,6 +3,7 @@ twin, calibration parameters are the right ones, they live in head.json and are 
 time, heads written before these options still load, and `elmobatch train` offers them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,28 +158,35 @@ def test_a_logistic_head_missing_its_output_weights_is_refused(logistic, tmp_pat
         load_head(tmp_path)
 
 
-@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
-def test_cli_trains_a_calibrated_logistic_head_and_score_applies_it(tmp_path, fixture_encoder):
+def train_then_score(tmp_path, fixture_encoder, *train_options: str) -> tuple[Head, str, Path]:
+    """`elmobatch train` on tmp_path/messages.csv with `train_options`, then `score` with its head, whose
+    scores must be the head's probabilities; -> (head, train's output, the labelled file)."""
     data = tmp_path / "messages.csv"
     pd.DataFrame({"label": LABELS * 2, "text": TEXTS * 2}).to_csv(data, index=False)
     runner = CliRunner()
     result = runner.invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
-                                  "--out", str(tmp_path / "head"), "--epochs", "3", "--head-kind", "logistic",
-                                  "--calibrate", "platt", "--l2", "0.01", "--split", "last:0.2",
-                                  "--cache-dir", str(tmp_path / "cache")])
+                                  "--out", str(tmp_path / "head"), "--split", "last:0.2",
+                                  "--cache-dir", str(tmp_path / "cache"), *train_options])
     assert result.exit_code == 0, result.output
-    assert "head logistic (layer mix -> Dense(1, sigmoid)); calibration platt (slope" in result.output
     head = load_head(tmp_path / "head")
+    scored = runner.invoke(main, ["score", str(data), "--head", str(tmp_path / "head"), "--out",
+                                  str(tmp_path / "scored.csv"), "--cache-dir", str(tmp_path / "cache")])
+    assert scored.exit_code == 0, scored.output
+    rows = pd.read_csv(tmp_path / "scored.csv")
+    expected = head.probabilities(fixture_encoder.embed_texts(list(rows["text"]), layers=True))[:, 1]
+    np.testing.assert_allclose(rows["score"], expected, rtol=1e-5, atol=1e-6)
+    return head, result.output, data
+
+
+@pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
+def test_cli_trains_a_calibrated_logistic_head_and_score_applies_it(tmp_path, fixture_encoder):
+    head, output, data = train_then_score(tmp_path, fixture_encoder, "--epochs", "3", "--head-kind", "logistic",
+                                          "--calibrate", "platt", "--l2", "0.01")
+    assert "head logistic (layer mix -> Dense(1, sigmoid)); calibration platt (slope" in output
     assert head.kind == "logistic" and head.meta["training"]["l2"] == 0.01
     assert head.calibration["method"] == "platt"
-    result = runner.invoke(main, ["score", str(data), "--head", str(tmp_path / "head"), "--out",
-                                  str(tmp_path / "scored.csv"), "--cache-dir", str(tmp_path / "cache")])
-    assert result.exit_code == 0, result.output
-    scored = pd.read_csv(tmp_path / "scored.csv")
-    expected = head.probabilities(fixture_encoder.embed_texts(list(scored["text"]), layers=True))[:, 1]
-    np.testing.assert_allclose(scored["score"], expected, rtol=1e-5, atol=1e-6)
-    bad = runner.invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
-                               "--out", str(tmp_path / "h2"), "--calibrate", "isotonic"])
+    bad = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                    "--out", str(tmp_path / "h2"), "--calibrate", "isotonic"])
     assert bad.exit_code != 0 and "'isotonic' is not one of 'none', 'platt', 'temperature'" in bad.output
 
 
