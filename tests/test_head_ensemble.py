@@ -14,7 +14,7 @@ from elmobatch.training.fit import FitSettings, TrainingError, fit_head, validat
 from elmobatch.training.head import Head, HeadError, load_head, save_head
 from tests.conftest import FIXTURE
 from tests.test_head import SPAM, TEXTS
-from tests.test_head_kinds import train_then_score
+from tests.test_head_kinds import assert_refused_with, train_then_score
 
 LABELS = ["spam" if s else "ham" for s in SPAM]
 SETTINGS = dict(epochs=3, batch_size=16, validation_fraction=0.3, calibrate="temperature")
@@ -102,12 +102,7 @@ def test_an_ensemble_survives_saving(ensemble, layers, tmp_path):
     ({"format_version": 3}, "format_version 3: this elmobatch reads heads of format 1 to 2; a newer elmobatch"),
 ])
 def test_members_that_do_not_fit_the_weights_are_refused(ensemble, tmp_path, change, message):
-    head, _ = ensemble
-    save_head(head, tmp_path)
-    meta = json.loads((tmp_path / "head.json").read_text())
-    (tmp_path / "head.json").write_text(json.dumps(dict(meta, **change)))
-    with pytest.raises(HeadError, match=message):
-        load_head(tmp_path)
+    assert_refused_with(ensemble[0], tmp_path, change, message)
 
 
 def test_a_single_net_with_members_in_its_json_is_refused_by_shape(layers, fixture_encoder, tmp_path):

@@ -138,12 +138,16 @@ def test_heads_from_before_kinds_and_calibration_still_load(tmp_path):
     ({"head_kind": "tree"}, "'head_kind' must be one of mlp, logistic"),
 ])
 def test_bad_kind_or_calibration_in_head_json_is_refused(logistic, tmp_path, change, message):
-    head, _ = logistic
-    save_head(head, tmp_path)
-    meta = json.loads((tmp_path / "head.json").read_text())
-    (tmp_path / "head.json").write_text(json.dumps(dict(meta, **change)))
+    assert_refused_with(logistic[0], tmp_path, change, message)
+
+
+def assert_refused_with(head: Head, directory: Path, change: dict, message: str) -> None:
+    """`head` saved, its head.json then changed by `change`: loading it raises HeadError matching `message`."""
+    save_head(head, directory)
+    meta = json.loads((directory / "head.json").read_text())
+    (directory / "head.json").write_text(json.dumps(dict(meta, **change)))
     with pytest.raises(HeadError, match=message):
-        load_head(tmp_path)
+        load_head(directory)
 
 
 def test_a_logistic_head_missing_its_output_weights_is_refused(logistic, tmp_path):
