@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -405,3 +406,36 @@ def test_elmobatch_cache_names_a_cache_on_the_store_too(s3, tmp_path, monkeypatc
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 1, (command, result.output, result.exception)
         assert "Error: ELMOBATCH_CACHE: gs://bucket/cache: gs:// is not supported" in result.output, result.output
+
+
+@pytest.mark.slow  # Spark, and two runs scoring through the model
+def test_a_spark_job_from_and_to_the_store_equals_the_local_engine(s3, spark, tmp_path, head_dir):
+    """`elmobatch run` with engine = "spark", inputs and output on s3://: the executors fill the job's
+    cache through a scratch dataset under the output prefix, then scoring runs; the scored rows are
+    the local engine's, and the scratch dataset is gone from the store."""
+    source = write_messages(tmp_path / "day1.csv", 0, 80)
+    put(s3, "job-in/day1.csv", source.read_bytes())
+    jobs = {}
+    for engine in ("local", "spark"):
+        spec = {"name": f"job-{engine}", "inputs": [f"s3://{BUCKET}/job-in/*.csv"],
+                "output": f"s3://{BUCKET}/job-{engine}", "model": str(FIXTURE), "head": str(head_dir),
+                "cache_dir": str(tmp_path / f"cache-{engine}"), "engine": engine, "spark_master": "local[2]",
+                "chunk_rows": 30}
+        jobs[engine] = tmp_path / f"{engine}.toml"
+        jobs[engine].write_text("[job]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in spec.items()))
+        result = CliRunner().invoke(main, ["run", str(jobs[engine]), "--date", "2026-01-01"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "embedding 1 file(s) with Spark (local[2])" in result.output
+    spark_objects, local_objects = listing(s3, "job-spark"), listing(s3, "job-local")
+    assert not [k for k in spark_objects if k.startswith("_spark_embed")]  # the scratch dataset is gone
+    names = sorted(k for k in spark_objects if k.endswith(".parquet"))
+    assert names == sorted(k for k in local_objects if k.endswith(".parquet")) and names
+    for name in names:
+        mine = pq.read_table(f"{BUCKET}/job-spark/{name}", filesystem=s3).replace_schema_metadata(None)
+        theirs = pq.read_table(f"{BUCKET}/job-local/{name}", filesystem=s3).replace_schema_metadata(None)
+        if "score" in theirs.column_names:
+            np.testing.assert_allclose(mine["score"].to_numpy(), theirs["score"].to_numpy(), atol=1e-6)
+            mine, theirs = mine.drop(["score"]), theirs.drop(["score"])
+        assert mine.equals(theirs), name
+    report = json.loads(spark_objects["_last_run.json"])
+    assert report["status"] == "ok" and report["rows_scored"] == 80
