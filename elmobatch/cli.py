@@ -103,21 +103,6 @@ def main(quiet, verbose, log_level):
       elmobatch -q run jobs/sms-nightly.toml # no progress or notes, only warnings and errors
     """
     configure_logging(_log_level(quiet, verbose, log_level))
-    _check_cache_variable()
-
-
-def _check_cache_variable() -> None:
-    """A usage error, for every command, when $ELMOBATCH_CACHE names no cache location (gs://...)."""
-    import os
-
-    from elmobatch.storage import as_path
-
-    value = os.environ.get("ELMOBATCH_CACHE")
-    if value:
-        try:
-            as_path(value)
-        except ValueError as exc:
-            raise click.ClickException(f"ELMOBATCH_CACHE: {exc}") from None
 
 
 @main.command()
@@ -148,7 +133,6 @@ def models(cache_dir):
       elmobatch models
       elmobatch models --cache-dir /data/elmo-cache
     """
-    from elmobatch.caching import EmbeddingCache
     from elmobatch.encoding.specs import bundled_model_dir
 
     rows = []
@@ -157,7 +141,7 @@ def models(cache_dir):
         rows.append(("default (bundled)", enc.dim, enc.fingerprint[:16], "-", enc.path))
     except ModelError as exc:
         rows.append(("default (bundled)", "-", "-", "-", f"missing: {exc}"))
-    cache = EmbeddingCache(cache_dir)
+    cache = _cache(cache_dir)
     for info in cache.models():
         name = "cached" if info.get("precision", "float32") == "float32" else f"cached, {info['precision']}"
         rows.append((name, info.get("dim", "?"), info["fingerprint"][:16], f"{info['vectors']:,}",
@@ -212,9 +196,8 @@ def cache_info(cache_dir):
       elmobatch cache info
       elmobatch cache info --cache-dir /data/elmobatch-cache
     """
-    from elmobatch.caching import EmbeddingCache
 
-    store = EmbeddingCache(cache_dir)
+    store = _cache(cache_dir)
     models = store.models()
     header = ("fingerprint", "dim", "vectors", "segments", "bytes", "index", "set aside")
     rows = [(m["fingerprint"][:16], m.get("dim", "?"), f"{m['vectors']:,}", m["segments"], human_bytes(m["bytes"]),
@@ -236,9 +219,8 @@ def cache_compact(cache_dir):
     Examples:
       elmobatch cache compact
     """
-    from elmobatch.caching import EmbeddingCache
 
-    store = EmbeddingCache(cache_dir)
+    store = _cache(cache_dir)
     try:
         result = store.compact()
     except OSError as exc:
@@ -261,11 +243,10 @@ def cache_prune(older_than, max_bytes, cache_dir):
       elmobatch cache prune --older-than 30
       elmobatch cache prune --max-size 10G
     """
-    from elmobatch.caching import EmbeddingCache
 
     if older_than is None and max_bytes is None:
         raise click.UsageError("say what to remove: --older-than DAYS and/or --max-size SIZE")
-    store = EmbeddingCache(cache_dir)
+    store = _cache(cache_dir)
     try:
         removed = store.prune(older_than_days=older_than, max_bytes=max_bytes)
     except OSError as exc:  # e.g. a cache on an object store (not pruned here)
@@ -332,12 +313,12 @@ def embed(inputs, out, model, read, batch_size, chunk_rows, cache_dir, keep_text
 
 def _embed(inputs, out, model, options, batch_size, cache_dir, engine, master, precision):
     """embed's work once its inputs are files."""
-    from elmobatch.caching import EmbeddingCache
     from elmobatch.embedding import OutputError, embed_files, summary_line
     from elmobatch.embedding.job import OutputLocked, duplicate_ids_warning
     from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s
     from elmobatch.reading import ReadError
 
+    cache = _cache(cache_dir)  # the Spark engine's tasks open the same location
     try:
         enc = load_encoder(model, precision=precision)
         if engine == "spark":
@@ -350,7 +331,7 @@ def _embed(inputs, out, model, options, batch_size, cache_dir, engine, master, p
             except SparkError as exc:
                 raise click.ClickException(str(exc)) from exc
         else:
-            manifest = embed_files(inputs, out, enc, options=options, cache=EmbeddingCache(cache_dir),
+            manifest = embed_files(inputs, out, enc, options=options, cache=cache,
                                    batch_size=batch_size, progress=progress("embed"))
     except OutputLocked as exc:
         click.echo(f"Error: {exc}", err=True)
@@ -379,9 +360,14 @@ def _head_errors():
 
 
 def _cache(cache_dir):
+    """The embedding cache in --cache-dir, else in $ELMOBATCH_CACHE, else in ~/.cache/elmobatch; a usage
+    error (exit 2, as a bad --cache-dir) when the variable names no cache location (gs://...)."""
     from elmobatch.caching import EmbeddingCache
 
-    return EmbeddingCache(cache_dir)
+    try:
+        return EmbeddingCache(cache_dir)
+    except ValueError as exc:  # --cache-dir itself was checked by its option
+        raise click.UsageError(f"ELMOBATCH_CACHE: {exc}") from None
 
 
 @main.command()
@@ -571,8 +557,8 @@ def _score(inputs, head_dir, model, out, out_format, threshold, provenance, read
     to_stdout = out == "-"
     try:
         outputs = output_paths(inputs, None if to_stdout else out)  # for --out -: where the rejects go
+        cache = _cache(cache_dir)  # a bad setting is said before the model loads
         head, encoder = load_head_and_model(head_dir, model, precision)
-        cache = _cache(cache_dir)
         with _utf8_stdout() if to_stdout else contextlib.nullcontext() as stdout:
             stream = StreamOutput(stdout, out_format) if to_stdout else None
             for path, target in zip(inputs, outputs, strict=True):

@@ -99,7 +99,9 @@ def test_an_ensemble_survives_saving(ensemble, layers, tmp_path):
     ({"members": 1}, r"array 'layer_logits' has shape \(4, 3\), expected \(3,\) for 2 labels"),
     ({"members": "three"}, "'members' must be a whole number >= 1, got 'three'"),
     ({"members": 0}, "'members' must be a whole number >= 1, got 0"),
-    ({"format_version": 3}, "format_version 3: this elmobatch reads heads of format 1 to 2; a newer elmobatch"),
+    ({"format_version": 3, "head_kind": "gru"}, "format_version 3: this elmobatch reads heads of format 1 to 2; "
+                                                 "a newer elmobatch wrote it"),  # said before what it has new
+    ({"format_version": True}, "format_version True: this elmobatch reads"),
 ])
 def test_members_that_do_not_fit_the_weights_are_refused(ensemble, tmp_path, change, message):
     assert_refused_with(ensemble[0], tmp_path, change, message)
@@ -116,6 +118,10 @@ def test_a_single_net_with_members_in_its_json_is_refused_by_shape(layers, fixtu
     with pytest.raises(HeadError, match=r"array 'layer_logits' has shape \(3,\), expected \(4, 3\)"):
         load_head(tmp_path)
     assert json.loads((tmp_path / "head.json").read_text())["format_version"] == 1  # as older elmobatch reads
+    meta = json.loads((tmp_path / "head.json").read_text())
+    del meta["format_version"], meta["members"]  # as heads were written before either
+    (tmp_path / "head.json").write_text(json.dumps(meta))
+    assert load_head(tmp_path).members == 1
     with pytest.raises(TrainingError, match="members 0: expected a whole number >= 1"):
         fit_head(layers, LABELS, model_meta={}, settings=FitSettings(members=0))
 

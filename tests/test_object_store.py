@@ -402,10 +402,13 @@ def test_elmobatch_cache_names_a_cache_on_the_store_too(s3, tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "o"]  # no local folder "s3:"
     monkeypatch.setenv("ELMOBATCH_CACHE", "gs://bucket/cache")
     for command in (["embed", str(source), "--out", str(tmp_path / "o2"), "--model", str(FIXTURE)],
-                    ["score", str(source), "--model", str(FIXTURE)], ["cache", "info"]):
+                    ["score", str(source), "--model", str(FIXTURE)], ["cache", "info"], ["models"]):
         result = CliRunner().invoke(main, command)
-        assert result.exit_code == 1, (command, result.output, result.exception)
+        assert result.exit_code == 2, (command, result.output, result.exception)  # as a bad --cache-dir
         assert "Error: ELMOBATCH_CACHE: gs://bucket/cache: gs:// is not supported" in result.output, result.output
+    for command in (["score", "--help"], ["cache", "info", "--cache-dir", str(tmp_path / "c")]):  # not used here
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, (command, result.output)
 
 
 @pytest.mark.slow  # Spark, and two runs scoring through the model
@@ -416,6 +419,7 @@ def test_a_spark_job_from_and_to_the_store_equals_the_local_engine(s3, spark, tm
     source = write_messages(tmp_path / "day1.csv", 0, 80)
     put(s3, "job-in/day1.csv", source.read_bytes())
     jobs = {}
+    spark_jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
     for engine in ("local", "spark"):
         spec = {"name": f"job-{engine}", "inputs": [f"s3://{BUCKET}/job-in/*.csv"],
                 "output": f"s3://{BUCKET}/job-{engine}", "model": str(FIXTURE), "head": str(head_dir),
@@ -426,6 +430,7 @@ def test_a_spark_job_from_and_to_the_store_equals_the_local_engine(s3, spark, tm
         result = CliRunner().invoke(main, ["run", str(jobs[engine]), "--date", "2026-01-01"])
         assert result.exit_code == 0, result.output + repr(result.exception)
     assert "embedding 1 file(s) with Spark (local[2])" in result.output
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) > spark_jobs_before  # Spark did embed
     spark_objects, local_objects = listing(s3, "job-spark"), listing(s3, "job-local")
     assert not [k for k in spark_objects if k.startswith("_spark_embed")]  # the scratch dataset is gone
     names = sorted(k for k in spark_objects if k.endswith(".parquet"))

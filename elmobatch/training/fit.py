@@ -253,8 +253,9 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
         "members": settings.members,
         "threshold": (settings.threshold or 0.5) if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
-    if settings.members > 1 and len(val):  # the ensemble's own (a single net's: its kept epoch's)
-        summary["validation_loss"] = weighted_log_loss(head.probabilities(x[val]), y[val], weights)
+    if settings.members > 1:  # the ensemble's own, with no L2 term (a single net's: its kept epoch's, as Keras says)
+        ensemble_loss = weighted_log_loss(head.probabilities(x[val]), y[val], weights) if len(val) else None
+        summary["validation_loss"] = ensemble_loss
     if len(val):
         calibrate_head(head, x[val], y[val], settings.calibrate, settings.threshold)
     meta["layer_weights"] = [float(v) for v in head.layer_weights]

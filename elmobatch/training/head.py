@@ -141,8 +141,8 @@ class Head:
                 for i in range(self.members)]
 
     def first_members(self, m: int) -> Head:
-        """The ensemble of this head's first m nets (a single net for m = 1), uncalibrated: as
-        `train --members m` with the same seed trains it."""
+        """The ensemble of this head's first m nets (a single net for m = 1): the nets `train --members m`
+        with the same seed trains, before calibration (none; the rest of meta is this head's)."""
         if not 1 <= m <= self.members:
             raise HeadError(f"{m} members: this head has {self.members}")
         weights = {name: (value[0] if m == 1 else value[:m]) if name in MEMBER_WEIGHTS and self.members > 1
@@ -256,6 +256,7 @@ def load_head(directory: str | Path) -> Head:
         meta = json.loads(meta_bytes.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HeadError(f"{meta_path}: not readable JSON ({exc})") from exc
+    _check_format_version(meta, meta_path)
     kind = meta.get("head_kind", "mlp") if isinstance(meta, dict) else None
     if kind not in HEAD_KINDS:
         raise HeadError(f"{meta_path}: 'head_kind' must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
@@ -268,6 +269,14 @@ def load_head(directory: str | Path) -> Head:
     head = Head(weights=weights, meta=meta, fingerprint=head_fingerprint(meta_bytes, data))
     _validate(head, directory)
     return head
+
+
+def _check_format_version(meta, path: Path) -> None:
+    """Before any other check: a head of a later format says so, not what it has that this one lacks."""
+    version = meta.get("format_version", FORMAT_VERSION) if isinstance(meta, dict) else FORMAT_VERSION
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= ENSEMBLE_FORMAT_VERSION:
+        raise HeadError(f"{path}: format_version {version!r}: this elmobatch reads heads of format 1 to "
+                        f"{ENSEMBLE_FORMAT_VERSION}; a newer elmobatch wrote it, upgrade to apply it")
 
 
 def head_fingerprint(meta_bytes: bytes, weights_bytes: bytes) -> str:
@@ -323,10 +332,6 @@ def _validate(head: Head, directory: Path) -> None:
     problem = check_calibration(meta.get("calibration"), len(labels))
     if problem:
         raise HeadError(f"{directory / HEAD_JSON}: {problem}")
-    version = meta.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or not 1 <= version <= ENSEMBLE_FORMAT_VERSION:
-        raise HeadError(f"{directory / HEAD_JSON}: format_version {version!r}: this elmobatch reads heads of "
-                        f"format 1 to {ENSEMBLE_FORMAT_VERSION}; a newer elmobatch wrote it, upgrade to apply it")
     members = meta.get("members", 1)
     if not isinstance(members, int) or isinstance(members, bool) or members < 1:
         raise HeadError(f"{directory / HEAD_JSON}: 'members' must be a whole number >= 1, got {members!r}")
