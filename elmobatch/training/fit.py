@@ -27,7 +27,7 @@ import numpy as np
 from elmobatch.settings import FitSettings
 from elmobatch.settings import CALIBRATIONS, HEAD_KINDS
 from elmobatch.training.calibration import CalibrationError, fit_calibration
-from elmobatch.training.head import MEMBER_WEIGHTS, Head, weight_names
+from elmobatch.training.head import Head, stack_members, weight_names
 
 HIDDEN = 256
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -237,7 +237,7 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     nets = [first] + [_train_keras(z, y, train, val, weights, n_out, settings, l2, member=i)
                       for i in range(1, settings.members)]
     fits = [_fit_summary(losses) for _, losses in nets]
-    arrays = _stack_members([_head_arrays(model, mean, std, settings.head_kind) for model, _ in nets])
+    arrays = stack_members([_head_arrays(model, mean, std, settings.head_kind) for model, _ in nets])
     summary = {
         **(fits[0] if settings.members == 1 else {"member_fits": fits}),
         "rows_fit": int(len(train)), "rows_validation": int(len(val)),
@@ -294,14 +294,6 @@ def _fit_summary(losses: dict) -> dict:
     best = int(np.argmin(losses["val_loss"])) if "val_loss" in losses else len(losses["loss"]) - 1
     return {"epochs_run": len(losses["loss"]), "best_epoch": best + 1, "train_loss": float(losses["loss"][best]),
             "validation_loss": float(losses["val_loss"][best]) if "val_loss" in losses else None}
-
-
-def _stack_members(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One net's arrays as they are; an ensemble's with a leading member axis (the standardization shared)."""
-    if len(members) == 1:
-        return members[0]
-    return {name: np.stack([m[name] for m in members]) if name in MEMBER_WEIGHTS else value
-            for name, value in members[0].items()}
 
 
 __all__ = ["FitSettings", "TrainingError", "calibrate_head", "fit_head", "label_order"]

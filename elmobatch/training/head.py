@@ -47,6 +47,15 @@ HIDDEN_WEIGHTS = ("w1", "b1")
 MEMBER_WEIGHTS = ("layer_logits", "gamma", "w1", "b1", "w2", "b2")  # one of each per member of an ensemble
 
 
+def stack_members(nets: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Single-net weights -> a head's: one net's as they are, an ensemble's MEMBER_WEIGHTS stacked on a
+    leading member axis (the standardization, the same for every net, taken from the first)."""
+    if len(nets) == 1:
+        return nets[0]
+    return {name: np.stack([net[name] for net in nets]) if name in MEMBER_WEIGHTS else value
+            for name, value in nets[0].items()}
+
+
 def weight_names(kind: str) -> tuple[str, ...]:
     """The arrays a head of `kind` has in head.npz: all of WEIGHT_NAMES, less the hidden layer for "logistic"."""
     return WEIGHT_NAMES if kind == "mlp" else tuple(n for n in WEIGHT_NAMES if n not in HIDDEN_WEIGHTS)
@@ -145,10 +154,8 @@ class Head:
         with the same seed trains, before calibration (none; the rest of meta is this head's)."""
         if not 1 <= m <= self.members:
             raise HeadError(f"{m} members: this head has {self.members}")
-        weights = {name: (value[0] if m == 1 else value[:m]) if name in MEMBER_WEIGHTS and self.members > 1
-                   else value for name, value in self.weights.items()}
         meta = {key: value for key, value in self.meta.items() if key != "calibration"}
-        return Head(weights, dict(meta, members=m))
+        return Head(stack_members(self.member_weights()[:m]), dict(meta, members=m))
 
     # ---- applying ----
     def mix(self, x: np.ndarray, weights: dict[str, np.ndarray] | None = None) -> np.ndarray:
