@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The SMS + today's messages + fortune cookies experiment (README, Pretraining: "More text").
+#
+#   bash scripts/build_fortunes_model.sh   # build/fortunes_model, at most MAX_MINUTES (50) of training
+#
+# Goes on training the bundled model's biLM (--init-from elmobatch/models/default, a fresh softmax
+# over the new vocabulary) on the SMS training rows, the hand-written messages of data/modern and
+# the fortune cookies of Debian's fortunes and fortunes-min packages (fetched with apt-get download
+# and unpacked; nothing is installed). Each corpus has a .source.json (source, license) that
+# model.json keeps. Rerunning resumes from build/fortunes_model/checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+SMS="${SMS:-../shared/data/sms_spam.csv}"
+MAX_MINUTES="${MAX_MINUTES:-50}"
+mkdir -p build
+"$PYTHON" scripts/sms_corpus.py "$SMS" 0 4457 build/sms_train.txt
+"$PYTHON" scripts/modern_sms.py build/modern_sms.csv
+if [ ! -f build/fortunes-deb/usr/share/games/fortunes/people ]; then
+  (cd build && apt-get download fortunes fortunes-min && for deb in fortunes*.deb; do dpkg -x "$deb" fortunes-deb; done)
+fi
+"$PYTHON" scripts/fortunes_corpus.py build/fortunes-deb/usr/share/games/fortunes build/fortunes.txt
+nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt build/modern_sms.txt build/fortunes.txt \
+    --out build/fortunes_model --init-from elmobatch/models/default --epochs 5 --batch-size 128 \
+    --softmax-samples 2048 --max-vocab 32768 --heldout 0.05 --min-count 3 --seed 0 --checkpoint-every 50 \
+    --max-minutes "$MAX_MINUTES" \
+    --note "SMS training rows 0..4456, the hand-written messages of data/modern and Debian's fortune cookies; continued from the bundled model"
+echo "wrote build/fortunes_model; compare it with: python benchmarks/head_compare.py --model build/fortunes_model --extra-train build/modern_sms.csv"
