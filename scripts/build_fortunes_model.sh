@@ -7,9 +7,10 @@
 # over the new vocabulary) on the SMS training rows, the hand-written messages of data/modern and
 # the fortune cookies of Debian's fortunes and fortunes-min packages (fetched with apt-get download
 # and unpacked; nothing is installed). Each corpus has a .source.json (source, license) that
-# model.json keeps. Rerunning resumes from build/fortunes_model/checkpoint (the model measured in the
-# README ran as --epochs 5, then resumed with --epochs 9: the batches of each epoch depend only on
-# the seed and the epoch, so they are those of one 9-epoch run).
+# model.json keeps. Rerunning resumes from build/fortunes_model/checkpoint. The model measured in the
+# README ran as --epochs 5, then resumed with --epochs 9, on the corpus of this script's first version
+# (git a0dd93b; see the README): the batches of each epoch depend only on the seed and the epoch, but
+# the dropout and sampled-softmax draws start again from the seed when a run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
@@ -18,8 +19,11 @@ MAX_MINUTES="${MAX_MINUTES:-70}"
 mkdir -p build
 "$PYTHON" scripts/sms_corpus.py "$SMS" 0 4457 build/sms_train.txt
 "$PYTHON" scripts/modern_sms.py build/modern_sms.csv
-if [ ! -f build/fortunes-deb/usr/share/games/fortunes/people ]; then
-  (cd build && apt-get download fortunes fortunes-min && for deb in fortunes*.deb; do dpkg -x "$deb" fortunes-deb; done)
+VERSION="1:1.99.1-7.3"  # Debian 12's; the corpus counts in the README are of this version
+if [ ! -f build/fortunes-deb/unpacked ]; then
+  rm -rf build/fortunes-deb build/fortunes_*.deb build/fortunes-min_*.deb
+  (cd build && apt-get download "fortunes=$VERSION" "fortunes-min=$VERSION" \
+     && dpkg -x fortunes_*.deb fortunes-deb && dpkg -x fortunes-min_*.deb fortunes-deb && touch fortunes-deb/unpacked)
 fi
 "$PYTHON" scripts/fortunes_corpus.py build/fortunes-deb/usr/share/games/fortunes build/fortunes.txt
 nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt build/modern_sms.txt build/fortunes.txt \

@@ -1,5 +1,6 @@
 """scripts/fortunes_corpus.py: fortune files -> one cookie per line, with its .source.json."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,50 +18,80 @@ enlightened him with ours.
 %
 """ + " ".join(["word"] * 61) + """
 %
+"I think there is a world market for about five computers."
+\t\t-- Thomas J. Watson, 1943, cited in Cerf/Navasky,
+\t\t   "The Experts Speak"
+%
+Caf\u00e9 au lait -- c'est la vie, at \u00a35 a cup.
+%
+This is _\b_\b_\b_\bBOLD and this a bell\x07.
+%
+  /\\_/\\
+ ( o.o )
+  > ^ <
+%
 Last cookie, no percent line after it.
 """
+EXPECTED = [
+    "A friend is a present you give yourself.",
+    "A bore is someone who persists in holding his own views after we have enlightened him with ours.",
+    '"I think there is a world market for about five computers."',
+    "Caf\u00e9 au lait -- c'est la vie, at \u00a35 a cup.",
+    "This is BOLD and this a bell.",
+    "Last cookie, no percent line after it.",
+]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("fortunes_corpus", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fortunes_dir(tmp_path: Path, leave_out: str | None = None) -> Path:
+    """A folder holding every kept file (empty but `people`), a skipped one, and index files."""
+    directory = tmp_path / "fortunes"
+    directory.mkdir()
+    for name in load_script().KEPT:
+        if name != leave_out:
+            (directory / name).write_text("", encoding="utf-8")
+    (directory / "people").write_text(PEOPLE, encoding="utf-8")
+    (directory / "people.dat").write_bytes(b"\x00\x00\x00\x02 index, not text")
+    (directory / "pratchett").write_text("A quote from a novel.\n%\n", encoding="utf-8")
+    return directory
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
 
 
-def test_cookies_become_lines_without_attributions_long_ones_and_skipped_files(tmp_path):
-    fortunes = tmp_path / "fortunes"
-    fortunes.mkdir()
-    (fortunes / "people").write_text(PEOPLE, encoding="latin-1")
-    (fortunes / "people.dat").write_bytes(b"\x00\x00\x00\x02 index, not text")
-    (fortunes / "people.u8").write_text(PEOPLE, encoding="utf-8")
-    (fortunes / "pratchett").write_text("A quote from a novel.\n%\n", encoding="latin-1")
+def test_cookies_become_clean_lines_and_only_kept_files_are_read(tmp_path):
     out = tmp_path / "fortunes.txt"
 
-    result = run(str(fortunes), str(out))
+    result = run(str(fortunes_dir(tmp_path)), str(out))
 
     assert result.returncode == 0, result.stderr
-    assert out.read_text(encoding="utf-8").splitlines() == [
-        "A friend is a present you give yourself.",
-        "A bore is someone who persists in holding his own views after we have enlightened him with ours.",
-        "Last cookie, no percent line after it.",
-    ]
-    source = json.loads((tmp_path / "fortunes.txt.source.json").read_text())
-    assert "fortunes" in source["source"] and source["license"].startswith("BSD")
-    assert "3 cookies from 1 files" in result.stdout
+    assert out.read_text(encoding="utf-8").splitlines() == EXPECTED
+    source = json.loads((tmp_path / "fortunes.txt.source.json").read_text(encoding="utf-8"))
+    assert source["source"].startswith("fortune cookies of Debian's fortunes and fortunes-min packages (37 files")
+    assert "BSD" in source["license"] and "not redistributed" in source["license"]
+    assert f"{len(EXPECTED)} cookies (files read: 37)" in result.stdout
 
 
 def test_max_words_keeps_longer_cookies(tmp_path):
-    fortunes = tmp_path / "fortunes"
-    fortunes.mkdir()
-    (fortunes / "people").write_text(PEOPLE, encoding="latin-1")
     out = tmp_path / "fortunes.txt"
 
-    assert run(str(fortunes), str(out), "--max-words", "61").returncode == 0
+    assert run(str(fortunes_dir(tmp_path)), str(out), "--max-words", "61").returncode == 0
 
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 4
+    assert " ".join(["word"] * 61) in out.read_text(encoding="utf-8").splitlines()
 
 
-def test_a_folder_without_fortune_files_is_refused_by_name(tmp_path):
-    result = run(str(tmp_path / "missing"), str(tmp_path / "out.txt"))
+def test_a_folder_missing_a_kept_file_is_refused_by_name(tmp_path):
+    out = tmp_path / "out.txt"
+
+    result = run(str(fortunes_dir(tmp_path, leave_out="riddles")), str(out))
 
     assert result.returncode != 0
-    assert "missing: no fortune files" in result.stderr
-    assert not (tmp_path / "out.txt").exists()
+    assert "missing fortune files riddles;" in result.stderr
+    assert not out.exists()
