@@ -7,7 +7,8 @@
 # over the new vocabulary) on the SMS training rows, the hand-written messages of data/modern and
 # the fortune cookies of Debian's fortunes and fortunes-min packages (fetched with apt-get download
 # and unpacked; nothing is installed). Each corpus has a .source.json (source, license) that
-# model.json keeps. Rerunning resumes from build/fortunes_model/checkpoint. The model measured in the
+# model.json keeps. Rerunning resumes from build/fortunes_model/checkpoint (pretrain refuses to resume
+# on another corpus: a checkpoint of an older corpus script's output must be removed). The model measured in the
 # README ran as --epochs 5, then resumed with --epochs 9, on the corpus of this script's first version
 # (git a0dd93b; see the README): the batches of each epoch depend only on the seed and the epoch, but
 # the dropout and sampled-softmax draws start again from the seed when a run resumes.
@@ -20,10 +21,11 @@ mkdir -p build
 "$PYTHON" scripts/sms_corpus.py "$SMS" 0 4457 build/sms_train.txt
 "$PYTHON" scripts/modern_sms.py build/modern_sms.csv
 VERSION="1:1.99.1-7.3"  # Debian 12's; the corpus counts in the README are of this version
-if [ ! -f build/fortunes-deb/unpacked ]; then
-  rm -rf build/fortunes-deb build/fortunes_*.deb build/fortunes-min_*.deb
-  (cd build && apt-get download "fortunes=$VERSION" "fortunes-min=$VERSION" \
-     && dpkg -x fortunes_*.deb fortunes-deb && dpkg -x fortunes-min_*.deb fortunes-deb && touch fortunes-deb/unpacked)
+if [ "$(cat build/fortunes-deb/unpacked 2>/dev/null)" != "$VERSION" ]; then
+  rm -rf build/fortunes-download && mkdir build/fortunes-download
+  (cd build/fortunes-download && apt-get download "fortunes=$VERSION" "fortunes-min=$VERSION" \
+     && dpkg -x fortunes_*.deb unpacked && dpkg -x fortunes-min_*.deb unpacked && echo "$VERSION" > unpacked/unpacked)
+  rm -rf build/fortunes-deb && mv build/fortunes-download/unpacked build/fortunes-deb && rm -rf build/fortunes-download
 fi
 "$PYTHON" scripts/fortunes_corpus.py build/fortunes-deb/usr/share/games/fortunes build/fortunes.txt
 nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt build/modern_sms.txt build/fortunes.txt \

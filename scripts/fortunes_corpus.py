@@ -7,13 +7,16 @@ without installing anything, `apt-get download fortunes fortunes-min && dpkg -x 
 for each, and DIR/usr/share/games/fortunes (scripts/build_fortunes_model.sh does that).
 
 Each fortune file (UTF-8) holds cookies separated by lines of `%`. A cookie becomes one line:
-overstrikes (`X<backspace>`) and control characters removed, its attribution (a `-- Author` line
-after the text, and the lines after it) dropped, whitespace collapsed. Only the files of KEPT
-are read; cookies longer than `--max-words` words (text messages are short) and drawings (fewer
-than half of their characters letters) are left out. Copyright: the packages are in Debian main
-under fortune-mod's BSD copyright file, which names no separate license for the quotations; a
-`.source.json` file beside the output records the source, and `elmobatch pretrain` copies it into
-model.json. The corpus is used to measure what more text does; it is not redistributed.
+text encoded twice as UTF-8 repaired, overstrikes (`X<backspace>`) and control characters
+removed, attributions dropped (an indented `-- Author` line with the indented lines under it, a
+trailing ` -- Author` after the last sentence, a trailing `(By Author)`), whitespace collapsed.
+Only the files of KEPT are read; cookies longer than `--max-words` words (text messages are
+short) and drawings (fewer than half of their characters letters) are left out.
+
+Copyright: the packages are in Debian main under fortune-mod's BSD copyright file, which names no
+separate license for the quotations; a `.source.json` file beside the output records the source,
+and `elmobatch pretrain` copies it into model.json. The corpus is used to measure what more text
+does; it is not redistributed.
 """
 
 import argparse
@@ -30,21 +33,45 @@ KEPT = ("art", "computers", "cookie", "debian", "definitions", "disclaimer", "dr
         "paradoxum", "people", "perl", "pets", "platitudes", "politics", "riddles", "science", "sports",
         "tao", "wisdom", "work")
 SEPARATOR = re.compile(r"^%[ \t]*$", re.MULTILINE)
-ATTRIBUTION = re.compile(r"^\s*--\s*\S")
+ATTRIBUTION_LINE = re.compile(r"^\s+--\s*\S")  # indented: a dash inside the text starts at column 0
+TRAILING_ATTRIBUTION = re.compile(r"(?<=[.!?\"')])\s+--\s*[A-Z][\w .,'&-]{0,60}$|\s*\(By [^()]*\)$")
 OVERSTRIKE = re.compile(r"[^\x08]\x08")
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def repair_double_encoding(text: str) -> str:
+    """Undo UTF-8 read as Latin-1 (as many times as it was done): "Here\u00e2\u0080\u0099s" -> "Here\u2019s"."""
+    while True:
+        try:
+            repaired = text.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return text
+        if repaired == text:
+            return text
+        text = repaired
+
+
+def without_attributions(lines: list[str]) -> list[str]:
+    """Drop each indented `-- Author` line and the more indented lines under it; keep the rest."""
+    kept, indent = [], None
+    for line in lines:
+        depth = len(line) - len(line.lstrip())
+        if indent is not None and depth > 0 and line.strip():
+            continue  # the attribution goes on
+        indent = depth if ATTRIBUTION_LINE.match(line) else None
+        if indent is None:
+            kept.append(line)
+    return kept
 
 
 def clean(cookie: str) -> str:
-    """One cookie's text -> one line: overstrikes, control characters and attribution removed."""
+    """One cookie's text -> one line: encoding repaired, overstrikes, control characters and
+    attributions removed, whitespace collapsed."""
+    cookie = repair_double_encoding(cookie)
     while OVERSTRIKE.search(cookie):
         cookie = OVERSTRIKE.sub("", cookie)
-    lines = CONTROL.sub("", cookie).splitlines()
-    for i, line in enumerate(lines):
-        if i > 0 and ATTRIBUTION.match(line):
-            lines = lines[:i]
-            break
-    return " ".join(" ".join(lines).split())
+    lines = without_attributions(CONTROL.sub("", cookie.strip("\n")).splitlines())
+    return TRAILING_ATTRIBUTION.sub("", " ".join(" ".join(lines).split()))
 
 
 def is_prose(cookie: str) -> bool:

@@ -22,9 +22,25 @@ enlightened him with ours.
 \t\t-- Thomas J. Watson, 1943, cited in Cerf/Navasky,
 \t\t   "The Experts Speak"
 %
+A critic creates nothing, so he is unbiased
+-- he hates all creative people equally.
+\t\t-- Robert Heinlein
+%
+Sam: What's up, Norm?
+\t-- Cheers, episode 1
+Norm: My nipples. It's freezing out there.
+\t-- Cheers, episode 2
+%\x20
+-- Gifts for Children --
+A pony.
+%
+Go ahead... make my day. -- Clint Eastwood
+%
 Caf\u00e9 au lait -- c'est la vie, at \u00a35 a cup.
 %
-This is _\b_\b_\b_\bBOLD and this a bell\x07.
+Here\u00e2\u0080\u0099s the thing.
+%
+This is ____\b\b\b\bBOLD and this a bell\x07.
 %
   /\\_/\\
  ( o.o )
@@ -36,7 +52,12 @@ EXPECTED = [
     "A friend is a present you give yourself.",
     "A bore is someone who persists in holding his own views after we have enlightened him with ours.",
     '"I think there is a world market for about five computers."',
+    "A critic creates nothing, so he is unbiased -- he hates all creative people equally.",
+    "Sam: What's up, Norm? Norm: My nipples. It's freezing out there.",
+    "-- Gifts for Children -- A pony.",
+    "Go ahead... make my day.",
     "Caf\u00e9 au lait -- c'est la vie, at \u00a35 a cup.",
+    "Here\u2019s the thing.",
     "This is BOLD and this a bell.",
     "Last cookie, no percent line after it.",
 ]
