@@ -8,7 +8,7 @@ for each, and DIR/usr/share/games/fortunes (scripts/build_fortunes_model.sh does
 
 Each fortune file (UTF-8) holds cookies separated by lines of `%`. A cookie becomes one line:
 text encoded twice as UTF-8 repaired, overstrikes (`X<backspace>`) and control characters
-removed, attributions dropped (an indented `-- Author` line with the indented lines under it, a
+removed, attributions dropped (an indented `-- Author` line with the indented lines after it, a
 trailing ` -- Author` after the last sentence, a trailing `(By Author)`), whitespace collapsed.
 Only the files of KEPT are read; cookies longer than `--max-words` words (text messages are
 short) and drawings (fewer than half of their characters letters) are left out.
@@ -52,14 +52,13 @@ def repair_double_encoding(text: str) -> str:
 
 
 def without_attributions(lines: list[str]) -> list[str]:
-    """Drop each indented `-- Author` line and the more indented lines under it; keep the rest."""
-    kept, indent = [], None
+    """Drop each indented `-- Author` line and the indented lines right after it; keep the rest."""
+    kept, in_attribution = [], False
     for line in lines:
-        depth = len(line) - len(line.lstrip())
-        if indent is not None and depth > 0 and line.strip():
+        if in_attribution and line[:1].isspace() and line.strip():
             continue  # the attribution goes on
-        indent = depth if ATTRIBUTION_LINE.match(line) else None
-        if indent is None:
+        in_attribution = bool(ATTRIBUTION_LINE.match(line))
+        if not in_attribution:
             kept.append(line)
     return kept
 
@@ -68,8 +67,9 @@ def clean(cookie: str) -> str:
     """One cookie's text -> one line: encoding repaired, overstrikes, control characters and
     attributions removed, whitespace collapsed."""
     cookie = repair_double_encoding(cookie)
-    while OVERSTRIKE.search(cookie):
-        cookie = OVERSTRIKE.sub("", cookie)
+    removed = 1
+    while removed:  # "___\b\b\bWORD" takes one pass per backspace
+        cookie, removed = OVERSTRIKE.subn("", cookie)
     lines = without_attributions(CONTROL.sub("", cookie.strip("\n")).splitlines())
     return TRAILING_ATTRIBUTION.sub("", " ".join(" ".join(lines).split()))
 
