@@ -30,11 +30,16 @@ class WriteError(OSError):
     """A file could not be written (e.g. the disk is full); the message names the file."""
 
 
+def temporary_name(name: str) -> str:
+    """.tmp-<random>-<name>.tmp: what sweeps look for, and what no `*.parquet`/`*.csv` glob matches."""
+    return f".tmp-{uuid.uuid4().hex[:8]}-{name}.tmp"
+
+
 def temporary_path(path: str | Path, tmp_dir: str | Path | None = None) -> Path:
     """Where to write `path` before renaming it into place: in `tmp_dir` (same file system) or
-    beside `path`, as .tmp-<random>-<name>.tmp, so sweeps can find what a killed writer left."""
+    beside `path`, named by temporary_name, so sweeps can find what a killed writer left."""
     path = Path(path)
-    return Path(tmp_dir or path.parent) / f".tmp-{uuid.uuid4().hex[:8]}-{path.name}.tmp"
+    return Path(tmp_dir or path.parent) / temporary_name(path.name)
 
 
 @contextlib.contextmanager
@@ -67,6 +72,15 @@ def sweep_temporaries(directory: str | Path, name: str | None = None) -> list[Pa
     for tmp in found:
         tmp.unlink(missing_ok=True)
     remove_if_empty(directory / STAGING)
+    return found
+
+
+def sweep_uploads(prefix: StoredPath) -> list[StoredPath]:
+    """Remove the temporary objects of `upload` that a writer killed during its copy left anywhere
+    under `prefix`. Only for a prefix no live writer uses (its lease held). Returns them."""
+    found = prefix.find(".tmp-*.tmp")
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
     return found
 
 
@@ -113,10 +127,10 @@ def _upload_atomically(path: StoredPath, write: Callable[[Path], object]) -> Sto
 
 
 def upload(local: Path, path: StoredPath) -> StoredPath:
-    """Copy the local file `local` to the object `path` (one upload: whole or absent); a failure
-    is a WriteError naming `path`."""
+    """Copy the local file `local` to the object `path`, whole or not at all, through a temporary
+    object in `_tmp/` beside it (StoredPath.upload); a failure is a WriteError naming `path`."""
     try:
-        path.upload(local)
+        path.upload(local, via=path.parent / STAGING / temporary_name(path.name))
     except OSError as exc:
         raise WriteError(f"{path}: cannot write ({exc})") from exc
     return path

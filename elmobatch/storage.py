@@ -6,12 +6,14 @@
 Credentials, region and endpoint come from where the AWS tools look: AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY / AWS_REGION, ~/.aws/credentials and ~/.aws/config, and AWS_ENDPOINT_URL
 (passed on as pyarrow's endpoint_override, which older pyarrow versions do not read themselves).
-An object store has no folders and no rename: a "directory" is a key prefix, and an object
-appears whole when its upload completes, so outputs are written straight to their final names.
+An object store has no folders and no rename: a "directory" is a key prefix. An upload cannot be
+abandoned half-way (pyarrow completes it when its stream closes), so a whole file goes to a
+temporary object first, which the store copies to the final name (StoredPath.upload).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import io
@@ -23,6 +25,7 @@ from urllib.parse import quote, urlsplit
 
 OBJECT_SCHEMES = ("s3",)
 READ_BUFFER = 1 << 20  # bytes fetched from the store at a time
+COPY_LIMIT = 5 << 30  # the largest object one S3 copy request makes
 
 
 def is_object_uri(name) -> bool:
@@ -149,7 +152,10 @@ class StoredPath:
             return f.read_at(length, offset)
 
     def write_blocks(self, blocks) -> None:
-        """One upload of the byte strings `blocks`, in order: the object appears whole or not at all."""
+        """One upload of the byte strings `blocks`, in order. A process killed while uploading leaves
+        nothing, but an exception raised in this one (Ctrl-C) can leave the bytes so far: pyarrow's
+        stream completes the upload when it closes, and cannot abort it. For whole files use
+        `upload`; the cache's segments, written here, carry checksums and are checked when read."""
         with self.fs.open_output_stream(self.path, compression=None) as f:
             for block in blocks:
                 f.write(block)
@@ -189,17 +195,39 @@ class StoredPath:
         return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> None:
-        """One upload: the object appears with all of `data` or (if stopped) not at all."""
+        """One upload of `data` (see write_blocks)."""
         self.write_blocks([data])
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
         self.write_bytes(text.encode(encoding))
 
-    def upload(self, local: Path) -> None:
-        """Copy the local file `local` to this object (one upload, whole or not at all)."""
-        with open(local, "rb") as source, self.fs.open_output_stream(self.path, compression=None) as f:
-            while block := source.read(READ_BUFFER):
-                f.write(block)
+    def upload(self, local: Path, via: StoredPath | None = None) -> None:
+        """Copy the local file `local` to this object. With `via` (a temporary name), whole or not at
+        all: the bytes go to `via`, which the store then copies to this name in one request and which
+        is then deleted (see write_blocks: a stream cannot be abandoned). A file over 5 GiB, more than
+        one copy request takes, goes straight to this name."""
+        if via is not None and local.stat().st_size > COPY_LIMIT:
+            via = None
+        target = via or self
+        try:
+            with open(local, "rb") as source, self.fs.open_output_stream(target.path, compression=None) as f:
+                while block := source.read(READ_BUFFER):
+                    f.write(block)
+            if via is not None:
+                via.copy_to(self)
+        finally:
+            if via is not None:
+                with contextlib.suppress(OSError):
+                    via.unlink(missing_ok=True)
+
+    def find(self, pattern: str) -> list[StoredPath]:
+        """Objects anywhere under this prefix whose name matches `pattern` (one listing request per
+        1,000 objects)."""
+        from pyarrow.fs import FileSelector, FileType
+
+        infos = self.fs.get_file_info(FileSelector(self.path, recursive=True, allow_not_found=True))
+        return [StoredPath(self.scheme, i.path) for i in infos
+                if i.type == FileType.File and fnmatch.fnmatchcase(i.base_name, pattern)]
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:

@@ -70,11 +70,15 @@ def put(fs, key: str, data: bytes) -> str:
 
 
 def listing(fs, prefix: str) -> dict[str, bytes]:
-    """Every object under the prefix: {key: bytes}."""
+    """Every object under the prefix: {key: bytes}. One deleted between the listing and its reading (a
+    live writer's temporary, copied to its name) is left out."""
     infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True))
     found = {}
     for info in infos:
         if info.type == pafs.FileType.File:
-            with fs.open_input_stream(info.path, compression=None) as f:
-                found[info.path.removeprefix(f"{BUCKET}/{prefix}/")] = f.read()
+            try:
+                with fs.open_input_stream(info.path, compression=None) as f:
+                    found[info.path.removeprefix(f"{BUCKET}/{prefix}/")] = f.read()
+            except FileNotFoundError:
+                continue
     return found

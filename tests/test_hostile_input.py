@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -109,6 +110,65 @@ def test_run_csv_output_reads_back_exactly(tmp_path, hostile_input):
     assert report.exit_code == 3, report.error  # ok, with the one rejected row
     [scored] = (tmp_path / "scored").glob("date=*/day-*.csv")
     check_round_trip(scored, scored.parent / "_rejects" / scored.name, texts, ids, bad_raw)
+
+
+def test_run_scores_inputs_alike_in_name_and_bytes_into_a_file_each(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "x.csv").write_text("text\nhello\nthere\n")
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "twins"\ninputs = ["in/*/x.csv"]\noutput = "scored"\ncache_dir = "cache"\n')
+    report = run_job(load_job(job), log=lambda line: None)
+    assert report.exit_code == 0, report.error
+    outputs = sorted((tmp_path / "scored").glob("date=*/x-*.parquet"))
+    assert len(outputs) == 2 and sum(len(pd.read_parquet(p)) for p in outputs) == report.rows_scored == 4
+
+
+def score_into(tmp_path: Path, path: Path, out_name: str, **kwargs):
+    """`path` scored by the bundled head into tmp_path/out_name; returns the summary."""
+    head, encoder = load_head_and_model()
+    return score_file(path, tmp_path / out_name, head=head, encoder=encoder,
+                      cache=EmbeddingCache(tmp_path / "cache"), **kwargs)
+
+
+def test_a_json_key_first_seen_late_is_a_column_of_every_row(tmp_path):
+    path = tmp_path / "late.jsonl"
+    records = [{"text": f"message {i}"} for i in range(250)] + [{"text": "the last", "extra": "EXTRA"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = score_into(tmp_path, path, "late.scored.csv", chunk_rows=100)
+    rows, frame = read_back(tmp_path / "late.scored.csv")
+    assert list(frame.columns) == ["text", "extra", "source_file", "row_number", "label", "score"]
+    assert {len(r) for r in rows} == {6} and frame["extra"].tolist() == [""] * 250 + ["EXTRA"]
+    assert summary.rows_scored == len(frame) == 251
+
+
+def test_integers_keep_their_value_and_type(tmp_path):
+    big = 2**53 + 1  # a float64 cannot hold it
+    path = tmp_path / "ids.jsonl"
+    path.write_text(json.dumps({"uid": big, "text": "a"}) + "\n" + json.dumps({"text": "b"}) + "\n")
+    score_into(tmp_path, path, "ids.scored.csv")
+    assert read_back(tmp_path / "ids.scored.csv")[1]["uid"].tolist() == [str(big), ""]
+    pq.write_table(pa.table({"uid": pa.array([big, None], pa.int64()), "text": ["a", "b"]}), tmp_path / "ids.parquet")
+    score_into(tmp_path, tmp_path / "ids.parquet", "ids.scored.parquet")
+    scored = pq.read_table(tmp_path / "ids.scored.parquet")
+    assert scored.schema.field("uid").type == pa.int64() and scored["uid"].to_pylist() == [big, None]
+
+
+def test_text_spilled_past_the_last_column_is_written_whole(tmp_path):
+    path = tmp_path / "spill.csv"
+    path.write_text("id,text\n1,hello, world\n2,plain\n3,one, two, three\n")
+    summary = score_into(tmp_path, path, "spill.scored.csv")
+    frame = read_back(tmp_path / "spill.scored.csv")[1]
+    assert frame["text"].tolist() == ["hello, world", "plain", "one, two, three"] and summary.rows_rejected == 0
+
+
+def test_an_input_column_named_row_number_is_kept(tmp_path):
+    path = tmp_path / "numbered.csv"
+    path.write_text("row_number,text\n1001,hello\n1002,there\n")
+    summary = score_into(tmp_path, path, "numbered.scored.csv")
+    frame = read_back(tmp_path / "numbered.scored.csv")[1]
+    assert frame["input_row_number"].tolist() == ["1001", "1002"] and frame["row_number"].tolist() == ["0", "1"]
+    assert summary.renamed_columns == {"row_number": "input_row_number"}
 
 
 # ---- an unterminated quote costs one row -----------------------------------------------------

@@ -133,6 +133,7 @@ def test_sigkill_then_rerun_to_s3_equals_clean_run(s3, tmp_path):
     left = listing(s3, "killed")
     assert proc.returncode == -signal.SIGKILL and "_SUCCESS" not in left and ".lock" in left
     finished = [k.removeprefix("_state/").replace(".json", ".parquet") for k in left if k.startswith("_state/part-")]
+    put(s3, "killed/_rejects/_tmp/.tmp-0badc0de-part-00000-000011.parquet.tmp", b"half")  # as a kill mid-copy leaves
 
     rerun = subprocess.run([sys.executable, "-m", "elmobatch.cli", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                            cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -1,5 +1,6 @@
 """The chunked reader: formats, encodings, text-column choice, repairs and rejects (no model needed)."""
 
+import codecs
 import json
 
 import pandas as pd
@@ -12,7 +13,7 @@ from tests.conftest import SMS
 def read_all(path, **kwargs):
     reader = read_messages(path, **kwargs)
     chunks = list(reader)
-    rows = pd.concat([c.rows for c in chunks], ignore_index=True)
+    rows = pd.concat([c.rows.set_axis(c.row_numbers) for c in chunks])  # indexed by row number
     texts = [t for c in chunks for t in c.texts]
     rejects = pd.concat([c.rejects for c in chunks], ignore_index=True)
     return reader, rows, texts, rejects
@@ -24,7 +25,7 @@ def test_reference_file_latin1_fallback_and_spill_repair():
     assert (d.encoding, d.text_column) == ("latin-1", "v2")
     assert "not UTF-8" in d.encoding_reason
     assert len(rows) == 5572 and len(rejects) == 0
-    assert list(rows["row_number"]) == list(range(5572))
+    assert list(rows.index) == list(range(5572))
     # Row 95's text spilled over unquoted commas into the unnamed columns; rejoined with commas.
     assert texts[95].endswith("Get Usher and Britney. FML, PO Box 5249, MK17 92H. 450Ppw 16\"")
     assert texts[95].count(",") == 2
@@ -65,7 +66,7 @@ def test_jsonl_rejects(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     reader, rows, texts, rejects = read_all(path, id_column="id")
     assert reader.decisions.text_column == "text"
-    assert texts == ["fine", "oké"] and list(rows["row_number"]) == [0, 6]
+    assert texts == ["fine", "oké"] and list(rows.index) == [0, 6]
     assert list(rows["id"]) == [1, 7]
     assert dict(zip(rejects["row_number"], rejects["reason"], strict=True)) == {
         1: "unparseable", 2: "unparseable", 3: "missing_text", 4: "not_text", 5: "blank_line"}
@@ -91,7 +92,19 @@ def test_parquet_and_tsv(tmp_path):
     _, rows, texts, rejects = read_all(tmp_path / "m.tsv")
     assert texts == ['"quoted" as is'] and list(rejects["reason"]) == ["column_count"]
     (tmp_path / "s.tsv").write_text('label\tsms\nspam\ta\tspilled\n')  # text is last: a spill, rejoined
-    assert read_all(tmp_path / "s.tsv")[2] == ["a\tspilled"]
+    _, rows, texts, _ = read_all(tmp_path / "s.tsv")
+    assert texts == ["a\tspilled"] and rows["sms"].tolist() == texts  # the row holds the whole text too
+    (tmp_path / "u.csv").write_text("label,v2,,\nspam,a,b,c,d\n")  # more pieces than unnamed columns
+    _, rows, texts, _ = read_all(tmp_path / "u.csv")
+    assert texts == ["a,b,c,d"] and rows.iloc[0].tolist() == ["spam", "a", "b", "c,d"]
+
+
+def test_a_byte_order_mark_is_dropped_at_the_start_of_the_file_only(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(codecs.BOM_UTF8 + 'text\n"a\n\ufeffb"\n\ufeffc\n'.encode())
+    for given in (None, "utf-8"):
+        reader, _, texts, _ = read_all(path, encoding=given)
+        assert reader.decisions.columns == ["text"] and texts == ["a\n\ufeffb", "\ufeffc"]
 
 
 def test_jsonl_nested_too_deeply_is_an_unparseable_reject(tmp_path):

@@ -3,6 +3,7 @@ server mode on 127.0.0.1, fixture `s3`): the same labelled rows as the local job
 nothing, retention on the store, the lease (refused, taken over mid-run), and a SIGKILLed run resumed."""
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from elmobatch.cli import main
 from elmobatch.files import file_sha256
-from elmobatch.scheduling.run import EXIT_LOCKED, run_job
+from elmobatch.scheduling.run import EXIT_LOCKED, output_name, run_job
 from elmobatch.scheduling.spec import load_job
 from tests.conftest import FIXTURE, kill_when, write_messages
 from tests.s3_server import BUCKET, listing, put
@@ -45,6 +46,11 @@ def run_reports(names) -> list[str]:
     return [n for n in names if n.startswith(f"date={DAY}/_run-")]
 
 
+def layout(name: str) -> str:
+    """An output's name with its 12 hex digits (of its input's path and checksum) written <sha12>."""
+    return re.sub(r"-[0-9a-f]{12}\.", "-<sha12>.", name)
+
+
 def scored(table):
     """A scored file's rows without its schema metadata (which records when it was written)."""
     return table.replace_schema_metadata(None)
@@ -61,6 +67,7 @@ def test_run_from_s3_inputs_to_s3_output_equals_the_local_job_and_a_rerun_redoes
     old.parent.mkdir(parents=True)
     old.write_bytes(b"old")
     put(s3, "run-out/date=2025-01-01/_rejects/old.parquet", b"old")
+    put(s3, f"run-out/date={DAY}/_tmp/.tmp-0badc0de-day1.parquet.tmp", b"half")  # as a kill mid-copy leaves
     local_job = write_job(tmp_path / "local.toml", head_dir, "incoming/*.csv", "scored", retention_days=30)
     stored_job = write_job(tmp_path / "stored.toml", head_dir, f"s3://{BUCKET}/run-in/*.csv",
                            f"s3://{BUCKET}/run-out", retention_days=30)
@@ -70,17 +77,20 @@ def test_run_from_s3_inputs_to_s3_output_equals_the_local_job_and_a_rerun_redoes
     assert f"rows_read 101 = scored 100 + rejected 1 -> s3://{BUCKET}/run-out/date={DAY}" in stored.output
     objects, files = listing(s3, "run-out"), local_files(tmp_path / "scored")
     assert len(run_reports(objects)) == len(run_reports(files)) == 1
-    same_names = sorted(n for n in files if n != ".lock" and n not in run_reports(files))
-    assert sorted(n for n in objects if n not in run_reports(objects)) == same_names  # no .lock, _tmp/ left
-    scored_names = [n for n in same_names if n.endswith(".parquet")]
-    assert len(scored_names) == 4 and not any(n.startswith("date=2025") for n in objects)  # retention applied
-    for name in scored_names:  # the scored files and their rejects: the same rows, labels and scores
-        mine = scored(pq.read_table(f"{BUCKET}/run-out/{name}", filesystem=s3))
-        theirs = scored(pq.read_table(tmp_path / "scored" / name))
+    local_names = sorted((n for n in files if n != ".lock" and n not in run_reports(files)), key=layout)
+    stored_names = sorted((n for n in objects if n not in run_reports(objects)), key=layout)
+    assert list(map(layout, stored_names)) == list(map(layout, local_names))  # no .lock, _tmp/ left
+    name = output_name(f"s3://{BUCKET}/run-in/day1.csv", file_sha256(day1), "parquet")
+    assert f"date={DAY}/{name}" in objects and f"date={DAY}/_rejects/{name}" in objects
+    pairs = [(a, b) for a, b in zip(stored_names, local_names, strict=True) if a.endswith(".parquet")]
+    assert len(pairs) == 4 and not any(n.startswith("date=2025") for n in objects)  # retention applied
+    for stored_name, local_name in pairs:  # the scored files and their rejects: the same rows, labels and scores
+        mine = scored(pq.read_table(f"{BUCKET}/run-out/{stored_name}", filesystem=s3))
+        theirs = scored(pq.read_table(tmp_path / "scored" / local_name))
         if "score" in theirs.column_names:
             np.testing.assert_allclose(mine["score"].to_numpy(), theirs["score"].to_numpy(), atol=1e-6)
             mine, theirs = mine.drop(["score"]), theirs.drop(["score"])
-        assert mine.equals(theirs), name
+        assert mine.equals(theirs), stored_name
     state = json.loads(objects["_state.json"])["files"]
     assert sorted(state) == [f"s3://{BUCKET}/run-in/day1.csv", f"s3://{BUCKET}/run-in/day2.csv"]
     assert [state[k]["sha256"] for k in sorted(state)] == [file_sha256(day1), file_sha256(day2)]

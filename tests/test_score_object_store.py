@@ -94,3 +94,34 @@ def test_a_missing_object_or_bucket_is_one_clear_line(s3, tmp_path, monkeypatch)
         assert len(error) == 1 and message in error[0], result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "n.csv"]
     assert s3.get_file_info(f"{BUCKET}/one.csv").type == pafs.FileType.NotFound
+
+
+class _Interrupted(Exception):
+    """Raised by a local file half-way through its upload (as Ctrl-C would be)."""
+
+
+def test_an_upload_stopped_half_way_leaves_no_object_under_its_name(s3, tmp_path, monkeypatch):
+    from elmobatch import storage
+    from elmobatch.files import upload
+
+    local = tmp_path / "big.csv"
+    local.write_bytes(b"x" * (3 * storage.READ_BUFFER))
+    class HalfRead(io.FileIO):
+        """The local file, whose second block of reading raises."""
+
+        reads = 0
+
+        def read(self, size=-1):
+            self.reads += 1
+            if self.reads == 2:
+                raise _Interrupted("stopped after the first block")
+            return super().read(size)
+
+    monkeypatch.setattr(storage, "open", lambda path, mode: HalfRead(path, mode), raising=False)
+    target = storage.as_path(f"s3://{BUCKET}/scored/big.csv")
+    with pytest.raises(_Interrupted):
+        upload(local, target)
+    assert listing(s3, "scored") == {}  # neither a cut-short big.csv nor the temporary object
+    monkeypatch.undo()
+    upload(local, target)
+    assert listing(s3, "scored") == {"big.csv": local.read_bytes()}

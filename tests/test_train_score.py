@@ -212,7 +212,16 @@ def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):
     assert "give a directory" in result.output
     before = sms_test_file.read_bytes()
     result = run("score", sms_test_file, "--head", out, "--out", sms_test_file, ok=False)
-    assert "that is the input file" in result.output and sms_test_file.read_bytes() == before
+    assert "that is one of the input files" in result.output and sms_test_file.read_bytes() == before
+    # `score *.csv` twice in one folder: the first run's a.scored.csv is now an input too
+    own = tmp_path / "a.scored.csv"
+    own.write_text("text\nmy own hand-made file\n", encoding="utf-8")
+    (tmp_path / "a.csv").write_text("text\nhello\n", encoding="utf-8")
+    for inputs in ([tmp_path / "a.csv", own], [tmp_path / "a.csv", tmp_path / "a.scored.rejects.csv"]):
+        inputs[-1].write_text("text\nmy own hand-made file\n", encoding="utf-8")
+        result = run("score", *inputs, "--head", out, "--out", tmp_path, ok=False)
+        assert f"--out {inputs[-1]}: that is one of the input files" in result.output
+        assert inputs[-1].read_text(encoding="utf-8") == "text\nmy own hand-made file\n"
     run("score", sms_test_file, SMS, "--head", out, "--cache-dir", cache, "--out", tmp_path / "many")
     assert len(pd.read_csv(tmp_path / "many" / "sms_spam.scored.csv", encoding="utf-8")) == 5572
 

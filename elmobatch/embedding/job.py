@@ -40,7 +40,7 @@ from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
 from elmobatch.embedding.progress import within_chunk
 from elmobatch.settings import VECTOR_DTYPES, VECTORS
-from elmobatch.files import file_sha256, utc_now
+from elmobatch.files import file_sha256, sweep_uploads, utc_now
 from elmobatch.locking import JobLock, LockHeld, ObjectLease
 from elmobatch.reading.inputs import source_name
 from elmobatch.storage import StoredPath, as_path, parquet_source, remove_tree
@@ -248,6 +248,8 @@ def _prepare(out: Path | StoredPath, signature: str) -> dict[str, dict]:
         o.clear_output(out)  # directory still known as ours
     (out / o.REJECTS).mkdir(exist_ok=True)
     remove_tree(out / o.TMP)  # files a killed run was writing
+    if isinstance(out, StoredPath):
+        sweep_uploads(out)  # and on a store, the uploads it was copying into place
     (out / o.TMP).mkdir()
     if not resumable:
         return {}
@@ -282,9 +284,8 @@ def write_chunk(chunk, name, out, reader, encoder, cache, schema, options, tmp_d
     tmp_dir = tmp_dir or out / o.TMP
     hits, computed = cache.hits, cache.computed
     layers, n_tokens = cache.embed(encoder, chunk.texts, on_batch)
-    row_numbers = chunk.rows["row_number"].to_numpy()
-    ids = chunk.ids if chunk.ids is not None else [f"{reader.source_name}:{n}" for n in row_numbers]
-    table = o.embeddings_table(schema, ids=ids, source_file=reader.source_name, row_numbers=row_numbers,
+    ids = chunk.ids if chunk.ids is not None else [f"{reader.source_name}:{n}" for n in chunk.row_numbers]
+    table = o.embeddings_table(schema, ids=ids, source_file=reader.source_name, row_numbers=chunk.row_numbers,
                                hashes=[text_hash(t) for t in chunk.texts], n_tokens=n_tokens, layers=layers,
                                texts=chunk.texts)
     rejects = pa.Table.from_pandas(chunk.rejects, schema=o.REJECTS_SCHEMA, preserve_index=False)

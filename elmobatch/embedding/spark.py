@@ -455,7 +455,7 @@ def check_lease(job: SparkJob, out) -> None:
 
 def _task_tmp_dir(out) -> Path | None:
     """This task's own temporary directory in a local `out` (a retried task never collides); None on
-    an object store, where each file is uploaded straight to its final name."""
+    an object store, where each file's temporary is an object (files.upload)."""
     return None if isinstance(out, StoredPath) else out / o.TMP / f"task-{uuid.uuid4().hex}"
 
 

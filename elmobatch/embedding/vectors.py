@@ -1,7 +1,7 @@
 """Message files -> per-layer pooled vectors, chunk by chunk, through the embedding cache.
 
     for chunk, layers in file_vectors(path, encoder, cache, ReadOptions(text_column="v2")):
-        chunk.rows      # DataFrame: the file's columns for the good rows, plus row_number
+        chunk.rows      # DataFrame: the file's columns for the good rows (chunk.row_numbers: their numbers)
         layers          # (len(chunk.rows), n_layers + 1, dim) float32
         chunk.rejects   # rows the reader rejected, with their reason
 
@@ -54,12 +54,14 @@ def report_progress(progress, reader, chunk: Chunk, rows_read: int) -> float:
 
 @dataclass
 class LabelledData:
-    """A labelled file in memory: x (n, n_layers + 1, dim), labels (n,), rows (DataFrame incl. row_number)."""
+    """A labelled file in memory: x (n, n_layers + 1, dim), labels (n,), rows (the file's columns, n rows)
+    and row_numbers (n,), each row's number in the file."""
 
     x: np.ndarray
     labels: list[str]
     texts: list[str]
     rows: pd.DataFrame
+    row_numbers: np.ndarray
     rejects: pd.DataFrame
     rows_read: int
     text_column: str
@@ -73,7 +75,7 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
     columns = reader.decisions.columns
     if label_column not in columns:
         raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")
-    xs, labels, texts, rows, rejects, rows_read, done = [], [], [], [], [], 0, 0.0
+    xs, labels, texts, rows, numbers, rejects, rows_read, done = [], [], [], [], [], [], 0, 0.0
     for chunk in reader:
         on_batch = within_chunk(progress, rows_read, chunk.rows_read, done, reader.fraction(chunk))
         rows_read += chunk.rows_read
@@ -81,7 +83,7 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
         values = chunk.rows[label_column]
         missing = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
         if missing.any():
-            rejects.append(_label_rejects(reader, chunk.rows[missing], label_column))
+            rejects.append(_label_rejects(reader, chunk.rows[missing], chunk.row_numbers[missing], label_column))
         keep = ~missing
         kept_texts = [t for t, k in zip(chunk.texts, keep, strict=True) if k]
         layers, _ = cache.embed(encoder, kept_texts, on_batch)
@@ -89,20 +91,22 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
         labels.extend(values[keep].astype(str).str.strip().tolist())
         texts.extend(kept_texts)
         rows.append(chunk.rows[keep])
+        numbers.append(chunk.row_numbers[keep])
         done = report_progress(progress, reader, chunk, rows_read)
     if progress:
         progress.close()
     dim_shape = (0, encoder.n_layers + 1, encoder.dim)
     return LabelledData(
         x=np.concatenate(xs) if xs else np.zeros(dim_shape, np.float32), labels=labels, texts=texts,
-        rows=pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[*columns, "row_number"]),
+        rows=pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns),
+        row_numbers=np.concatenate(numbers) if numbers else np.zeros(0, np.int64),
         rejects=pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=REJECT_COLUMNS),
         rows_read=rows_read, text_column=reader.decisions.text_column)
 
 
-def _label_rejects(reader, rows: pd.DataFrame, label_column: str) -> pd.DataFrame:
-    raw = rows.drop(columns=["row_number"]).astype(str).agg(",".join, axis=1)
-    return pd.DataFrame({"source_file": reader.source_name, "row_number": rows["row_number"].to_numpy(),
+def _label_rejects(reader, rows: pd.DataFrame, row_numbers: np.ndarray, label_column: str) -> pd.DataFrame:
+    raw = rows.astype(str).agg(",".join, axis=1)
+    return pd.DataFrame({"source_file": reader.source_name, "row_number": row_numbers,
                          "reason": MISSING_LABEL, "detail": f"no value in the label column {label_column!r}",
                          "raw": raw.to_numpy()})[REJECT_COLUMNS]
 

@@ -3,7 +3,8 @@
     reader = read_messages("day.csv")        # decisions are made (and errors raised) here
     reader.decisions                         # ReadDecisions: format, encoding, text column, and why
     for chunk in reader:                     # at most chunk_rows records each; memory stays flat
-        chunk.rows     # DataFrame: the file's columns for the good rows, plus row_number
+        chunk.rows     # DataFrame: the file's columns for the good rows
+        chunk.row_numbers  # (len(chunk.rows),) int64: each good row's number in the file (0 = first data row)
         chunk.texts    # list[str]: the (repaired) message of each good row, in the same order
         chunk.rejects  # DataFrame: source_file, row_number, reason, detail, raw
         chunk.ids      # list[str] of the --id-column values of the good rows (None without one)
@@ -19,12 +20,14 @@ or at the end of the file, or one running over lines into a parse error, costs o
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from elmobatch.settings import DEFAULT_TOKENIZER
@@ -66,7 +69,8 @@ class Chunk:
     """One bounded slice of a file: good rows and rejects, `index` counting from 0."""
 
     index: int
-    rows: pd.DataFrame
+    rows: pd.DataFrame  # the file's columns only: an input column may be named anything
+    row_numbers: np.ndarray  # (len(rows),) int64, numbered as rejects are
     texts: list[str]
     rejects: pd.DataFrame
     ids: list[str] | None  # the id column's values as strings, taken before pandas can retype them
@@ -136,6 +140,7 @@ class _Lines:
     def _read(self) -> Iterator[_Line]:
         with unreadable_gzip(self.path), open_bytes(self.path) as (f, stored):
             compressed = stored is not f  # progress then counts the compressed bytes, like MessageReader.size
+            encoding, later = _line_encodings(self.encoding)
             while raw := f.readline(self.limit + 1):
                 self.offset = stored.tell() if compressed else self.offset + len(raw)
                 length = len(raw)
@@ -145,12 +150,14 @@ class _Lines:
                         length += len(rest)
                         if rest.endswith(b"\n"):
                             break
-                    yield _Line(raw[: self.limit].decode(self.encoding, "backslashreplace") + "\n", cut_from=length)
-                    continue
-                try:
-                    yield _Line(raw.decode(self.encoding))
-                except UnicodeDecodeError:
-                    yield _Line(raw.decode(self.encoding, "backslashreplace"), bad=True)  # keep the bytes visible
+                    line = _Line(raw[: self.limit].decode(encoding, "backslashreplace") + "\n", cut_from=length)
+                else:
+                    try:
+                        line = _Line(raw.decode(encoding))
+                    except UnicodeDecodeError:
+                        line = _Line(raw.decode(encoding, "backslashreplace"), bad=True)  # keep the bytes visible
+                encoding = later
+                yield line
 
     def take(self) -> tuple[str, bool, int]:
         """The record just read: raw text (newline at the end removed), whether it had bad bytes,
@@ -165,6 +172,14 @@ class _Lines:
         self.current = self.current[:1]
         self.chars = len(self.current[0].text) if self.current else 0
         self.pushed.extend(reversed(later))
+
+
+def _line_encodings(encoding: str) -> tuple[str, str]:
+    """(the first line's codec, the other lines'): a UTF-8 byte-order mark is dropped at the start of
+    the file only (also under --encoding utf-8); a U+FEFF that starts a later line is text."""
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+        return "utf-8-sig", "utf-8"
+    return encoding, encoding
 
 
 def read_messages(path, options: ReadOptions | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -257,14 +272,13 @@ class MessageReader:
             schema = pq.read_schema(parquet_source(self.path))
             strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
             return list(schema.names), strings
-        if self.format == "jsonl":
-            columns: dict[str, bool] = {}
+        if self.format == "jsonl":  # every key of the file (one pass), in order of first appearance
+            columns: dict[str, bool] = {}  # -> looks like free text in the sampled records
             for n, record in enumerate(self._jsonl_records(None)):
-                if n >= SAMPLE_RECORDS:
-                    break
                 if isinstance(record.values, dict):
                     for key, value in record.values.items():
-                        columns[key] = columns.get(key, False) or (isinstance(value, str) and not _numeric(value))
+                        sampled_text = n < SAMPLE_RECORDS and isinstance(value, str) and not _numeric(value)
+                        columns[key] = columns.get(key, False) or sampled_text
             return list(columns), [c for c, texty in columns.items() if texty]
         header = self._csv_header()
         texty = [False] * len(header)
@@ -356,18 +370,19 @@ class MessageReader:
         return None, "", text
 
     def _chunk(self, index, good, texts, rejects, position) -> Chunk:
-        if self.format in ("jsonl", "parquet"):
-            rows = pd.DataFrame.from_records([values for _, values in good])
-            rows = rows.reindex(columns=list(dict.fromkeys(self.columns + list(rows.columns))))
+        if self.format in ("jsonl", "parquet"):  # values as parsed: no int turned float by a missing one
+            names = list(dict.fromkeys(self.columns + [key for _, values in good for key in values]))
+            rows = pd.DataFrame({name: pd.Series([values.get(name) for _, values in good], dtype=object)
+                                 for name in names}, columns=names)
         else:
             rows = pd.DataFrame([values for _, values in good], columns=self.columns, dtype=object)
-        rows["row_number"] = pd.array([n for n, _ in good], dtype="int64")
         rejected = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
         rejected["row_number"] = rejected["row_number"].astype("int64")
         ids = None
         if self.id_column is not None:
             ids = [str(_value(values, self.id_column, self.columns)) for _, values in good]
-        return Chunk(index=index, rows=rows, texts=texts, rejects=rejected, ids=ids, position=position)
+        return Chunk(index=index, rows=rows, row_numbers=np.array([n for n, _ in good], np.int64), texts=texts,
+                     rejects=rejected, ids=ids, position=position)
 
     # ---- formats ---------------------------------------------------------------------------
 
@@ -473,7 +488,9 @@ class MessageReader:
         short_ok = n < width and not any(named for _, named in header[n:])
         if (n < width and not short_ok) or (n > width and not trailing_unnamed):
             return _Record(raw, reason="column_count", detail=f"{n} field(s); the header has {width} columns")
-        values = (fields + [""] * (width - n))[:width]
+        values = fields + [""] * (width - n)
+        if n > width:  # more pieces than columns: the last column holds the rest, so no field is dropped
+            values = values[:width - 1] + [sep.join(values[width - 1:])]
         if text_at is None:
             return _Record(raw, values=values)
         text = fields[text_at] if text_at < n else None

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from elmobatch.files import sweep_temporaries
+from elmobatch.files import sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
@@ -93,7 +94,10 @@ class RunReport:
 
 
 def output_name(path: str, sha256: str, output_format: str) -> str:
-    return f"{Path(path).stem}-{sha256[:12]}.{output_format}"
+    """<stem>-<12 hex digits of the input's path and checksum>: the same input gets the same name on a
+    rerun, and two inputs alike in name and bytes but in different folders get different ones."""
+    digest = hashlib.sha256(f"{path}\0{sha256}".encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{Path(path).stem}-{digest[:12]}.{output_format}"
 
 
 def _remove_earlier_copies(output: Path | StoredPath, name: str, partition: Path | StoredPath) -> None:
@@ -229,9 +233,9 @@ def _prune_cache(spec: JobSpec, log) -> dict | None:
 
 
 def sweep_output(output: Path | StoredPath) -> None:
-    """Remove the temporary files a killed run left (only while holding the lock: no live writer).
-    A store has none: its objects are uploaded whole to their final names."""
+    """Remove the temporary files a killed run left (only while holding the lock or lease: no live writer)."""
     if isinstance(output, StoredPath):
+        sweep_uploads(output)
         return
     for directory in (output, *output.glob("date=*"), *output.glob("date=*/_rejects")):
         sweep_temporaries(directory)

@@ -84,9 +84,12 @@ def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
             output_format(out)  # raises: an unknown extension is a mistake, not a directory name
         directory = target if target is not None else Path.cwd()
         paths = [directory / f"{input_stem(p)}.scored.csv" for p in inputs]
-    for source, path in zip(inputs, paths, strict=True):
-        if _same_file(source, path):
-            raise ScoreError(f"--out {path}: that is the input file; scores go to a new file")
+    sources = {_file_key(source) for source in inputs}
+    for path in paths:
+        for written in (path, rejects_path(path)):  # type: ignore[type-var]  # each is one kind or the other
+            if _file_key(written) in sources:
+                raise ScoreError(f"--out {written}: that is one of the input files; scores and rejects go to "
+                                 "new files (score the inputs into another --out directory)")
     if len(set(paths)) < len(paths):
         raise ScoreError("two inputs share a file name stem, so their outputs would collide; score them "
                          "into different --out directories")
@@ -95,11 +98,10 @@ def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
     return paths
 
 
-def _same_file(source, target: Path | StoredPath) -> bool:
-    source = as_path(source)
-    if isinstance(source, StoredPath) or isinstance(target, StoredPath):
-        return source == target
-    return source.resolve() == target.resolve()
+def _file_key(path) -> Path | StoredPath:
+    """What names one file: an object as it is, a local path resolved (links and '..' followed)."""
+    path = as_path(path)
+    return path if isinstance(path, StoredPath) else path.resolve()
 
 
 OutPath = TypeVar("OutPath", Path, StoredPath)  # a local file or a stored object, kept as it is
@@ -144,6 +146,10 @@ class _TableWriter:
         self.rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
+        if list(frame.columns) != self.columns:  # one header for every chunk: a CSV row must fit it
+            raise ScoreError(f"{self.path}: a chunk has the columns {', '.join(map(str, frame.columns))}, "
+                             f"unlike the first ({', '.join(map(str, self.columns))}); did the input change "
+                             "while it was read?")
         try:
             self._append(frame)
         except OSError as exc:
@@ -245,16 +251,16 @@ def output_columns(input_columns: list[str], provenance: bool = True) -> tuple[l
     return [renames.get(c, c) for c in input_columns] + list(added), renames
 
 
-def scored_frame(rows: pd.DataFrame, labels: list[str], index: np.ndarray, score: np.ndarray, *,
-                 source_file: str | None = None) -> pd.DataFrame:
-    """The input's columns (the reader's row_number dropped), given a `source_file` name then
-    source_file + row_number (the row's number in the file, as rejects give it), then label + score.
-    Input columns named like these are kept as input_<name> (see output_columns)."""
-    _, renames = output_columns([c for c in rows.columns if c != "row_number"], source_file is not None)
-    out = rows.drop(columns=["row_number"]).rename(columns=renames)
+def scored_frame(rows: pd.DataFrame, row_numbers: np.ndarray, labels: list[str], index: np.ndarray,
+                 score: np.ndarray, *, source_file: str | None = None) -> pd.DataFrame:
+    """The input's columns, given a `source_file` name then source_file + row_number (each row's
+    number in the file, as rejects give it), then label + score. Input columns named like these are
+    kept as input_<name> (see output_columns)."""
+    _, renames = output_columns(list(rows.columns), source_file is not None)
+    out = rows.rename(columns=renames)
     if source_file is not None:
         out["source_file"] = source_file
-        out["row_number"] = rows["row_number"].to_numpy(np.int64)
+        out["row_number"] = np.asarray(row_numbers, np.int64)
     out["label"] = np.asarray(labels, dtype=object)[index]
     out["score"] = score.astype(np.float64)
     return out
@@ -376,14 +382,13 @@ def _write_scores(path, out: Path | StreamOutput, rejects_out: Path, summary: Sc
     try:
         for chunk, layers in chunks:
             if writer is None or rejects is None:  # the first chunk: both open together
-                columns, summary.renamed_columns = output_columns(
-                    [c for c in chunk.rows.columns if c != "row_number"], provenance)
+                columns, summary.renamed_columns = output_columns(list(chunk.rows.columns), provenance)
                 _warn_renamed(path, summary.renamed_columns)
                 metadata = scored_metadata(head, encoder, renamed=summary.renamed_columns, provenance=provenance)
                 writer = _writer(out, columns, tmp_dir, metadata)
                 rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
             index, score = head.predict(layers, threshold)
-            frame = scored_frame(chunk.rows, head.labels, index, score, source_file=source_file)
+            frame = scored_frame(chunk.rows, chunk.row_numbers, head.labels, index, score, source_file=source_file)
             writer.write(frame)
             if len(chunk.rejects):
                 rejects.write(chunk.rejects[REJECT_COLUMNS])
@@ -429,7 +434,7 @@ def evaluate_file(path, *, label_column: str, head: Head, encoder, cache, read: 
     metrics.update(input=str(path), rows_read=data.rows_read, rows_rejected=int(len(data.rejects)),
                    rows_evaluated=f"held-out rows of split {rows}" if rows else "all labelled rows",
                    threshold=threshold if threshold is not None else head.threshold)
-    evaluated = pd.DataFrame({"row_number": data.rows["row_number"].to_numpy()[keep],
+    evaluated = pd.DataFrame({"row_number": data.row_numbers[keep],
                               "text": [data.texts[i] for i in keep]})
     return metrics, y_true, proba, evaluated
 

@@ -104,7 +104,7 @@ def read_corpus(paths: list[str | Path], options: ReadOptions | None = None, row
             selected, read, rejects = 0, 0, dict[str, int]()
             for chunk in reader:
                 read += chunk.rows_read
-                numbers = chunk.rows["row_number"].to_numpy()
+                numbers = chunk.row_numbers
                 for number, text in zip(numbers, chunk.texts, strict=True):
                     if bounds is None or (bounds[0] <= number and (bounds[1] is None or number < bounds[1])):
                         messages.append(text)

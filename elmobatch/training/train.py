@@ -65,7 +65,7 @@ def extra_record(path, digest: str, data, held_out_copies: int) -> dict:
             "rows_read": data.rows_read, "rows_rejected": int(len(data.rejects)), "count": len(data.labels),
             "held_out_copies_left_out": held_out_copies,
             "label_counts": label_counts(data.labels),
-            "fingerprint": rows_fingerprint(data.rows["row_number"].to_numpy(), data.texts, data.labels)}
+            "fingerprint": rows_fingerprint(data.row_numbers, data.texts, data.labels)}
 
 
 def label_counts(labels: list[str]) -> dict[str, int]:
@@ -91,7 +91,8 @@ def without_texts(data, texts: set[str]):
         return data, 0
     rows = np.flatnonzero(keep)
     kept = replace(data, x=data.x[rows], labels=[data.labels[i] for i in rows],
-                   texts=[data.texts[i] for i in rows], rows=data.rows.iloc[rows].reset_index(drop=True))
+                   texts=[data.texts[i] for i in rows], rows=data.rows.iloc[rows].reset_index(drop=True),
+                   row_numbers=data.row_numbers[rows])
     return kept, int((~keep).sum())
 
 
@@ -124,7 +125,7 @@ def train_file(path, *, label_column: str, out, encoder, cache, model_spec: str,
     head, _ = fit_head(x_fit, fit_labels, positive=positive, settings=settings,
                        model_meta={"fingerprint": encoder.fingerprint, "spec": model_spec, "dim": encoder.dim,
                                    "layers": encoder.n_layers + 1, "tokenizer": encoder.tokenizer}, log=log)
-    row_numbers = data.rows["row_number"].to_numpy()
+    row_numbers = data.row_numbers
     head.meta["data"] = {
         "file": str(Path(path)), "file_sha256": digests[0], "label_column": label_column,
         "text_column": data.text_column, "split": str(split), "rows_read": data.rows_read,
