@@ -156,10 +156,10 @@ def test_integers_keep_their_value_and_type(tmp_path):
 
 def test_text_spilled_past_the_last_column_is_written_whole(tmp_path):
     path = tmp_path / "spill.csv"
-    path.write_text("id,text\n1,hello, world\n2,plain\n3,one, two, three\n")
+    path.write_text("id,text\n1,hello, world\n2,plain,\n3,one, two,, three\n")
     summary = score_into(tmp_path, path, "spill.scored.csv")
     frame = read_back(tmp_path / "spill.scored.csv")[1]
-    assert frame["text"].tolist() == ["hello, world", "plain", "one, two, three"] and summary.rows_rejected == 0
+    assert frame["text"].tolist() == ["hello, world", "plain", "one, two,, three"] and summary.rows_rejected == 0
 
 
 def test_an_input_column_named_row_number_is_kept(tmp_path):

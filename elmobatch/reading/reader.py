@@ -488,9 +488,12 @@ class MessageReader:
         short_ok = n < width and not any(named for _, named in header[n:])
         if (n < width and not short_ok) or (n > width and not trailing_unnamed):
             return _Record(raw, reason="column_count", detail=f"{n} field(s); the header has {width} columns")
-        values = fields + [""] * (width - n)
-        if n > width:  # more pieces than columns: the last column holds the rest, so no field is dropped
-            values = values[:width - 1] + [sep.join(values[width - 1:])]
+        values = (fields + [""] * (width - n))[:width]
+        overflow = fields[width:]
+        while overflow and overflow[-1] == "":  # trailing empty fields hold nothing
+            overflow.pop()
+        if overflow:  # more pieces than columns: the last column holds the rest, so no field is dropped
+            values[-1] = sep.join([values[-1], *overflow])
         if text_at is None:
             return _Record(raw, values=values)
         text = fields[text_at] if text_at < n else None
