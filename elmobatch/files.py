@@ -105,7 +105,7 @@ def write_atomically(path: str | Path | StoredPath, write: Callable[[Path], obje
     """Write `path` whole or not at all: `write(tmp)` writes a temporary file (`temporary_path`),
     which is then committed; on failure the temporary file is removed, and an OSError (e.g. disk
     full) is raised as a WriteError naming `path`. A stored object (s3://) is written to a local
-    temporary file, then uploaded to its final name: an upload is whole or absent, no rename needed."""
+    temporary file, then uploaded whole (`upload`)."""
     if isinstance(path, StoredPath):
         return _upload_atomically(path, write)
     tmp = temporary_path(path, None if isinstance(tmp_dir, StoredPath) else tmp_dir)
@@ -128,9 +128,10 @@ def _upload_atomically(path: StoredPath, write: Callable[[Path], object]) -> Sto
 
 def upload(local: Path, path: StoredPath) -> StoredPath:
     """Copy the local file `local` to the object `path`, whole or not at all, through a temporary
-    object in `_tmp/` beside it (StoredPath.upload); a failure is a WriteError naming `path`."""
+    object beside it (StoredPath.upload; not in a `_tmp/` prefix, which pyarrow would leave behind as
+    an empty marker); a failure is a WriteError naming `path`."""
     try:
-        path.upload(local, via=path.parent / STAGING / temporary_name(path.name))
+        path.upload(local, via=path.parent / temporary_name(path.name))
     except OSError as exc:
         raise WriteError(f"{path}: cannot write ({exc})") from exc
     return path

@@ -136,3 +136,11 @@ def test_cache_on_a_full_disk_names_the_cache_path(tmp_path):
         assert line.startswith(f"Error: embedding cache: cannot write {cache_dir}/v1/")
         assert "No space left on device" in line and "--cache-dir" in line
         assert not list(cache_dir.rglob(".tmp-*"))
+
+
+def test_a_folder_not_named_by_a_fingerprint_is_no_model_and_prune_goes_on(tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache")
+    (tmp_path / "cache" / "v1" / "backup-old").mkdir(parents=True)
+    assert cache.fingerprints() == []
+    cache.prune(older_than_days=30)  # raised ValueError ("expected a hex digest") after a run's work
+    assert (tmp_path / "cache" / "v1" / "backup-old").is_dir()

@@ -142,16 +142,32 @@ def test_a_json_key_first_seen_late_is_a_column_of_every_row(tmp_path):
     assert summary.rows_scored == len(frame) == 251
 
 
-def test_integers_keep_their_value_and_type(tmp_path):
-    big = 2**53 + 1  # a float64 cannot hold it
+def test_values_keep_their_value_and_type(tmp_path):
+    big, huge = 2**53 + 1, 2**63 + 5  # a float64 cannot hold the first, an int64 not the second
     path = tmp_path / "ids.jsonl"
-    path.write_text(json.dumps({"uid": big, "text": "a"}) + "\n" + json.dumps({"text": "b"}) + "\n")
+    path.write_text("".join(json.dumps(r) + "\n" for r in [{"uid": big, "h": huge, "text": "a"}, {"text": "b"}]))
     score_into(tmp_path, path, "ids.scored.csv")
-    assert read_back(tmp_path / "ids.scored.csv")[1]["uid"].tolist() == [str(big), ""]
-    pq.write_table(pa.table({"uid": pa.array([big, None], pa.int64()), "text": ["a", "b"]}), tmp_path / "ids.parquet")
-    score_into(tmp_path, tmp_path / "ids.parquet", "ids.scored.parquet")
+    frame = read_back(tmp_path / "ids.scored.csv")[1]
+    assert frame["uid"].tolist() == [str(big), ""] and frame["h"].tolist() == [str(huge), ""]
+    score_into(tmp_path, path, "ids.scored.parquet")
     scored = pq.read_table(tmp_path / "ids.scored.parquet")
-    assert scored.schema.field("uid").type == pa.int64() and scored["uid"].to_pylist() == [big, None]
+    assert scored["uid"].to_pylist() == [big, None] and scored["h"].to_pylist() == [huge, None]
+    table = pa.table({"uid": pa.array([big, None], pa.int64()), "h": pa.array([huge, 7], pa.uint64()),
+                      "t": pa.array([1_000_000_001, None], pa.timestamp("ns")),
+                      "later": pa.array([None, 5], pa.int64()), "text": ["a", "b"]})
+    pq.write_table(table, tmp_path / "typed.parquet")
+    score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.parquet", chunk_rows=1)  # "later": null, then 5
+    scored = pq.read_table(tmp_path / "typed.scored.parquet")
+    assert scored.select(["uid", "h", "t", "later", "text"]).cast(table.schema).equals(table)
+    assert [scored.schema.field(c).type for c in ("uid", "h", "t", "later")] == [
+        pa.int64(), pa.uint64(), pa.timestamp("ns"), pa.int64()]
+
+
+def test_a_json_file_of_ever_new_keys_is_refused_naming_the_limit(tmp_path):
+    path = tmp_path / "keys.jsonl"
+    path.write_text("".join(json.dumps({"text": "m", f"k{i}": 1}) + "\n" for i in range(1_000)))
+    with pytest.raises(ReadError, match="record 1000 brings the distinct keys past 1,000"):
+        read_messages(path)
 
 
 def test_text_spilled_past_the_last_column_is_written_whole(tmp_path):
@@ -164,11 +180,13 @@ def test_text_spilled_past_the_last_column_is_written_whole(tmp_path):
 
 def test_an_input_column_named_row_number_is_kept(tmp_path):
     path = tmp_path / "numbered.csv"
-    path.write_text("row_number,text\n1001,hello\n1002,there\n")
+    path.write_text("row_number,input_row_number,text\n1001,a,hello\n1002,b,there\n")
     summary = score_into(tmp_path, path, "numbered.scored.csv")
     frame = read_back(tmp_path / "numbered.scored.csv")[1]
-    assert frame["input_row_number"].tolist() == ["1001", "1002"] and frame["row_number"].tolist() == ["0", "1"]
-    assert summary.renamed_columns == {"row_number": "input_row_number"}
+    assert list(frame.columns[:4]) == ["input_input_row_number", "input_row_number", "text", "source_file"]
+    assert frame["input_input_row_number"].tolist() == ["1001", "1002"] and frame["row_number"].tolist() == ["0", "1"]
+    assert frame["input_row_number"].tolist() == ["a", "b"]
+    assert summary.renamed_columns == {"row_number": "input_input_row_number"}
 
 
 # ---- an unterminated quote costs one row -----------------------------------------------------

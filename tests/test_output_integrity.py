@@ -287,6 +287,7 @@ def test_corrupt_job_state_is_one_line_naming_it(tmp_path, head_dir):
 def test_run_on_a_full_output_disk_is_one_line_naming_the_lock(tmp_path, head_dir, small_tmpfs):
     write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
     job = write_job(tmp_path, head_dir)
+    (small_tmpfs / "_last_run.json").write_text("{}")  # the job's own output, from an earlier run
     with pytest.raises(OSError), open(small_tmpfs / "filler", "wb") as filler:
         while True:  # fill the output's disk to the last byte
             filler.write(b"x" * 4096)

@@ -1,5 +1,6 @@
 """`elmobatch run JOB.toml`: new files only, exit codes, the lock, SIGKILL, disk full, the cron wrapper."""
 
+import datetime as dt
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 
 from elmobatch.locking import JobLock
+from elmobatch.scheduling.run import run_job
+from elmobatch.scheduling.spec import load_job
 from tests.conftest import FIXTURE, SMS, write_messages
 
 pytestmark = pytest.mark.slow  # every test runs `elmobatch run` in subprocesses, each importing TensorFlow
@@ -141,11 +144,25 @@ def test_output_written_but_not_recorded_is_not_duplicated_on_another_day(tmp_pa
     write_messages(tmp_path / "incoming" / "a.csv", 0, 100)
     job = write_job(tmp_path, head_dir)
     assert run_cli(job, "--date", "2026-03-01").returncode == 0
-    (tmp_path / "scored" / "_state.json").unlink()  # as if killed between the write and the record
+    # as if killed between the write and the record: no state entry, no run report, no _SUCCESS
+    (tmp_path / "scored" / "_state.json").unlink()
+    for report in (tmp_path / "scored" / "date=2026-03-01").glob("_run-*.json"):
+        report.unlink()
+    (tmp_path / "scored" / "date=2026-03-01" / "_SUCCESS").unlink()
     assert run_cli(job, "--date", "2026-03-02").returncode == 0
     rows = partition_rows(tmp_path / "scored")
     assert list(rows.values()) == [100]
     assert next((tmp_path / "scored").glob("date=*/a-*.parquet")).parent.name == "date=2026-03-02"
+
+
+def test_an_input_back_with_earlier_bytes_leaves_each_days_file_in_place(tmp_path, head_dir):
+    job = load_job(write_job(tmp_path, head_dir))
+    for day, (start, stop) in (("2026-03-01", (0, 20)), ("2026-03-02", (20, 50)), ("2026-03-03", (0, 20))):
+        write_messages(tmp_path / "incoming" / "daily.csv", start, stop)  # day 3: day 1's bytes again
+        report = run_job(job, today=dt.date.fromisoformat(day), log=lambda line: None)
+        assert report.exit_code == 0, report.error
+    days = {p.parent.name: len(pd.read_parquet(p)) for p in (tmp_path / "scored").glob("date=*/daily-*.parquet")}
+    assert days == {"date=2026-03-01": 20, "date=2026-03-02": 30, "date=2026-03-03": 20}
 
 
 def test_retention_drops_old_partitions(tmp_path, head_dir):

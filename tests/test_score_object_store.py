@@ -125,3 +125,5 @@ def test_an_upload_stopped_half_way_leaves_no_object_under_its_name(s3, tmp_path
     monkeypatch.undo()
     upload(local, target)
     assert listing(s3, "scored") == {"big.csv": local.read_bytes()}
+    entries = s3.get_file_info(pafs.FileSelector(f"{BUCKET}/scored", recursive=True))
+    assert [e.base_name for e in entries] == ["big.csv"]  # no empty marker of a temporaries' prefix either

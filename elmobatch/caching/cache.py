@@ -151,7 +151,7 @@ class EmbeddingCache:
         self._indexes: dict[str, KeyIndex] = {}
 
     def model_dir(self, fingerprint: str) -> Path:
-        if not fingerprint or not all(c in "0123456789abcdef" for c in fingerprint):
+        if not _is_fingerprint(fingerprint):
             raise ValueError(f"model fingerprint {fingerprint!r}: expected a hex digest")
         return self.directory / FORMAT_DIR / fingerprint
 
@@ -342,8 +342,9 @@ class EmbeddingCache:
     # ---- housekeeping ----------------------------------------------------------------------
 
     def fingerprints(self) -> list[str]:
+        """The models with vectors here (a folder under v1/ not named by a fingerprint is not one)."""
         root = self.directory / FORMAT_DIR
-        return sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+        return sorted(d.name for d in root.iterdir() if d.is_dir() and _is_fingerprint(d.name)) if root.is_dir() else []
 
     def compact(self, target_bytes: int = COMPACT_TARGET_BYTES) -> dict:
         """Merge each day's small segments of every model into files of up to `target_bytes`
@@ -711,3 +712,8 @@ def _read_rows(fd: int, segment: SegmentRecord, rows: list[tuple[bytes, int]]) -
             return None
         out[key] = (np.frombuffer(data, "<f4").reshape(segment.layers, segment.dim), n_tokens)
     return out
+
+
+def _is_fingerprint(name: str) -> bool:
+    """A model fingerprint as the cache names its folder: lowercase hex digits."""
+    return bool(name) and all(c in "0123456789abcdef" for c in name)

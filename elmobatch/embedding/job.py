@@ -10,7 +10,7 @@ cheap); so is one left by a run with other inputs, model or options. A directory
 elmobatch's only when its own marker says so (output.is_output_dir); any other non-empty one is
 refused untouched. One run writes a directory at a time: it holds DIR/.lock (flock) throughout.
 Inputs and `out` may be s3:// URIs (elmobatch.storage): the same layout under a key prefix, each
-file uploaded to its final name, and a lease object for DIR/.lock (locking.ObjectLease).
+file uploaded whole (files.upload), and a lease object for DIR/.lock (locking.ObjectLease).
 
 The pieces, shared with the Spark engine (elmobatch/embedding/spark.py): `plan_run` (decisions,
 checksums, the lock, resume state), `write_chunk` (one chunk -> its files), `finish_run` (manifest,

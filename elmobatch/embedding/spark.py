@@ -21,7 +21,7 @@ The tasks return records; the driver writes the manifest and `_SUCCESS` (`finish
 output directory, the cache and the model must be paths every executor can reach.
 
 Inputs and `out` may be s3:// URIs: tasks read their slices from the store with the same reader and
-upload each file to its final name, as the local engine does; executors find credentials and
+upload each file whole, as the local engine does; executors find credentials and
 endpoint in their environment (AWS_*). The driver holds the output's lease object throughout,
 renewing it from a thread while the Spark jobs run (`_renewing`), and checks it once more just
 before the manifest.

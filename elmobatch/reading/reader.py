@@ -21,6 +21,7 @@ or at the end of the file, or one running over lines into a parse error, costs o
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import json
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ from elmobatch.storage import StoredPath, as_path, parquet_source
 
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column
+MAX_JSON_KEYS = 1000  # distinct keys a JSON Lines file may hold: each is a column of every chunk
 RECORD_SLACK = 64 << 10  # room for a record's other fields, beyond twice --max-text-chars
 RAW_PREVIEW = 1_000  # characters of `raw` kept for a record cut short (too long a line, an open quote)
 
@@ -213,6 +215,7 @@ class MessageReader:
         self.reject_empty = options.reject_empty
         self.max_tokens, self.tokenizer = options.max_tokens, tokenizer
         self.source_name = source_name or default_source_name(path)
+        self.arrow_types: dict = {}  # a Parquet file's column types, kept in every chunk
         self.text_column: str | None = None  # set by _decide; sampling runs before it is known
         self.id_column: str | None = None
         self.delimiter = ","  # of CSV/TSV; set by _decide
@@ -271,6 +274,7 @@ class MessageReader:
 
             schema = pq.read_schema(parquet_source(self.path))
             strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+            self.arrow_types = {f.name: f.type for f in schema}
             return list(schema.names), strings
         if self.format == "jsonl":  # every key of the file (one pass), in order of first appearance
             columns: dict[str, bool] = {}  # -> looks like free text in the sampled records
@@ -279,6 +283,9 @@ class MessageReader:
                     for key, value in record.values.items():
                         sampled_text = n < SAMPLE_RECORDS and isinstance(value, str) and not _numeric(value)
                         columns[key] = columns.get(key, False) or sampled_text
+                    if len(columns) > MAX_JSON_KEYS:
+                        raise ReadError(f"{self.path}: record {n + 1} brings the distinct keys past {MAX_JSON_KEYS:,}; "
+                                        "expected records that share their keys (each key is a column)")
             return list(columns), [c for c, texty in columns.items() if texty]
         header = self._csv_header()
         texty = [False] * len(header)
@@ -370,9 +377,9 @@ class MessageReader:
         return None, "", text
 
     def _chunk(self, index, good, texts, rejects, position) -> Chunk:
-        if self.format in ("jsonl", "parquet"):  # values as parsed: no int turned float by a missing one
+        if self.format in ("jsonl", "parquet"):
             names = list(dict.fromkeys(self.columns + [key for _, values in good for key in values]))
-            rows = pd.DataFrame({name: pd.Series([values.get(name) for _, values in good], dtype=object)
+            rows = pd.DataFrame({name: self._column(name, [values.get(name) for _, values in good])
                                  for name in names}, columns=names)
         else:
             rows = pd.DataFrame([values for _, values in good], columns=self.columns, dtype=object)
@@ -383,6 +390,21 @@ class MessageReader:
             ids = [str(_value(values, self.id_column, self.columns)) for _, values in good]
         return Chunk(index=index, rows=rows, row_numbers=np.array([n for n, _ in good], np.int64), texts=texts,
                      rejects=rejected, ids=ids, position=position)
+
+    def _column(self, name: str, values: list):
+        """One column of a chunk, typed as the file typed it: a Parquet column keeps its own type
+        (uint64, timestamp[ns], a null in the first chunk ...); a JSON column of integers stays
+        integers beside a missing value (pandas' Int64, or UInt64 past 2**63 - 1); other values
+        stay Python objects, which Arrow types when they are written."""
+        if name in self.arrow_types:
+            import pyarrow as pa
+
+            return pd.arrays.ArrowExtensionArray(pa.array(values, type=self.arrow_types[name]))
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            with contextlib.suppress(TypeError, ValueError, OverflowError):  # past 2**64: Python objects
+                return pd.array(values)
+        return pd.array(values, dtype=object)
 
     # ---- formats ---------------------------------------------------------------------------
 

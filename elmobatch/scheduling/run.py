@@ -10,11 +10,13 @@
       .lock                                     held while a run is going (flock)
       _tmp/, date=YYYY-MM-DD/_tmp/              files being written (.tmp-*.tmp), swept by the next run
 
-An output's name comes from its input's name and checksum, so a run killed between writing a file
+An output's name comes from its input's path and checksum, so a run killed between writing a file
 and recording it in the state writes the same name again on rerun: no duplicates, none missing.
+A run writes only in its own output: `_state.json` is written first, and a non-empty OUTPUT with
+neither it nor `_last_run.json` is refused untouched (no sweep, no retention).
 
 OUTPUT may be an object store's prefix (s3://BUCKET/PREFIX), with the same layout: each file is
-uploaded whole to its final name (no _tmp/), and .lock is a lease object (locking.ObjectLease),
+uploaded whole (files.upload), and .lock is a lease object (locking.ObjectLease),
 renewed before and after each input file and checked before _SUCCESS; a run that finds another
 run took the prefix over stops there (exit 5) without recording or committing anything more.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import time
@@ -101,28 +104,63 @@ def output_name(path: str, sha256: str, output_format: str) -> str:
 
 
 def _remove_earlier_copies(output: Path | StoredPath, name: str, partition: Path | StoredPath) -> None:
-    """A file recorded nowhere but written by a killed run on another day: drop that copy."""
+    """A file written by a run killed on another day before it recorded it: drop that copy. A copy
+    that a run report lists (the same input, back with the same bytes) is that day's, and stays."""
     for other in output.glob("date=*"):
-        if other != partition and (other / name).exists():
+        if other != partition and (other / name).exists() and not _reported(other, name):
             (other / name).unlink(missing_ok=True)
             (other / "_rejects" / name).unlink(missing_ok=True)
 
 
+def _reported(partition: Path | StoredPath, name: str) -> bool:
+    """Whether a run report in `partition` lists the output file `name`."""
+    for report in partition.glob("_run-*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            outputs = [str(entry.get("output", "")) for entry in json.loads(report.read_text())["files"]]
+            if any(output.rsplit("/", 1)[-1] == name for output in outputs):
+                return True
+    return False
+
+
+def partition_day(partition: Path | StoredPath) -> dt.date | None:
+    """The day of a `date=YYYY-MM-DD` partition; None for any other name (date=20240102 included)."""
+    with contextlib.suppress(ValueError):
+        day = dt.date.fromisoformat(partition.name.removeprefix("date="))
+        if partition.name == f"date={day.isoformat()}":
+            return day
+    return None
+
+
 def apply_retention(output: Path | StoredPath, days: int | None, today: dt.date) -> list[str]:
-    """Delete date= partitions older than `days` days; returns their names."""
+    """Delete the date=YYYY-MM-DD partitions older than `days` days before `today`, or before the
+    real date if `today` (a --date) is later: a mistyped future date deletes nothing more. Returns their names."""
     if not days:
         return []
+    reference = min(today, dt.date.today())
     removed = []
     partitions: list[Path | StoredPath] = sorted(output.glob("date=*"), key=lambda p: p.name)
     for partition in partitions:
-        try:
-            day = dt.date.fromisoformat(partition.name.removeprefix("date="))
-        except ValueError:
-            continue
-        if (today - day).days > days:
+        day = partition_day(partition)
+        if day is not None and (reference - day).days > days:
             remove_tree(partition)  # a directory, or every object under a store's prefix
             removed.append(partition.name)
     return removed
+
+
+MARKERS = ("_state.json", "_last_run.json")  # written by a job's first run before anything else, and last
+
+
+def foreign_output(output: Path | StoredPath) -> str | None:
+    """Why `output` is not a job's output, or None: a folder or prefix holding anything but a lock,
+    and neither marker. A run never writes, sweeps or deletes in such a place."""
+    if not output.is_dir():
+        return None
+    names = sorted(entry.name for entry in output.iterdir() if entry.name != ".lock")
+    if not names or any(name in names for name in MARKERS):
+        return None
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"{output}: holds {shown} but no _state.json or _last_run.json, so it is not this tool's job "
+            "output; nothing was written, swept or deleted there: give the job an empty or new output")
 
 
 def embed_with_spark(spec: JobSpec, paths: list[str], encoder=None, spark=None) -> dict:
@@ -190,6 +228,10 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
                        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    refusal = foreign_output(spec.output)
+    if refusal is not None:
+        report.status, report.exit_code, report.error = "failed", EXIT_FAILED, refusal
+        return report
     lock = output_lock(spec.output / ".lock")  # one run per output
     try:
         with lock:
@@ -243,8 +285,10 @@ def sweep_output(output: Path | StoredPath) -> None:
 
 def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: JobLock | ObjectLease) -> None:
     try:
-        sweep_output(spec.output)
         state = JobState(spec.output / "_state.json")
+        if not state.path.exists():
+            state.save()  # the marker, before anything else is written here
+        sweep_output(spec.output)
         pending = state.pending(spec.inputs)
         report.removed_partitions = apply_retention(spec.output, spec.retention_days, today)
         if not pending:

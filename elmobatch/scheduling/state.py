@@ -77,5 +77,9 @@ class JobState:
     def mark_done(self, path: str, fingerprint: dict, **details) -> None:
         """Record one processed file; written at once so a killed run keeps what it finished."""
         self.files[path] = {**fingerprint, **details}
+        self.save()
+
+    def save(self) -> None:
+        """Write the state (a job's first run writes it before anything else: it marks the output as the job's)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.path, {"files": self.files})

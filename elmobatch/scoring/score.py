@@ -247,7 +247,13 @@ def output_columns(input_columns: list[str], provenance: bool = True) -> tuple[l
     then (with provenance) source_file, row_number, and last label and score. An input column named
     like one of those is kept as input_<name>."""
     added = (*PROVENANCE_COLUMNS, *ADDED_COLUMNS) if provenance else ADDED_COLUMNS
-    renames = {c: f"input_{c}" for c in input_columns if c in added}
+    taken, renames = {*input_columns, *added}, {}
+    for column in (c for c in input_columns if c in added):
+        name = f"input_{column}"
+        while name in taken:  # the input has input_<name> too
+            name = f"input_{name}"
+        taken.add(name)
+        renames[column] = name
     return [renames.get(c, c) for c in input_columns] + list(added), renames
 
 
@@ -347,8 +353,7 @@ def score_file(path, out: Path | StoredPath | StreamOutput, *, head: Head, encod
 
 
 def _score_to_store(path, out: StoredPath, rejects_to, **options) -> ScoreSummary:
-    """Score into local files, then upload the scores and the rejects to their final names: an upload
-    appears whole or not at all, so the store needs no rename and no _tmp/. No lock on the store:
+    """Score into local files, then upload the scores and the rejects, each whole (files.upload). No lock on the store:
     `run` holds its output prefix's lease; two `score`s of one object each upload whole, the last wins."""
     rejects_out = rejects_to if rejects_to is not None else rejects_path(out)
     with tempfile.TemporaryDirectory(prefix="elmobatch-score-") as directory:
