@@ -69,6 +69,13 @@ def put(fs, key: str, data: bytes) -> str:
     return f"s3://{BUCKET}/{key}"
 
 
+def keys(fs, prefix: str) -> list[str]:
+    """The keys of every object under the prefix, relative to it (no object is read: safe while a
+    writer replaces and deletes objects)."""
+    infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True))
+    return [i.path.removeprefix(f"{BUCKET}/{prefix}/") for i in infos if i.type == pafs.FileType.File]
+
+
 def listing(fs, prefix: str) -> dict[str, bytes]:
     """Every object under the prefix: {key: bytes}. One deleted between the listing and its reading (a
     live writer's temporary, copied to its name) is left out."""

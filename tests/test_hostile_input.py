@@ -152,15 +152,22 @@ def test_values_keep_their_value_and_type(tmp_path):
     score_into(tmp_path, path, "ids.scored.parquet")
     scored = pq.read_table(tmp_path / "ids.scored.parquet")
     assert scored["uid"].to_pylist() == [big, None] and scored["h"].to_pylist() == [huge, None]
+    long_list = list(range(2000))
     table = pa.table({"uid": pa.array([big, None], pa.int64()), "h": pa.array([huge, 7], pa.uint64()),
                       "t": pa.array([1_000_000_001, None], pa.timestamp("ns")),
-                      "later": pa.array([None, 5], pa.int64()), "text": ["a", "b"]})
+                      "later": pa.array([None, 5], pa.int64()), "v": pa.array([long_list, None], pa.list_(pa.int64())),
+                      "d": pa.array([19725, None], pa.date32()), "text": ["a", "b"]})
     pq.write_table(table, tmp_path / "typed.parquet")
     score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.parquet", chunk_rows=1)  # "later": null, then 5
     scored = pq.read_table(tmp_path / "typed.scored.parquet")
-    assert scored.select(["uid", "h", "t", "later", "text"]).cast(table.schema).equals(table)
-    assert [scored.schema.field(c).type for c in ("uid", "h", "t", "later")] == [
-        pa.int64(), pa.uint64(), pa.timestamp("ns"), pa.int64()]
+    assert scored.select(table.column_names).equals(table)  # every type as the input's, values exact
+    score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.csv")
+    frame = read_back(tmp_path / "typed.scored.csv")[1]
+    assert frame["v"].tolist() == [str(long_list), ""] and frame["d"].tolist() == ["2024-01-03", ""]
+    stdout = cli("score", tmp_path / "typed.parquet", "--out", "-", "--out-format", "jsonl",
+                 "--cache-dir", tmp_path / "cache")
+    assert stdout.exit_code == 0, stdout.output
+    assert [json.loads(line)["v"] for line in stdout.stdout.splitlines()] == [long_list, None]
 
 
 def test_a_json_file_of_ever_new_keys_is_refused_naming_the_limit(tmp_path):

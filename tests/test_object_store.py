@@ -22,7 +22,7 @@ from elmobatch.embedding import read_embedding
 from elmobatch.files import file_sha256
 from elmobatch.reading.inputs import expand_inputs
 from tests.conftest import FIXTURE, kill_when, write_messages
-from tests.s3_server import AWS_SETTINGS, BUCKET, listing, put
+from tests.s3_server import AWS_SETTINGS, BUCKET, keys, listing, put
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_sigkill_then_rerun_to_s3_equals_clean_run(s3, tmp_path):
             "--chunk-rows", "50"]
     proc = subprocess.Popen([sys.executable, "-m", "elmobatch.cli", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when(proc, lambda: len([k for k in listing(s3, "killed") if k.startswith("_state/part-")]) >= 3)
+    kill_when(proc, lambda: len([k for k in keys(s3, "killed") if k.startswith("_state/part-")]) >= 3)
     left = listing(s3, "killed")
     assert proc.returncode == -signal.SIGKILL and "_SUCCESS" not in left and ".lock" in left
     finished = [k.removeprefix("_state/").replace(".json", ".parquet") for k in left if k.startswith("_state/part-")]

@@ -81,3 +81,14 @@ def test_retention_deletes_only_its_day_partitions_and_a_future_date_deletes_no_
         (partition / "x.parquet").write_bytes(b"x")
     assert run_cli(str(job), "--date", str(today + dt.timedelta(days=3650))).returncode == 4  # a mistyped year
     assert recent.is_dir() and compact.is_dir() and not old.exists()
+
+
+def test_what_a_killed_first_run_leaves_is_no_foreign_output(tmp_path):
+    scored = tmp_path / "scored"
+    (scored / "_tmp").mkdir(parents=True)
+    (scored / "_tmp" / ".tmp-0badc0de-_state.json.tmp").write_text("{")
+    (scored / ".lock").write_text("")
+    (scored / "lost+found").mkdir()  # a freshly mounted volume's
+    result = run_cli(str(idle_job(tmp_path)))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert not (scored / "_tmp").exists() and (scored / "_state.json").is_file()

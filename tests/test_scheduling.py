@@ -15,6 +15,7 @@ import pytest
 from elmobatch.locking import JobLock
 from elmobatch.scheduling.run import run_job
 from elmobatch.scheduling.spec import load_job
+from elmobatch.scheduling.state import JobState
 from tests.conftest import FIXTURE, SMS, write_messages
 
 pytestmark = pytest.mark.slow  # every test runs `elmobatch run` in subprocesses, each importing TensorFlow
@@ -163,6 +164,22 @@ def test_an_input_back_with_earlier_bytes_leaves_each_days_file_in_place(tmp_pat
         assert report.exit_code == 0, report.error
     days = {p.parent.name: len(pd.read_parquet(p)) for p in (tmp_path / "scored").glob("date=*/daily-*.parquet")}
     assert days == {"date=2026-03-01": 20, "date=2026-03-02": 30, "date=2026-03-03": 20}
+
+
+def test_a_file_whose_record_failed_is_not_kept_by_its_days_report(tmp_path, head_dir, monkeypatch):
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
+    job = load_job(write_job(tmp_path, head_dir))
+
+    def fail(*args, **kwargs):
+        raise OSError("_state.json could not be written")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(JobState, "mark_done", fail)
+        report = run_job(job, today=dt.date(2026, 3, 1), log=lambda line: None)
+    assert report.exit_code == 1 and report.files == []  # scored, but not recorded: not in the report
+    assert run_job(job, today=dt.date(2026, 3, 2), log=lambda line: None).exit_code == 0
+    copies = [p.parent.name for p in (tmp_path / "scored").glob("date=*/a-*.parquet")]
+    assert copies == ["date=2026-03-02"]  # day 1's unrecorded copy is gone: no row twice
 
 
 def test_retention_drops_old_partitions(tmp_path, head_dir):

@@ -267,6 +267,11 @@ def test_rows_without_a_label_are_rejected_not_used(fixture_encoder, cache, tmp_
     assert data.labels == ["ham", "spam"] and data.x.shape == (2, 3, fixture_encoder.dim)
     assert data.rows_read == 4 and data.rejects["reason"].tolist() == ["missing_label"] * 2
     assert data.rejects["row_number"].tolist() == [1, 3]
+    path = tmp_path / "gaps.jsonl"  # a missing label is a missing value (None) here: it raised TypeError
+    path.write_text('{"label": "ham", "text": "hello there"}\n{"text": "no label", "n": 2}\n')
+    data = labelled_vectors(path, fixture_encoder, EmbeddingCache(cache), label_column="label")
+    assert data.labels == ["ham"] and data.rejects[["row_number", "reason", "raw"]].values.tolist() == [
+        [1, "missing_label", ",no label,2"]]
 
 
 def test_head_json_names_models_portably(tmp_path):

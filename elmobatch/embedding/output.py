@@ -8,8 +8,8 @@
     DIR/.lock               the writer's flock: one run per directory at a time
 
 On an object store (--out s3://bucket/prefix) the same names are keys under the prefix; each file is
-uploaded to a temporary in the _tmp/ prefix beside its name and copied into place by the store
-(files.upload), and .lock is a lease object (locking.ObjectLease).
+uploaded to a temporary object beside its name and copied into place by the store (files.upload),
+and .lock is a lease object (locking.ObjectLease).
 
 A directory is elmobatch's only when its marker says so: `format` in _manifest.json (a completed
 run) or in _state/run.json (written first by every run).

@@ -105,8 +105,13 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
 
 
 def _label_rejects(reader, rows: pd.DataFrame, row_numbers: np.ndarray, label_column: str) -> pd.DataFrame:
-    raw = rows.astype(str).agg(",".join, axis=1)
+    raw = [",".join("" if _missing(v) else str(v) for v in row) for row in rows.itertuples(index=False)]
     return pd.DataFrame({"source_file": reader.source_name, "row_number": row_numbers,
                          "reason": MISSING_LABEL, "detail": f"no value in the label column {label_column!r}",
-                         "raw": raw.to_numpy()})[REJECT_COLUMNS]
+                         "raw": raw})[REJECT_COLUMNS]
+
+
+def _missing(value) -> bool:
+    """None, pandas' NA or a float NaN (a list or other value is never missing)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 

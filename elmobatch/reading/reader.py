@@ -77,6 +77,7 @@ class Chunk:
     rejects: pd.DataFrame
     ids: list[str] | None  # the id column's values as strings, taken before pandas can retype them
     position: int  # how far reading has got, in units of MessageReader.size (bytes; rows for Parquet)
+    types: dict = field(default_factory=dict)  # a Parquet file's Arrow type of each column, for a Parquet writer
 
     @property
     def rows_read(self) -> int:
@@ -215,7 +216,7 @@ class MessageReader:
         self.reject_empty = options.reject_empty
         self.max_tokens, self.tokenizer = options.max_tokens, tokenizer
         self.source_name = source_name or default_source_name(path)
-        self.arrow_types: dict = {}  # a Parquet file's column types, kept in every chunk
+        self.arrow_types: dict = {}  # a Parquet file's column types (Chunk.types)
         self.text_column: str | None = None  # set by _decide; sampling runs before it is known
         self.id_column: str | None = None
         self.delimiter = ","  # of CSV/TSV; set by _decide
@@ -379,7 +380,7 @@ class MessageReader:
     def _chunk(self, index, good, texts, rejects, position) -> Chunk:
         if self.format in ("jsonl", "parquet"):
             names = list(dict.fromkeys(self.columns + [key for _, values in good for key in values]))
-            rows = pd.DataFrame({name: self._column(name, [values.get(name) for _, values in good])
+            rows = pd.DataFrame({name: self._column([values.get(name) for _, values in good])
                                  for name in names}, columns=names)
         else:
             rows = pd.DataFrame([values for _, values in good], columns=self.columns, dtype=object)
@@ -389,17 +390,13 @@ class MessageReader:
         if self.id_column is not None:
             ids = [str(_value(values, self.id_column, self.columns)) for _, values in good]
         return Chunk(index=index, rows=rows, row_numbers=np.array([n for n, _ in good], np.int64), texts=texts,
-                     rejects=rejected, ids=ids, position=position)
+                     rejects=rejected, ids=ids, position=position, types=self.arrow_types)
 
-    def _column(self, name: str, values: list):
-        """One column of a chunk, typed as the file typed it: a Parquet column keeps its own type
-        (uint64, timestamp[ns], a null in the first chunk ...); a JSON column of integers stays
-        integers beside a missing value (pandas' Int64, or UInt64 past 2**63 - 1); other values
-        stay Python objects, which Arrow types when they are written."""
-        if name in self.arrow_types:
-            import pyarrow as pa
-
-            return pd.arrays.ArrowExtensionArray(pa.array(values, type=self.arrow_types[name]))
+    @staticmethod
+    def _column(values: list):
+        """One column of a JSON Lines or Parquet chunk: integers stay integers beside a missing value
+        (pandas' Int64, or UInt64 past 2**63 - 1); other values stay Python objects, as parsed (a
+        Parquet file's own types go with the chunk, for a Parquet writer: Chunk.types)."""
         present = [v for v in values if v is not None]
         if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
             with contextlib.suppress(TypeError, ValueError, OverflowError):  # past 2**64: Python objects

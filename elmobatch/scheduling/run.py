@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from elmobatch.files import sweep_temporaries, sweep_uploads
+from elmobatch.files import STAGING, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
@@ -151,16 +151,29 @@ MARKERS = ("_state.json", "_last_run.json")  # written by a job's first run befo
 
 
 def foreign_output(output: Path | StoredPath) -> str | None:
-    """Why `output` is not a job's output, or None: a folder or prefix holding anything but a lock,
-    and neither marker. A run never writes, sweeps or deletes in such a place."""
-    if not output.is_dir():
+    """Why `output` is not a job's output, or None: a folder or prefix holding more than what a
+    job's run killed before its first marker leaves, and neither marker. A run never writes, sweeps
+    or deletes in such a place. (One that cannot be listed is left to the lock to report.)"""
+    try:
+        if not output.is_dir():
+            return None
+        names = sorted(entry.name for entry in output.iterdir() if not _leftover(entry))
+    except OSError:
         return None
-    names = sorted(entry.name for entry in output.iterdir() if entry.name != ".lock")
     if not names or any(name in names for name in MARKERS):
         return None
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return (f"{output}: holds {shown} but no _state.json or _last_run.json, so it is not this tool's job "
             "output; nothing was written, swept or deleted there: give the job an empty or new output")
+
+
+def _leftover(entry: Path | StoredPath) -> bool:
+    """What a job's run killed before `_state.json` leaves (its lock, a temporary upload, a `_tmp/`
+    of temporaries), or a mounted volume's lost+found."""
+    name = entry.name
+    if name in (".lock", "lost+found") or (name.startswith(".tmp-") and name.endswith(".tmp")):
+        return True
+    return name == STAGING and entry.is_dir() and all(p.name.startswith(".tmp-") for p in entry.iterdir())
 
 
 def embed_with_spark(spec: JobSpec, paths: list[str], encoder=None, spark=None) -> dict:
@@ -211,12 +224,12 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
                  "rows_rejected": summary.rows_rejected, "labels": summary.label_counts,
                  "renamed_columns": summary.renamed_columns}
-        report.files.append(entry)
+        lock.renew()  # a file scored while another run took over is not recorded
+        state.mark_done(path, fingerprint, output=summary.output, run_id=report.run_id)
+        report.files.append(entry)  # only a recorded file: a report's list keeps that file (_reported)
         report.rows_read += summary.rows_read
         report.rows_scored += summary.rows_scored
         report.rows_rejected += summary.rows_rejected
-        lock.renew()  # a file scored while another run took over is not recorded
-        state.mark_done(path, fingerprint, output=summary.output, run_id=report.run_id)
         log(summary.line())
 
 

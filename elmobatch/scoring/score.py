@@ -133,12 +133,14 @@ class ScoreSummary:
 
 class _TableWriter:
     """Appends DataFrames to one CSV or Parquet file under a temporary name in `tmp_dir` (a `_tmp/`
-    on the same file system); `close` renames it into place. A failed write (e.g. disk full) raises
-    WriteError naming the file."""
+    on the same file system); `close` renames it into place. A Parquet file gives a column named in
+    `types` that Arrow type (a Parquet input's own), others the type Arrow finds in the first chunk.
+    A failed write (e.g. disk full) raises WriteError naming the file."""
 
-    def __init__(self, path: Path, columns: list[str], tmp_dir: Path, metadata: dict[bytes, bytes] | None = None):
+    def __init__(self, path: Path, columns: list[str], tmp_dir: Path, metadata: dict[bytes, bytes] | None = None,
+                 types: dict | None = None):
         self.path, self.columns, self.format = path, columns, output_format(path)
-        self.metadata = metadata or {}
+        self.metadata, self.types = metadata or {}, types or {}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir(parents=True, exist_ok=True)  # even if another writer's cleanup removed it
         self.tmp = temporary_path(path, tmp_dir)
@@ -160,15 +162,16 @@ class _TableWriter:
         if self.format == "csv":
             write_csv(frame, self.tmp, append=self.rows > 0)
             return
-        table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.parquet is None:
+            found = pa.Schema.from_pandas(frame, preserve_index=False)
             # A column empty in the first chunk has no type yet: store it as text.
-            schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                                for f in table.schema], metadata={**(table.schema.metadata or {}), **self.metadata})
-            self.parquet = pq.ParquetWriter(self.tmp, schema)
+            fields = [f.with_type(self.types.get(f.name, pa.string() if pa.types.is_null(f.type) else f.type))
+                      for f in found]
+            self.parquet = pq.ParquetWriter(self.tmp, pa.schema(fields, metadata={**(found.metadata or {}),
+                                                                                 **self.metadata}))
         try:
-            table = table.cast(self.parquet.schema)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            table = pa.Table.from_pandas(frame, schema=self.parquet.schema, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
             raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
                              "write CSV instead, or give the input consistent column types") from exc
         self.parquet.write_table(table)
@@ -234,12 +237,12 @@ class _StreamWriter:
         self.output.stream.flush()
 
 
-def _writer(out: Path | StreamOutput, columns: list[str], tmp_dir: Path,
-            metadata: dict) -> _TableWriter | _StreamWriter:
-    """A stream's writer, or a file's (whose Parquet schema carries `metadata`)."""
+def _writer(out: Path | StreamOutput, columns: list[str], tmp_dir: Path, metadata: dict,
+            types: dict | None = None) -> _TableWriter | _StreamWriter:
+    """A stream's writer, or a file's (whose Parquet schema carries `metadata` and `types`)."""
     if isinstance(out, StreamOutput):
         return _StreamWriter(out, columns)
-    return _TableWriter(out, columns, tmp_dir, metadata)
+    return _TableWriter(out, columns, tmp_dir, metadata, types)
 
 
 def output_columns(input_columns: list[str], provenance: bool = True) -> tuple[list[str], dict[str, str]]:
@@ -390,7 +393,8 @@ def _write_scores(path, out: Path | StreamOutput, rejects_out: Path, summary: Sc
                 columns, summary.renamed_columns = output_columns(list(chunk.rows.columns), provenance)
                 _warn_renamed(path, summary.renamed_columns)
                 metadata = scored_metadata(head, encoder, renamed=summary.renamed_columns, provenance=provenance)
-                writer = _writer(out, columns, tmp_dir, metadata)
+                types = {summary.renamed_columns.get(c, c): t for c, t in chunk.types.items()}
+                writer = _writer(out, columns, tmp_dir, metadata, types)
                 rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
             index, score = head.predict(layers, threshold)
             frame = scored_frame(chunk.rows, chunk.row_numbers, head.labels, index, score, source_file=source_file)
