@@ -140,6 +140,11 @@ def test_a_json_key_first_seen_late_is_a_column_of_every_row(tmp_path):
     assert list(frame.columns) == ["text", "extra", "source_file", "row_number", "label", "score"]
     assert {len(r) for r in rows} == {6} and frame["extra"].tolist() == [""] * 250 + ["EXTRA"]
     assert summary.rows_scored == len(frame) == 251
+    path.write_text(path.read_text() + json.dumps({"text": "a number", "n": 5}) + "\n")
+    score_into(tmp_path, path, "late.scored.parquet", chunk_rows=100)  # no type for "n" in the first chunk
+    scored = pq.read_table(tmp_path / "late.scored.parquet")
+    assert scored["extra"].to_pylist() == [None] * 250 + ["EXTRA", None]
+    assert scored["n"].to_pylist() == [None] * 251 + ["5"]  # kept, as text (the type of the first chunk)
 
 
 def test_values_keep_their_value_and_type(tmp_path):

@@ -12,8 +12,9 @@
 
 An output's name comes from its input's path and checksum, so a run killed between writing a file
 and recording it in the state writes the same name again on rerun: no duplicates, none missing.
-A run writes only in its own output: `_state.json` is written first, and a non-empty OUTPUT with
-neither it nor `_last_run.json` is refused untouched (no sweep, no retention).
+A run writes only in its own output: `_state.json` is written before any scored file, and a
+non-empty OUTPUT with neither it nor `_last_run.json` (beyond what a killed first run leaves) is
+refused untouched (no sweep, no retention).
 
 OUTPUT may be an object store's prefix (s3://BUCKET/PREFIX), with the same layout: each file is
 uploaded whole (files.upload), and .lock is a lease object (locking.ObjectLease),
@@ -147,7 +148,7 @@ def apply_retention(output: Path | StoredPath, days: int | None, today: dt.date)
     return removed
 
 
-MARKERS = ("_state.json", "_last_run.json")  # written by a job's first run before anything else, and last
+MARKERS = ("_state.json", "_last_run.json")  # a run writes the first before any scored file, the second last
 
 
 def foreign_output(output: Path | StoredPath) -> str | None:

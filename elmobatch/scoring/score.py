@@ -131,6 +131,9 @@ class ScoreSummary:
                 + renamed)
 
 
+CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+
+
 class _TableWriter:
     """Appends DataFrames to one CSV or Parquet file under a temporary name in `tmp_dir` (a `_tmp/`
     on the same file system); `close` renames it into place. A Parquet file gives a column named in
@@ -169,12 +172,21 @@ class _TableWriter:
                       for f in found]
             self.parquet = pq.ParquetWriter(self.tmp, pa.schema(fields, metadata={**(found.metadata or {}),
                                                                                  **self.metadata}))
+        self.parquet.write_table(self._table(frame, self.parquet.schema))
+
+    def _table(self, frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+        """`frame` with the file's types: converted to them (exact: a Python int or a nanosecond time
+        as it is), else converted as Arrow finds it and then cast (a column empty in the first chunk,
+        text since, takes numbers as text)."""
         try:
-            table = pa.Table.from_pandas(frame, schema=self.parquet.schema, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
+            return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        except CONVERSION_ERRORS:
+            pass
+        try:
+            return pa.Table.from_pandas(frame, preserve_index=False).cast(schema)
+        except CONVERSION_ERRORS as exc:
             raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
                              "write CSV instead, or give the input consistent column types") from exc
-        self.parquet.write_table(table)
 
     def close(self) -> None:
         if self.rows == 0:
