@@ -23,7 +23,7 @@ from elmobatch.encoding.tokens import DEFAULT_MAX_TOKENS, tokenize
 from elmobatch.reading import ReadError, ReadOptions, read_messages
 from elmobatch.scheduling.run import run_job
 from elmobatch.scheduling.spec import JobSpecError, load_job
-from elmobatch.scoring.score import load_head_and_model, score_file
+from elmobatch.scoring.score import ScoreError, load_head_and_model, score_file
 from elmobatch.embedding.vectors import file_vectors
 from tests.conftest import FIXTURE
 
@@ -161,11 +161,17 @@ def test_values_keep_their_value_and_type(tmp_path):
     table = pa.table({"uid": pa.array([big, None], pa.int64()), "h": pa.array([huge, 7], pa.uint64()),
                       "t": pa.array([1_000_000_001, None], pa.timestamp("ns")),
                       "later": pa.array([None, 5], pa.int64()), "v": pa.array([long_list, None], pa.list_(pa.int64())),
-                      "d": pa.array([19725, None], pa.date32()), "text": ["a", "b"]})
+                      "d": pa.array([19725, None], pa.date32()), "f": pa.array([float("nan"), None]),
+                      "m": pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64())), "text": ["a", "b"]})
     pq.write_table(table, tmp_path / "typed.parquet")
     score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.parquet", chunk_rows=1)  # "later": null, then 5
     scored = pq.read_table(tmp_path / "typed.scored.parquet")
-    assert scored.select(table.column_names).equals(table)  # every type as the input's, values exact
+    given = pq.read_table(tmp_path / "typed.parquet")
+    others = [c for c in table.column_names if c != "f"]
+    assert scored.select(others).equals(given.select(others))  # every type as the input's, values exact
+    assert scored.schema.field("f").type == pa.float64()
+    nan, null = scored["f"].to_pylist()
+    assert nan != nan and null is None  # NaN stays NaN, beside a null
     score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.csv")
     frame = read_back(tmp_path / "typed.scored.csv")[1]
     assert frame["v"].tolist() == [str(long_list), ""] and frame["d"].tolist() == ["2024-01-03", ""]
@@ -173,6 +179,15 @@ def test_values_keep_their_value_and_type(tmp_path):
                  "--cache-dir", tmp_path / "cache")
     assert stdout.exit_code == 0, stdout.output
     assert [json.loads(line)["v"] for line in stdout.stdout.splitlines()] == [long_list, None]
+
+
+@pytest.mark.parametrize("later", [1.5, "x"])
+def test_a_json_column_whose_type_changes_is_a_clear_error_for_parquet(tmp_path, later):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps({"text": f"m{i}", "n": v}) + "\n" for i, v in enumerate([1, 2, later, None])))
+    with pytest.raises(ScoreError, match="a column changed type between chunks or mixes types"):
+        score_into(tmp_path, path, "mixed.scored.parquet", chunk_rows=2)  # 1.5 into int64 is no cast
+    assert not (tmp_path / "mixed.scored.parquet").exists()
 
 
 def test_a_json_file_of_ever_new_keys_is_refused_naming_the_limit(tmp_path):

@@ -165,28 +165,24 @@ class _TableWriter:
         if self.format == "csv":
             write_csv(frame, self.tmp, append=self.rows > 0)
             return
-        if self.parquet is None:
-            found = pa.Schema.from_pandas(frame, preserve_index=False)
-            # A column empty in the first chunk has no type yet: store it as text.
-            fields = [f.with_type(self.types.get(f.name, pa.string() if pa.types.is_null(f.type) else f.type))
-                      for f in found]
-            self.parquet = pq.ParquetWriter(self.tmp, pa.schema(fields, metadata={**(found.metadata or {}),
-                                                                                 **self.metadata}))
-        self.parquet.write_table(self._table(frame, self.parquet.schema))
-
-    def _table(self, frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-        """`frame` with the file's types: converted to them (exact: a Python int or a nanosecond time
-        as it is), else converted as Arrow finds it and then cast (a column empty in the first chunk,
-        text since, takes numbers as text)."""
         try:
-            return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-        except CONVERSION_ERRORS:
-            pass
-        try:
-            return pa.Table.from_pandas(frame, preserve_index=False).cast(schema)
+            arrays = [self._array(frame[name], name) for name in self.columns]
+            if self.parquet is None:  # the file's types: a Parquet input's own, else the first chunk's
+                fields = [pa.field(name, a.type) for name, a in zip(self.columns, arrays, strict=True)]
+                self.parquet = pq.ParquetWriter(self.tmp, pa.schema(fields, metadata=self.metadata))
+            arrays = [a.cast(f.type) for a, f in zip(arrays, self.parquet.schema, strict=True)]  # safe casts
         except CONVERSION_ERRORS as exc:
-            raise ScoreError(f"{self.path}: a column changed type between chunks ({exc}); "
+            raise ScoreError(f"{self.path}: a column changed type between chunks or mixes types ({exc}); "
                              "write CSV instead, or give the input consistent column types") from exc
+        self.parquet.write_table(pa.Table.from_arrays(arrays, schema=self.parquet.schema))
+
+    def _array(self, column: pd.Series, name: str) -> pa.Array:
+        """One column as Arrow: in its Parquet input's type, value for value (NaN stays NaN); else as
+        Arrow finds it (a column empty so far is text)."""
+        if name in self.types:
+            return pa.array([None if v is pd.NA else v for v in column.tolist()], type=self.types[name])
+        array = pa.array(column, from_pandas=True)
+        return array.cast(pa.string()) if pa.types.is_null(array.type) else array
 
     def close(self) -> None:
         if self.rows == 0:
