@@ -162,9 +162,10 @@ def test_values_keep_their_value_and_type(tmp_path):
                       "t": pa.array([1_000_000_001, None], pa.timestamp("ns")),
                       "later": pa.array([None, 5], pa.int64()), "v": pa.array([long_list, None], pa.list_(pa.int64())),
                       "d": pa.array([19725, None], pa.date32()), "f": pa.array([float("nan"), None]),
-                      "m": pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64())), "text": ["a", "b"]})
+                      "m": pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64())),
+                      "s": pa.array(["x", None]), "st": pa.array([{"a": 1}, None]), "text": ["a", "b"]})
     pq.write_table(table, tmp_path / "typed.parquet")
-    score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.parquet", chunk_rows=1)  # "later": null, then 5
+    score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.parquet")  # a value and a null in each column
     scored = pq.read_table(tmp_path / "typed.scored.parquet")
     given = pq.read_table(tmp_path / "typed.parquet")
     others = [c for c in table.column_names if c != "f"]

@@ -401,7 +401,7 @@ class MessageReader:
         if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
             with contextlib.suppress(TypeError, ValueError, OverflowError):  # past 2**64: Python objects
                 return pd.array(values)
-        return pd.array(values, dtype=object)
+        return pd.Series(values, dtype=object)  # a Series: a DataFrame infers no dtype from it (pandas 3 would)
 
     # ---- formats ---------------------------------------------------------------------------
 

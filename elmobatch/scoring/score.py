@@ -168,8 +168,7 @@ class _TableWriter:
         try:
             arrays = [self._array(frame[name], name) for name in self.columns]
             if self.parquet is None:  # the file's types: a Parquet input's own, else the first chunk's
-                fields = [pa.field(name, a.type) for name, a in zip(self.columns, arrays, strict=True)]
-                self.parquet = pq.ParquetWriter(self.tmp, pa.schema(fields, metadata=self.metadata))
+                self.parquet = pq.ParquetWriter(self.tmp, self._schema(frame, arrays))
             arrays = [a.cast(f.type) for a, f in zip(arrays, self.parquet.schema, strict=True)]  # safe casts
         except CONVERSION_ERRORS as exc:
             raise ScoreError(f"{self.path}: a column changed type between chunks or mixes types ({exc}); "
@@ -177,12 +176,22 @@ class _TableWriter:
         self.parquet.write_table(pa.Table.from_arrays(arrays, schema=self.parquet.schema))
 
     def _array(self, column: pd.Series, name: str) -> pa.Array:
-        """One column as Arrow: in its Parquet input's type, value for value (NaN stays NaN); else as
-        Arrow finds it (a column empty so far is text)."""
-        if name in self.types:
+        """One column as Arrow: Python objects in their Parquet input's type value for value (NaN
+        stays NaN), else as Arrow finds them (pandas' NaN, NaT and NA in a typed column are nulls)."""
+        if name in self.types and column.dtype == object:
             return pa.array([None if v is pd.NA else v for v in column.tolist()], type=self.types[name])
         array = pa.array(column, from_pandas=True)
-        return array.cast(pa.string()) if pa.types.is_null(array.type) else array
+        return array.cast(self.types[name]) if name in self.types else array
+
+    def _schema(self, frame: pd.DataFrame, arrays: list[pa.Array]) -> pa.Schema:
+        """The first chunk's types (a column with no value yet is text), with pandas' metadata where
+        pandas can describe the frame (it reads Int64 columns back as Int64) and ours."""
+        fields = [pa.field(name, pa.string() if pa.types.is_null(a.type) else a.type)
+                  for name, a in zip(self.columns, arrays, strict=True)]
+        described: dict = {}
+        with contextlib.suppress(*CONVERSION_ERRORS):
+            described = pa.Schema.from_pandas(frame, preserve_index=False).metadata or {}
+        return pa.schema(fields, metadata={**described, **self.metadata})
 
     def close(self) -> None:
         if self.rows == 0:
