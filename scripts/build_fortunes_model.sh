@@ -9,9 +9,9 @@
 # and unpacked; nothing is installed). Each corpus has a .source.json (source, license) that
 # model.json keeps. Rerunning resumes from build/fortunes_model/checkpoint (pretrain refuses to resume
 # on another corpus: a checkpoint of an older corpus script's output must be removed). The model measured in the
-# README ran as --epochs 5, then resumed with --epochs 9, on the corpus of this script's first version
-# (git a0dd93b; see the README): the batches of each epoch depend only on the seed and the epoch, but
-# the dropout and sampled-softmax draws start again from the seed when a run resumes.
+# README is this script as it stands, stopped once by MAX_MINUTES and run again to resume: the batches
+# of each epoch depend only on the seed and the epoch, but the dropout and sampled-softmax draws start
+# again from the seed when a run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
