@@ -75,6 +75,11 @@ def sweep_temporaries(directory: str | Path, name: str | None = None) -> list[Pa
     return found
 
 
+def only_temporaries(directory: Path | StoredPath) -> bool:
+    """Whether the folder (or prefix) `directory` holds nothing but temporaries (temporary_name)."""
+    return all(entry.name.startswith(".tmp-") for entry in directory.iterdir())
+
+
 def sweep_uploads(prefix: StoredPath) -> list[StoredPath]:
     """Remove the temporary objects of `upload` that a writer killed during its copy left anywhere
     under `prefix`. Only for a prefix no live writer uses (its lease held). Returns them."""

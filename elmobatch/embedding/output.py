@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from elmobatch.files import STAGING, write_atomically
+from elmobatch.files import STAGING, only_temporaries, write_atomically
 from elmobatch.locking import output_lock
 from elmobatch.settings import VECTOR_DTYPES, VECTORS
 from elmobatch.storage import StoredPath, remove_tree
@@ -135,7 +135,7 @@ def _only_leftovers(out: Path | StoredPath) -> bool:
         if entry.name == LOCK:
             ours = entry.is_file() and (entry.stat().st_size == 0 or "pid" in _lock_record(entry))
         else:
-            ours = entry.name == STATE and entry.is_dir() and all(p.name.startswith(".tmp-") for p in entry.iterdir())
+            ours = entry.name == STATE and entry.is_dir() and only_temporaries(entry)
         if not ours:
             return False
     return True

@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from elmobatch.files import STAGING, sweep_temporaries, sweep_uploads
+from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically
@@ -174,7 +174,7 @@ def _leftover(entry: Path | StoredPath) -> bool:
     name = entry.name
     if name in (".lock", "lost+found") or (name.startswith(".tmp-") and name.endswith(".tmp")):
         return True
-    return name == STAGING and entry.is_dir() and all(p.name.startswith(".tmp-") for p in entry.iterdir())
+    return name == STAGING and entry.is_dir() and only_temporaries(entry)
 
 
 def embed_with_spark(spec: JobSpec, paths: list[str], encoder=None, spark=None) -> dict:
