@@ -2,12 +2,13 @@
 # The SMS + today's messages + fortune cookies experiment (README, Pretraining: "More text").
 #
 #   bash scripts/build_fortunes_model.sh   # build/fortunes_model: 9 epochs, at most MAX_MINUTES (70) of training
+#   SEED=1 OUT=build/fortunes_model_seed1 bash scripts/build_fortunes_model.sh   # the same recipe, another seed
 #
 # Goes on training the bundled model's biLM (--init-from elmobatch/models/default, a fresh softmax
 # over the new vocabulary) on the SMS training rows, the hand-written messages of data/modern and
 # the fortune cookies of Debian's fortunes and fortunes-min packages (fetched with apt-get download
 # and unpacked; nothing is installed). Each corpus has a .source.json (source, license) that
-# model.json keeps. Rerunning resumes from build/fortunes_model/checkpoint (pretrain refuses to resume
+# model.json keeps. Rerunning resumes from $OUT/checkpoint (pretrain refuses to resume
 # on another corpus: a checkpoint of an older corpus script's output must be removed). The model measured in the
 # README is this script as it stands, stopped once by MAX_MINUTES and run again to resume: the batches
 # of each epoch depend only on the seed and the epoch, but the dropout and sampled-softmax draws start
@@ -17,6 +18,8 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 SMS="${SMS:-../shared/data/sms_spam.csv}"
 MAX_MINUTES="${MAX_MINUTES:-70}"
+SEED="${SEED:-0}"
+OUT="${OUT:-build/fortunes_model}"
 mkdir -p build
 "$PYTHON" scripts/sms_corpus.py "$SMS" 0 4457 build/sms_train.txt
 "$PYTHON" scripts/modern_sms.py build/modern_sms.csv
@@ -29,8 +32,8 @@ if [ "$(cat build/fortunes-deb/unpacked 2>/dev/null)" != "$VERSION" ]; then
 fi
 "$PYTHON" scripts/fortunes_corpus.py build/fortunes-deb/usr/share/games/fortunes build/fortunes.txt
 nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt build/modern_sms.txt build/fortunes.txt \
-    --out build/fortunes_model --init-from elmobatch/models/default --epochs 9 --batch-size 128 \
-    --softmax-samples 2048 --max-vocab 32768 --heldout 0.05 --min-count 3 --seed 0 --checkpoint-every 50 \
+    --out "$OUT" --init-from elmobatch/models/default --epochs 9 --batch-size 128 \
+    --softmax-samples 2048 --max-vocab 32768 --heldout 0.05 --min-count 3 --seed "$SEED" --checkpoint-every 50 \
     --max-minutes "$MAX_MINUTES" \
     --note "SMS training rows 0..4456, the hand-written messages of data/modern and Debian's fortune cookies; continued from the bundled model"
-echo "wrote build/fortunes_model; compare it with: python benchmarks/head_compare.py --model build/fortunes_model --extra-train build/modern_sms.csv"
+echo "wrote $OUT; compare it with: python benchmarks/head_compare.py --model $OUT --extra-train build/modern_sms.csv"
