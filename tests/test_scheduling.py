@@ -1,6 +1,7 @@
 """`elmobatch run JOB.toml`: new files only, exit codes, the lock, SIGKILL, disk full, the cron wrapper."""
 
 import datetime as dt
+import gzip
 import json
 import os
 import signal
@@ -180,6 +181,29 @@ def test_a_file_whose_record_failed_is_not_kept_by_its_days_report(tmp_path, hea
     assert run_job(job, today=dt.date(2026, 3, 2), log=lambda line: None).exit_code == 0
     copies = [p.parent.name for p in (tmp_path / "scored").glob("date=*/a-*.parquet")]
     assert copies == ["date=2026-03-02"]  # day 1's unrecorded copy is gone: no row twice
+
+
+def test_a_file_the_reader_refuses_fails_the_run_but_the_others_are_scored(tmp_path, head_dir):
+    incoming = tmp_path / "incoming"
+    write_messages(incoming / "b.csv", 0, 30)
+    (incoming / "a.csv").write_bytes(gzip.compress(b"v1,v2\nham,hello\n"))  # sorted first; gzip named .csv
+    job = load_job(write_job(tmp_path, head_dir))
+    report = run_job(job, today=dt.date(2026, 3, 1), log=lambda line: None)
+    assert report.exit_code == 1 and "a.csv" in report.error and "gzip" in report.error
+    assert [Path(f["input"]).name for f in report.files] == ["b.csv"] and report.rows_scored == 30
+    assert [Path(f["input"]).name for f in report.files_not_scored] == ["a.csv"]
+    day = tmp_path / "scored" / "date=2026-03-01"
+    assert not (day / "_SUCCESS").exists()  # the day is not complete
+    assert [p.name.split("-")[0] for p in day.glob("*.parquet")] == ["b"]
+    [saved] = [json.loads(p.read_text()) for p in day.glob("_run-*.json")]
+    assert saved["files_not_scored"][0]["error"] == report.files_not_scored[0]["error"]
+    assert [Path(p).name for p in JobState(tmp_path / "scored" / "_state.json").files] == ["b.csv"]
+
+    write_messages(incoming / "a.csv", 100, 110)  # the sender fixes it: the next run scores it, only it
+    report = run_job(job, today=dt.date(2026, 3, 2), log=lambda line: None)
+    assert report.exit_code == 0 and [Path(f["input"]).name for f in report.files] == ["a.csv"]
+    assert (tmp_path / "scored" / "date=2026-03-02" / "_SUCCESS").is_file()
+    assert sorted(partition_rows(tmp_path / "scored").values()) == [10, 30]
 
 
 def test_retention_drops_old_partitions(tmp_path, head_dir):

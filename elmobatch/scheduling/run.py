@@ -12,6 +12,9 @@
 
 An output's name comes from its input's path and checksum, so a run killed between writing a file
 and recording it in the state writes the same name again on rerun: no duplicates, none missing.
+An input the reader or scorer refuses (say gzip bytes named .csv) is listed in the report's
+files_not_scored with its reason and left unrecorded, so the next run tries it again; the other
+inputs are scored, and the run exits 1 without _SUCCESS.
 A run writes only in its own output: `_state.json` is written before any scored file, and a
 non-empty OUTPUT with neither it nor `_last_run.json` (beyond what a killed first run leaves) is
 refused untouched (no sweep, no retention).
@@ -74,6 +77,7 @@ class RunReport:
     status: str = "running"
     exit_code: int | None = None
     files: list[dict] = field(default_factory=list)
+    files_not_scored: list[dict] = field(default_factory=list)  # {input, sha256, error}: tried again next run
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0
@@ -93,8 +97,9 @@ class RunReport:
             return f"{self.job}: taken over: {self.error}; this run stopped, recording nothing more"
         if self.partition is None:
             return f"{self.job}: {self.status} before writing any output ({self.seconds:.1f} s)"
-        return (f"{self.job}: {self.status}: {len(self.files)} file(s), rows_read {self.rows_read} = scored "
-                f"{self.rows_scored} + rejected {self.rows_rejected} -> {self.partition} ({self.seconds:.1f} s)")
+        not_scored = f", {len(self.files_not_scored)} not scored" if self.files_not_scored else ""
+        return (f"{self.job}: {self.status}: {len(self.files)} file(s){not_scored}, rows_read {self.rows_read} = "
+                f"scored {self.rows_scored} + rejected {self.rows_rejected} -> {self.partition} ({self.seconds:.1f} s)")
 
 
 def output_name(path: str, sha256: str, output_format: str) -> str:
@@ -199,7 +204,8 @@ def read_options(spec: JobSpec):
 def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log,
              lock: JobLock | ObjectLease) -> None:
     from elmobatch.caching import EmbeddingCache
-    from elmobatch.scoring.score import load_head_and_model, score_file
+    from elmobatch.reading import ReadError
+    from elmobatch.scoring.score import ScoreError, load_head_and_model, score_file
 
     head_dir = None if spec.head == "default" else spec.head
     head, encoder = load_head_and_model(head_dir, spec.model, spec.precision)
@@ -218,9 +224,14 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         name = output_name(path, fingerprint["sha256"], spec.output_format)
         lock.renew()
         _remove_earlier_copies(spec.output, name, partition)
-        summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
-                             read=read, chunk_rows=spec.chunk_rows, threshold=spec.threshold,
-                             rejects_to=partition / "_rejects" / name, provenance=spec.provenance)
+        try:
+            summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
+                                 read=read, chunk_rows=spec.chunk_rows, threshold=spec.threshold,
+                                 rejects_to=partition / "_rejects" / name, provenance=spec.provenance)
+        except (ReadError, ScoreError) as exc:  # this file's own fault: the others are still scored
+            report.files_not_scored.append({"input": path, "sha256": fingerprint["sha256"], "error": str(exc)})
+            log(f"{path}: not scored: {exc}")
+            continue
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
                  "rows_rejected": summary.rows_rejected, "labels": summary.label_counts,
@@ -319,11 +330,22 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
             with contextlib.suppress(OSError):
                 _write_report(report)
         return
+    if report.files_not_scored:  # not recorded, so tried again by the next run; the day is not complete
+        report.status, report.exit_code = "failed", EXIT_FAILED
+        report.error = "; ".join(_naming_input(entry) for entry in report.files_not_scored)
+        _write_report(report)
+        return
     report.status = "ok with rejected rows" if report.rows_rejected else "ok"
     report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK
     _write_report(report)
     lock.renew()  # still ours: only then is the partition marked complete
     (_partition_dir(report) / "_SUCCESS").write_text(report.run_id + "\n")
+
+
+def _naming_input(entry: dict) -> str:
+    """A file's refusal as one message that names the file."""
+    error = entry["error"] if entry["input"] in entry["error"] else f"{entry['input']}: {entry['error']}"
+    return f"{error} (not scored; tried again next run)"
 
 
 def _partition_dir(report: RunReport) -> Path | StoredPath:
