@@ -182,6 +182,19 @@ def test_values_keep_their_value_and_type(tmp_path):
     assert [json.loads(line)["v"] for line in stdout.stdout.splitlines()] == [long_list, None]
 
 
+def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):
+    pq.write_table(pa.table({"raw": pa.array([b"\xff\x00", b"ok", None], pa.binary()), "text": ["a", "b", "c"]}),
+                   tmp_path / "raw.parquet")
+    score_into(tmp_path, tmp_path / "raw.parquet", "raw.scored.csv")
+    assert read_back(tmp_path / "raw.scored.csv")[1]["raw"].tolist() == ["b'\\xff\\x00'", "b'ok'", ""]
+    stdout = cli("score", tmp_path / "raw.parquet", "--out", "-", "--out-format", "jsonl",
+                 "--cache-dir", tmp_path / "cache")
+    assert stdout.exit_code == 0, stdout.output  # was UnicodeDecodeError: JSON has no bytes
+    assert [json.loads(line)["raw"] for line in stdout.stdout.splitlines()] == ["b'\\xff\\x00'", "b'ok'", None]
+    score_into(tmp_path, tmp_path / "raw.parquet", "raw.scored.parquet")
+    assert pq.read_table(tmp_path / "raw.scored.parquet")["raw"].to_pylist() == [b"\xff\x00", b"ok", None]
+
+
 @pytest.mark.parametrize("later", [1.5, "x"])
 def test_a_json_column_whose_type_changes_is_a_clear_error_for_parquet(tmp_path, later):
     path = tmp_path / "mixed.jsonl"

@@ -224,7 +224,8 @@ class StreamOutput:
     def write(self, frame: pd.DataFrame) -> None:
         if self.format == "jsonl":
             if len(frame):
-                lines = frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=15)
+                lines = _bytes_as_text(frame).to_json(orient="records", lines=True, force_ascii=False,
+                                                      double_precision=15)
                 self.stream.write(lines.rstrip("\n") + "\n")
             return
         columns = list(frame.columns)
@@ -233,6 +234,17 @@ class StreamOutput:
                              f"written ({', '.join(self.header)}); one CSV cannot hold both: use --out-format jsonl")
         write_csv(frame, self.stream, append=self.header is not None)
         self.header = columns
+
+
+def _bytes_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Binary values (a Parquet input's binary column) in Python's bytes notation, b'\\xff...', as
+    the CSV writer gives them: JSON has no bytes, and pandas would decode them as UTF-8 or fail."""
+    binary = [c for c in frame.columns if frame[c].dtype == object
+              and any(isinstance(v, (bytes, bytearray)) for v in frame[c])]
+    if not binary:
+        return frame
+    return frame.assign(**{c: frame[c].map(lambda v: repr(bytes(v)) if isinstance(v, (bytes, bytearray)) else v)
+                           for c in binary})
 
 
 class _StreamWriter:
