@@ -98,11 +98,27 @@ def write_error(exc: OSError, path: str | Path) -> WriteError:
 
 
 def commit(tmp: Path, path: str | Path) -> Path:
-    """fsync `tmp`, then rename it over `path`: a reader sees the old file or the whole new one."""
+    """fsync `tmp`, rename it over `path`, then fsync the folder: a reader sees the old file or the
+    whole new one, and after a power cut the rename is not lost."""
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_directory(Path(path).parent)
     return Path(path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the folder's entries durable (POSIX); where a folder cannot be opened or synced (Windows), skip it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_atomically(path: str | Path | StoredPath, write: Callable[[Path], object],

@@ -1,6 +1,8 @@
 """write_atomically and write_file_set: the old file(s) or the whole new ones, never part; no temporary left."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,22 @@ def test_replaces_whole_file(tmp_path):
     write_atomically(target, lambda tmp: tmp.write_text("new"))
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_the_rename_is_synced_after_the_file(tmp_path, monkeypatch):
+    """A power cut after the commit keeps the new name: the folder holding it is fsynced after the rename."""
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append((Path(os.readlink(f"/proc/self/fd/{fd}")), (tmp_path / "state.json").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    (tmp_path / "_tmp").mkdir()
+    write_atomically(tmp_path / "state.json", lambda tmp: tmp.write_text("new"), tmp_dir=tmp_path / "_tmp")
+    (tmp_file, _), (folder, renamed) = synced
+    assert tmp_file.parent == tmp_path / "_tmp" and folder == tmp_path and renamed
 
 
 def test_failed_write_keeps_old_file_and_removes_temporary(tmp_path):
