@@ -113,16 +113,28 @@ def output_lock(path: Path | StoredPath) -> JobLock | ObjectLease:
     return ObjectLease(path) if isinstance(path, StoredPath) else JobLock(path)
 
 
-def _read_record(path) -> dict:
+def _read_record(path, *, retries: int = 0) -> dict:
     """A lock's or lease's JSON record (path: a Path or a StoredPath); {} when absent, empty or not a
-    record. Other read errors (OSError) are raised."""
-    try:
-        record = json.loads(path.read_text() or "{}")
-    except (FileNotFoundError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    record. A record that is not JSON is read again up to `retries` times first (0.2 s apart): an
+    object store's reader can catch the end of one version after the size of another. Other read
+    errors (OSError) are raised."""
+    for attempt in range(retries + 1):
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return {}
+        try:
+            record = json.loads(text or "{}")
+        except ValueError:
+            if attempt < retries:
+                time.sleep(TORN_READ_PAUSE)
+                continue
+            return {}
+        return record if isinstance(record, dict) else {}
+    return {}
 
 
+TORN_READ_RETRIES, TORN_READ_PAUSE = 5, 0.2
 LEASE_SECONDS = 900  # how long a writer on another host counts as alive after its last renewal
 
 
@@ -148,8 +160,9 @@ class ObjectLease:
 
     def holder(self) -> dict:
         """The lease object's record; {} when absent. A store that cannot be read (network, access)
-        raises: taking over a lease nobody could read would let two writers in."""
-        return _read_record(self.path)
+        raises: taking over a lease nobody could read would let two writers in. A record torn by a
+        renewal read at the same moment is read again, not taken for "no holder"."""
+        return _read_record(self.path, retries=TORN_READ_RETRIES)
 
     def __enter__(self) -> ObjectLease:
         holder = self.holder()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -118,6 +119,25 @@ def test_a_live_writer_lease_refuses_a_second_run_and_a_dead_ones_is_taken_over(
         result = embed(source, "--out", f"s3://{BUCKET}/leased", cache=tmp_path / "c")
         assert result.exit_code == 0, (dead, result.output)
         assert "_SUCCESS" in listing(s3, "leased") and ".lock" not in listing(s3, "leased")
+
+
+def test_a_lease_record_read_torn_is_read_again_not_taken_over(s3):
+    """pyarrow reads an object's size, then its bytes: during a renewal of another length it can read
+    a torn record. That is the live holder's lease, not a free one."""
+    from elmobatch.locking import LockHeld, ObjectLease
+    from elmobatch.storage import as_path
+
+    live = json.dumps({"id": "other", "host": "another-host", "pid": 1, "started": "then", "renewed": time.time()})
+    put(s3, "torn/.lock", live.encode()[:25])  # what a reader catching a renewal mid-way gets
+    renewal = threading.Timer(0.3, put, (s3, "torn/.lock", live.encode()))
+    renewal.start()
+    try:
+        with pytest.raises(LockHeld, match="held by pid 1 on another-host"), \
+                ObjectLease(as_path(f"s3://{BUCKET}/torn/.lock")):
+            pass
+    finally:
+        renewal.join()
+    assert listing(s3, "torn") == {".lock": live.encode()}  # never overwritten
 
 
 @pytest.mark.slow  # two CLI subprocesses, each importing TensorFlow
