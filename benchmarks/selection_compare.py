@@ -1,0 +1,54 @@
+"""Two head_compare runs' picks, compared row by row on the same selection rows.
+
+    python benchmarks/selection_compare.py A.json B.json
+
+Each JSON is written by `benchmarks/head_compare.py --json` (with --folds K: every training row).
+Prints, as JSON, each pick's selection log loss and the paired difference B - A: its mean over the
+rows and the standard error of that mean (sd / sqrt(n)), so a reader can see whether the difference
+is larger than the row-to-row noise. Refuses two runs whose selection rows differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        run = json.load(f)
+    if "winner_selection_log_loss" not in run:
+        sys.exit(f"{path}: no winner_selection_log_loss; expected a head_compare.py --json file of this version")
+    return run
+
+
+def compare(a: dict, b: dict) -> dict:
+    if a["selection_rows_sha256"] != b["selection_rows_sha256"]:
+        raise ValueError("the two runs' selection rows differ (selection_rows_sha256); "
+                         "expected the same data, --extra-train files and --folds")
+    loss_a, loss_b = np.asarray(a["winner_selection_log_loss"]), np.asarray(b["winner_selection_log_loss"])
+    diff = loss_b - loss_a
+    return {"rows": len(diff), "folds": a.get("folds"),
+            "a": {"model": a["model"], "winner": a["winner"], "log_loss": float(loss_a.mean())},
+            "b": {"model": b["model"], "winner": b["winner"], "log_loss": float(loss_b.mean())},
+            "b_minus_a": float(diff.mean()), "standard_error": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+            "rows_b_better": int((diff < 0).sum()), "rows_a_better": int((diff > 0).sum())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", help="head_compare.py --json file (the incumbent)")
+    parser.add_argument("b", help="head_compare.py --json file (the candidate)")
+    args = parser.parse_args()
+    try:
+        result = compare(load(args.a), load(args.b))
+    except ValueError as e:
+        sys.exit(f"{args.a} vs {args.b}: {e}")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
