@@ -26,9 +26,9 @@ ELMOBATCH = [sys.executable, "-m", "elmobatch.cli"]
 
 
 def write_job(tmp_path: Path, head_dir: Path, **extra) -> Path:
-    lines = ["[job]", 'name = "test-job"', 'inputs = ["incoming/*.csv"]', 'output = "scored"',
-             f'model = "{FIXTURE}"', f'head = "{head_dir}"', 'cache_dir = "cache"', "chunk_rows = 500"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    keys = {"name": "test-job", "inputs": ["incoming/*.csv"], "output": "scored", "model": str(FIXTURE),
+            "head": str(head_dir), "cache_dir": "cache", "chunk_rows": 500, **extra}
+    lines = ["[job]", *(f"{k} = {json.dumps(v)}" for k, v in keys.items())]
     job = tmp_path / "job.toml"
     job.write_text("\n".join(lines) + "\n")
     return job
@@ -187,21 +187,25 @@ def test_a_file_the_reader_refuses_fails_the_run_but_the_others_are_scored(tmp_p
     incoming = tmp_path / "incoming"
     write_messages(incoming / "b.csv", 0, 30)
     (incoming / "a.csv").write_bytes(gzip.compress(b"v1,v2\nham,hello\n"))  # sorted first; gzip named .csv
-    job = load_job(write_job(tmp_path, head_dir))
+    job = load_job(write_job(tmp_path, head_dir, inputs=["incoming/*.csv", "incoming/*.parquet"]))
+    (incoming / "d.parquet").write_bytes(b"PAR1garbage")  # no Parquet footer (pyarrow's ArrowInvalid)
     report = run_job(job, today=dt.date(2026, 3, 1), log=lambda line: None)
-    assert report.exit_code == 1 and "a.csv" in report.error and "gzip" in report.error
+    assert report.exit_code == 1 and report.status == "not all scored"
+    assert "a.csv" in report.error and "gzip" in report.error and "d.parquet" in report.error
     assert [Path(f["input"]).name for f in report.files] == ["b.csv"] and report.rows_scored == 30
-    assert [Path(f["input"]).name for f in report.files_not_scored] == ["a.csv"]
+    assert [Path(f["input"]).name for f in report.files_not_scored] == ["a.csv", "d.parquet"]
     day = tmp_path / "scored" / "date=2026-03-01"
-    assert not (day / "_SUCCESS").exists()  # the day is not complete
+    assert (day / "_SUCCESS").is_file()  # b's rows are complete: a reader waiting for _SUCCESS gets them
     assert [p.name.split("-")[0] for p in day.glob("*.parquet")] == ["b"]
     [saved] = [json.loads(p.read_text()) for p in day.glob("_run-*.json")]
-    assert saved["files_not_scored"][0]["error"] == report.files_not_scored[0]["error"]
+    assert saved["files_not_scored"] == report.files_not_scored
     assert [Path(p).name for p in JobState(tmp_path / "scored" / "_state.json").files] == ["b.csv"]
 
-    write_messages(incoming / "a.csv", 100, 110)  # the sender fixes it: the next run scores it, only it
+    write_messages(incoming / "a.csv", 100, 110)  # the sender fixes one: the next run scores it, only it
     report = run_job(job, today=dt.date(2026, 3, 2), log=lambda line: None)
-    assert report.exit_code == 0 and [Path(f["input"]).name for f in report.files] == ["a.csv"]
+    assert report.exit_code == 1 and [Path(f["input"]).name for f in report.files] == ["a.csv"]
+    (incoming / "d.parquet").unlink()  # and the other goes away
+    assert run_job(job, today=dt.date(2026, 3, 3), log=lambda line: None).exit_code == 4
     assert (tmp_path / "scored" / "date=2026-03-02" / "_SUCCESS").is_file()
     assert sorted(partition_rows(tmp_path / "scored").values()) == [10, 30]
 

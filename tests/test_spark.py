@@ -3,6 +3,7 @@
 One Spark session (local[2]) for the module: starting Spark takes ~20 s.
 """
 
+import gzip
 import json
 import os
 import sys
@@ -257,3 +258,12 @@ def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
     assert (report.rows_read, report.rows_scored, report.rows_rejected) == (302, 300, 2)
     assert any("with Spark (local[2])" in line for line in log)
     assert (spec.output / "date=2026-01-01" / "_SUCCESS").is_file() and not (spec.output / SPARK_SCRATCH).exists()
+
+    # A file the reader refuses stays out of the Spark job; the others are embedded and scored.
+    (tmp_path / "refused.csv").write_bytes(gzip.compress(b"v1,v2\nham,hello\n"))
+    job.write_text(job.read_text().replace(f'inputs = ["{inputs[0]}"]', f'inputs = ["{tmp_path / "refused.csv"}", '
+                                           f'"{inputs[0]}"]').replace(str(tmp_path / "scored"), str(tmp_path / "s2")))
+    report = run_job(load_job(job), today=dt.date(2026, 1, 1), log=log.append)
+    assert report.exit_code == 1 and report.status == "not all scored", (report.error, log)
+    assert [Path(f["input"]).name for f in report.files_not_scored] == ["refused.csv"] and report.rows_scored == 300
+    assert any("embedding 1 file(s) with Spark" in line for line in log)

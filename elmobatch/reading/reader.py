@@ -273,7 +273,8 @@ class MessageReader:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            schema = pq.read_schema(parquet_source(self.path))
+            with _parquet_errors(self.path):
+                schema = pq.read_schema(parquet_source(self.path))
             strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
             self.arrow_types = {f.name: f.type for f in schema}
             return list(schema.names), strings
@@ -308,7 +309,8 @@ class MessageReader:
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(parquet_source(self.path)).metadata.num_rows
+            with _parquet_errors(self.path):
+                return pq.ParquetFile(parquet_source(self.path)).metadata.num_rows
         return self.path.stat().st_size
 
     # ---- iteration -------------------------------------------------------------------------
@@ -570,7 +572,7 @@ class MessageReader:
         state = {"rows": 0}
 
         def records():
-            with pq.ParquetFile(parquet_source(self.path)) as pf:
+            with _parquet_errors(self.path), pq.ParquetFile(parquet_source(self.path)) as pf:
                 for batch in pf.iter_batches(batch_size=self.chunk_rows):
                     for row in batch.to_pylist():
                         state["rows"] += 1
@@ -578,6 +580,20 @@ class MessageReader:
                                       text=row.get(self.text_column))
 
         return records(), lambda: state["rows"]
+
+
+@contextlib.contextmanager
+def _parquet_errors(path) -> Iterator[None]:
+    """pyarrow's refusal of a file's bytes (no Parquet footer, cut short) as a ReadError naming the
+    file; I/O errors (OSError) stay what they are."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except pa.ArrowException as exc:
+        if isinstance(exc, OSError):
+            raise
+        raise ReadError(f"{path}: not a readable Parquet file ({exc}); expected a whole Parquet file") from exc
 
 
 _STILL_OPEN = "a quoted field still open at the record limit"

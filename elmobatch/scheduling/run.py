@@ -14,7 +14,8 @@ An output's name comes from its input's path and checksum, so a run killed betwe
 and recording it in the state writes the same name again on rerun: no duplicates, none missing.
 An input the reader or scorer refuses (say gzip bytes named .csv) is listed in the report's
 files_not_scored with its reason and left unrecorded, so the next run tries it again; the other
-inputs are scored, and the run exits 1 without _SUCCESS.
+inputs are scored and recorded, the partition gets its _SUCCESS (its files are complete), and the
+run exits 1 with the status "not all scored".
 A run writes only in its own output: `_state.json` is written before any scored file, and a
 non-empty OUTPUT with neither it nor `_last_run.json` (beyond what a killed first run leaves) is
 refused untouched (no sweep, no retention).
@@ -205,21 +206,24 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
              lock: JobLock | ObjectLease) -> None:
     from elmobatch.caching import EmbeddingCache
     from elmobatch.reading import ReadError
-    from elmobatch.scoring.score import ScoreError, load_head_and_model, score_file
+    from elmobatch.scoring.score import ScoreError, check_threshold, load_head_and_model, score_file
 
     head_dir = None if spec.head == "default" else spec.head
     head, encoder = load_head_and_model(head_dir, spec.model, spec.precision)
+    check_threshold(head, spec.threshold)  # the job's, not one file's: it fails the run
     encoder.batch_size = spec.batch_size
     cache = EmbeddingCache(spec.cache_dir)
+    read = read_options(spec)
     if spec.engine == "spark":
-        log(f"embedding {len(pending)} file(s) with Spark ({spec.spark_master})")
-        embed_with_spark(spec, [p for p, _ in pending], encoder)
+        readable = [path for path, _ in pending if _opens(path, read, spec.chunk_rows, encoder.tokenizer)]
+        log(f"embedding {len(readable)} file(s) with Spark ({spec.spark_master})")
+        if readable:  # a file the reader refuses is left to the loop below, which records why
+            embed_with_spark(spec, readable, encoder)
 
     partition = spec.output / f"date={today.isoformat()}"
     report.partition = str(partition)
     partition.mkdir(parents=True, exist_ok=True)
     (partition / "_SUCCESS").unlink(missing_ok=True)  # this partition is being written again
-    read = read_options(spec)
     for path, fingerprint in pending:
         name = output_name(path, fingerprint["sha256"], spec.output_format)
         lock.renew()
@@ -231,6 +235,7 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         except (ReadError, ScoreError) as exc:  # this file's own fault: the others are still scored
             report.files_not_scored.append({"input": path, "sha256": fingerprint["sha256"], "error": str(exc)})
             log(f"{path}: not scored: {exc}")
+            lock.renew()  # still ours before the next file, or the report
             continue
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
@@ -243,6 +248,17 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         report.rows_scored += summary.rows_scored
         report.rows_rejected += summary.rows_rejected
         log(summary.line())
+
+
+def _opens(path: str, read, chunk_rows: int, tokenizer: str) -> bool:
+    """Whether the reader opens `path` (its format, encoding and columns decided)."""
+    from elmobatch.reading import ReadError, read_messages
+
+    try:
+        read_messages(path, read, chunk_rows=chunk_rows, tokenizer=tokenizer)
+    except ReadError:
+        return False
+    return True
 
 
 def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunReport:
@@ -330,16 +346,19 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
             with contextlib.suppress(OSError):
                 _write_report(report)
         return
-    if report.files_not_scored:  # not recorded, so tried again by the next run; the day is not complete
-        report.status, report.exit_code = "failed", EXIT_FAILED
+    if report.files_not_scored:  # not recorded, so tried again by the next run (into its own partition)
+        report.status, report.exit_code = "not all scored", EXIT_FAILED
         report.error = "; ".join(_naming_input(entry) for entry in report.files_not_scored)
+    else:
+        report.status = "ok with rejected rows" if report.rows_rejected else "ok"
+        report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK
+    try:
         _write_report(report)
-        return
-    report.status = "ok with rejected rows" if report.rows_rejected else "ok"
-    report.exit_code = EXIT_OK_WITH_REJECTS if report.rows_rejected else EXIT_OK
-    _write_report(report)
-    lock.renew()  # still ours: only then is the partition marked complete
-    (_partition_dir(report) / "_SUCCESS").write_text(report.run_id + "\n")
+        lock.renew()  # still ours: only then are the partition's files marked complete
+        (_partition_dir(report) / "_SUCCESS").write_text(report.run_id + "\n")
+    except OSError as exc:  # e.g. the disk filled up at the end: the scored files stay recorded
+        report.status, report.exit_code = "failed", EXIT_FAILED
+        report.error = "; ".join(filter(None, [report.error, f"{type(exc).__name__}: {exc}"]))
 
 
 def _naming_input(entry: dict) -> str:
