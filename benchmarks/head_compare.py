@@ -236,7 +236,8 @@ def main() -> None:
     winner_scores = heldout[winner["kind"], winner["members"], winner["calibration"]].score
     result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),
               "model_fingerprint": encoder.fingerprint,
-              "extra_train": args.extra_train, "folds": args.folds, "selection_rows": len(selection_rows),
+              "extra_train": args.extra_train, "folds": args.folds, "seed": args.seed,
+              "selection_rows": len(selection_rows),
               "training_rows": len(train.texts), "winner": name_of(winner), "rows": rows,
               # per selection row, in order, so two models' picks can be compared row by row
               # (benchmarks/selection_compare.py); the digest says the rows are the same

@@ -5,7 +5,9 @@
 Each JSON is written by `benchmarks/head_compare.py --json` (with --folds K: every training row).
 Prints, as JSON, each pick's selection log loss and the paired difference B - A: its mean over the
 rows and the standard error of that mean (sd / sqrt(n)), so a reader can see whether the difference
-is larger than the row-to-row noise. Refuses two runs whose selection rows differ.
+is larger than the row-to-row noise (it leaves out the noise of retraining the heads). Refuses two
+runs whose selection rows, folds, head seed or candidates differ. Each pick is measured on the rows
+it was picked on, so both figures lean low alike.
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ def load(path: str) -> dict:
     return run
 
 
+def candidates(run: dict) -> list[tuple]:
+    return sorted({(r["kind"], r["members"], r["calibration"], r["threshold_rule"]) for r in run["rows"]})
+
+
 def compare(a: dict, b: dict) -> dict:
     if a["selection_rows_sha256"] != b["selection_rows_sha256"]:
         raise ValueError("the two runs' selection rows differ (selection_rows_sha256); "
-                         "expected the same data, --extra-train files and --folds")
+                         "expected the same data and --extra-train files")
+    for what, of in (("--folds", lambda r: r["folds"]), ("--seed", lambda r: r.get("seed", 0)),
+                     ("candidates (--kinds, --members)", candidates)):
+        if of(a) != of(b):  # a pick among more candidates looks better on the rows it was picked on
+            raise ValueError(f"the two runs differ in {what}: {of(a)} vs {of(b)}; expected the same")
     loss_a, loss_b = np.asarray(a["winner_selection_log_loss"]), np.asarray(b["winner_selection_log_loss"])
     diff = loss_b - loss_a
     return {"rows": len(diff), "folds": a.get("folds"),
