@@ -187,6 +187,7 @@ def write_file_set(directory: str | Path, writers: Mapping[str, Callable[[Path],
         write_manifest({name: file_sha256(tmp) for name, tmp in temporaries.items()})
         for name, tmp in temporaries.items():
             os.replace(tmp, directory / name)
+        _fsync_directory(directory)
     finally:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)

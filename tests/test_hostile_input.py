@@ -183,7 +183,8 @@ def test_values_keep_their_value_and_type(tmp_path):
 
 
 def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):
-    pq.write_table(pa.table({"raw": pa.array([b"\xff\x00", b"ok", None], pa.binary()), "text": ["a", "b", "c"]}),
+    pq.write_table(pa.table({"raw": pa.array([b"\xff\x00", b"ok", None], pa.binary()), "text": ["a", "b", "c"],
+                             "nested": pa.array([[b"\xfe"], None, []], pa.list_(pa.binary()))}),
                    tmp_path / "raw.parquet")
     score_into(tmp_path, tmp_path / "raw.parquet", "raw.scored.csv")
     assert read_back(tmp_path / "raw.scored.csv")[1]["raw"].tolist() == ["b'\\xff\\x00'", "b'ok'", ""]
@@ -191,6 +192,7 @@ def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):
                  "--cache-dir", tmp_path / "cache")
     assert stdout.exit_code == 0, stdout.output  # was UnicodeDecodeError: JSON has no bytes
     assert [json.loads(line)["raw"] for line in stdout.stdout.splitlines()] == ["b'\\xff\\x00'", "b'ok'", None]
+    assert [json.loads(line)["nested"] for line in stdout.stdout.splitlines()] == [["b'\\xfe'"], None, []]
     score_into(tmp_path, tmp_path / "raw.parquet", "raw.scored.parquet")
     assert pq.read_table(tmp_path / "raw.scored.parquet")["raw"].to_pylist() == [b"\xff\x00", b"ok", None]
 

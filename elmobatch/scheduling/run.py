@@ -41,7 +41,7 @@ from pathlib import Path
 from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec
-from elmobatch.scheduling.state import JobState, write_json_atomically
+from elmobatch.scheduling.state import JobState, write_json_atomically, write_text_atomically
 from elmobatch.settings import EXIT_CODE_STYLES
 from elmobatch.storage import StoredPath, as_path, remove_tree
 
@@ -355,7 +355,7 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
     try:
         _write_report(report)
         lock.renew()  # still ours: only then are the partition's files marked complete
-        (_partition_dir(report) / "_SUCCESS").write_text(report.run_id + "\n")
+        write_text_atomically(_partition_dir(report) / "_SUCCESS", report.run_id + "\n")
     except OSError as exc:  # e.g. the disk filled up at the end: the scored files stay recorded
         report.status, report.exit_code = "failed", EXIT_FAILED
         report.error = "; ".join(filter(None, [report.error, f"{type(exc).__name__}: {exc}"]))

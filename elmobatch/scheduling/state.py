@@ -19,9 +19,13 @@ from elmobatch.storage import StoredPath, as_path, is_object_uri
 
 
 def write_json_atomically(path: Path | StoredPath, data) -> None:
+    """`data` as JSON, written as write_text_atomically writes."""
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def write_text_atomically(path: Path | StoredPath, text: str) -> None:
     """A reader sees the old file or the new one, never part of one (written in `_tmp/` beside it;
     a stored object is uploaded whole to its name)."""
-    text = json.dumps(data, indent=2, sort_keys=True)
     if isinstance(path, StoredPath):
         write_atomically(path, lambda tmp: tmp.write_text(text))
         return

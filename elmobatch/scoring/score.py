@@ -237,14 +237,24 @@ class StreamOutput:
 
 
 def _bytes_as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Binary values (a Parquet input's binary column) in Python's bytes notation, b'\\xff...', as
-    the CSV writer gives them: JSON has no bytes, and pandas would decode them as UTF-8 or fail."""
-    binary = [c for c in frame.columns if frame[c].dtype == object
-              and any(isinstance(v, (bytes, bytearray)) for v in frame[c])]
-    if not binary:
+    """Binary values (a Parquet input's binary column, or binary inside a list or struct) in Python's
+    bytes notation, b'\\xff...', as the CSV writer gives them: JSON has no bytes, and pandas would
+    decode them as UTF-8 or fail."""
+    nested = [c for c in frame.columns if frame[c].dtype == object
+              and any(isinstance(v, (bytes, bytearray, list, tuple, dict)) for v in frame[c])]
+    if not nested:
         return frame
-    return frame.assign(**{c: frame[c].map(lambda v: repr(bytes(v)) if isinstance(v, (bytes, bytearray)) else v)
-                           for c in binary})
+    return frame.assign(**{c: frame[c].map(_bytes_to_text) for c in nested})
+
+
+def _bytes_to_text(value):
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value))
+    if isinstance(value, (list, tuple)):
+        return [_bytes_to_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _bytes_to_text(v) for k, v in value.items()}
+    return value
 
 
 class _StreamWriter:
