@@ -237,6 +237,15 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
             log(f"{path}: not scored: {exc}")
             lock.renew()  # still ours before the next file, or the report
             continue
+        if _changed_since(path, fingerprint):  # scored bytes other than those hashed: not recorded, not kept
+            for written in (summary.output, summary.rejects):
+                as_path(written).unlink(missing_ok=True)
+            report.files_not_scored.append({"input": path, "sha256": fingerprint["sha256"], "error": (
+                f"{path}: changed while it was being scored (still being written?); expected a file that "
+                "stays as it is once it matches the job's inputs (write it under another name, then rename it)")})
+            log(report.files_not_scored[-1]["error"])
+            lock.renew()
+            continue
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
                  "rows_rejected": summary.rows_rejected, "labels": summary.label_counts,
@@ -248,6 +257,15 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         report.rows_scored += summary.rows_scored
         report.rows_rejected += summary.rows_rejected
         log(summary.line())
+
+
+def _changed_since(path: str, fingerprint: dict) -> bool:
+    """Whether `path`'s size or modification time is no longer the fingerprint's (or it is gone)."""
+    try:
+        stat = as_path(path).stat()
+    except FileNotFoundError:
+        return True
+    return (stat.st_size, stat.st_mtime_ns) != (fingerprint["size"], fingerprint["mtime_ns"])
 
 
 def _opens(path: str, read, chunk_rows: int, tokenizer: str) -> bool:
