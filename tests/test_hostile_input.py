@@ -195,6 +195,10 @@ def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):
     assert [json.loads(line)["nested"] for line in stdout.stdout.splitlines()] == [["b'\\xfe'"], None, []]
     score_into(tmp_path, tmp_path / "raw.parquet", "raw.scored.parquet")
     assert pq.read_table(tmp_path / "raw.scored.parquet")["raw"].to_pylist() == [b"\xff\x00", b"ok", None]
+    deep = tmp_path / "deep.jsonl"  # no bytes in JSON: its nesting is not walked (600 levels, as json reads them)
+    deep.write_text('{"text": "hello there", "meta": ' + "[" * 600 + "]" * 600 + "}\n")
+    stdout = cli("score", deep, "--out", "-", "--out-format", "jsonl", "--cache-dir", tmp_path / "cache")
+    assert stdout.exit_code == 0, stdout.output
 
 
 @pytest.mark.parametrize("later", [1.5, "x"])

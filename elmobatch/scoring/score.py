@@ -221,11 +221,12 @@ class StreamOutput:
     format: str = "csv"  # or "jsonl" (settings.STDOUT_FORMATS)
     header: list[str] | None = None  # the CSV header written so far
 
-    def write(self, frame: pd.DataFrame) -> None:
+    def write(self, frame: pd.DataFrame, binary_columns: tuple[str, ...] = ()) -> None:
+        """binary_columns: those whose values hold bytes (a Parquet input's), written as bytes literals."""
         if self.format == "jsonl":
             if len(frame):
-                lines = _bytes_as_text(frame).to_json(orient="records", lines=True, force_ascii=False,
-                                                      double_precision=15)
+                lines = _bytes_as_text(frame, binary_columns).to_json(orient="records", lines=True,
+                                                                      force_ascii=False, double_precision=15)
                 self.stream.write(lines.rstrip("\n") + "\n")
             return
         columns = list(frame.columns)
@@ -236,15 +237,13 @@ class StreamOutput:
         self.header = columns
 
 
-def _bytes_as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Binary values (a Parquet input's binary column, or binary inside a list or struct) in Python's
-    bytes notation, b'\\xff...', as the CSV writer gives them: JSON has no bytes, and pandas would
-    decode them as UTF-8 or fail."""
-    nested = [c for c in frame.columns if frame[c].dtype == object
-              and any(isinstance(v, (bytes, bytearray, list, tuple, dict)) for v in frame[c])]
-    if not nested:
+def _bytes_as_text(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The bytes in `columns` (a Parquet input's binary values, also inside a list or struct) in
+    Python's bytes notation, b'\\xff...', as the CSV writer gives them: JSON has no bytes, and
+    pandas would decode them as UTF-8 or fail. Their nesting is the file's schema's."""
+    if not columns:
         return frame
-    return frame.assign(**{c: frame[c].map(_bytes_to_text) for c in nested})
+    return frame.assign(**{c: frame[c].map(_bytes_to_text) for c in columns})
 
 
 def _bytes_to_text(value):
@@ -257,14 +256,28 @@ def _bytes_to_text(value):
     return value
 
 
+def holds_binary(arrow_type) -> bool:
+    """Whether an Arrow type is binary or has a binary field at any depth (walked without recursion)."""
+    stack = [arrow_type]
+    while stack:
+        t = stack.pop()
+        if not isinstance(t, pa.DataType):
+            continue
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            return True
+        stack.extend(t.field(i).type for i in range(t.num_fields))
+    return False
+
+
 class _StreamWriter:
     """_TableWriter's interface over a StreamOutput: rows go out as they come (a stream cannot take them back)."""
 
-    def __init__(self, output: StreamOutput, columns: list[str]):
+    def __init__(self, output: StreamOutput, columns: list[str], types: dict | None = None):
         self.output, self.columns, self.rows = output, columns, 0
+        self.binary_columns = tuple(c for c, t in (types or {}).items() if c in columns and holds_binary(t))
 
     def write(self, frame: pd.DataFrame) -> None:
-        self.output.write(frame)
+        self.output.write(frame, self.binary_columns)
         self.rows += len(frame)
 
     def close(self) -> None:
@@ -280,7 +293,7 @@ def _writer(out: Path | StreamOutput, columns: list[str], tmp_dir: Path, metadat
             types: dict | None = None) -> _TableWriter | _StreamWriter:
     """A stream's writer, or a file's (whose Parquet schema carries `metadata` and `types`)."""
     if isinstance(out, StreamOutput):
-        return _StreamWriter(out, columns)
+        return _StreamWriter(out, columns, types)
     return _TableWriter(out, columns, tmp_dir, metadata, types)
 
 
