@@ -82,6 +82,22 @@ def test_txt_empty_lines_are_messages_unless_rejected(tmp_path):
     assert list(rejects["row_number"]) == [1]
 
 
+@pytest.mark.parametrize("damage", ["no footer", "cut short", "damaged page"])
+def test_a_damaged_parquet_file_is_a_read_error_naming_it(tmp_path, damage):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [f"hello world {i}" for i in range(5000)]}), tmp_path / "ok.parquet",
+                   row_group_size=1000)
+    data = (tmp_path / "ok.parquet").read_bytes()
+    damaged = {"no footer": b"PAR1garbage", "cut short": data[: len(data) // 2],
+               "damaged page": data[:200] + bytes(300) + data[500:]}[damage]  # pyarrow: OSError, no errno
+    (tmp_path / "bad.parquet").write_bytes(damaged)
+    with pytest.raises(ReadError, match=r"bad\.parquet: not a readable Parquet file"):
+        for _ in read_messages(tmp_path / "bad.parquet"):
+            pass
+
+
 def test_parquet_and_tsv(tmp_path):
     frame = pd.DataFrame({"key": ["a", "b", "c"], "body": ["one", None, "three\x00"]})
     frame.to_parquet(tmp_path / "m.parquet")

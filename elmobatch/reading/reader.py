@@ -584,14 +584,17 @@ class MessageReader:
 
 @contextlib.contextmanager
 def _parquet_errors(path) -> Iterator[None]:
-    """pyarrow's refusal of a file's bytes (no Parquet footer, cut short) as a ReadError naming the
-    file; I/O errors (OSError) stay what they are."""
+    """pyarrow's refusal of a local file's bytes as a ReadError naming the file: no Parquet footer,
+    a damaged footer or page (an OSError without errno), a value Python cannot hold (a date past
+    year 9999). Errors of the system (an errno) or of an object store stay what they are."""
     import pyarrow as pa
 
     try:
         yield
-    except pa.ArrowException as exc:
-        if isinstance(exc, OSError):
+    except (pa.ArrowException, OSError, OverflowError) as exc:
+        damaged = isinstance(exc, OverflowError) or (
+            exc.errno is None and not isinstance(path, StoredPath) if isinstance(exc, OSError) else True)
+        if not damaged:
             raise
         raise ReadError(f"{path}: not a readable Parquet file ({exc}); expected a whole Parquet file") from exc
 
