@@ -210,29 +210,36 @@ def test_a_file_the_reader_refuses_fails_the_run_but_the_others_are_scored(tmp_p
     assert sorted(partition_rows(tmp_path / "scored").values()) == [10, 30]
 
 
-def test_a_file_that_changes_while_scored_is_not_recorded_or_kept(tmp_path, head_dir, monkeypatch):
+@pytest.mark.parametrize("meanwhile", ["appended", "touched"])
+def test_a_file_that_changes_while_scored_is_not_recorded_or_kept(tmp_path, head_dir, monkeypatch, meanwhile):
     """A sender still appending: the rows scored are not those hashed, so nothing of it is kept; the
-    next run scores the whole file once (no partial copy the day before and a full one after)."""
+    next run scores the whole file once (no partial copy the day before and a full one after). A
+    file only touched (same bytes, new mtime) keeps its scores."""
     import elmobatch.scoring.score as scoring
 
-    write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
+    a = write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
     write_messages(tmp_path / "incoming" / "b.csv", 20, 30)
     job = load_job(write_job(tmp_path, head_dir))
-    real_score_file = scoring.score_file
+    real_file_vectors = scoring.file_vectors
 
-    def appended_meanwhile(path, *args, **kwargs):
-        summary = real_score_file(path, *args, **kwargs)
-        if path.endswith("a.csv"):
-            write_messages(tmp_path / "incoming" / "a.csv", 0, 25)  # the sender's last rows land
-        return summary
+    def read_while_the_sender_writes(path, *args, **kwargs):
+        yield from real_file_vectors(path, *args, **kwargs)
+        if str(path).endswith("a.csv"):  # once the scorer has read it all, before its output is in place
+            if meanwhile == "appended":
+                write_messages(a, 0, 25)  # the sender's last rows land
+            else:
+                os.utime(a, ns=(time.time_ns(), time.time_ns() + 10**9))
 
     with monkeypatch.context() as patch:
-        patch.setattr(scoring, "score_file", appended_meanwhile)
+        patch.setattr(scoring, "file_vectors", read_while_the_sender_writes)
         report = run_job(job, today=dt.date(2026, 3, 1), log=lambda line: None)
+    if meanwhile == "touched":
+        assert report.exit_code == 0 and sorted(partition_rows(tmp_path / "scored").values()) == [10, 20]
+        return
     assert report.exit_code == 1 and "a.csv: changed while it was being scored" in report.error
     assert [Path(f["input"]).name for f in report.files] == ["b.csv"]
     assert list(partition_rows(tmp_path / "scored").values()) == [10]  # a's first 20 rows were not kept
-    assert not list((tmp_path / "scored").glob("date=*/_rejects/a-*"))
+    assert not list((tmp_path / "scored").glob("date=*/_rejects/a-*")) and not list(tmp_path.rglob(".tmp-*"))
     assert run_job(job, today=dt.date(2026, 3, 2), log=lambda line: None).exit_code == 0
     assert sorted(partition_rows(tmp_path / "scored").values()) == [10, 25]
 

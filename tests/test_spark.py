@@ -262,7 +262,9 @@ def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
     # A file the reader refuses stays out of the Spark job; the others are embedded and scored.
     (tmp_path / "refused.csv").write_bytes(gzip.compress(b"v1,v2\nham,hello\n"))
     job.write_text(job.read_text().replace(f'inputs = ["{inputs[0]}"]', f'inputs = ["{tmp_path / "refused.csv"}", '
-                                           f'"{inputs[0]}"]').replace(str(tmp_path / "scored"), str(tmp_path / "s2")))
+                                           f'"{inputs[0]}"]').replace(str(tmp_path / "scored"), str(tmp_path / "s2"))
+                   .replace(str(tmp_path / "cache"), str(tmp_path / "cache2")))
+    log.clear()
     report = run_job(load_job(job), today=dt.date(2026, 1, 1), log=log.append)
     assert report.exit_code == 1 and report.status == "not all scored", (report.error, log)
     assert [Path(f["input"]).name for f in report.files_not_scored] == ["refused.csv"] and report.rows_scored == 300

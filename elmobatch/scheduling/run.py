@@ -29,6 +29,7 @@ run took the prefix over stops there (exit 5) without recording or committing an
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as dt
 import hashlib
 import json
@@ -38,7 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
+from elmobatch.files import STAGING, file_sha256, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec
 from elmobatch.scheduling.state import JobState, write_json_atomically, write_text_atomically
@@ -231,20 +232,12 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         try:
             summary = score_file(path, partition / name, head=head, encoder=encoder, cache=cache,
                                  read=read, chunk_rows=spec.chunk_rows, threshold=spec.threshold,
-                                 rejects_to=partition / "_rejects" / name, provenance=spec.provenance)
+                                 rejects_to=partition / "_rejects" / name, provenance=spec.provenance,
+                                 before_commit=functools.partial(_check_unchanged, path, fingerprint))
         except (ReadError, ScoreError) as exc:  # this file's own fault: the others are still scored
             report.files_not_scored.append({"input": path, "sha256": fingerprint["sha256"], "error": str(exc)})
             log(f"{path}: not scored: {exc}")
             lock.renew()  # still ours before the next file, or the report
-            continue
-        if _changed_since(path, fingerprint):  # scored bytes other than those hashed: not recorded, not kept
-            for written in (summary.output, summary.rejects):
-                as_path(written).unlink(missing_ok=True)
-            report.files_not_scored.append({"input": path, "sha256": fingerprint["sha256"], "error": (
-                f"{path}: changed while it was being scored (still being written?); expected a file that "
-                "stays as it is once it matches the job's inputs (write it under another name, then rename it)")})
-            log(report.files_not_scored[-1]["error"])
-            lock.renew()
             continue
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
                  "rejects": summary.rejects, "rows_read": summary.rows_read, "rows_scored": summary.rows_scored,
@@ -259,13 +252,23 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
         log(summary.line())
 
 
-def _changed_since(path: str, fingerprint: dict) -> bool:
-    """Whether `path`'s size or modification time is no longer the fingerprint's (or it is gone)."""
+def _check_unchanged(path: str, fingerprint: dict) -> None:
+    """Raise ScoreError when `path` now holds other bytes than those hashed before it was scored
+    (a sender still appending): what was scored of it is then neither kept nor recorded. A file
+    only touched keeps its scores; one gone since it was read whole does too."""
+    from elmobatch.scoring.score import ScoreError
+
     try:
         stat = as_path(path).stat()
+        if (stat.st_size, stat.st_mtime_ns) == (fingerprint["size"], fingerprint["mtime_ns"]):
+            return
+        changed = file_sha256(as_path(path)) != fingerprint["sha256"]
     except FileNotFoundError:
-        return True
-    return (stat.st_size, stat.st_mtime_ns) != (fingerprint["size"], fingerprint["mtime_ns"])
+        return
+    if changed:
+        raise ScoreError(f"{path}: changed while it was being scored (still being written?); expected a file "
+                         "that stays as it is once it matches the job's inputs (write it under another name, "
+                         "then rename it)")
 
 
 def _opens(path: str, read, chunk_rows: int, tokenizer: str) -> bool:

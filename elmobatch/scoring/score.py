@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -375,14 +375,17 @@ def check_threshold(head: Head, threshold: float | None) -> None:
 
 def score_file(path, out: Path | StoredPath | StreamOutput, *, head: Head, encoder, cache,
                read: ReadOptions | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, threshold: float | None = None,
-               rejects_to: Path | StoredPath | None = None, provenance: bool = True, progress=None) -> ScoreSummary:
+               rejects_to: Path | StoredPath | None = None, provenance: bool = True, progress=None,
+               before_commit: Callable[[], None] | None = None) -> ScoreSummary:
     """Score every good row of `path` (read as `read` says) into `out`: a CSV or Parquet file (by
     extension), a stored object (s3://), or a StreamOutput (standard output). Rejects go beside a
     file output, or to `rejects_to` (which a stream needs). provenance: add source_file and
-    row_number; progress: a Progress, updated after each chunk."""
+    row_number; progress: a Progress, updated after each chunk; before_commit: called once the
+    whole file is read, before anything is renamed into place (an exception there keeps nothing)."""
     if isinstance(out, StoredPath):
         return _score_to_store(path, out, rejects_to, head=head, encoder=encoder, cache=cache, read=read,
-                               chunk_rows=chunk_rows, threshold=threshold, provenance=provenance, progress=progress)
+                               chunk_rows=chunk_rows, threshold=threshold, provenance=provenance, progress=progress,
+                               before_commit=before_commit)
     assert not isinstance(rejects_to, StoredPath), f"rejects_to {rejects_to}: on a store only with out there too"
     check_threshold(head, threshold)
     if isinstance(out, StreamOutput):
@@ -401,7 +404,7 @@ def score_file(path, out: Path | StoredPath | StreamOutput, *, head: Head, encod
                      for tmp in sweep_temporaries(directory, name)]
             _write_scores(path, out, rejects_out, summary, tmp_dir, head=head, encoder=encoder, cache=cache,
                           threshold=threshold, read=read, chunk_rows=chunk_rows, provenance=provenance,
-                          progress=progress)
+                          progress=progress, before_commit=before_commit)
         if swept:  # a killed scorer's _tmp/: removing it (when empty) falls to us
             remove_if_empty(tmp_dir)
     return summary
@@ -433,7 +436,8 @@ def _output_lock(out: Path, tmp_dir: Path) -> Iterator[None]:
 
 
 def _write_scores(path, out: Path | StreamOutput, rejects_out: Path, summary: ScoreSummary, tmp_dir: Path, *,
-                  head: Head, encoder, cache, threshold, read, chunk_rows, provenance: bool, progress) -> None:
+                  head: Head, encoder, cache, threshold, read, chunk_rows, provenance: bool, progress,
+                  before_commit: Callable[[], None] | None = None) -> None:
     """Score `path` chunk by chunk into temporaries in `tmp_dir` (or the stream), then rename them into place."""
     chunks = file_vectors(path, encoder, cache, read, chunk_rows=chunk_rows, progress=progress)
     source_file = source_name(path) if provenance else None  # the name rejects give in their source_file
@@ -462,6 +466,8 @@ def _write_scores(path, out: Path | StreamOutput, rejects_out: Path, summary: Sc
             writer = _writer(out, output_columns([], provenance)[0], tmp_dir,
                              scored_metadata(head, encoder, renamed={}, provenance=provenance))
             rejects = _TableWriter(rejects_out, REJECT_COLUMNS, tmp_dir)
+        if before_commit is not None:
+            before_commit()
         writer.close()
         rejects.close()
     except BaseException:
