@@ -29,8 +29,8 @@ run took the prefix over stops there (exit 5) without recording or committing an
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
