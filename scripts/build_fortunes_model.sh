@@ -20,6 +20,7 @@ SMS="${SMS:-../shared/data/sms_spam.csv}"
 MAX_MINUTES="${MAX_MINUTES:-70}"
 SEED="${SEED:-0}"
 OUT="${OUT:-build/fortunes_model}"
+INIT="${INIT:-elmobatch/models/default}"  # the biLM it goes on training (build/modern_model is the same files)
 mkdir -p build
 "$PYTHON" scripts/sms_corpus.py "$SMS" 0 4457 build/sms_train.txt
 "$PYTHON" scripts/modern_sms.py build/modern_sms.csv
@@ -32,7 +33,7 @@ if [ "$(cat build/fortunes-deb/unpacked 2>/dev/null)" != "$VERSION" ]; then
 fi
 "$PYTHON" scripts/fortunes_corpus.py build/fortunes-deb/usr/share/games/fortunes build/fortunes.txt
 nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt build/modern_sms.txt build/fortunes.txt \
-    --out "$OUT" --init-from elmobatch/models/default --epochs 9 --batch-size 128 \
+    --out "$OUT" --init-from "$INIT" --epochs 9 --batch-size 128 \
     --softmax-samples 2048 --max-vocab 32768 --heldout 0.05 --min-count 3 --seed "$SEED" --checkpoint-every 50 \
     --max-minutes "$MAX_MINUTES" \
     --note "SMS training rows 0..4456, the hand-written messages of data/modern and Debian's fortune cookies; continued from the bundled model"
