@@ -244,6 +244,27 @@ def test_a_file_that_changes_while_scored_is_not_recorded_or_kept(tmp_path, head
     assert sorted(partition_rows(tmp_path / "scored").values()) == [10, 25]
 
 
+def test_a_failure_writing_success_is_reported_as_such(tmp_path, head_dir, monkeypatch):
+    import elmobatch.scheduling.run as run_module
+
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
+    job = load_job(write_job(tmp_path, head_dir))
+    real_write = run_module.write_text_atomically
+
+    def full_at_success(path, text):
+        if path.name == "_SUCCESS":
+            raise OSError(28, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(run_module, "write_text_atomically", full_at_success)
+    report = run_job(job, today=dt.date(2026, 3, 1), log=lambda line: None)
+    assert report.exit_code == 1 and report.status == "failed" and "No space left" in report.error
+    assert "lock" not in report.error  # was: "cannot take the lock"
+    [saved] = [json.loads(p.read_text()) for p in (tmp_path / "scored" / "date=2026-03-01").glob("_run-*.json")]
+    assert saved["status"] == "failed"  # the partition's report agrees with _last_run.json
+    assert json.loads((tmp_path / "scored" / "_last_run.json").read_text())["status"] == "failed"
+
+
 def test_retention_drops_old_partitions(tmp_path, head_dir):
     write_messages(tmp_path / "incoming" / "a.csv", 0, 20)
     job = write_job(tmp_path, head_dir, retention_days=7)

@@ -380,6 +380,8 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
     except OSError as exc:  # e.g. the disk filled up at the end: the scored files stay recorded
         report.status, report.exit_code = "failed", EXIT_FAILED
         report.error = "; ".join(filter(None, [report.error, f"{type(exc).__name__}: {exc}"]))
+        with contextlib.suppress(OSError):  # the partition's report says so too, where it can
+            _write_report(report)
 
 
 def _naming_input(entry: dict) -> str:
