@@ -39,10 +39,10 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from elmobatch.files import STAGING, file_sha256, only_temporaries, sweep_temporaries, sweep_uploads
+from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec
-from elmobatch.scheduling.state import JobState, write_json_atomically, write_text_atomically
+from elmobatch.scheduling.state import JobState, file_fingerprint, write_json_atomically, write_text_atomically
 from elmobatch.settings import EXIT_CODE_STYLES
 from elmobatch.storage import StoredPath, as_path, remove_tree
 
@@ -259,13 +259,10 @@ def _check_unchanged(path: str, fingerprint: dict) -> None:
     from elmobatch.scoring.score import ScoreError
 
     try:
-        stat = as_path(path).stat()
-        if (stat.st_size, stat.st_mtime_ns) == (fingerprint["size"], fingerprint["mtime_ns"]):
-            return
-        changed = file_sha256(as_path(path)) != fingerprint["sha256"]
+        now = file_fingerprint(path, known=fingerprint)
     except FileNotFoundError:
         return
-    if changed:
+    if now["sha256"] != fingerprint["sha256"]:
         raise ScoreError(f"{path}: changed while it was being scored (still being written?); expected a file "
                          "that stays as it is once it matches the job's inputs (write it under another name, "
                          "then rename it)")

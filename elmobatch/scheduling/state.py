@@ -45,6 +45,14 @@ def matching_files(pattern: str) -> list[str]:
     return [os.path.abspath(p) for p in glob.glob(pattern) if os.path.isfile(p)]
 
 
+def file_fingerprint(path: str, known: dict | None = None) -> dict:
+    """{size, mtime_ns, sha256} of `path`; the sha256 is `known`'s while size and mtime are too."""
+    stat = as_path(path).stat()
+    unchanged = known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns
+    sha = known["sha256"] if known and unchanged else file_sha256(as_path(path))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
+
+
 class JobState:
     def __init__(self, path: str | Path | StoredPath):
         self.path = as_path(path)
@@ -61,19 +69,12 @@ class JobState:
             raise ValueError(f"{self.path}: unreadable job state ({exc}); "
                              "move it away to reprocess every input") from exc
 
-    def _fingerprint(self, path: str) -> dict:
-        stat = as_path(path).stat()
-        known = self.files.get(path)
-        unchanged = known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns
-        sha = known["sha256"] if known and unchanged else file_sha256(as_path(path))
-        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-
     def pending(self, patterns: tuple[str, ...]) -> list[tuple[str, dict]]:
         """Files matching the globs that are new or changed, sorted, with their fingerprints."""
         paths = sorted({p for pattern in patterns for p in matching_files(pattern)})
         out = []
         for path in paths:
-            fp = self._fingerprint(path)
+            fp = file_fingerprint(path, self.files.get(path))
             if self.files.get(path, {}).get("sha256") != fp["sha256"]:
                 out.append((path, fp))
         return out
