@@ -83,7 +83,7 @@ def only_temporaries(directory: Path | StoredPath) -> bool:
 def sweep_uploads(prefix: StoredPath) -> list[StoredPath]:
     """Remove the temporary objects of `upload` that a writer killed during its copy left anywhere
     under `prefix`. Only for a prefix no live writer uses (its lease held). Returns them."""
-    found = prefix.find(".tmp-*.tmp")
+    found = list(prefix.sizes(".tmp-*.tmp", recursive=True))
     for tmp in found:
         tmp.unlink(missing_ok=True)
     return found

@@ -131,7 +131,7 @@ def _read_record(path, *, retries: int = 0) -> dict:
                 continue
             return {}
         return record if isinstance(record, dict) else {}
-    return {}
+    return {}  # not reached: the last attempt returns
 
 
 TORN_READ_RETRIES, TORN_READ_PAUSE = 5, 0.2

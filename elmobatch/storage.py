@@ -137,12 +137,12 @@ class StoredPath:
         infos = self.fs.get_file_info(FileSelector(self.path, allow_not_found=True))
         return sorted(StoredPath(self.scheme, info.path) for info in infos)
 
-    def sizes(self, pattern: str = "*") -> dict[StoredPath, int]:
-        """{object: size in bytes} for the objects directly under this prefix whose name matches
-        `pattern`: one listing request per 1,000 objects."""
+    def sizes(self, pattern: str = "*", recursive: bool = False) -> dict[StoredPath, int]:
+        """{object: size in bytes} for the objects directly under this prefix (anywhere under it, if
+        `recursive`) whose name matches `pattern`: one listing request per 1,000 objects."""
         from pyarrow.fs import FileSelector, FileType
 
-        infos = self.fs.get_file_info(FileSelector(self.path, allow_not_found=True))
+        infos = self.fs.get_file_info(FileSelector(self.path, recursive=recursive, allow_not_found=True))
         return {StoredPath(self.scheme, i.path): i.size for i in infos
                 if i.type == FileType.File and fnmatch.fnmatchcase(i.base_name, pattern)}
 
@@ -219,15 +219,6 @@ class StoredPath:
             if via is not None:
                 with contextlib.suppress(OSError):
                     via.unlink(missing_ok=True)
-
-    def find(self, pattern: str) -> list[StoredPath]:
-        """Objects anywhere under this prefix whose name matches `pattern` (one listing request per
-        1,000 objects)."""
-        from pyarrow.fs import FileSelector, FileType
-
-        infos = self.fs.get_file_info(FileSelector(self.path, recursive=True, allow_not_found=True))
-        return [StoredPath(self.scheme, i.path) for i in infos
-                if i.type == FileType.File and fnmatch.fnmatchcase(i.base_name, pattern)]
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:

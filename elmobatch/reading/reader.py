@@ -592,9 +592,7 @@ def _parquet_errors(path) -> Iterator[None]:
     try:
         yield
     except (pa.ArrowException, OSError, OverflowError) as exc:
-        damaged = isinstance(exc, OverflowError) or (
-            exc.errno is None and not isinstance(path, StoredPath) if isinstance(exc, OSError) else True)
-        if not damaged:
+        if isinstance(exc, OSError) and (exc.errno is not None or isinstance(path, StoredPath)):
             raise
         raise ReadError(f"{path}: not a readable Parquet file ({exc}); expected a whole Parquet file") from exc
 
