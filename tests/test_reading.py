@@ -29,6 +29,8 @@ def test_reference_file_latin1_fallback_and_spill_repair():
     # Row 95's text spilled over unquoted commas into the unnamed columns; rejoined with commas.
     assert texts[95].endswith("Get Usher and Britney. FML, PO Box 5249, MK17 92H. 450Ppw 16\"")
     assert texts[95].count(",") == 2
+    # The row holds the text it was scored from, and the pieces are not kept twice.
+    assert rows["v2"].tolist() == texts and rows.loc[95, ["Unnamed: 2", "Unnamed: 3", "Unnamed: 4"]].tolist() == [""] * 3
 
 
 def test_strict_encoding_rejects_undecodable_rows_and_keeps_the_invariant():
@@ -112,7 +114,7 @@ def test_parquet_and_tsv(tmp_path):
     assert texts == ["a\tspilled"] and rows["sms"].tolist() == texts  # the row holds the whole text too
     (tmp_path / "u.csv").write_text("label,v2,,\nspam,a,b,c,d\n")  # more pieces than unnamed columns
     _, rows, texts, _ = read_all(tmp_path / "u.csv")
-    assert texts == ["a,b,c,d"] and rows.iloc[0].tolist() == ["spam", "a", "b", "c,d"]
+    assert texts == ["a,b,c,d"] and rows.iloc[0].tolist() == ["spam", "a,b,c,d", "", ""]  # as scored
 
 
 def test_a_byte_order_mark_is_dropped_at_the_start_of_the_file_only(tmp_path):

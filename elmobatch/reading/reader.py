@@ -522,8 +522,9 @@ class MessageReader:
             pieces = fields[text_at + 1:]
             while pieces and pieces[-1] == "":
                 pieces.pop()
-            if pieces:  # text spilled over unquoted commas into unnamed columns: rejoin it
-                text = sep.join([text, *pieces])
+            if pieces:  # text spilled over unquoted commas into unnamed columns: rejoin it, and
+                text = sep.join([text, *pieces])  # the row holds it whole, where it was scored from
+                values[text_at:] = [text] + [""] * (width - text_at - 1)
         return _Record(raw, values=values, text=text)
 
     def _txt_records(self, lines: _Lines) -> Iterator[_Record]:
