@@ -141,10 +141,11 @@ def test_a_json_key_first_seen_late_is_a_column_of_every_row(tmp_path):
     assert {len(r) for r in rows} == {6} and frame["extra"].tolist() == [""] * 250 + ["EXTRA"]
     assert summary.rows_scored == len(frame) == 251
     path.write_text(path.read_text() + json.dumps({"text": "a number", "n": 5}) + "\n")
-    score_into(tmp_path, path, "late.scored.parquet", chunk_rows=100)  # no type for "n" in the first chunk
+    score_into(tmp_path, path, "late.scored.parquet", chunk_rows=100)  # no value for "n" in the first chunks
     scored = pq.read_table(tmp_path / "late.scored.parquet")
     assert scored["extra"].to_pylist() == [None] * 250 + ["EXTRA", None]
-    assert scored["n"].to_pylist() == [None] * 251 + ["5"]  # kept, as text (the type of the first chunk)
+    assert scored["n"].to_pylist() == [None] * 251 + [5] and scored.schema.field("n").type == pa.int64()
+    assert scored.column_names[-2:] == ["label", "score"] and len(scored) == 252  # every row, once
 
 
 def test_values_keep_their_value_and_type(tmp_path):
@@ -201,12 +202,12 @@ def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):
     assert stdout.exit_code == 0, stdout.output
 
 
-@pytest.mark.parametrize("later", [1.5, "x"])
-def test_a_json_column_whose_type_changes_is_a_clear_error_for_parquet(tmp_path, later):
+@pytest.mark.parametrize("values", [[1, 2, 1.5, None], [1, 2, "x", None], ["a", "b", 5, None], ["a", None, [1], 2]])
+def test_a_json_column_whose_type_changes_is_a_clear_error_for_parquet(tmp_path, values):
     path = tmp_path / "mixed.jsonl"
-    path.write_text("".join(json.dumps({"text": f"m{i}", "n": v}) + "\n" for i, v in enumerate([1, 2, later, None])))
+    path.write_text("".join(json.dumps({"text": f"m{i}", "n": v}) + "\n" for i, v in enumerate(values)))
     with pytest.raises(ScoreError, match="a column changed type between chunks or mixes types"):
-        score_into(tmp_path, path, "mixed.scored.parquet", chunk_rows=2)  # 1.5 into int64 is no cast
+        score_into(tmp_path, path, "mixed.scored.parquet", chunk_rows=2)  # 1.5 into int64, 5 into text: no cast
     assert not (tmp_path / "mixed.scored.parquet").exists()
 
 

@@ -137,7 +137,9 @@ CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedE
 class _TableWriter:
     """Appends DataFrames to one CSV or Parquet file under a temporary name in `tmp_dir` (a `_tmp/`
     on the same file system); `close` renames it into place. A Parquet file gives a column named in
-    `types` that Arrow type (a Parquet input's own), others the type Arrow finds in the first chunk.
+    `types` that Arrow type (a Parquet input's own), others the type Arrow finds in the first chunk
+    that has a value (the rows written before it are rewritten with that type: they hold nulls
+    there). A value of another type in a later chunk is a ScoreError, never a cast to text.
     A failed write (e.g. disk full) raises WriteError naming the file."""
 
     def __init__(self, path: Path, columns: list[str], tmp_dir: Path, metadata: dict[bytes, bytes] | None = None,
@@ -148,6 +150,7 @@ class _TableWriter:
         tmp_dir.mkdir(parents=True, exist_ok=True)  # even if another writer's cleanup removed it
         self.tmp = temporary_path(path, tmp_dir)
         self.parquet: pq.ParquetWriter | None = None
+        self.untyped: set[str] = set()  # columns with no value yet, written as text until one comes
         self.rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -169,7 +172,12 @@ class _TableWriter:
             arrays = [self._array(frame[name], name) for name in self.columns]
             if self.parquet is None:  # the file's types: a Parquet input's own, else the first chunk's
                 self.parquet = pq.ParquetWriter(self.tmp, self._schema(frame, arrays))
-            arrays = [a.cast(f.type) for a, f in zip(arrays, self.parquet.schema, strict=True)]  # safe casts
+                self.untyped = {name for name, a in zip(self.columns, arrays) if pa.types.is_null(a.type)}
+            found = {name: a.type for name, a in zip(self.columns, arrays)
+                     if name in self.untyped and not pa.types.is_null(a.type)}
+            if found:
+                self._retype(found)
+            arrays = [_cast(a, f) for a, f in zip(arrays, self.parquet.schema, strict=True)]
         except CONVERSION_ERRORS as exc:
             raise ScoreError(f"{self.path}: a column changed type between chunks or mixes types ({exc}); "
                              "write CSV instead, or give the input consistent column types") from exc
@@ -182,6 +190,24 @@ class _TableWriter:
             return pa.array([None if v is pd.NA else v for v in column.tolist()], type=self.types[name])
         array = pa.array(column, from_pandas=True)
         return array.cast(self.types[name]) if name in self.types else array
+
+    def _retype(self, types: dict) -> None:
+        """Give columns that had no value so far the type their first value brings: the rows
+        written so far are copied, batch by batch, into a new temporary file with that type."""
+        assert self.parquet is not None
+        self.parquet.close()
+        old, schema = self.tmp, self.parquet.schema
+        for name, arrow_type in types.items():
+            at = schema.get_field_index(name)
+            schema = schema.set(at, schema.field(at).with_type(arrow_type))
+        self.tmp = temporary_path(self.path, old.parent)
+        self.parquet = pq.ParquetWriter(self.tmp, schema)
+        for batch in pq.ParquetFile(old).iter_batches():
+            arrays = [pa.nulls(batch.num_rows, f.type) if f.name in types else batch.column(i)
+                      for i, f in enumerate(schema)]
+            self.parquet.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        old.unlink()
+        self.untyped -= set(types)
 
     def _schema(self, frame: pd.DataFrame, arrays: list[pa.Array]) -> pa.Schema:
         """The first chunk's types (a column with no value yet is text), with pandas' metadata where
@@ -235,6 +261,18 @@ class StreamOutput:
                              f"written ({', '.join(self.header)}); one CSV cannot hold both: use --out-format jsonl")
         write_csv(frame, self.stream, append=self.header is not None)
         self.header = columns
+
+
+def _cast(array: pa.Array, field: pa.Field) -> pa.Array:
+    """`array` as the file's type for its column: Arrow's safe casts (no overflow, no lost digits),
+    but never a number, date or list to text (a column whose type changed between chunks)."""
+    if _is_text(field.type) and not (_is_text(array.type) or pa.types.is_null(array.type)):
+        raise pa.ArrowTypeError(f"column {field.name!r} holds {array.type} values after {field.type} ones")
+    return array.cast(field.type)
+
+
+def _is_text(arrow_type) -> bool:
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
 def _bytes_as_text(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
