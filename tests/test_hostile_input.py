@@ -180,7 +180,25 @@ def test_values_keep_their_value_and_type(tmp_path):
     stdout = cli("score", tmp_path / "typed.parquet", "--out", "-", "--out-format", "jsonl",
                  "--cache-dir", tmp_path / "cache")
     assert stdout.exit_code == 0, stdout.output
-    assert [json.loads(line)["v"] for line in stdout.stdout.splitlines()] == [long_list, None]
+    lines = [json.loads(line) for line in stdout.stdout.splitlines()]
+    assert [r["v"] for r in lines] == [long_list, None] and [r["uid"] for r in lines] == [big, None]
+    assert [r["d"] for r in lines] == [1704240000000, None] and [r["t"] for r in lines] == [1000, None]  # epoch ms
+    assert [r["f"] for r in lines] == [None, None] and lines[0]["m"] == [["k", 1]] and lines[0]["st"] == {"a": 1}
+
+
+def test_json_lines_on_stdout_keep_every_digit(tmp_path):
+    values = {"tiny": 1.2345678901234e-10, "long": 0.12345678901234568, "huge": 2**63 + 5, "nested": [0.1, 1e-300]}
+    path = tmp_path / "floats.jsonl"
+    path.write_text(json.dumps({"text": "win a prize now", **values}) + "\n" + json.dumps({"text": "hello"}) + "\n")
+    stdout = cli("score", path, "--out", "-", "--out-format", "jsonl", "--cache-dir", tmp_path / "cache")
+    assert stdout.exit_code == 0, stdout.output
+    first, second = (json.loads(line) for line in stdout.stdout.splitlines())
+    assert {k: first[k] for k in values} == values and second["tiny"] is None  # was 0.000000000123457
+    score_into(tmp_path, path, "floats.scored.parquet")
+    assert [first["score"], second["score"]] == pq.read_table(tmp_path / "floats.scored.parquet")["score"].to_pylist()
+    pq.write_table(pa.table({"text": ["a"], "fs": pa.array([[1.5, float("nan"), float("inf")]])}), tmp_path / "n.parquet")
+    stdout = cli("score", tmp_path / "n.parquet", "--out", "-", "--out-format", "jsonl", "--cache-dir", tmp_path / "cache")
+    assert json.loads(stdout.stdout)["fs"] == [1.5, None, None]  # JSON has no NaN: null, as pandas wrote it
 
 
 def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):

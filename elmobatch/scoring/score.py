@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import tempfile
+from datetime import date, datetime, timedelta
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,8 +173,8 @@ class _TableWriter:
             arrays = [self._array(frame[name], name) for name in self.columns]
             if self.parquet is None:  # the file's types: a Parquet input's own, else the first chunk's
                 self.parquet = pq.ParquetWriter(self.tmp, self._schema(frame, arrays))
-                self.untyped = {name for name, a in zip(self.columns, arrays) if pa.types.is_null(a.type)}
-            found = {name: a.type for name, a in zip(self.columns, arrays)
+                self.untyped = {name for name, a in zip(self.columns, arrays, strict=True) if pa.types.is_null(a.type)}
+            found = {name: a.type for name, a in zip(self.columns, arrays, strict=True)
                      if name in self.untyped and not pa.types.is_null(a.type)}
             if found:
                 self._retype(found)
@@ -247,13 +248,9 @@ class StreamOutput:
     format: str = "csv"  # or "jsonl" (settings.STDOUT_FORMATS)
     header: list[str] | None = None  # the CSV header written so far
 
-    def write(self, frame: pd.DataFrame, binary_columns: tuple[str, ...] = ()) -> None:
-        """binary_columns: those whose values hold bytes (a Parquet input's), written as bytes literals."""
+    def write(self, frame: pd.DataFrame) -> None:
         if self.format == "jsonl":
-            if len(frame):
-                lines = _bytes_as_text(frame, binary_columns).to_json(orient="records", lines=True,
-                                                                      force_ascii=False, double_precision=15)
-                self.stream.write(lines.rstrip("\n") + "\n")
+            self.stream.write("".join(json_line(record) + "\n" for record in frame.to_dict(orient="records")))
             return
         columns = list(frame.columns)
         if self.header is not None and columns != self.header:
@@ -275,47 +272,55 @@ def _is_text(arrow_type) -> bool:
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
-def _bytes_as_text(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """The bytes in `columns` (a Parquet input's binary values, also inside a list or struct) in
-    Python's bytes notation, b'\\xff...', as the CSV writer gives them: JSON has no bytes, and
-    pandas would decode them as UTF-8 or fail. Their nesting is the file's schema's."""
-    if not columns:
-        return frame
-    return frame.assign(**{c: frame[c].map(_bytes_to_text) for c in columns})
+def json_line(record: dict) -> str:
+    """One row as a JSON object: numbers exactly as Python prints them (every digit that tells the
+    float apart), NaN and infinities as null, and what JSON has no type for as pandas' to_json gives
+    it: dates and times as epoch milliseconds, durations in milliseconds, decimals as text; bytes
+    (a Parquet input's binary values) in Python's notation, b'\\xff', as the CSV writer gives them."""
+    record = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in record.items()}
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False, default=_json_value)
+    except ValueError:  # a NaN inside a list or struct
+        return json.dumps(_finite(record), ensure_ascii=False, allow_nan=False, default=_json_value)
 
 
-def _bytes_to_text(value):
+def _json_value(value):
+    """What json.dumps cannot write itself (json.dumps calls this at any depth)."""
+    if value is pd.NaT or value is pd.NA:
+        return None
     if isinstance(value, (bytes, bytearray)):
         return repr(bytes(value))
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    if isinstance(value, (datetime, date)):  # pd.Timestamp is a datetime
+        return pd.Timestamp(value).value // 1_000_000
+    if isinstance(value, timedelta):  # pd.Timedelta too
+        return pd.Timedelta(value).value // 1_000_000
+    return str(value)  # Decimal, time, ...
+
+
+def _finite(value):
+    """`value` with NaN and infinities as None, at any depth of lists and dicts (for the rare row
+    that holds one inside: a Parquet list of floats, or a JSON input's NaN literal)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
     if isinstance(value, (list, tuple)):
-        return [_bytes_to_text(v) for v in value]
+        return [_finite(v) for v in value]
     if isinstance(value, dict):
-        return {k: _bytes_to_text(v) for k, v in value.items()}
+        return {k: _finite(v) for k, v in value.items()}
     return value
-
-
-def holds_binary(arrow_type) -> bool:
-    """Whether an Arrow type is binary or has a binary field at any depth (walked without recursion)."""
-    stack = [arrow_type]
-    while stack:
-        t = stack.pop()
-        if not isinstance(t, pa.DataType):
-            continue
-        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-            return True
-        stack.extend(t.field(i).type for i in range(t.num_fields))
-    return False
 
 
 class _StreamWriter:
     """_TableWriter's interface over a StreamOutput: rows go out as they come (a stream cannot take them back)."""
 
-    def __init__(self, output: StreamOutput, columns: list[str], types: dict | None = None):
+    def __init__(self, output: StreamOutput, columns: list[str]):
         self.output, self.columns, self.rows = output, columns, 0
-        self.binary_columns = tuple(c for c, t in (types or {}).items() if c in columns and holds_binary(t))
 
     def write(self, frame: pd.DataFrame) -> None:
-        self.output.write(frame, self.binary_columns)
+        self.output.write(frame)
         self.rows += len(frame)
 
     def close(self) -> None:
@@ -331,7 +336,7 @@ def _writer(out: Path | StreamOutput, columns: list[str], tmp_dir: Path, metadat
             types: dict | None = None) -> _TableWriter | _StreamWriter:
     """A stream's writer, or a file's (whose Parquet schema carries `metadata` and `types`)."""
     if isinstance(out, StreamOutput):
-        return _StreamWriter(out, columns, types)
+        return _StreamWriter(out, columns)
     return _TableWriter(out, columns, tmp_dir, metadata, types)
 
 
