@@ -195,9 +195,12 @@ def test_json_lines_on_stdout_keep_every_digit(tmp_path):
     first, second = (json.loads(line) for line in stdout.stdout.splitlines())
     assert {k: first[k] for k in values} == values and second["tiny"] is None  # was 0.000000000123457
     score_into(tmp_path, path, "floats.scored.parquet")
-    assert [first["score"], second["score"]] == pq.read_table(tmp_path / "floats.scored.parquet")["score"].to_pylist()
-    pq.write_table(pa.table({"text": ["a"], "fs": pa.array([[1.5, float("nan"), float("inf")]])}), tmp_path / "n.parquet")
-    stdout = cli("score", tmp_path / "n.parquet", "--out", "-", "--out-format", "jsonl", "--cache-dir", tmp_path / "cache")
+    scores = pq.read_table(tmp_path / "floats.scored.parquet")["score"].to_pylist()
+    assert [first["score"], second["score"]] == scores
+    floats = pa.array([[1.5, float("nan"), float("inf")]])
+    pq.write_table(pa.table({"text": ["a"], "fs": floats}), tmp_path / "n.parquet")
+    stdout = cli("score", tmp_path / "n.parquet", "--out", "-", "--out-format", "jsonl",
+                 "--cache-dir", tmp_path / "cache")
     assert json.loads(stdout.stdout)["fs"] == [1.5, None, None]  # JSON has no NaN: null, as pandas wrote it
 
 

@@ -30,7 +30,8 @@ def test_reference_file_latin1_fallback_and_spill_repair():
     assert texts[95].endswith("Get Usher and Britney. FML, PO Box 5249, MK17 92H. 450Ppw 16\"")
     assert texts[95].count(",") == 2
     # The row holds the text it was scored from, and the pieces are not kept twice.
-    assert rows["v2"].tolist() == texts and rows.loc[95, ["Unnamed: 2", "Unnamed: 3", "Unnamed: 4"]].tolist() == [""] * 3
+    assert rows["v2"].tolist() == texts
+    assert rows.loc[95, ["Unnamed: 2", "Unnamed: 3", "Unnamed: 4"]].tolist() == [""] * 3
 
 
 def test_strict_encoding_rejects_undecodable_rows_and_keeps_the_invariant():
@@ -152,3 +153,21 @@ def test_every_reject_keeps_at_most_1000_characters_of_raw(tmp_path):
     assert rejects["raw"].str.len().tolist() == [1000, 1000]
     assert "(raw: its first 1,000 of 5,002 characters)" in rejects["detail"].iloc[0]
     assert "(raw: its first 1,000 of 3,008 characters)" in rejects["detail"].iloc[1]
+
+
+def test_a_repeated_column_name_keeps_both_columns(tmp_path):
+    """x, x: the second is x_, in a CSV header as in a Parquet schema (a dict per row lost the first)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["hello"]), pa.array(["first"]), pa.array([2])],
+                                 names=["id", "text", "x", "x"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    reader, rows, texts, _ = read_all(tmp_path / "twice.parquet")
+    assert list(rows.columns) == ["id", "text", "x", "x_"] and rows.iloc[0].tolist() == ["a", "hello", "first", 2]
+    assert reader.arrow_types["x"] == pa.string() and reader.arrow_types["x_"] == pa.int64() and texts == ["hello"]
+    (tmp_path / "twice.csv").write_text("id,text,x,x,x_\na,hello,first,second,third\n")
+    _, rows, _, _ = read_all(tmp_path / "twice.csv")
+    assert list(rows.columns) == ["id", "text", "x", "x_", "x__"]
+    assert rows.iloc[0].tolist()[2:] == ["first", "second", "third"]
+

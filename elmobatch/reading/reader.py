@@ -217,6 +217,7 @@ class MessageReader:
         self.max_tokens, self.tokenizer = options.max_tokens, tokenizer
         self.source_name = source_name or default_source_name(path)
         self.arrow_types: dict = {}  # a Parquet file's column types (Chunk.types)
+        self.parquet_names: list[str] | None = None  # a Parquet file's column names made unique, if they repeat
         self.text_column: str | None = None  # set by _decide; sampling runs before it is known
         self.id_column: str | None = None
         self.delimiter = ","  # of CSV/TSV; set by _decide
@@ -275,9 +276,11 @@ class MessageReader:
 
             with _parquet_errors(self.path):
                 schema = pq.read_schema(parquet_source(self.path))
-            strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-            self.arrow_types = {f.name: f.type for f in schema}
-            return list(schema.names), strings
+            names = _unique(schema.names)  # a repeated name would lose all but one of its columns
+            self.parquet_names = names if names != schema.names else None
+            self.arrow_types = dict(zip(names, schema.types, strict=True))
+            strings = [n for n, t in self.arrow_types.items() if pa.types.is_string(t) or pa.types.is_large_string(t)]
+            return names, strings
         if self.format == "jsonl":  # every key of the file (one pass), in order of first appearance
             columns: dict[str, bool] = {}  # -> looks like free text in the sampled records
             for n, record in enumerate(self._jsonl_records(None)):
@@ -431,15 +434,8 @@ class MessageReader:
             raise ReadError(f"{self.path}: the header line is {cut:,} bytes long; expected column names")
         if not row:
             raise ReadError(f"{self.path}: no header line: expected column names on the first line")
-        header, seen = [], set()
-        for i, name in enumerate(row):
-            named = name.strip() != ""
-            name = name.strip() if named else f"Unnamed: {i}"
-            while name in seen:
-                name += "_"
-            seen.add(name)
-            header.append((name, named))
-        return header
+        names = _unique([name.strip() or f"Unnamed: {i}" for i, name in enumerate(row)])
+        return [(name, given.strip() != "") for name, given in zip(names, row, strict=True)]
 
     def _csv_records(self, header, lines: _Lines | None) -> Iterator[_Record]:
         """Data records after the header. `lines` None: a fresh pass used only for sampling."""
@@ -575,12 +571,26 @@ class MessageReader:
         def records():
             with _parquet_errors(self.path), pq.ParquetFile(parquet_source(self.path)) as pf:
                 for batch in pf.iter_batches(batch_size=self.chunk_rows):
+                    if self.parquet_names:
+                        batch = batch.rename_columns(self.parquet_names)
                     for row in batch.to_pylist():
                         state["rows"] += 1
                         yield _Record(json.dumps(row, default=str, ensure_ascii=False), values=row,
                                       text=row.get(self.text_column))
 
         return records(), lambda: state["rows"]
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Column names with each repeat given a trailing "_" until it is new (x, x -> x, x_)."""
+    seen: set[str] = set()
+    unique = []
+    for name in names:
+        while name in seen:
+            name += "_"
+        seen.add(name)
+        unique.append(name)
+    return unique
 
 
 @contextlib.contextmanager
