@@ -124,6 +124,12 @@ def test_a_byte_order_mark_is_dropped_at_the_start_of_the_file_only(tmp_path):
     for given in (None, "utf-8"):
         reader, _, texts, _ = read_all(path, encoding=given)
         assert reader.decisions.columns == ["text"] and texts == ["a\n\ufeffb", "\ufeffc"]
+    path.write_bytes(codecs.BOM_UTF8 + b"id,text\n1,caf\xe9\n")  # a mark, then Latin-1: not a column "\xef\xbb\xbfid"
+    for given in (None, "latin-1", "utf-8"):
+        reader, rows, texts, rejects = read_all(path, encoding=given)
+        assert reader.decisions.columns == ["id", "text"] and len(rows) + len(rejects) == 1
+    assert rejects["reason"].tolist() == ["undecodable"]  # strict UTF-8
+    assert read_all(path)[0].decisions.encoding == "latin-1" and read_all(path)[2] == ["caf\xe9"]
 
 
 def test_jsonl_nested_too_deeply_is_an_unparseable_reject(tmp_path):

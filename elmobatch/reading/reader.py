@@ -143,9 +143,12 @@ class _Lines:
     def _read(self) -> Iterator[_Line]:
         with unreadable_gzip(self.path), open_bytes(self.path) as (f, stored):
             compressed = stored is not f  # progress then counts the compressed bytes, like MessageReader.size
-            encoding, later = _line_encodings(self.encoding)
+            encoding, first = _line_encoding(self.encoding), True
             while raw := f.readline(self.limit + 1):
                 self.offset = stored.tell() if compressed else self.offset + len(raw)
+                if first and raw.startswith(codecs.BOM_UTF8):  # as "ï»¿" a Latin-1 file's header would hold it
+                    raw = raw[len(codecs.BOM_UTF8):]
+                first = False
                 length = len(raw)
                 if length > self.limit and not raw.endswith(b"\n"):  # too long: skip to its end
                     while rest := f.readline(1 << 20):
@@ -159,7 +162,6 @@ class _Lines:
                         line = _Line(raw.decode(encoding))
                     except UnicodeDecodeError:
                         line = _Line(raw.decode(encoding, "backslashreplace"), bad=True)  # keep the bytes visible
-                encoding = later
                 yield line
 
     def take(self) -> tuple[str, bool, int]:
@@ -177,12 +179,10 @@ class _Lines:
         self.pushed.extend(reversed(later))
 
 
-def _line_encodings(encoding: str) -> tuple[str, str]:
-    """(the first line's codec, the other lines'): a UTF-8 byte-order mark is dropped at the start of
-    the file only (also under --encoding utf-8); a U+FEFF that starts a later line is text."""
-    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
-        return "utf-8-sig", "utf-8"
-    return encoding, encoding
+def _line_encoding(encoding: str) -> str:
+    """The codec of every line. A UTF-8 byte-order mark is dropped at the start of the file only,
+    whatever the encoding (also after a fall back to Latin-1): a U+FEFF that starts a later line is text."""
+    return "utf-8" if codecs.lookup(encoding).name == "utf-8-sig" else encoding
 
 
 def read_messages(path, options: ReadOptions | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
