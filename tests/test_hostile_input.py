@@ -140,12 +140,21 @@ def test_a_json_key_first_seen_late_is_a_column_of_every_row(tmp_path):
     assert list(frame.columns) == ["text", "extra", "source_file", "row_number", "label", "score"]
     assert {len(r) for r in rows} == {6} and frame["extra"].tolist() == [""] * 250 + ["EXTRA"]
     assert summary.rows_scored == len(frame) == 251
-    path.write_text(path.read_text() + json.dumps({"text": "a number", "n": 5}) + "\n")
+    big = 2**53 + 1  # a float64 cannot hold it
+    late = [{"text": "a number", "n": big, "tags": ["news"]}, {"text": "empty", "tags": []}]
+    path.write_text(path.read_text() + "".join(json.dumps(r) + "\n" for r in late))
     score_into(tmp_path, path, "late.scored.parquet", chunk_rows=100)  # no value for "n" in the first chunks
     scored = pq.read_table(tmp_path / "late.scored.parquet")
-    assert scored["extra"].to_pylist() == [None] * 250 + ["EXTRA", None]
-    assert scored["n"].to_pylist() == [None] * 251 + [5] and scored.schema.field("n").type == pa.int64()
-    assert scored.column_names[-2:] == ["label", "score"] and len(scored) == 252  # every row, once
+    assert scored["extra"].to_pylist() == [None] * 250 + ["EXTRA", None, None]
+    assert scored["n"].to_pylist() == [None] * 251 + [big, None] and scored.schema.field("n").type == pa.int64()
+    assert scored["tags"].to_pylist() == [None] * 251 + [["news"], []]
+    assert scored.column_names[-2:] == ["label", "score"] and len(scored) == 253  # every row, once
+    assert pd.read_parquet(tmp_path / "late.scored.parquet")["n"].iloc[251] == big  # as Int64, not float64
+    assert not (tmp_path / "_tmp").exists()  # no temporary left behind by the rewrite
+    records = [{"text": "first", "tags": []}, {"text": "b", "tags": ["a"]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    score_into(tmp_path, path, "lists.scored.parquet", chunk_rows=1)  # a list of nothing says no type yet
+    assert pq.read_table(tmp_path / "lists.scored.parquet")["tags"].to_pylist() == [[], ["a"]]
 
 
 def test_values_keep_their_value_and_type(tmp_path):
@@ -223,7 +232,8 @@ def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):
     assert stdout.exit_code == 0, stdout.output
 
 
-@pytest.mark.parametrize("values", [[1, 2, 1.5, None], [1, 2, "x", None], ["a", "b", 5, None], ["a", None, [1], 2]])
+@pytest.mark.parametrize("values", [[1, 2, 1.5, None], [1, 2, "x", None], ["a", "b", 5, None], ["a", None, [1], 2],
+                                    [None, None, True, None, 5, 0], [None, None, 5, None, True, None]])
 def test_a_json_column_whose_type_changes_is_a_clear_error_for_parquet(tmp_path, values):
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps({"text": f"m{i}", "n": v}) + "\n" for i, v in enumerate(values)))

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from elmobatch.reading import ReadError, read_messages
+from elmobatch.reading.reader import RECORD_SLACK
 from tests.conftest import SMS
 
 
@@ -130,6 +131,11 @@ def test_a_byte_order_mark_is_dropped_at_the_start_of_the_file_only(tmp_path):
         assert reader.decisions.columns == ["id", "text"] and len(rows) + len(rejects) == 1
     assert rejects["reason"].tolist() == ["undecodable"]  # strict UTF-8
     assert read_all(path)[0].decisions.encoding == "latin-1" and read_all(path)[2] == ["caf\xe9"]
+    long_line = b"a" * (2 * 40 + RECORD_SLACK)  # past the most a record may hold, with the mark or without
+    lines = tmp_path / "bom.txt"  # one message per line: the first line is a message
+    lines.write_bytes(codecs.BOM_UTF8 + long_line + b" tail\nsecond\n")
+    _, rows, texts, rejects = read_all(lines, max_text_chars=40)
+    assert texts == ["second"] and list(rows.index) == [1] and rejects["reason"].tolist() == ["too_long"]
 
 
 def test_jsonl_nested_too_deeply_is_an_unparseable_reject(tmp_path):
@@ -174,6 +180,10 @@ def test_a_repeated_column_name_keeps_both_columns(tmp_path):
     assert reader.arrow_types["x"] == pa.string() and reader.arrow_types["x_"] == pa.int64() and texts == ["hello"]
     (tmp_path / "twice.csv").write_text("id,text,x,x,x_\na,hello,first,second,third\n")
     _, rows, _, _ = read_all(tmp_path / "twice.csv")
-    assert list(rows.columns) == ["id", "text", "x", "x_", "x__"]
+    assert list(rows.columns) == ["id", "text", "x", "x__", "x_"]  # the column named x_ keeps its name
     assert rows.iloc[0].tolist()[2:] == ["first", "second", "third"]
+    pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"]), pa.array(["c"])], names=["t", "t", "t_"]),
+                   tmp_path / "taken.parquet")
+    _, rows, texts, _ = read_all(tmp_path / "taken.parquet", text_column="t_")
+    assert list(rows.columns) == ["t", "t__", "t_"] and texts == ["c"]
 

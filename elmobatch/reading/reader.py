@@ -146,10 +146,10 @@ class _Lines:
             encoding, first = _line_encoding(self.encoding), True
             while raw := f.readline(self.limit + 1):
                 self.offset = stored.tell() if compressed else self.offset + len(raw)
+                length = len(raw)  # the bytes as read, a byte-order mark included
                 if first and raw.startswith(codecs.BOM_UTF8):  # as "ï»¿" a Latin-1 file's header would hold it
                     raw = raw[len(codecs.BOM_UTF8):]
                 first = False
-                length = len(raw)
                 if length > self.limit and not raw.endswith(b"\n"):  # too long: skip to its end
                     while rest := f.readline(1 << 20):
                         self.offset = stored.tell() if compressed else self.offset + len(rest)
@@ -582,12 +582,15 @@ class MessageReader:
 
 
 def _unique(names: list[str]) -> list[str]:
-    """Column names with each repeat given a trailing "_" until it is new (x, x -> x, x_)."""
-    seen: set[str] = set()
+    """Column names with each repeat given trailing "_"s until the name is one no column has
+    (x, x -> x, x_; x, x, x_ -> x, x__, x_: the column named x_ keeps its name)."""
+    taken, seen = set(names), set()
     unique = []
     for name in names:
-        while name in seen:
-            name += "_"
+        if name in seen:
+            while name in taken:
+                name += "_"
+            taken.add(name)
         seen.add(name)
         unique.append(name)
     return unique

@@ -173,11 +173,13 @@ class _TableWriter:
             arrays = [self._array(frame[name], name) for name in self.columns]
             if self.parquet is None:  # the file's types: a Parquet input's own, else the first chunk's
                 self.parquet = pq.ParquetWriter(self.tmp, self._schema(frame, arrays))
-                self.untyped = {name for name, a in zip(self.columns, arrays, strict=True) if pa.types.is_null(a.type)}
+                self.untyped = {name for name, a in zip(self.columns, arrays, strict=True) if _untyped(a.type)}
             found = {name: a.type for name, a in zip(self.columns, arrays, strict=True)
-                     if name in self.untyped and not pa.types.is_null(a.type)}
-            if found:
-                self._retype(found)
+                     if name in self.untyped and not _untyped(a.type)}
+            self.untyped -= set(found)
+            found = {name: t for name, t in found.items() if t != self.parquet.schema.field(name).type}
+            if found:  # (a first value of text needs no rewrite: the column was written as text)
+                self._retype(found, frame)
             arrays = [_cast(a, f) for a, f in zip(arrays, self.parquet.schema, strict=True)]
         except CONVERSION_ERRORS as exc:
             raise ScoreError(f"{self.path}: a column changed type between chunks or mixes types ({exc}); "
@@ -192,23 +194,30 @@ class _TableWriter:
         array = pa.array(column, from_pandas=True)
         return array.cast(self.types[name]) if name in self.types else array
 
-    def _retype(self, types: dict) -> None:
-        """Give columns that had no value so far the type their first value brings: the rows
-        written so far are copied, batch by batch, into a new temporary file with that type."""
+    def _retype(self, types: dict, frame: pd.DataFrame) -> None:
+        """Give columns that had no value so far the type their first value brings (in `frame`): the
+        rows written so far are copied, batch by batch, into a new temporary file with that type, and
+        pandas' description of those columns is taken from `frame`."""
         assert self.parquet is not None
         self.parquet.close()
         old, schema = self.tmp, self.parquet.schema
         for name, arrow_type in types.items():
             at = schema.get_field_index(name)
             schema = schema.set(at, schema.field(at).with_type(arrow_type))
+        schema = schema.with_metadata({**schema.metadata, **_pandas_columns(schema.metadata, frame, types)})
         self.tmp = temporary_path(self.path, old.parent)
-        self.parquet = pq.ParquetWriter(self.tmp, schema)
-        for batch in pq.ParquetFile(old).iter_batches():
-            arrays = [pa.nulls(batch.num_rows, f.type) if f.name in types else batch.column(i)
-                      for i, f in enumerate(schema)]
-            self.parquet.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        try:
+            self.parquet = pq.ParquetWriter(self.tmp, schema)
+            with pq.ParquetFile(old) as written:
+                for batch in written.iter_batches():
+                    arrays = [_retyped(batch.column(i), f.type) if f.name in types else batch.column(i)
+                              for i, f in enumerate(schema)]
+                    self.parquet.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        except BaseException:
+            self.discard()  # the new file; the old one is then dropped by the caller's discard
+            self.tmp, self.parquet = old, None
+            raise
         old.unlink()
-        self.untyped -= set(types)
 
     def _schema(self, frame: pd.DataFrame, arrays: list[pa.Array]) -> pa.Schema:
         """The first chunk's types (a column with no value yet is text), with pandas' metadata where
@@ -261,15 +270,60 @@ class StreamOutput:
 
 
 def _cast(array: pa.Array, field: pa.Field) -> pa.Array:
-    """`array` as the file's type for its column: Arrow's safe casts (no overflow, no lost digits),
-    but never a number, date or list to text (a column whose type changed between chunks)."""
-    if _is_text(field.type) and not (_is_text(array.type) or pa.types.is_null(array.type)):
+    """`array` as the file's type for its column: a value of another kind (a number after text, a
+    number after a boolean, text after a list) is an error, never a cast; within a kind, Arrow's
+    safe casts (no overflow, no lost digits)."""
+    if not _same_kind(array.type, field.type):
         raise pa.ArrowTypeError(f"column {field.name!r} holds {array.type} values after {field.type} ones")
     return array.cast(field.type)
 
 
-def _is_text(arrow_type) -> bool:
-    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+def _same_kind(given, column) -> bool:
+    """Whether values of Arrow type `given` may go into a column of type `column` (nulls go anywhere)."""
+    if given == column or pa.types.is_null(given):
+        return True
+    kinds = (_is_number, _is_text, pa.types.is_temporal, pa.types.is_boolean)
+    if any(kind(given) and kind(column) for kind in kinds):
+        return True
+    if _is_list(given) and _is_list(column):
+        return _same_kind(given.value_type, column.value_type)
+    return False  # structs, maps and other nested types: only their own type
+
+
+def _is_number(t) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _is_text(t) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_list(t) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _retyped(written: pa.Array, arrow_type) -> pa.Array:
+    """A column written before its type was known, as `arrow_type`: nulls (written as text), or lists of nothing."""
+    return pa.nulls(len(written), arrow_type) if written.null_count == len(written) else written.cast(arrow_type)
+
+
+def _untyped(t) -> bool:
+    """A type that says nothing yet: null, or a list of nulls (only empty lists seen)."""
+    return pa.types.is_null(t) or (_is_list(t) and _untyped(t.value_type))
+
+
+def _pandas_columns(metadata: dict | None, frame: pd.DataFrame, names) -> dict:
+    """pandas' metadata (b"pandas") with the entries of columns `names` as `frame` describes them
+    (how pandas reads them back: an integer column with gaps as Int64); {} if there is none."""
+    if not metadata or b"pandas" not in metadata:
+        return {}
+    with contextlib.suppress(*CONVERSION_ERRORS):
+        described = json.loads(pa.Schema.from_pandas(frame, preserve_index=False).metadata[b"pandas"])
+        pandas = json.loads(metadata[b"pandas"])
+        new = {c["name"]: c for c in described["columns"] if c["name"] in names}
+        pandas["columns"] = [new.get(c["name"], c) for c in pandas["columns"]]
+        return {b"pandas": json.dumps(pandas).encode()}
+    return {}
 
 
 def json_line(record: dict) -> str:
