@@ -4,8 +4,8 @@
 #   bash scripts/build_fortunes_model.sh   # build/fortunes_model: 9 epochs, at most MAX_MINUTES (70) of training
 #   SEED=1 OUT=build/fortunes_model_seed1 bash scripts/build_fortunes_model.sh   # the same recipe, another seed
 #
-# Goes on training the bundled model's biLM (--init-from elmobatch/models/default, a fresh softmax
-# over the new vocabulary) on the SMS training rows, the hand-written messages of data/modern and
+# Goes on training the biLM of stage 3 of scripts/build_default_model.sh (--init-from build/modern_model,
+# the model bundled until 2026-11-29; a fresh softmax over the new vocabulary) on the SMS training rows, the hand-written messages of data/modern and
 # the fortune cookies of Debian's fortunes and fortunes-min packages (fetched with apt-get download
 # and unpacked; nothing is installed). Each corpus has a .source.json (source, license) that
 # model.json keeps. Rerunning resumes from $OUT/checkpoint (pretrain refuses to resume
@@ -20,7 +20,11 @@ SMS="${SMS:-../shared/data/sms_spam.csv}"
 MAX_MINUTES="${MAX_MINUTES:-70}"
 SEED="${SEED:-0}"
 OUT="${OUT:-build/fortunes_model}"
-INIT="${INIT:-elmobatch/models/default}"  # the biLM it goes on training (build/modern_model is the same files)
+INIT="${INIT:-build/modern_model}"  # the biLM it goes on training (stage 3 of scripts/build_default_model.sh)
+if [ ! -f "$INIT/weights.hdf5" ]; then
+  echo "$INIT: no model there; build it first (stages 1-3 of scripts/build_default_model.sh)" >&2
+  exit 1
+fi
 mkdir -p build
 "$PYTHON" scripts/sms_corpus.py "$SMS" 0 4457 build/sms_train.txt
 "$PYTHON" scripts/modern_sms.py build/modern_sms.csv
@@ -36,5 +40,5 @@ nice "$PYTHON" -m elmobatch.cli pretrain build/sms_train.txt build/modern_sms.tx
     --out "$OUT" --init-from "$INIT" --epochs 9 --batch-size 128 \
     --softmax-samples 2048 --max-vocab 32768 --heldout 0.05 --min-count 3 --seed "$SEED" --checkpoint-every 50 \
     --max-minutes "$MAX_MINUTES" \
-    --note "SMS training rows 0..4456, the hand-written messages of data/modern and Debian's fortune cookies; continued from the bundled model"
+    --note "SMS training rows 0..4456, the hand-written messages of data/modern and Debian's fortune cookies; continued from build/modern_model (stage 3 of scripts/build_default_model.sh, bundled until 2026-11-29)"
 echo "wrote $OUT; compare it with: python benchmarks/head_compare.py --model $OUT --extra-train build/modern_sms.csv"
