@@ -273,6 +273,9 @@ def test_init_from_starts_at_another_models_weights_and_records_it(corpus, optio
         assert names and all(np.array_equal(a[n][...], b[n][...]) for n in names)
     record = json.loads((second / "model.json").read_text())["initialized_from"]
     assert record["weights_sha256"] == file_sha256(first / "weights.hdf5") and record["path"] == str(first)
+    first_meta = json.loads((first / "model.json").read_text())  # what the starting weights had read
+    assert [f["sha256"] for f in record["corpus_files"]] == [f["sha256"] for f in first_meta["corpus"]["files"]]
+    assert record["initialized_from"] is None  # the first model started from random weights
 
     other = tmp_path / "other.json"
     other.write_text(json.dumps(tiny_options(max_characters_per_token=20)))  # no skip connections

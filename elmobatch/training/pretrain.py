@@ -76,13 +76,19 @@ class StartingModel:
     sha256: str  # of its weights.hdf5
 
     def record(self) -> dict:
-        """What model.json says of it: where, which weights, and what it was trained on."""
+        """What model.json says of it: where, which weights, and what it was trained on: each corpus
+        file (sha256, tokens, source and license) and, in turn, what it started from, so a model's
+        model.json names every text its weights have seen."""
         meta_path = self.directory / "model.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        corpus = meta.get("corpus", {})
+        files = [{key: f.get(key) for key in ("file", "sha256", "messages", "tokens", "source")}
+                 for f in corpus.get("files", [])]
         return {"path": str(self.directory), "weights_sha256": self.sha256,
-                "corpus_note": meta.get("corpus", {}).get("note"),
-                "training_tokens": meta.get("corpus", {}).get("training_tokens"),
-                "heldout_perplexity": meta.get("heldout_perplexity")}
+                "corpus_note": corpus.get("note"), "corpus_files": files,
+                "training_tokens": corpus.get("training_tokens"),
+                "heldout_perplexity": meta.get("heldout_perplexity"),
+                "initialized_from": meta.get("initialized_from")}
 
 
 def _starting_model(init_from: str | Path | None, options: dict | None) -> StartingModel | None:
