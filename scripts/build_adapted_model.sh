@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # General text first, then the messages again (README, Pretraining: "More text").
 #
-#   bash scripts/build_adapted_model.sh   # build/adapted_model: 15 epochs, about 35 minutes on 2 cores
+#   bash scripts/build_adapted_model.sh   # build/adapted_model: 15 epochs, about 41 minutes on 2 cores
 #
 # Goes on training the biLM of the fortunes recipe's seed-1 model (build/fortunes_model_seed1, built
 # first by scripts/build_fortunes_model.sh with SEED=1 if it is not there) on the SMS training rows and

@@ -10,9 +10,11 @@
 # and unpacked; nothing is installed). Each corpus has a .source.json (source, license) that
 # model.json keeps. Rerunning resumes from $OUT/checkpoint (pretrain refuses to resume
 # on another corpus: a checkpoint of an older corpus script's output must be removed). The model measured in the
-# README ("9 epochs") is this script as it stands, stopped once by MAX_MINUTES and run again to resume:
+# README ("9 epochs") is this script as it stood then (its INIT and --note have changed since, not its
+# corpus or training), stopped once by MAX_MINUTES and run again to resume:
 # the batches of each epoch depend only on the seed and the epoch, but the dropout and sampled-softmax
-# draws start again from the seed when a run resumes. Its SEED=1 model ran in one go (MAX_MINUTES=130).
+# draws start again from the seed when a run resumes. Its SEED=1 model ran in one go (MAX_MINUTES=130) and is
+# stage 4 of the bundled model (scripts/build_default_model.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
