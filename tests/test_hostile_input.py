@@ -185,7 +185,8 @@ def test_values_keep_their_value_and_type(tmp_path):
     assert nan != nan and null is None  # NaN stays NaN, beside a null
     score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.csv")
     frame = read_back(tmp_path / "typed.scored.csv")[1]
-    assert frame["v"].tolist() == [str(long_list), ""] and frame["d"].tolist() == ["2024-01-03", ""]
+    assert frame["v"].tolist() == [json.dumps(long_list), ""] and frame["d"].tolist() == ["2024-01-03", ""]
+    assert frame["st"].tolist() == ['{"a": 1}', ""] and frame["m"].tolist() == ['[["k", 1]]', ""]  # JSON, not repr
     stdout = cli("score", tmp_path / "typed.parquet", "--out", "-", "--out-format", "jsonl",
                  "--cache-dir", tmp_path / "cache")
     assert stdout.exit_code == 0, stdout.output
@@ -219,6 +220,8 @@ def test_binary_values_read_the_same_in_csv_and_json_lines(tmp_path):
                    tmp_path / "raw.parquet")
     score_into(tmp_path, tmp_path / "raw.parquet", "raw.scored.csv")
     assert read_back(tmp_path / "raw.scored.csv")[1]["raw"].tolist() == ["b'\\xff\\x00'", "b'ok'", ""]
+    assert [json.loads(v) if v else None for v in read_back(tmp_path / "raw.scored.csv")[1]["nested"]] == \
+        [["b'\\xfe'"], None, []]  # as JSON Lines gives them
     stdout = cli("score", tmp_path / "raw.parquet", "--out", "-", "--out-format", "jsonl",
                  "--cache-dir", tmp_path / "cache")
     assert stdout.exit_code == 0, stdout.output  # was UnicodeDecodeError: JSON has no bytes

@@ -167,7 +167,7 @@ class _TableWriter:
 
     def _append(self, frame: pd.DataFrame) -> None:
         if self.format == "csv":
-            write_csv(frame, self.tmp, append=self.rows > 0)
+            write_csv(_nested_as_json(frame), self.tmp, append=self.rows > 0)
             return
         try:
             arrays = [self._array(frame[name], name) for name in self.columns]
@@ -265,7 +265,7 @@ class StreamOutput:
         if self.header is not None and columns != self.header:
             raise ScoreError(f"--out -: these scores have the columns {', '.join(columns)}, unlike those already "
                              f"written ({', '.join(self.header)}); one CSV cannot hold both: use --out-format jsonl")
-        write_csv(frame, self.stream, append=self.header is not None)
+        write_csv(_nested_as_json(frame), self.stream, append=self.header is not None)
         self.header = columns
 
 
@@ -331,11 +331,27 @@ def json_line(record: dict) -> str:
     float apart), NaN and infinities as null, and what JSON has no type for as pandas' to_json gives
     it: dates and times as epoch milliseconds, durations in milliseconds, decimals as text; bytes
     (a Parquet input's binary values) in Python's notation, b'\\xff', as the CSV writer gives them."""
-    record = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in record.items()}
+    return _json_text({k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in record.items()})
+
+
+def _nested_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV cell cannot hold a list, struct or map: those values (a JSON or Parquet input's) are
+    written as JSON text, as JSON Lines would write them, so any JSON parser reads them back."""
+    columns = [c for c in frame.columns if frame[c].dtype == object and frame[c].map(_is_nested).any()]
+    if not columns:
+        return frame
+    return frame.assign(**{c: frame[c].map(lambda v: _json_text(v) if _is_nested(v) else v) for c in columns})
+
+
+def _is_nested(value) -> bool:
+    return isinstance(value, (list, tuple, dict, np.ndarray))
+
+
+def _json_text(value) -> str:
     try:
-        return json.dumps(record, ensure_ascii=False, allow_nan=False, default=_json_value)
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_value)
     except ValueError:  # a NaN inside a list or struct
-        return json.dumps(_finite(record), ensure_ascii=False, allow_nan=False, default=_json_value)
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_value)
 
 
 def _json_value(value):
