@@ -173,7 +173,8 @@ def test_values_keep_their_value_and_type(tmp_path):
                       "later": pa.array([None, 5], pa.int64()), "v": pa.array([long_list, None], pa.list_(pa.int64())),
                       "d": pa.array([19725, None], pa.date32()), "f": pa.array([float("nan"), None]),
                       "m": pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64())),
-                      "s": pa.array(["x", None]), "st": pa.array([{"a": 1}, None]), "text": ["a", "b"]})
+                      "s": pa.array(["x", None]), "st": pa.array([{"a": 1}, None]), "text": ["a", "b"],
+                      "ends": pa.array([[19723, 2932896], None], pa.list_(pa.date32()))})  # 2024-01-01, 9999-12-31
     pq.write_table(table, tmp_path / "typed.parquet")
     score_into(tmp_path, tmp_path / "typed.parquet", "typed.scored.parquet")  # a value and a null in each column
     scored = pq.read_table(tmp_path / "typed.scored.parquet")
@@ -187,6 +188,7 @@ def test_values_keep_their_value_and_type(tmp_path):
     frame = read_back(tmp_path / "typed.scored.csv")[1]
     assert frame["v"].tolist() == [json.dumps(long_list), ""] and frame["d"].tolist() == ["2024-01-03", ""]
     assert frame["st"].tolist() == ['{"a": 1}', ""] and frame["m"].tolist() == ['[["k", 1]]', ""]  # JSON, not repr
+    assert frame["ends"].tolist() == ["[1704067200000, 253402214400000]", ""]  # epoch ms, past pandas' years too
     stdout = cli("score", tmp_path / "typed.parquet", "--out", "-", "--out-format", "jsonl",
                  "--cache-dir", tmp_path / "cache")
     assert stdout.exit_code == 0, stdout.output
@@ -194,6 +196,7 @@ def test_values_keep_their_value_and_type(tmp_path):
     assert [r["v"] for r in lines] == [long_list, None] and [r["uid"] for r in lines] == [big, None]
     assert [r["d"] for r in lines] == [1704240000000, None] and [r["t"] for r in lines] == [1000, None]  # epoch ms
     assert [r["f"] for r in lines] == [None, None] and lines[0]["m"] == [["k", 1]] and lines[0]["st"] == {"a": 1}
+    assert lines[0]["ends"] == [1704067200000, 253402214400000]
 
 
 def test_json_lines_on_stdout_keep_every_digit(tmp_path):

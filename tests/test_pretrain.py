@@ -276,6 +276,12 @@ def test_init_from_starts_at_another_models_weights_and_records_it(corpus, optio
     first_meta = json.loads((first / "model.json").read_text())  # what the starting weights had read
     assert [f["sha256"] for f in record["corpus_files"]] == [f["sha256"] for f in first_meta["corpus"]["files"]]
     assert record["initialized_from"] is None  # the first model started from random weights
+    first_meta["corpus"]["files"] = None  # a model.json written by hand, or by another tool: no list to copy
+    (first / "model.json").write_text(json.dumps(first_meta))
+    result = CliRunner().invoke(main, ["pretrain", str(corpus), "--out", str(tmp_path / "fourth"), "--init-from",
+                                       str(first), "--batch-size", "16", "--max-steps", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "fourth" / "model.json").read_text())["initialized_from"]["corpus_files"] == []
 
     other = tmp_path / "other.json"
     other.write_text(json.dumps(tiny_options(max_characters_per_token=20)))  # no skip connections

@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import tempfile
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,7 +351,10 @@ def _json_text(value) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_value)
     except ValueError:  # a NaN inside a list or struct
-        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_value)
+        try:
+            return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_value)
+        except RecursionError:  # nested too deep to walk in Python: NaN as the input wrote it
+            return json.dumps(value, ensure_ascii=False, default=_json_value)
 
 
 def _json_value(value):
@@ -364,10 +367,12 @@ def _json_value(value):
         return _finite(value.tolist())
     if isinstance(value, np.generic):
         return _finite(value.item())
-    if isinstance(value, (datetime, date)):  # pd.Timestamp is a datetime
-        return pd.Timestamp(value).value // 1_000_000
+    if isinstance(value, datetime):  # pd.Timestamp is one; milliseconds without nanoseconds (year 1 or 9999)
+        return (value - datetime(1970, 1, 1, tzinfo=value.tzinfo and UTC)) // timedelta(milliseconds=1)
+    if isinstance(value, date):
+        return (value - date(1970, 1, 1)).days * 86_400_000
     if isinstance(value, timedelta):  # pd.Timedelta too
-        return pd.Timedelta(value).value // 1_000_000
+        return value // timedelta(milliseconds=1)
     return str(value)  # Decimal, time, ...
 
 

@@ -74,21 +74,21 @@ class StartingModel:
     config: BiLMConfig
     weights: dict[str, np.ndarray]
     sha256: str  # of its weights.hdf5
+    meta: dict  # its model.json ({} without one)
 
     def record(self) -> dict:
         """What model.json says of it: where, which weights, and what it was trained on: each corpus
         file (sha256, tokens, source and license) and, in turn, what it started from, so a model's
         model.json names every text its weights have seen."""
-        meta_path = self.directory / "model.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        corpus = meta.get("corpus", {})
+        given = self.meta.get("corpus")
+        corpus: dict = given if isinstance(given, dict) else {}
         files = [{key: f.get(key) for key in ("file", "sha256", "messages", "tokens", "source")}
-                 for f in corpus.get("files", [])]
+                 for f in corpus.get("files") or [] if isinstance(f, dict)]
         return {"path": str(self.directory), "weights_sha256": self.sha256,
                 "corpus_note": corpus.get("note"), "corpus_files": files,
                 "training_tokens": corpus.get("training_tokens"),
-                "heldout_perplexity": meta.get("heldout_perplexity"),
-                "initialized_from": meta.get("initialized_from")}
+                "heldout_perplexity": self.meta.get("heldout_perplexity"),
+                "initialized_from": self.meta.get("initialized_from")}
 
 
 def _starting_model(init_from: str | Path | None, options: dict | None) -> StartingModel | None:
@@ -104,7 +104,19 @@ def _starting_model(init_from: str | Path | None, options: dict | None) -> Start
     if options is not None and BiLMConfig.from_options(options, source="--options") != config:
         raise PretrainError(f"--init-from {init_from}: its options.json differs from --options; "
                             "leave --options out to train the starting model's architecture")
-    return StartingModel(directory, config, weights, file_sha256(directory / "weights.hdf5"))
+    return StartingModel(directory, config, weights, file_sha256(directory / "weights.hdf5"), _model_json(directory))
+
+
+def _model_json(directory: Path) -> dict:
+    """A starting model's model.json, read with its weights (before training, not hours later)."""
+    path = directory / "model.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:
+        raise PretrainError(f"--init-from {directory}: model.json is not JSON ({exc})") from exc
+    return meta if isinstance(meta, dict) else {}
 
 
 @dataclass(frozen=True)
