@@ -35,6 +35,8 @@ from elmobatch._tensorflow import tf
 
 from elmobatch.encoding import tokens as tok
 from elmobatch.encoding.bilm import BiLM, BiLMConfig, WeightFileError, read_options, read_weights
+from elmobatch.encoding.encoder import read_model_metadata
+from elmobatch.encoding.specs import ModelError
 from elmobatch.files import file_sha256, write_atomically
 from elmobatch.settings import PretrainSettings
 from elmobatch.training.corpus import (Batch, PretrainError, TrainingText, corpus_fingerprint, epoch_batches,
@@ -108,15 +110,11 @@ def _starting_model(init_from: str | Path | None, options: dict | None) -> Start
 
 
 def _model_json(directory: Path) -> dict:
-    """A starting model's model.json, read with its weights (before training, not hours later)."""
-    path = directory / "model.json"
-    if not path.is_file():
-        return {}
+    """A starting model's model.json ({} without one), read with its weights (before training, not hours later)."""
     try:
-        meta = json.loads(path.read_text())
-    except ValueError as exc:
-        raise PretrainError(f"--init-from {directory}: model.json is not JSON ({exc})") from exc
-    return meta if isinstance(meta, dict) else {}
+        return read_model_metadata(directory)
+    except ModelError as exc:
+        raise PretrainError(f"--init-from {directory}: {exc}") from exc
 
 
 @dataclass(frozen=True)
