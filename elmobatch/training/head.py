@@ -184,7 +184,11 @@ class Head:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(n, n_layers + 1, dim) -> (n, n_out) output logits before calibration (n_out 1 for two labels);
         an ensemble's are the mean of its members'."""
-        return np.mean([self._net_logits(x, w) for w in self.member_weights()], axis=0)
+        return self.member_logits(x).mean(axis=0)
+
+    def member_logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, n_layers + 1, dim) -> (members, n, n_out): each net's output logits alone, before calibration."""
+        return np.stack([self._net_logits(x, w) for w in self.member_weights()])
 
     def _net_logits(self, x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
         h = self.mix(x, w)
