@@ -14,9 +14,9 @@ from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.cli_options import (cache_dir_option, input_files, input_options, inputs_argument, local_location,
                                    model_option)
 from elmobatch.text import TOKENIZERS
-from elmobatch.settings import (CALIBRATIONS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_PRECISION,
-                                DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES, HEAD_KINDS, STDOUT_FORMATS, VECTOR_DTYPES,
-                                VECTORS, FitSettings, PretrainSettings)
+from elmobatch.settings import (CALIBRATIONS, CLASS_WEIGHTINGS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS,
+                                DEFAULT_ENGINE, DEFAULT_PRECISION, DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES,
+                                HEAD_KINDS, STDOUT_FORMATS, VECTOR_DTYPES, VECTORS, FitSettings, PretrainSettings)
 
 FIT = FitSettings()  # the defaults of the train options
 
@@ -396,13 +396,16 @@ def _cache(cache_dir):
 @click.option("--members", default=FIT.members, show_default=True, type=click.IntRange(1), metavar="N",
               help="Train N nets of --head-kind, alike but for their seeds (--seed, --seed + 1, ...), and "
                    "average their logits: steadier than one net, at N times the training and head time.")
+@click.option("--class-weights", type=click.Choice(CLASS_WEIGHTINGS), default=FIT.class_weights, show_default=True,
+              help="balanced: each label weighs the same in the training loss (a rare label's rows count "
+                   "more); none: every row counts 1.")
 @click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another labelled file, read with the same columns and options as INPUT, whose rows all "
                    "train the head (never held out). Repeatable.")
 @cache_dir_option
 @precision_option
 def train(input, label_column, read, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, threshold, members, extra_train, precision, cache_dir):
+          calibrate, l2, threshold, members, class_weights, extra_train, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
 
     \b
@@ -425,7 +428,7 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
                           positive=positive_label, extra_train=extra_train, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2, threshold=threshold,
-                                               members=members))
+                                               members=members, class_weights=class_weights))
     except (TrainingError, *_head_errors()) as exc:
         raise click.ClickException(str(exc)) from exc
     meta = head.meta

@@ -208,3 +208,24 @@ def test_a_fixed_threshold_is_kept_after_calibration_and_a_bad_one_refused(layer
     result = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
                                        "--out", str(tmp_path / "head"), "--threshold", "1"])
     assert result.exit_code == 2 and "--threshold" in result.output
+
+
+def test_class_weights_none_weighs_every_row_one_and_a_bad_weighting_is_refused(layers, fixture_encoder, tmp_path):
+    settings = FitSettings(epochs=3, batch_size=16, class_weights="none")
+    head, summary = fit_head(layers, LABELS, model_meta={"fingerprint": fixture_encoder.fingerprint}, settings=settings)
+    assert summary["class_weights"] == {"ham": 1.0, "spam": 1.0} and summary["settings"]["class_weights"] == "none"
+    balanced, balanced_summary = fit_head(layers, LABELS, model_meta={}, settings=FitSettings(epochs=3, batch_size=16))
+    assert balanced_summary["class_weights"]["spam"] > 1 > balanced_summary["class_weights"]["ham"]
+    assert not np.array_equal(head.weights["w2"], balanced.weights["w2"])  # the same seed, another loss
+    with pytest.raises(TrainingError, match="class weights 'inverse': expected one of balanced, none"):
+        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(class_weights="inverse"))
+    data = tmp_path / "labelled.csv"
+    pd.DataFrame({"label": LABELS, "text": TEXTS}).to_csv(data, index=False)
+    trained = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                        "--out", str(tmp_path / "head"), "--epochs", "2", "--class-weights", "none",
+                                        "--cache-dir", str(tmp_path / "cache")])
+    assert trained.exit_code == 0, trained.output
+    assert load_head(tmp_path / "head").meta["training"]["class_weights"] == {"ham": 1.0, "spam": 1.0}
+    bad = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                    "--out", str(tmp_path / "h2"), "--class-weights", "inverse"])
+    assert bad.exit_code == 2 and "'inverse' is not one of 'balanced', 'none'" in bad.output

@@ -3,9 +3,9 @@
     head, summary = fit_head(x, labels, model_meta={"fingerprint": ..., "spec": ...})
 
 x: (n, n_layers + 1, dim) float32; labels: n label names (strings). Class imbalance is handled
-with balanced class weights (n / (k * count_c)), early stopping watches the weighted loss on a
-stratified validation slice of the training rows, and `seed` fixes every random choice, so the
-same data and settings give the same head.
+with balanced class weights (n / (k * count_c); class_weights "none": every row weighs 1), early
+stopping watches the weighted loss on a stratified validation slice of the training rows, and
+`seed` fixes every random choice, so the same data and settings give the same head.
 
 Head kinds: "mlp" (layer mix -> Dense(256, relu) -> output) and "logistic" (layer mix -> output,
 an L2 penalty on the output weights, its strength the best of L2_GRID by validation loss unless
@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from elmobatch.settings import FitSettings
-from elmobatch.settings import CALIBRATIONS, HEAD_KINDS
+from elmobatch.settings import CALIBRATIONS, CLASS_WEIGHTINGS, HEAD_KINDS
 from elmobatch.training.calibration import CalibrationError, fit_calibration
 from elmobatch.training.head import Head, stack_members, weight_names
 
@@ -44,6 +44,8 @@ def check_settings(settings: FitSettings) -> None:
         raise TrainingError(f"head kind {settings.head_kind!r}: expected one of {', '.join(HEAD_KINDS)}")
     if settings.calibrate not in CALIBRATIONS:
         raise TrainingError(f"calibration {settings.calibrate!r}: expected one of {', '.join(CALIBRATIONS)}")
+    if settings.class_weights not in CLASS_WEIGHTINGS:
+        raise TrainingError(f"class weights {settings.class_weights!r}: expected one of {', '.join(CLASS_WEIGHTINGS)}")
     if settings.l2 is not None and not settings.l2 >= 0:
         raise TrainingError(f"l2 {settings.l2!r}: expected a number >= 0")
     if settings.members < 1:
@@ -119,7 +121,11 @@ def best_f1_threshold(positive: np.ndarray, score: np.ndarray) -> float:
     return float(s[i] if i == len(s) - 1 else (s[i] + s[i + 1]) / 2)
 
 
-def class_weights(y: np.ndarray, k: int) -> np.ndarray:
+def class_weights(y: np.ndarray, k: int, weighting: str = "balanced") -> np.ndarray:
+    """(k,) loss weight of each class: "balanced" n / (k * count_c), so each class weighs the same in
+    all; "none" 1 for every class."""
+    if weighting == "none":
+        return np.ones(k, np.float32)
     counts = np.bincount(y, minlength=k).astype(np.float64)
     return (len(y) / (k * np.maximum(counts, 1))).astype(np.float32)
 
@@ -231,7 +237,7 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
     mean, std = standardization(x)
     z = (x - mean) / std
     train, val = validation_split(y, settings.validation_fraction, settings.seed)
-    weights = class_weights(y[train], k)
+    weights = class_weights(y[train], k, settings.class_weights)
 
     l2, l2_losses, first = _first_net(x, z, y, train, val, weights, n_out, names, mean, std, settings)
     nets = [first] + [_train_keras(z, y, train, val, weights, n_out, settings, l2, member=i)
