@@ -163,12 +163,13 @@ def score_cli(messages: Path, out: Path, head_dir: Path, cache: Path):
 
 
 @pytest.mark.slow  # trains a head; the lock holder is a subprocess
-def test_second_score_of_one_output_is_refused_and_leaves_the_first_ones_temporary(tmp_path, head_dir):
+@pytest.mark.parametrize("held", ["day.scored.csv", "day.scored.rejects.csv"])  # the second: `score --out -`'s
+def test_second_score_of_one_output_is_refused_and_leaves_the_first_ones_temporary(tmp_path, head_dir, held):
     out = tmp_path / "scored" / "day.scored.csv"
-    live = out.parent / "_tmp" / f".tmp-0123abcd-{out.name}.tmp"  # the first scorer's file in progress
+    live = out.parent / "_tmp" / f".tmp-0123abcd-{held}.tmp"  # the first scorer's file in progress
     live.parent.mkdir(parents=True)
     live.write_text("half written")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out.parent / "_tmp" / f"{out.name}.lock")],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out.parent / "_tmp" / f"{held}.lock")],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -177,7 +178,7 @@ def test_second_score_of_one_output_is_refused_and_leaves_the_first_ones_tempora
         holder.kill()
         holder.wait()
     assert result.exit_code == 5, result.output
-    assert f"Error: {out}: another score is writing this output (pid {holder.pid}" in result.output
+    assert f"Error: {out.parent / held}: another score is writing this output (pid {holder.pid}" in result.output
     assert live.read_text() == "half written" and not out.exists()
 
 

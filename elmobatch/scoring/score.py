@@ -10,9 +10,10 @@ rejects number it; left out with provenance=False); an input column named like o
 schema metadata (key b"elmobatch"). Rows are written in
 file order, chunk by chunk, to a temporary file in `_tmp/` beside the output (named `.tmp-*.tmp`,
 so no reader's glob matches it), renamed at the end; what a killed run left there is swept when
-the same output is scored again. One scorer per output at a time: it holds `_tmp/<name>.lock`, and
-a second one raises OutputLocked (exit 5). Rows the reader rejects go to a rejects file beside the output
-(`<output stem>.rejects.csv` or `.parquet`), always written, so rows_read = rows_scored + rows_rejected.
+the same output is scored again. One scorer per output at a time: it holds `_tmp/<name>.lock` for
+the output and its rejects file, and a second one writing either raises OutputLocked (exit 5).
+Rows the reader rejects go to a rejects file beside the output (`<output stem>.rejects.csv` or
+`.parquet`), always written, so rows_read = rows_scored + rows_rejected.
 """
 
 from __future__ import annotations
@@ -453,7 +454,9 @@ def score_file(path, out: Path | StoredPath | StreamOutput, *, head: Head, encod
         rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(anchor)
     summary = ScoreSummary(str(path), "-" if isinstance(out, StreamOutput) else str(out), str(rejects_out))
     with staging(anchor) as tmp_dir:  # the files are written there, then renamed into place
-        with _output_lock(anchor, tmp_dir):
+        # rejects beside the output are locked too: `score a.csv --out -` writes a.scored.rejects.csv alone
+        locked = [anchor] + [rejects_out] * (rejects_out != anchor and rejects_out.parent == anchor.parent)
+        with _output_locks(locked, tmp_dir):
             # what a killed run scoring the same output left (and an earlier version, beside the outputs)
             swept = [tmp for directory, name in {(anchor.parent, anchor.name), (anchor.parent, rejects_out.name),
                                                  (rejects_out.parent, rejects_out.name)}
@@ -480,15 +483,18 @@ def _score_to_store(path, out: StoredPath, rejects_to, **options) -> ScoreSummar
 
 
 @contextlib.contextmanager
-def _output_lock(out: Path, tmp_dir: Path) -> Iterator[None]:
-    """Hold `_tmp/<output name>.lock` (in the folder no reader's glob enters) while scoring `out`;
-    a second scorer of the same output raises OutputLocked."""
-    try:
-        with JobLock(tmp_dir / f"{out.name}.lock", remove_on_exit=True):
-            yield
-    except LockHeld as exc:
-        raise OutputLocked(f"{out}: another score is writing this output (pid {exc.holder.get('pid', '?')}, "
-                           f"started {exc.holder.get('started', '?')}); wait for it to finish", exc.holder) from None
+def _output_locks(outputs: list[Path], tmp_dir: Path) -> Iterator[None]:
+    """Hold `_tmp/<output name>.lock` (in the folder no reader's glob enters) for each of `outputs`
+    while scoring into them; a second scorer writing any of them raises OutputLocked naming it."""
+    with contextlib.ExitStack() as held:
+        for out in outputs:
+            try:
+                held.enter_context(JobLock(tmp_dir / f"{out.name}.lock", remove_on_exit=True))
+            except LockHeld as exc:
+                raise OutputLocked(f"{out}: another score is writing this output (pid {exc.holder.get('pid', '?')}"
+                                   f", started {exc.holder.get('started', '?')}); wait for it to finish",
+                                   exc.holder) from None
+        yield
 
 
 def _write_scores(path, out: Path | StreamOutput, rejects_out: Path, summary: ScoreSummary, tmp_dir: Path, *,
