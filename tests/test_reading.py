@@ -187,3 +187,18 @@ def test_a_repeated_column_name_keeps_both_columns(tmp_path):
     _, rows, texts, _ = read_all(tmp_path / "taken.parquet", text_column="t_")
     assert list(rows.columns) == ["t", "t__", "t_"] and texts == ["c"]
 
+
+
+def test_a_file_of_mixed_encodings_read_as_latin1_is_warned_of(tmp_path, caplog):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"id,text\n1,plain\n2,caf\xc3\xa9 (UTF-8)\n3,caf\xe9 (Latin-1)\n4,na\xefve (Latin-1)\n"
+                     b"5,na\xc3\xafve (UTF-8)\n")
+    with caplog.at_level("WARNING", logger="elmobatch"):
+        reader, _, texts, _ = read_all(path)
+    assert reader.decisions.encoding == "latin-1" and texts[1] == "caf\xc3\xa9 (UTF-8)"  # as documented: mojibake
+    assert (f"warning: {path}: mixed encodings, read as latin-1: 2 line(s) are not UTF-8, but 2 (first at line 3) "
+            "are") in caplog.text and "--encoding utf-8 reads those right" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="elmobatch"):  # 482 lines not UTF-8, 1 that happens to decode: no warning
+        assert read_all(SMS, chunk_rows=5000)[0].decisions.encoding == "latin-1"
+    assert "mixed encodings" not in caplog.text

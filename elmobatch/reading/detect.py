@@ -9,6 +9,7 @@ import codecs
 import contextlib
 import csv
 import gzip
+import logging
 import re
 import zlib
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ TEXT_COLUMN_NAMES = ("text", "message", "msg", "body", "sms", "content", "senten
 COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz",
                     b"\x28\xb5\x2f\xfd": "zstd"}
 FALLBACK_ENCODING = "latin-1"  # decodes any byte; what the reference data (and pandas users of it) use
+MIXED_SHARE = 0.1  # a file read as Latin-1 with at least this share of its non-ASCII lines valid UTF-8 is warned of
 DELIMITERS = (",", ";", "\t", "|")  # what delimiter detection tries
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 SAMPLE_LINES = 50  # lines looked at to find the delimiter
@@ -33,6 +35,9 @@ SNIFF_BYTES = 4096  # bytes looked at to tell the format of a file without an ex
 CONSISTENT_SHARE = 0.8  # a delimiter fits when at least this share of sampled rows has the header's width
 # A header field as a .txt file's header line would hold it: a bare column name, no spaces.
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+logger = logging.getLogger("elmobatch")
 
 
 class ReadError(ValueError):
@@ -221,10 +226,11 @@ def detect_encoding(path: AnyPath) -> tuple[str, str]:
     """Scan the file line by line: UTF-8 if it is valid UTF-8, else the Latin-1 fallback.
 
     A file that is mostly UTF-8 with a few undecodable lines stays UTF-8 (those lines become
-    rejects); one whose non-ASCII lines are mostly not UTF-8 is a legacy 8-bit file.
+    rejects); one whose non-ASCII lines are mostly not UTF-8 is a legacy 8-bit file, and a warning
+    says so if at least MIXED_SHARE of them are UTF-8 (a mixed file: those lines read wrong).
     """
     invalid = valid_non_ascii = 0
-    first_invalid = -1  # index of the first undecodable line, -1 while none is found
+    first_invalid = first_valid = -1  # index of the first undecodable (valid UTF-8 non-ASCII) line, -1: none
     bom = False
     with open_bytes(path) as (f, _):  # one pass, no seeking: a stored object is a stream
         for number, line in enumerate(f):
@@ -234,6 +240,7 @@ def detect_encoding(path: AnyPath) -> tuple[str, str]:
             try:
                 line.decode("utf-8")
                 valid_non_ascii += 1
+                first_valid = number if first_valid < 0 else first_valid
             except UnicodeDecodeError:
                 invalid += 1
                 first_invalid = number if first_invalid < 0 else first_invalid
@@ -242,6 +249,11 @@ def detect_encoding(path: AnyPath) -> tuple[str, str]:
     if valid_non_ascii > invalid:
         return "utf-8", (f"UTF-8 ({valid_non_ascii} non-ASCII lines decode) with {invalid} undecodable "
                          f"line(s), first at line {first_invalid + 1}: those rows are rejected")
+    if valid_non_ascii >= MIXED_SHARE * (valid_non_ascii + invalid):
+        logger.warning(f"warning: {path}: mixed encodings, read as {FALLBACK_ENCODING}: {invalid} line(s) are not "
+                       f"UTF-8, but {valid_non_ascii} (first at line {first_valid + 1}) are, and their non-ASCII "
+                       f"characters read wrong as {FALLBACK_ENCODING} (\"cafÃ©\"); --encoding utf-8 reads those "
+                       "right and rejects the lines that are not UTF-8")
     return FALLBACK_ENCODING, (f"not UTF-8: {invalid} line(s) do not decode (first at line {first_invalid + 1}), "
                                f"{valid_non_ascii} do; fell back to {FALLBACK_ENCODING}")
 
