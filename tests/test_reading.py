@@ -167,20 +167,28 @@ def test_every_reject_keeps_at_most_1000_characters_of_raw(tmp_path):
     assert "(raw: its first 1,000 of 3,008 characters)" in rejects["detail"].iloc[1]
 
 
-def test_a_repeated_column_name_keeps_both_columns(tmp_path):
-    """x, x: the second is x_, in a CSV header as in a Parquet schema (a dict per row lost the first)."""
+def test_a_repeated_column_name_keeps_both_columns(tmp_path, caplog):
+    """x, x: the second is x_, in a CSV header as in a Parquet schema (a dict per row lost the first),
+    with one warning per file naming the renames."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    caplog.set_level("WARNING", logger="elmobatch")
     table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["hello"]), pa.array(["first"]), pa.array([2])],
                                  names=["id", "text", "x", "x"])
     pq.write_table(table, tmp_path / "twice.parquet")
     reader, rows, texts, _ = read_all(tmp_path / "twice.parquet")
     assert list(rows.columns) == ["id", "text", "x", "x_"] and rows.iloc[0].tolist() == ["a", "hello", "first", 2]
     assert reader.arrow_types["x"] == pa.string() and reader.arrow_types["x_"] == pa.int64() and texts == ["hello"]
+    assert f"warning: {tmp_path / 'twice.parquet'}: repeated column name(s) renamed" in caplog.text
+    assert "'x' -> 'x_'" in caplog.text
     (tmp_path / "twice.csv").write_text("id,text,x,x,x_\na,hello,first,second,third\n")
-    _, rows, _, _ = read_all(tmp_path / "twice.csv")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="elmobatch"):
+        _, rows, _, _ = read_all(tmp_path / "twice.csv")
     assert list(rows.columns) == ["id", "text", "x", "x__", "x_"]  # the column named x_ keeps its name
+    assert caplog.messages == [f"warning: {tmp_path / 'twice.csv'}: repeated column name(s) renamed, so every "
+                               "column is kept: 'x' -> 'x__'"]
     assert rows.iloc[0].tolist()[2:] == ["first", "second", "third"]
     pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"]), pa.array(["c"])], names=["t", "t", "t_"]),
                    tmp_path / "taken.parquet")

@@ -24,6 +24,7 @@ import codecs
 import contextlib
 import csv
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ from elmobatch.reading.detect import (SAMPLE_LINES, ReadDecisions, ReadError, ch
 from elmobatch.reading.inputs import source_name as default_source_name
 from elmobatch.settings import ReadOptions
 from elmobatch.storage import StoredPath, as_path, parquet_source
+
+logger = logging.getLogger("elmobatch")
 
 CSV_FIELD_LIMIT = 64 << 20  # csv's own cap; records are cut far earlier (max_record_chars)
 SAMPLE_RECORDS = 200  # records looked at to find the text column
@@ -276,7 +279,7 @@ class MessageReader:
 
             with _parquet_errors(self.path):
                 schema = pq.read_schema(parquet_source(self.path))
-            names = _unique(schema.names)  # a repeated name would lose all but one of its columns
+            names = _unique(schema.names, warn_for=self.path)  # a repeated name would lose all but one column
             self.parquet_names = names if names != schema.names else None
             self.arrow_types = dict(zip(names, schema.types, strict=True))
             strings = [n for n, t in self.arrow_types.items() if pa.types.is_string(t) or pa.types.is_large_string(t)]
@@ -292,7 +295,7 @@ class MessageReader:
                         raise ReadError(f"{self.path}: record {n + 1} brings the distinct keys past {MAX_JSON_KEYS:,}; "
                                         "expected records that share their keys (each key is a column)")
             return list(columns), [c for c, texty in columns.items() if texty]
-        header = self._csv_header()
+        header = self._csv_header(warn=True)
         texty = [False] * len(header)
         records = self._csv_records(header, None)
         for n, record in enumerate(records):
@@ -415,7 +418,7 @@ class MessageReader:
             return dict(delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
         return dict(delimiter=self.delimiter, strict=True)
 
-    def _csv_header(self) -> list[tuple[str, bool]]:
+    def _csv_header(self, warn: bool = False) -> list[tuple[str, bool]]:
         """[(column name, was it named in the file)]; blank names become 'Unnamed: i' as in pandas."""
         lines = self._lines()
         try:
@@ -434,7 +437,8 @@ class MessageReader:
             raise ReadError(f"{self.path}: the header line is {cut:,} bytes long; expected column names")
         if not row:
             raise ReadError(f"{self.path}: no header line: expected column names on the first line")
-        names = _unique([name.strip() or f"Unnamed: {i}" for i, name in enumerate(row)])
+        names = _unique([name.strip() or f"Unnamed: {i}" for i, name in enumerate(row)],
+                        warn_for=self.path if warn else None)
         return [(name, given.strip() != "") for name, given in zip(names, row, strict=True)]
 
     def _csv_records(self, header, lines: _Lines | None) -> Iterator[_Record]:
@@ -581,9 +585,10 @@ class MessageReader:
         return records(), lambda: state["rows"]
 
 
-def _unique(names: list[str]) -> list[str]:
+def _unique(names: list[str], warn_for=None) -> list[str]:
     """Column names with each repeat given trailing "_"s until the name is one no column has
-    (x, x -> x, x_; x, x, x_ -> x, x__, x_: the column named x_ keeps its name)."""
+    (x, x -> x, x_; x, x, x_ -> x, x__, x_: the column named x_ keeps its name); a warning naming
+    the file `warn_for` (if given) lists the renames."""
     taken, seen = set(names), set()
     unique = []
     for name in names:
@@ -593,6 +598,10 @@ def _unique(names: list[str]) -> list[str]:
             taken.add(name)
         seen.add(name)
         unique.append(name)
+    renamed = [f"{given!r} -> {name!r}" for given, name in zip(names, unique, strict=True) if given != name]
+    if renamed and warn_for is not None:
+        logger.warning(f"warning: {warn_for}: repeated column name(s) renamed, so every column is kept: "
+                       f"{', '.join(renamed)}")
     return unique
 
 
