@@ -42,8 +42,9 @@ def compare(a: dict, b: dict) -> dict:
     loss_a, loss_b = np.asarray(a["winner_selection_log_loss"]), np.asarray(b["winner_selection_log_loss"])
     diff = loss_b - loss_a
     return {"rows": len(diff), "folds": a.get("folds"),
-            "a": {"model": a["model"], "winner": a["winner"], "log_loss": float(loss_a.mean())},
-            "b": {"model": b["model"], "winner": b["winner"], "log_loss": float(loss_b.mean())},
+            **{name: {"model": run["model"], "class_weights": run.get("class_weights", "balanced"),
+                      "winner": run["winner"], "log_loss": float(loss.mean())}
+               for name, run, loss in (("a", a, loss_a), ("b", b, loss_b))},
             "b_minus_a": float(diff.mean()), "standard_error": float(diff.std(ddof=1) / np.sqrt(len(diff))),
             "rows_b_better": int((diff < 0).sum()), "rows_a_better": int((diff > 0).sum())}
 
