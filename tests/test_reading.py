@@ -210,3 +210,22 @@ def test_a_file_of_mixed_encodings_read_as_latin1_is_warned_of(tmp_path, caplog)
     with caplog.at_level("WARNING", logger="elmobatch"):  # 482 lines not UTF-8, 1 that happens to decode: no warning
         assert read_all(SMS, chunk_rows=5000)[0].decisions.encoding == "latin-1"
     assert "mixed encodings" not in caplog.text
+
+
+def test_a_table_read_as_plain_text_says_how_to_read_it_as_a_table(tmp_path, caplog):
+    """A CSV whose header names have spaces, named .txt (or piped in: no name), is one message per
+    line, as documented; a note names the delimiter its lines share and --format csv."""
+    table = tmp_path / "export.txt"
+    table.write_text("Message ID,Message text\n1,hello there\n2,see you at 8\n")
+    with caplog.at_level("WARNING", logger="elmobatch"):
+        reader, _, texts, _ = read_all(table)
+    assert reader.decisions.format == "txt" and texts == ["Message ID,Message text", "1,hello there", "2,see you at 8"]
+    assert caplog.messages == [f"note: {table}: read as plain text, one message per line (its first line is not a "
+                               "header of bare column names), though its lines split alike on comma ',' into 2 "
+                               "fields; if it is a table, pass --format csv"]
+    caplog.clear()
+    prose = tmp_path / "prose.txt"
+    prose.write_text("hello there\nsee you at 8, ok?\nfine\n")
+    with caplog.at_level("WARNING", logger="elmobatch"):
+        assert read_all(prose)[2] == ["hello there", "see you at 8, ok?", "fine"]
+    assert caplog.messages == []
