@@ -206,9 +206,14 @@ def test_a_file_of_mixed_encodings_read_as_latin1_is_warned_of(tmp_path, caplog)
     assert reader.decisions.encoding == "latin-1" and texts[1] == "caf\xc3\xa9 (UTF-8)"  # as documented: mojibake
     assert (f"warning: {path}: mixed encodings, read as latin-1: 2 line(s) are not UTF-8, but 2 (first at line 3) "
             "are") in caplog.text and "--encoding utf-8 reads those right" in caplog.text
+    assert "--encoding latin-1 keeps this reading without this warning" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="elmobatch"):  # 482 lines not UTF-8, 1 that happens to decode: no warning
         assert read_all(SMS, chunk_rows=5000)[0].decisions.encoding == "latin-1"
+    marked = tmp_path / "marked.csv"  # a byte-order mark before Latin-1 text: the mark is no UTF-8 text
+    marked.write_bytes(codecs.BOM_UTF8 + b"id,text\n1,caf\xe9\n2,na\xefve\n")
+    with caplog.at_level("WARNING", logger="elmobatch"):
+        assert read_all(marked)[2] == ["caf\xe9", "na\xefve"]
     assert "mixed encodings" not in caplog.text
 
 

@@ -236,16 +236,18 @@ def detect_encoding(path: AnyPath) -> tuple[str, str]:
     """
     invalid = valid_non_ascii = 0
     first_invalid = first_valid = -1  # index of the first undecodable (valid UTF-8 non-ASCII) line, -1: none
-    bom = False
+    bom = mark_only = False  # mark_only: the first line's only non-ASCII bytes are the byte-order mark
     with open_bytes(path) as (f, _):  # one pass, no seeking: a stored object is a stream
         for number, line in enumerate(f):
-            bom = bom or (number == 0 and line.startswith(codecs.BOM_UTF8))
+            if number == 0 and line.startswith(codecs.BOM_UTF8):
+                bom, mark_only = True, line[len(codecs.BOM_UTF8):].isascii()
             if line.isascii():
                 continue
             try:
                 line.decode("utf-8")
                 valid_non_ascii += 1
-                first_valid = number if first_valid < 0 else first_valid
+                if first_valid < 0 and not (number == 0 and mark_only):
+                    first_valid = number
             except UnicodeDecodeError:
                 invalid += 1
                 first_invalid = number if first_invalid < 0 else first_invalid
@@ -254,11 +256,13 @@ def detect_encoding(path: AnyPath) -> tuple[str, str]:
     if valid_non_ascii > invalid:
         return "utf-8", (f"UTF-8 ({valid_non_ascii} non-ASCII lines decode) with {invalid} undecodable "
                          f"line(s), first at line {first_invalid + 1}: those rows are rejected")
-    if valid_non_ascii >= MIXED_SHARE * (valid_non_ascii + invalid):
+    utf8_text = valid_non_ascii - mark_only  # a byte-order mark alone is no text that reads wrong
+    if utf8_text and utf8_text >= MIXED_SHARE * (utf8_text + invalid):
         logger.warning(f"warning: {path}: mixed encodings, read as {FALLBACK_ENCODING}: {invalid} line(s) are not "
-                       f"UTF-8, but {valid_non_ascii} (first at line {first_valid + 1}) are, and their non-ASCII "
+                       f"UTF-8, but {utf8_text} (first at line {first_valid + 1}) are, and their non-ASCII "
                        f"characters read wrong as {FALLBACK_ENCODING} (\"cafÃ©\"); --encoding utf-8 reads those "
-                       "right and rejects the lines that are not UTF-8")
+                       f"right and rejects the lines that are not UTF-8; --encoding {FALLBACK_ENCODING} keeps this "
+                       "reading without this warning")
     return FALLBACK_ENCODING, (f"not UTF-8: {invalid} line(s) do not decode (first at line {first_invalid + 1}), "
                                f"{valid_non_ascii} do; fell back to {FALLBACK_ENCODING}")
 

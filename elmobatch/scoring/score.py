@@ -11,7 +11,8 @@ schema metadata (key b"elmobatch"). Rows are written in
 file order, chunk by chunk, to a temporary file in `_tmp/` beside the output (named `.tmp-*.tmp`,
 so no reader's glob matches it), renamed at the end; what a killed run left there is swept when
 the same output is scored again. One scorer per output at a time: it holds `_tmp/<name>.lock` for
-the output and its rejects file, and a second one writing either raises OutputLocked (exit 5).
+the output and its rejects file (when that lies beside it, as the command line puts it), and a
+second one writing either raises OutputLocked (exit 5).
 Rows the reader rejects go to a rejects file beside the output (`<output stem>.rejects.csv` or
 `.parquet`), always written, so rows_read = rows_scored + rows_rejected.
 """
