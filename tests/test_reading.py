@@ -210,6 +210,10 @@ def test_a_file_of_mixed_encodings_read_as_latin1_is_warned_of(tmp_path, caplog)
     caplog.clear()
     with caplog.at_level("WARNING", logger="elmobatch"):  # 482 lines not UTF-8, 1 that happens to decode: no warning
         assert read_all(SMS, chunk_rows=5000)[0].decisions.encoding == "latin-1"
+    few = tmp_path / "few.csv"  # the same one line among the first 60 rows (1 of 9 non-ASCII lines): no warning
+    few.write_bytes(b"".join(SMS.read_bytes().splitlines(keepends=True)[:61]))
+    with caplog.at_level("WARNING", logger="elmobatch"):
+        assert read_all(few)[0].decisions.encoding == "latin-1"
     marked = tmp_path / "marked.csv"  # a byte-order mark before Latin-1 text: the mark is no UTF-8 text
     marked.write_bytes(codecs.BOM_UTF8 + b"id,text\n1,caf\xe9\n2,na\xefve\n")
     with caplog.at_level("WARNING", logger="elmobatch"):

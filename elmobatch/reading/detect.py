@@ -27,7 +27,9 @@ TEXT_COLUMN_NAMES = ("text", "message", "msg", "body", "sms", "content", "senten
 COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz",
                     b"\x28\xb5\x2f\xfd": "zstd"}
 FALLBACK_ENCODING = "latin-1"  # decodes any byte; what the reference data (and pandas users of it) use
-MIXED_SHARE = 0.1  # a file read as Latin-1 with at least this share of its non-ASCII lines valid UTF-8 is warned of
+# A file read as Latin-1 with at least this share, and this many, of its non-ASCII lines valid UTF-8 is warned of
+# (one line can be valid UTF-8 by chance: the reference file's "4txt/\xcc\xbc1.20" is).
+MIXED_SHARE, MIXED_LINES = 0.1, 2
 DELIMITERS = (",", ";", "\t", "|")  # what delimiter detection tries
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 SAMPLE_LINES = 50  # lines looked at to find the delimiter
@@ -232,7 +234,8 @@ def detect_encoding(path: AnyPath) -> tuple[str, str]:
 
     A file that is mostly UTF-8 with a few undecodable lines stays UTF-8 (those lines become
     rejects); one whose non-ASCII lines are mostly not UTF-8 is a legacy 8-bit file, and a warning
-    says so if at least MIXED_SHARE of them are UTF-8 (a mixed file: those lines read wrong).
+    says so if at least MIXED_SHARE (and MIXED_LINES) of them are UTF-8 (a mixed file: those lines
+    read wrong).
     """
     invalid = valid_non_ascii = 0
     first_invalid = first_valid = -1  # index of the first undecodable (valid UTF-8 non-ASCII) line, -1: none
@@ -257,7 +260,7 @@ def detect_encoding(path: AnyPath) -> tuple[str, str]:
         return "utf-8", (f"UTF-8 ({valid_non_ascii} non-ASCII lines decode) with {invalid} undecodable "
                          f"line(s), first at line {first_invalid + 1}: those rows are rejected")
     utf8_text = valid_non_ascii - mark_only  # a byte-order mark alone is no text that reads wrong
-    if utf8_text and utf8_text >= MIXED_SHARE * (utf8_text + invalid):
+    if utf8_text >= MIXED_LINES and utf8_text >= MIXED_SHARE * (utf8_text + invalid):
         logger.warning(f"warning: {path}: mixed encodings, read as {FALLBACK_ENCODING}: {invalid} line(s) are not "
                        f"UTF-8, but {utf8_text} (first at line {first_valid + 1}) are, and their non-ASCII "
                        f"characters read wrong as {FALLBACK_ENCODING} (\"cafÃ©\"); --encoding utf-8 reads those "
