@@ -1,13 +1,14 @@
 """Two head_compare runs' picks, compared row by row on the same selection rows.
 
-    python benchmarks/selection_compare.py A.json B.json
+    python benchmarks/selection_compare.py A.json B.json [--other-candidates]
 
 Each JSON is written by `benchmarks/head_compare.py --json` (with --folds K: every training row).
 Prints, as JSON, each pick's selection log loss and the paired difference B - A: its mean over the
 rows and the standard error of that mean (sd / sqrt(n)), so a reader can see whether the difference
 is larger than the row-to-row noise (it leaves out the noise of retraining the heads). Refuses two
-runs whose selection rows, folds, head seed or candidates differ. Each pick is measured on the rows
-it was picked on, so both figures lean low alike.
+runs whose selection rows, folds, head seed or candidates differ (candidates: unless
+--other-candidates, for a run that adds candidates, whose pick then leans lower). Each pick is
+measured on the rows it was picked on, so both figures lean low alike.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ def candidates(run: dict) -> list[tuple]:
     return sorted({(r["kind"], r["members"], r["calibration"], r["threshold_rule"]) for r in run["rows"]})
 
 
-def compare(a: dict, b: dict) -> dict:
+def compare(a: dict, b: dict, other_candidates: bool = False) -> dict:
     if a["selection_rows_sha256"] != b["selection_rows_sha256"]:
         raise ValueError("the two runs' selection rows differ (selection_rows_sha256); "
                          "expected the same data and --extra-train files")
     for what, of in (("--folds", lambda r: r["folds"]), ("--seed", lambda r: r.get("seed", 0)),
                      ("candidates (--kinds, --members)", candidates)):
+        if what.startswith("candidates") and other_candidates:
+            continue
         if of(a) != of(b):  # a pick among more candidates looks better on the rows it was picked on
             raise ValueError(f"the two runs differ in {what}: {of(a)} vs {of(b)}; expected the same")
     loss_a, loss_b = np.asarray(a["winner_selection_log_loss"]), np.asarray(b["winner_selection_log_loss"])
@@ -53,9 +56,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", help="head_compare.py --json file (the incumbent)")
     parser.add_argument("b", help="head_compare.py --json file (the candidate)")
+    parser.add_argument("--other-candidates", action="store_true",
+                        help="compare runs whose candidates differ (a pick among more leans lower)")
     args = parser.parse_args()
     try:
-        result = compare(load(args.a), load(args.b))
+        result = compare(load(args.a), load(args.b), args.other_candidates)
     except ValueError as e:
         sys.exit(f"{args.a} vs {args.b}: {e}")
     print(json.dumps(result, indent=2))

@@ -112,6 +112,6 @@ def test_default_head_reads_the_everyday_set_right(tmp_path):
     score = scored["score"].to_numpy()
     assert not ((~spam & (score > 0.99)) | (spam & (score < 0.01))).any()  # no confident mistake
     # The README's three examples are ham: the dentist reminder (e001), the order (e002) and "running
-    # late" (e043). The two heads bundled before this one called the reminder spam (0.519, 0.563).
+    # late" (e043). The heads of git 916b132 and f04ea2f called the reminder spam (0.519, 0.563).
     examples = scored.set_index("id")
     assert (examples.loc[["e001", "e002", "e043"], "label"] == "ham").all(), examples.loc[["e001", "e002", "e043"]]
