@@ -9,7 +9,8 @@
 # The recipe (mlp, 10 members trained on the unweighted loss, temperature scaling, threshold 0.5) is
 # the one benchmarks/head_compare.py --folds 5 --kinds mlp --class-weights none --members 1,5,10
 # picks by 5-fold cross-validated log loss over the 5,245 training rows (with the same
-# --extra-train); it beat the class-weighted runs' picks (see the README, "How good, how fast").
+# --extra-train); it beat the class-weighted runs' picks and five nets on the same loss (see the
+# README, "How good, how fast").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
