@@ -52,13 +52,31 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _EachWarningOnce(logging.Filter):
+    """Lets a warning's text through once per command: a file read more than once in a command (say,
+    planned, then scored) is warned of once."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        repeated = text in self.seen
+        self.seen.add(text)
+        return not repeated
+
+
 def configure_logging(level: int) -> None:
     """The command line's only log handler: messages of the `elmobatch` loggers at `level` and above,
-    as plain lines on stderr. The library itself never adds a handler."""
+    as plain lines on stderr, each warning once. The library itself never adds a handler."""
     package_logger = logging.getLogger("elmobatch")
     for handler in [h for h in package_logger.handlers if isinstance(h, _StderrHandler)]:
         package_logger.removeHandler(handler)
     handler = _StderrHandler()
+    handler.addFilter(_EachWarningOnce())
     handler.setFormatter(logging.Formatter("%(message)s"))
     package_logger.addHandler(handler)
     package_logger.setLevel(level)

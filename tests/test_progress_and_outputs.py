@@ -114,6 +114,27 @@ def test_the_library_prints_nothing_when_used_from_a_program(tmp_path, head_dir)
     assert done.stdout == "" and done.stderr == ""
 
 
+def test_a_command_writes_each_warning_once_and_every_progress_line(capsys):
+    """A file read more than once in one command (run --engine spark plans, then scores it) is warned
+    of once; progress and notes below warning level are all written."""
+    import logging
+
+    from elmobatch.cli import configure_logging
+
+    configure_logging(logging.INFO)
+    reading = logging.getLogger("elmobatch")
+    for name in ("day.csv", "day.csv", "other.csv"):
+        reading.warning(f"warning: {name}: repeated column name(s) renamed")
+    for _ in range(2):
+        logging.getLogger("elmobatch.progress").info("score day.csv: 2 rows")
+    err = capsys.readouterr().err
+    assert err.count("warning: day.csv") == 1 and err.count("warning: other.csv") == 1
+    assert err.count("score day.csv: 2 rows") == 2
+    configure_logging(logging.INFO)  # a new command: the same warning is written again
+    reading.warning("warning: day.csv: repeated column name(s) renamed")
+    assert capsys.readouterr().err.count("warning: day.csv") == 1
+
+
 # ---- scored outputs ---------------------------------------------------------------------------
 
 
