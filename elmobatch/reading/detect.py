@@ -177,14 +177,15 @@ def choose_delimiter(path: AnyPath, fmt: str, sample: list[str], requested: str 
     widths = {d: _widths(sample, d) for d in DELIMITERS}
     fitting = [d for d in DELIMITERS if _fits(widths[d])]
     if fmt == "txt":
-        if not any(_is_header(sample[0], d) for d in fitting):
+        headed = [d for d in fitting if _is_header(sample[0], d)]
+        if not headed:
             if fitting:  # a CSV whose header names have spaces reads like this: say how to read it as one
                 logger.warning(f"note: {path}: read as plain text, one message per line (its first line is not "
                                f"a header of bare column names), though its lines split alike on "
                                f"{_shown(fitting[0])} into {widths[fitting[0]][0]} fields; "
                                "if it is a table, pass --format csv")
             return None, "plain text: no delimited header line"
-        fitting = [d for d in fitting if _is_header(sample[0], d)]
+        fitting = headed
     if len(fitting) > 1:
         found = ", ".join(f"{_shown(d)} ({widths[d][0]} columns)" for d in fitting)
         raise ReadError(f"{path}: cannot tell the delimiter: {found} each split the header and the first rows "

@@ -455,8 +455,9 @@ def score_file(path, out: Path | StoredPath | StreamOutput, *, head: Head, encod
         rejects_out = Path(rejects_to) if rejects_to is not None else rejects_path(anchor)
     summary = ScoreSummary(str(path), "-" if isinstance(out, StreamOutput) else str(out), str(rejects_out))
     with staging(anchor) as tmp_dir:  # the files are written there, then renamed into place
-        # rejects beside the output are locked too: `score a.csv --out -` writes a.scored.rejects.csv alone
-        locked = [anchor] + [rejects_out] * (rejects_out != anchor and rejects_out.parent == anchor.parent)
+        locked = [anchor]
+        if rejects_out != anchor and rejects_out.parent == anchor.parent:
+            locked.append(rejects_out)  # `score a.csv --out -` writes a.scored.rejects.csv alone
         with _output_locks(locked, tmp_dir):
             # what a killed run scoring the same output left (and an earlier version, beside the outputs)
             swept = [tmp for directory, name in {(anchor.parent, anchor.name), (anchor.parent, rejects_out.name),
