@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from elmobatch.caching import EmbeddingCache
 from elmobatch.encoding import load_encoder
@@ -59,17 +59,16 @@ def labels_of(data: quality.Dataset) -> list[str]:
     return ["spam" if s else "ham" for s in data.is_spam]
 
 
-def train_candidates(train: quality.Dataset, model_meta: dict, seed: int,
-                     members: tuple[int, ...] = MEMBERS, kinds: tuple[str, ...] = KINDS,
-                     class_weights: str = "balanced") -> dict[Candidate, Head]:
-    """(kind, members, calibration) -> head.
+def train_candidates(train: quality.Dataset, model_meta: dict, fit: FitSettings,
+                     members: tuple[int, ...] = MEMBERS, kinds: tuple[str, ...] = KINDS) -> dict[Candidate, Head]:
+    """(kind, members, calibration) -> head, each trained with `fit`'s settings but for kind and members.
 
     Each kind trains max(members) nets once: an ensemble's first m members are the ensemble of m
     of the same seed (tests/test_head_ensemble.py), and the calibrations share the nets, as in fit_head.
     """
     heads = {}
     for kind in kinds:
-        settings = FitSettings(head_kind=kind, seed=seed, members=max(members), class_weights=class_weights)
+        settings = replace(fit, head_kind=kind, members=max(members))
         started = time.perf_counter()
         base, summary = fit_head(train.x, labels_of(train), model_meta=model_meta, settings=settings)
         epochs = ", ".join(str(fit["epochs_run"]) for fit in summary.get("member_fits", [summary]))
@@ -104,9 +103,8 @@ class Predictions:
         return cls(score, {rule: index == 1 for rule, (index, _) in decided.items()})
 
 
-def heldout_predictions(train: quality.Dataset, model_meta: dict, seed: int, members: tuple[int, ...],
-                        kinds: tuple[str, ...], folds: int,
-                        class_weights: str = "balanced") -> tuple[np.ndarray, dict[Candidate, Predictions]]:
+def heldout_predictions(train: quality.Dataset, model_meta: dict, fit: FitSettings, members: tuple[int, ...],
+                        kinds: tuple[str, ...], folds: int) -> tuple[np.ndarray, dict[Candidate, Predictions]]:
     """Selection rows and each candidate's predictions of them, by heads that never saw them.
 
     folds 0: the stratified 20% split (rows: that 20%). folds K >= 2: K-fold cross-validation
@@ -116,7 +114,7 @@ def heldout_predictions(train: quality.Dataset, model_meta: dict, seed: int, mem
     if folds == 0:
         fit_rows, selection_rows = validation_split(y, SELECTION_FRACTION, SELECTION_SEED)
         print(f"stage 1: {len(fit_rows)} rows fit, {len(selection_rows)} selection rows", file=sys.stderr)
-        heads = train_candidates(train.subset(fit_rows), model_meta, seed, members, kinds, class_weights)
+        heads = train_candidates(train.subset(fit_rows), model_meta, fit, members, kinds)
         x = train.x[selection_rows]
         return selection_rows, {c: Predictions.of(head, x) for c, head in heads.items()}
     fold_of = stratified_folds(y, folds, SELECTION_SEED)
@@ -124,8 +122,7 @@ def heldout_predictions(train: quality.Dataset, model_meta: dict, seed: int, mem
     for k in range(folds):
         held = np.flatnonzero(fold_of == k)
         print(f"stage 1, fold {k + 1} of {folds}: {len(y) - len(held)} rows fit, {len(held)} scored", file=sys.stderr)
-        heads = train_candidates(train.subset(np.flatnonzero(fold_of != k)), model_meta, seed, members, kinds,
-                                 class_weights)
+        heads = train_candidates(train.subset(np.flatnonzero(fold_of != k)), model_meta, fit, members, kinds)
         for c, head in heads.items():
             parts.setdefault(c, []).append(Predictions.of(head, train.x[held]))
     order = np.concatenate([np.flatnonzero(fold_of == k) for k in range(folds)])
@@ -206,6 +203,10 @@ def main() -> None:
                         help="Select by K-fold cross-validation over all training rows (default: one 20%% split).")
     parser.add_argument("--class-weights", choices=CLASS_WEIGHTINGS, default="balanced",
                         help="The heads' loss weighting (train --class-weights).")
+    parser.add_argument("--dropout", type=float, default=FitSettings.dropout,
+                        help="The heads' dropout rate (train --dropout).")
+    parser.add_argument("--learning-rate", type=float, default=FitSettings.learning_rate,
+                        help="The heads' Adam learning rate (train --learning-rate).")
     parser.add_argument("--json", help="Also write the results as JSON to this file.")
     args = parser.parse_args()
     members = tuple(sorted({int(m) for m in args.members.split(",")}))
@@ -223,11 +224,12 @@ def main() -> None:
     train = train.plus(*(quality.load_dataset(quality.Path(p), encoder, cache, "v1", "v2") for p in args.extra_train))
     model_meta = {"fingerprint": encoder.fingerprint, "spec": args.model}
 
-    selection_rows, heldout = heldout_predictions(train, model_meta, args.seed, members, kinds, args.folds,
-                                                  args.class_weights)
+    fit = FitSettings(seed=args.seed, class_weights=args.class_weights, dropout=args.dropout,
+                      learning_rate=args.learning_rate)
+    selection_rows, heldout = heldout_predictions(train, model_meta, fit, members, kinds, args.folds)
     selected = train.is_spam[selection_rows]
     print(f"stage 2: all {len(train.texts)} training rows", file=sys.stderr)
-    final_heads = train_candidates(train, model_meta, args.seed, members, kinds, args.class_weights)
+    final_heads = train_candidates(train, model_meta, fit, members, kinds)
 
     rows = []
     for (kind, m, method), head in final_heads.items():
@@ -243,7 +245,7 @@ def main() -> None:
     result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),
               "model_fingerprint": encoder.fingerprint,
               "extra_train": args.extra_train, "folds": args.folds, "seed": args.seed,
-              "class_weights": args.class_weights,
+              "class_weights": args.class_weights, "dropout": args.dropout, "learning_rate": args.learning_rate,
               "selection_rows": len(selection_rows),
               "training_rows": len(train.texts), "winner": name_of(winner), "rows": rows,
               # per selection row, in order, so two models' picks can be compared row by row

@@ -417,13 +417,17 @@ def _cache(cache_dir):
 @click.option("--class-weights", type=click.Choice(CLASS_WEIGHTINGS), default=FIT.class_weights, show_default=True,
               help="balanced: each label weighs the same in the training loss (a rare label's rows count "
                    "more); none: every row counts 1.")
+@click.option("--dropout", default=FIT.dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout rate on the layer mix and the hidden layer while training.")
+@click.option("--learning-rate", default=FIT.learning_rate, show_default=True,
+              type=click.FloatRange(0, min_open=True), help="Adam's learning rate.")
 @click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another labelled file, read with the same columns and options as INPUT, whose rows all "
                    "train the head (never held out). Repeatable.")
 @cache_dir_option
 @precision_option
 def train(input, label_column, read, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, threshold, members, class_weights, extra_train, precision, cache_dir):
+          calibrate, l2, threshold, members, class_weights, dropout, learning_rate, extra_train, precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
 
     \b
@@ -446,7 +450,8 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
                           positive=positive_label, extra_train=extra_train, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2, threshold=threshold,
-                                               members=members, class_weights=class_weights))
+                                               members=members, class_weights=class_weights,
+                                               dropout=dropout, learning_rate=learning_rate))
     except (TrainingError, *_head_errors()) as exc:
         raise click.ClickException(str(exc)) from exc
     meta = head.meta

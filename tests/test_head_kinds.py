@@ -229,3 +229,26 @@ def test_class_weights_none_weighs_every_row_one_and_a_bad_weighting_is_refused(
     bad = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
                                     "--out", str(tmp_path / "h2"), "--class-weights", "inverse"])
     assert bad.exit_code == 2 and "'inverse' is not one of 'balanced', 'none'" in bad.output
+
+
+def test_dropout_and_learning_rate_are_used_recorded_and_checked(layers, tmp_path):
+    base, _ = fit_head(layers, LABELS, model_meta={}, settings=FitSettings(epochs=3, batch_size=16))
+    slow, summary = fit_head(layers, LABELS, model_meta={},
+                             settings=FitSettings(epochs=3, batch_size=16, dropout=0.5, learning_rate=1e-4))
+    assert summary["settings"]["dropout"] == 0.5 and summary["settings"]["learning_rate"] == 1e-4
+    assert not np.array_equal(base.weights["w2"], slow.weights["w2"])  # the same seed, other settings
+    with pytest.raises(TrainingError, match="dropout 1.0: expected a rate from 0 up to"):
+        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(dropout=1.0))
+    with pytest.raises(TrainingError, match="learning rate 0.0: expected a number > 0"):
+        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(learning_rate=0.0))
+    data = tmp_path / "labelled.csv"
+    pd.DataFrame({"label": LABELS, "text": TEXTS}).to_csv(data, index=False)
+    trained = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                        "--out", str(tmp_path / "head"), "--epochs", "2", "--dropout", "0.5",
+                                        "--learning-rate", "0.0003", "--cache-dir", str(tmp_path / "cache")])
+    assert trained.exit_code == 0, trained.output
+    settings = load_head(tmp_path / "head").meta["training"]["settings"]
+    assert (settings["dropout"], settings["learning_rate"]) == (0.5, 0.0003)
+    bad = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                    "--out", str(tmp_path / "h2"), "--dropout", "1"])
+    assert bad.exit_code == 2 and "--dropout" in bad.output

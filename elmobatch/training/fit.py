@@ -48,6 +48,10 @@ def check_settings(settings: FitSettings) -> None:
         raise TrainingError(f"class weights {settings.class_weights!r}: expected one of {', '.join(CLASS_WEIGHTINGS)}")
     if settings.l2 is not None and not settings.l2 >= 0:
         raise TrainingError(f"l2 {settings.l2!r}: expected a number >= 0")
+    if not 0 <= settings.dropout < 1:
+        raise TrainingError(f"dropout {settings.dropout!r}: expected a rate from 0 up to (not including) 1")
+    if not settings.learning_rate > 0:
+        raise TrainingError(f"learning rate {settings.learning_rate!r}: expected a number > 0")
     if settings.members < 1:
         raise TrainingError(f"members {settings.members!r}: expected a whole number >= 1")
     if settings.threshold is not None and not 0 < settings.threshold < 1:
