@@ -123,6 +123,48 @@ def test_a_live_lease_on_the_output_prefix_refuses_the_run_untouched(s3, tmp_pat
     assert listing(s3, "leased-run") == before
 
 
+def damaged_page(rows: int = 5000) -> bytes:
+    """A Parquet file whose footer is whole and one data page zeroed: pyarrow raises an OSError
+    without errno ("Corrupt snappy compressed data"), as a network error on the store does."""
+    import io
+
+    import pyarrow as pa
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"v1": ["ham"] * rows, "v2": [f"hello {i}" for i in range(rows)]}), buffer,
+                   row_group_size=1000)
+    data = buffer.getvalue()
+    return data[:200] + bytes(300) + data[500:]
+
+
+@pytest.mark.slow  # scores one file through the model
+def test_a_damaged_parquet_object_is_refused_and_the_other_inputs_are_scored(s3, tmp_path, head_dir):
+    put(s3, "damaged-in/a.parquet", damaged_page())
+    put(s3, "damaged-in/b.csv", write_messages(tmp_path / "b.csv", 0, 30).read_bytes())
+    job = load_job(write_job(tmp_path / "job.toml", head_dir, f"s3://{BUCKET}/damaged-in/*",
+                             f"s3://{BUCKET}/damaged-out"))
+    report = run_job(job, log=lambda line: None)
+    assert report.exit_code == 1 and report.status == "not all scored", report
+    assert f"s3://{BUCKET}/damaged-in/a.parquet: not a readable Parquet file" in report.error
+    assert [f["input"] for f in report.files] == [f"s3://{BUCKET}/damaged-in/b.csv"] and report.rows_scored == 30
+    assert [f["input"] for f in report.files_not_scored] == [f"s3://{BUCKET}/damaged-in/a.parquet"]
+
+
+def test_an_error_of_the_store_reading_parquet_stays_an_oserror(tmp_path):
+    """The other side of the test above: the same kind of OSError from the store's client (a network
+    error) is not called a damaged file. The store here is one that has stopped."""
+    from elmobatch.reading.reader import _parquet_errors
+    from elmobatch.storage import as_path
+    from tests.s3_server import moto_server
+
+    with moto_server(tmp_path) as fs:
+        uri = put(fs, "stopped/a.parquet", damaged_page(10))
+    with pytest.raises(OSError, match="AWS Error") as raised:  # the server has stopped: a real client error
+        fs.open_input_file(f"{BUCKET}/stopped/a.parquet")
+    with pytest.raises(OSError, match="AWS Error"), _parquet_errors(as_path(uri)):
+        raise raised.value
+
+
 @pytest.mark.slow  # scores one file through the model
 def test_a_run_whose_prefix_is_taken_over_records_and_commits_nothing_more(s3, tmp_path, head_dir):
     for name, (start, stop) in {"a.csv": (0, 30), "b.csv": (30, 60)}.items():

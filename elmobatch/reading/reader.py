@@ -607,17 +607,23 @@ def _unique(names: list[str], warn_for=None) -> list[str]:
 
 @contextlib.contextmanager
 def _parquet_errors(path) -> Iterator[None]:
-    """pyarrow's refusal of a local file's bytes as a ReadError naming the file: no Parquet footer,
-    a damaged footer or page (an OSError without errno), a value Python cannot hold (a date past
-    year 9999). Errors of the system (an errno) or of an object store stay what they are."""
+    """pyarrow's refusal of a file's bytes as a ReadError naming the file: no Parquet footer, a
+    damaged footer or page (an OSError without errno), a value Python cannot hold (a date past
+    year 9999). Errors of the system (an errno) or of the object store's client stay what they are."""
     import pyarrow as pa
 
     try:
         yield
     except (pa.ArrowException, OSError, OverflowError) as exc:
-        if isinstance(exc, OSError) and (exc.errno is not None or isinstance(path, StoredPath)):
+        if isinstance(exc, OSError) and (exc.errno is not None or _object_store_error(exc, path)):
             raise
         raise ReadError(f"{path}: not a readable Parquet file ({exc}); expected a whole Parquet file") from exc
+
+
+def _object_store_error(exc: OSError, path) -> bool:
+    """Whether reading a stored object failed in the store's client (the network, a permission, a
+    missing key), not in its bytes: pyarrow's S3 client says "AWS Error" in every error it raises."""
+    return isinstance(path, StoredPath) and "AWS Error" in str(exc)
 
 
 _STILL_OPEN = "a quoted field still open at the record limit"
@@ -656,7 +662,7 @@ def _numeric(value: str) -> bool:
         float(value)
         return True
     except ValueError:
-        return False
+        return isinstance(path, StoredPath) and "AWS Error" in str(exc)
 
 
 def _value(values, column, columns):
