@@ -662,7 +662,7 @@ def _numeric(value: str) -> bool:
         float(value)
         return True
     except ValueError:
-        return isinstance(path, StoredPath) and "AWS Error" in str(exc)
+        return False
 
 
 def _value(values, column, columns):
