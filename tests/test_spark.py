@@ -244,7 +244,7 @@ def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
                    'engine = "spark"\nspark_master = "local[2]"\n')
     spec = load_job(job)
 
-    manifest = embed_with_spark(spec, list(spec.inputs), spark=spark)
+    [manifest] = embed_with_spark(spec, list(spec.inputs), spark=spark)
     assert manifest["engine"]["name"] == "spark" and manifest["counts"]["rows_embedded"] == 300
     assert not (spec.output / SPARK_SCRATCH).exists()  # only the cache is kept
     texts = [t for chunk in read_messages(inputs[0]) for t in chunk.texts]
@@ -269,3 +269,44 @@ def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
     assert report.exit_code == 1 and report.status == "not all scored", (report.error, log)
     assert [Path(f["input"]).name for f in report.files_not_scored] == ["refused.csv"] and report.rows_scored == 300
     assert any("embedding 1 file(s) with Spark" in line for line in log)
+
+
+@pytest.mark.slow  # a Spark job of two passes
+def test_run_on_spark_scores_inputs_of_one_file_name_in_two_folders(spark, tmp_path, head_dir, monkeypatch):
+    """Their default ids (NAME:ROW) would collide in one Spark dataset: each is embedded in a pass of
+    its own, and both are scored from the cache, as by the local engine."""
+    import datetime as dt
+
+    import elmobatch.embedding.spark as spark_engine
+    from elmobatch.embedding.spark import SPARK_SCRATCH, distinct_name_passes
+    from elmobatch.reading import read_messages
+    from elmobatch.scheduling.run import run_job
+    from elmobatch.scheduling.spec import load_job
+    from tests.conftest import write_messages
+
+    first = write_messages(tmp_path / "a" / "day.csv", 0, 30)
+    second = write_messages(tmp_path / "b" / "day.csv", 30, 50)
+    other = write_messages(tmp_path / "a" / "other.csv", 50, 60)
+    assert distinct_name_passes([first, other, second]) == [[first, other], [second]]
+    job = tmp_path / "job.toml"
+    job.write_text(f'[job]\nname = "two-folders"\ninputs = ["{tmp_path}/*/*.csv"]\noutput = "{tmp_path / "scored"}"\n'
+                   f'model = "{FIXTURE}"\nhead = "{head_dir}"\ncache_dir = "{tmp_path / "cache"}"\n'
+                   'engine = "spark"\nspark_master = "local[2]"\n')
+    passes = []
+    real_embed = spark_engine.embed_files_spark
+
+    def embed_on_this_session(inputs, out, *args, **kwargs):  # the module's session, not a new one per pass
+        passes.append(sorted(Path(p).relative_to(tmp_path).as_posix() for p in inputs))
+        return real_embed(inputs, out, *args, **{**kwargs, "spark": spark})
+
+    monkeypatch.setattr(spark_engine, "embed_files_spark", embed_on_this_session)
+    report = run_job(load_job(job), today=dt.date(2026, 1, 1), log=lambda line: None)
+    assert report.exit_code == 0, report.error
+    assert passes == [["a/day.csv", "a/other.csv"], ["b/day.csv"]]
+    assert sorted(Path(f["input"]).relative_to(tmp_path).as_posix() for f in report.files) == \
+        ["a/day.csv", "a/other.csv", "b/day.csv"]
+    assert report.rows_scored == 60 and not (tmp_path / "scored" / SPARK_SCRATCH).exists()
+    texts = [t for f in (first, second, other) for chunk in read_messages(f) for t in chunk.texts]
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.embed(load_encoder(str(FIXTURE)), texts)
+    assert cache.computed == 0  # every vector scored came from Spark's passes

@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +54,7 @@ from elmobatch.embedding.job import (EmbedOptions, OutputError, finish_run, open
 from elmobatch.embedding.job import renew_lease  # the local engine's: OutputLocked when taken over
 from elmobatch.files import utc_now
 from elmobatch.locking import LockHeld, ObjectLease
+from elmobatch.reading.inputs import source_name
 from elmobatch.storage import StoredPath, as_path, remove_tree
 
 if TYPE_CHECKING:  # the encoder module imports TensorFlow; the driver may never need it
@@ -181,16 +183,32 @@ def embed_files_spark(inputs, out, model_spec: str = "default", *, options: Embe
                           lease=plan.lease)
 
 
-def warm_cache_with_spark(inputs, scratch, model_spec: str = "default", **kwargs) -> dict:
+def warm_cache_with_spark(inputs, scratch, model_spec: str = "default", **kwargs) -> list[dict]:
     """Embed `inputs` on Spark only to fill the cache (`kwargs`: embed_files_spark's, `cache_dir`
     included), for `elmobatch run --engine spark`: scoring then finds every vector there.
 
-    The embeddings dataset goes to `scratch` (a shared path, as Spark needs) and is removed once
-    complete; a run killed meanwhile resumes it. Returns its manifest.
+    The embeddings datasets go under `scratch` (a shared path, as Spark needs) and are removed once
+    complete; a run killed meanwhile resumes them. Inputs of one file name in different folders
+    would share default ids (NAME:ROW) in one dataset, so each pass (`scratch/pass-K`) embeds
+    inputs of distinct names; ids play no part in the cache. Returns each pass's manifest.
     """
-    manifest = embed_files_spark(inputs, scratch, model_spec, **kwargs)
+    manifests = [embed_files_spark(group, scratch / f"pass-{k}", model_spec, **kwargs)
+                 for k, group in enumerate(distinct_name_passes(inputs))]
     remove_tree(scratch)  # a directory, or a prefix of an object store
-    return manifest
+    return manifests
+
+
+def distinct_name_passes(inputs: list) -> list[list]:
+    """Inputs, in order, cut into passes of distinct file names: pass K holds each name's K-th input."""
+    passes: list[list] = []
+    seen: Counter[str] = Counter()
+    for path in inputs:
+        k = seen[source_name(path)]
+        seen[source_name(path)] += 1
+        if k == len(passes):
+            passes.append([])
+        passes[k].append(path)
+    return passes
 
 
 def _reachable(name) -> str:

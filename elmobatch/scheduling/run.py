@@ -184,9 +184,10 @@ def _leftover(entry: Path | StoredPath) -> bool:
     return name == STAGING and entry.is_dir() and only_temporaries(entry)
 
 
-def embed_with_spark(spec: JobSpec, paths: list[str], encoder=None, spark=None) -> dict:
+def embed_with_spark(spec: JobSpec, paths: list[str], encoder=None, spark=None) -> list[dict]:
     """Fill the job's embedding cache through Spark (scoring then reads every vector from the
-    cache); the dataset Spark writes, in OUTPUT/_spark_embed, is removed once complete. -> its manifest."""
+    cache); the datasets Spark writes, under OUTPUT/_spark_embed, are removed once complete.
+    -> their manifests (one per pass of distinct file names: warm_cache_with_spark)."""
     from elmobatch.embedding import EmbedOptions
     from elmobatch.embedding.spark import SPARK_SCRATCH, warm_cache_with_spark
 
