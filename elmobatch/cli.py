@@ -11,8 +11,8 @@ import sys
 import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
-from elmobatch.cli_options import (cache_dir_option, input_files, input_options, inputs_argument, local_location,
-                                   model_option)
+from elmobatch.cli_options import (cache_dir_option, checked_split, input_files, input_options, inputs_argument,
+                                   local_location, model_option)
 from elmobatch.text import TOKENIZERS
 from elmobatch.settings import (CALIBRATIONS, CLASS_WEIGHTINGS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS,
                                 DEFAULT_ENGINE, DEFAULT_PRECISION, DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES,
@@ -284,7 +284,7 @@ def cache_prune(older_than, max_bytes, cache_dir):
 @input_options
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Messages per encoder batch.")
-@click.option("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, show_default=True,
+@click.option("--chunk-rows", type=click.IntRange(1), default=DEFAULT_CHUNK_ROWS, show_default=True,
               help="Rows read, embedded and written at a time.")
 @cache_dir_option
 @click.option("--keep-text", is_flag=True, help="Also write the message text as a `text` column.")
@@ -395,7 +395,7 @@ def _cache(cache_dir):
 @model_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), callback=local_location,
               help="Head directory to write.")
-@click.option("--split", "split_spec", default=DEFAULT_SPLIT, show_default=True,
+@click.option("--split", "split_spec", default=DEFAULT_SPLIT, show_default=True, callback=checked_split,
               help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
 @click.option("--epochs", default=FIT.epochs, show_default=True, type=click.IntRange(1),
               help="Most epochs (early stopping).")
@@ -485,8 +485,10 @@ def _calibration_line(meta: dict) -> str:
 @model_option
 @click.option("--out", type=click.Path(file_okay=False), callback=local_location,
               help="Report directory (default: <input stem>.report).")
-@click.option("--split", "split_spec", help="Evaluate only the held-out rows of this split (as in train).")
-@click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
+@click.option("--split", "split_spec", callback=checked_split,
+              help="Evaluate only the held-out rows of this split (as in train).")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Decision threshold instead of the head's (two labels).")
 @cache_dir_option
 @precision_option
 def evaluate(input, label_column, read, head_dir, model, out, split_spec, threshold, cache_dir, precision):
@@ -543,7 +545,8 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
               "(then rejects go to <input stem>.scored.rejects.csv in the current directory).")
 @click.option("--out-format", type=click.Choice(STDOUT_FORMATS),
               help="What --out - writes: CSV, one header for all inputs (the default), or JSON Lines.")
-@click.option("--threshold", type=float, help="Decision threshold instead of the head's (two labels).")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Decision threshold instead of the head's (two labels).")
 @click.option("--provenance/--no-provenance", default=True, show_default=True,
               help="Add source_file and row_number (as rejects number rows) to every scored row.")
 @input_options

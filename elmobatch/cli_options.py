@@ -26,12 +26,14 @@ _READ_OPTIONS = {
         help="Input format (default: from the extension, the one before .gz for a gzip stream; for - and "
              "names without an extension, from the content)."),
     "encoding": click.option(
-        "--encoding", help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not)."),
+        "--encoding", callback=lambda ctx, param, value: _checked("check_encoding", param, value),
+        help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not)."),
     "text_column": click.option("--text-column", help="Column holding the message (default: detected)."),
     "id_column": click.option("--id-column", help="Column used as `id` (default: file name:row number)."),
     "delimiter": click.option(
-        "--delimiter", help="Field delimiter of CSV/TSV input, one character (default: detected from the first "
-                            "lines among , ; tab |; the choice and its reason are recorded)."),
+        "--delimiter", callback=lambda ctx, param, value: _checked("check_delimiter", param, value),
+        help="Field delimiter of CSV/TSV input, one character (default: detected from the first lines among "
+             ", ; tab |; the choice and its reason are recorded)."),
     "max_text_chars": click.option(
         "--max-text-chars", type=click.IntRange(1), default=DEFAULT_MAX_TEXT_CHARS, show_default=True,
         help="Longer messages are rejected (too_long)."),
@@ -42,6 +44,19 @@ _READ_OPTIONS = {
         "--reject-empty", is_flag=True,
         help="Reject empty messages (nothing but spaces or invisible characters) instead of reading them as messages."),
 }
+
+
+def _checked(check: str, param: click.Parameter, value: str | None) -> str | None:
+    """`value` as given, once elmobatch.reading.detect's `check` accepts it: a wrong value is a usage
+    error (exit 2) before any model loads. The reader checks it again, for library callers."""
+    from elmobatch.reading import detect
+
+    try:
+        if value is not None:
+            getattr(detect, check)(value)
+    except detect.ReadError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"{param.opts[0]} ")) from None
+    return value
 
 
 def input_options(command):
@@ -117,3 +132,15 @@ def input_files(arguments, *, objects: bool = False) -> Iterator[list]:
         except InputError as exc:
             raise click.UsageError(str(exc)) from None
         yield paths
+
+
+def checked_split(ctx, param, value: str | None) -> str | None:
+    """--split as given, once training.split.parse_split accepts it (a usage error before any model loads)."""
+    from elmobatch.training.split import SplitError, parse_split
+
+    try:
+        if value is not None:
+            parse_split(value)
+    except SplitError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"{param.opts[0]} ")) from None
+    return value

@@ -53,6 +53,23 @@ def test_missing_input_file_fails_before_any_model_loads(tmp_path):
         assert loaded == []
 
 
+@pytest.mark.parametrize("args, says", [
+    (["embed", "IN", "--out", "OUT", "--chunk-rows", "0"],
+     "Invalid value for '--chunk-rows': 0 is not in the range x>=1"),
+    (["score", "IN", "--delimiter", ";;"], "Invalid value for '--delimiter': ';;': expected one character"),
+    (["score", "IN", "--encoding", "utf9"], "Invalid value for '--encoding': 'utf9': unknown encoding"),
+    (["score", "IN", "--threshold", "2"], "Invalid value for '--threshold': 2.0 is not in the range 0<=x<=1"),
+    (["train", "IN", "--label-column", "v1", "--out", "OUT", "--split", "half"],
+     "Invalid value for '--split': 'half': expected last:FRACTION or random:FRACTION[:SEED]"),
+])
+def test_a_bad_option_value_is_a_usage_error_before_any_model_loads(tmp_path, args, says):
+    (tmp_path / "in.csv").write_text("v1,v2\nham,hello\n")
+    paths = {"IN": str(tmp_path / "in.csv"), "OUT": str(tmp_path / "out")}
+    result, loaded, _ = run_cli(tmp_path, *(paths.get(a, a) for a in args))
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert loaded == [] and not (tmp_path / "out").exists()
+
+
 def test_run_with_nothing_to_do_loads_no_tensorflow(tmp_path):
     (tmp_path / "incoming").mkdir()
     job = tmp_path / "job.toml"

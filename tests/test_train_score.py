@@ -152,6 +152,10 @@ def test_single_class_training_data_is_refused(work, cache, tmp_path):
     result = run("train", path, "--label-column", "nope", "--model", FIXTURE, "--out", tmp_path / "h",
                  "--cache-dir", cache, ok=False)
     assert "no label column 'nope'" in result.output
+    result = run("train", SMS, "--label-column", "v2", "--model", FIXTURE, "--out", tmp_path / "h",  # v1, v2 swapped
+                 "--cache-dir", cache, ok=False)
+    assert result.exit_code == 1 and not (tmp_path / "h").exists()
+    assert "sms_spam.csv: the label column 'v2' is also the text column; expected the column" in result.output
 
 
 def _relabelled_sms(path, n, relabel):

@@ -75,6 +75,10 @@ def labelled_vectors(path, encoder, cache: EmbeddingCache, *, label_column: str,
     columns = reader.decisions.columns
     if label_column not in columns:
         raise LabelError(f"{path}: no label column {label_column!r} (columns: {', '.join(map(str, columns))})")
+    if label_column == reader.decisions.text_column:
+        raise LabelError(f"{path}: the label column {label_column!r} is also the text column; expected the column "
+                         f"of each row's label (such as ham/spam) apart from its text (columns: "
+                         f"{', '.join(map(str, columns))}; pass the text's with --text-column if it was not found)")
     xs, labels, texts, rows, numbers, rejects, rows_read, done = [], [], [], [], [], [], 0, 0.0
     for chunk in reader:
         on_batch = within_chunk(progress, rows_read, chunk.rows_read, done, reader.fraction(chunk))

@@ -169,10 +169,7 @@ def choose_delimiter(path: AnyPath, fmt: str, sample: list[str], requested: str 
     names; otherwise it stays one message per line.
     """
     if requested is not None:
-        if len(requested) != 1 or requested in "\r\n\"":
-            raise ReadError(f"--delimiter {requested!r}: expected one character other than a quote or newline, "
-                            f"e.g. {', '.join(repr(d) for d in DELIMITERS)}")
-        return requested, "given (--delimiter)"
+        return check_delimiter(requested), "given (--delimiter)"
     default = "\t" if fmt == "tsv" else ","
     widths = {d: _widths(sample, d) for d in DELIMITERS}
     fitting = [d for d in DELIMITERS if _fits(widths[d])]
@@ -216,6 +213,14 @@ def check_not_compressed(path: AnyPath, fmt: str) -> None:
         if start.startswith(magic):
             raise ReadError(f"{path}: the file is {kind}-compressed (it starts with the {kind} bytes "
                             f"{magic.hex(' ')}), not {fmt.upper()}; decompress it first and read the result")
+
+
+def check_delimiter(requested: str) -> str:
+    """A delimiter given by the user, as it is; ReadError unless it is one character other than a quote or newline."""
+    if len(requested) != 1 or requested in "\r\n\"":
+        raise ReadError(f"--delimiter {requested!r}: expected one character other than a quote or newline, "
+                        f"e.g. {', '.join(repr(d) for d in DELIMITERS)}")
+    return requested
 
 
 def check_encoding(name: str) -> str:
