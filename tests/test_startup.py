@@ -80,6 +80,23 @@ def test_run_with_nothing_to_do_loads_no_tensorflow(tmp_path):
     assert loaded == []
 
 
+@pytest.mark.parametrize("key, value, says", [
+    ("inputs", "incomming/*.csv",
+     "[job].inputs '{tmp}/incomming/*.csv': no folder {tmp}/incomming; expected the folder"),
+    ("head", "no-head", "[job].head '{tmp}/no-head': no such file or directory"),
+    ("model", "no-model", "[job].model '{tmp}/no-model': no such file or directory"),
+])
+def test_a_job_naming_a_missing_folder_or_model_is_a_bad_job_that_creates_nothing(tmp_path, key, value, says):
+    (tmp_path / "incoming").mkdir()
+    job = tmp_path / "job.toml"
+    keys = {"name": "typo", "inputs": "incoming/*.csv", "output": "scored", key: value}
+    job.write_text("[job]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items()))
+    result, loaded, _ = run_cli(tmp_path, "run", str(job))
+    assert result.returncode == 2, result.stderr
+    assert f"Error: {job}: " + says.format(tmp=tmp_path) in result.stderr
+    assert loaded == [] and not (tmp_path / "scored").exists()
+
+
 def test_bad_job_file_loads_no_tensorflow(tmp_path):
     job = tmp_path / "job.toml"
     job.write_text('[job]\nname = "bad"\n')

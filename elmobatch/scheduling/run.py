@@ -41,7 +41,7 @@ from pathlib import Path
 
 from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
-from elmobatch.scheduling.spec import JobSpec
+from elmobatch.scheduling.spec import JobSpec, missing_paths
 from elmobatch.scheduling.state import JobState, file_fingerprint, write_json_atomically, write_text_atomically
 from elmobatch.settings import EXIT_CODE_STYLES
 from elmobatch.storage import StoredPath, as_path, remove_tree
@@ -288,6 +288,10 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
                        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    missing = missing_paths(spec)  # before the output is made: a typo in a path creates nothing
+    if missing is not None:
+        report.status, report.exit_code, report.error = "failed", EXIT_BAD_JOB, missing
+        return report
     refusal = foreign_output(spec.output)
     if refusal is not None:
         report.status, report.exit_code, report.error = "failed", EXIT_FAILED, refusal

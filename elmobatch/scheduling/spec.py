@@ -17,6 +17,7 @@ file's folder, so a job runs the same from cron as from a terminal. `inputs`, `o
 from __future__ import annotations
 
 import codecs
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
@@ -173,6 +174,30 @@ def _model(path: Path, job: dict) -> str:
         raise JobSpecError(f"{path}: [job].model {model!r} is a URL, fetched only with allow_remote_model = true "
                            "in [job]; add it if you trust that address, or point model at a local directory")
     return model
+
+
+def missing_paths(spec: JobSpec) -> str | None:
+    """What a job names on this machine that is not there, naming the job file and key; None if all is.
+
+    Checked before a run writes anything: a local input pattern's folder (the part before the
+    first *, ? or [), and a local model and head. A folder that exists with no file in it yet is
+    fine (nothing to do); one that does not exist is a typo or a missing mount, not a quiet day.
+    """
+    for pattern in spec.inputs:
+        if not is_object_uri(pattern) and not os.path.isdir(_fixed_folder(pattern)):
+            return (f"{spec.source}: [job].inputs {pattern!r}: no folder {_fixed_folder(pattern)}; "
+                    "expected the folder new files arrive in")
+    for key, value in (("model", spec.model), ("head", spec.head)):
+        if value != "default" and not is_object_uri(value) and not is_remote(value) and not os.path.exists(value):
+            return f"{spec.source}: [job].{key} {value!r}: no such file or directory"
+    return None
+
+
+def _fixed_folder(pattern: str) -> str:
+    """The folder a glob pattern's matches lie under: its leading parts without a glob character."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
+    return str(Path(*parts[:fixed])) if fixed else "."
 
 
 def load_job(path: str | Path) -> JobSpec:
