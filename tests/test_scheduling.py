@@ -335,3 +335,13 @@ def test_cron_wrapper_without_elmobatch_says_so_in_the_log(tmp_path):
     assert "elmobatch not found" in result.stderr  # also for cron's mail
     crontab = (REPO / "cron" / "crontab.example").read_text().splitlines()
     assert 'MAILTO=""' not in crontab and any(line.startswith("MAILTO=") for line in crontab)
+
+
+def test_a_head_of_another_model_fails_the_run_with_a_message_for_a_job_file(tmp_path):
+    """The bundled head with the fixture model: one line naming both and the job key to change, with no
+    exception type before it (an unexpected error, such as OSError, keeps its type: the disk-full test)."""
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 5)
+    report = run_job(load_job(write_job(tmp_path, "default")), today=dt.date(2026, 3, 1), log=lambda line: None)
+    assert report.exit_code == 1 and report.status == "failed"
+    assert report.error.startswith("head default was trained on vectors of model default"), report.error
+    assert "pass the head's own model (--model; in a job file, model)" in report.error

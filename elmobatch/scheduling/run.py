@@ -363,7 +363,7 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
         raise
     except Exception as exc:  # reported, with the exit code; earlier outputs stay as they were
         report.status, report.exit_code = "failed", EXIT_FAILED
-        report.error = f"{type(exc).__name__}: {exc}"
+        report.error = _error_text(exc)
         if report.partition:
             # a report that cannot be written (e.g. the disk is still full): the error goes to stderr and _last_run.json
             with contextlib.suppress(OSError):
@@ -381,9 +381,15 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
         write_text_atomically(_partition_dir(report) / "_SUCCESS", report.run_id + "\n")
     except OSError as exc:  # e.g. the disk filled up at the end: the scored files stay recorded
         report.status, report.exit_code = "failed", EXIT_FAILED
-        report.error = "; ".join(filter(None, [report.error, f"{type(exc).__name__}: {exc}"]))
+        report.error = "; ".join(filter(None, [report.error, _error_text(exc)]))
         with contextlib.suppress(OSError):  # the partition's report says so too, where it can
             _write_report(report)
+
+
+def _error_text(exc: Exception) -> str:
+    """An elmobatch error's message as it is (written for people: it names the file or setting); any
+    other exception's with its type (OSError: [Errno 28] ...)."""
+    return str(exc) if type(exc).__module__.startswith("elmobatch.") else f"{type(exc).__name__}: {exc}"
 
 
 def _naming_input(entry: dict) -> str:

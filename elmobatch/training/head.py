@@ -376,7 +376,7 @@ def check_model(head: Head, fingerprint: str, *, head_name: str = "the head", mo
         raise HeadError(
             f"{head_name} was trained on vectors of model {trained} (fingerprint {head.model_fingerprint[:16]}...), "
             f"but {model_name} has fingerprint {fingerprint[:16]}...: vectors of another model mean nothing to "
-            "this head; pass the head's own model with --model, or train a head for this model")
+            "this head; pass the head's own model (--model; in a job file, model), or train a head for this model")
 
 
 def default_head_dir() -> Path:
