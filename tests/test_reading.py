@@ -76,6 +76,17 @@ def test_jsonl_rejects(tmp_path):
         1: "unparseable", 2: "unparseable", 3: "missing_text", 4: "not_text", 5: "blank_line"}
 
 
+def test_a_table_read_as_json_lines_is_refused_saying_no_line_is_json(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("v1,v2\nham,hello\n\nspam,win\n")
+    for text_column in (None, "v2"):  # it said "cannot tell which column holds the text; columns are: (none)"
+        with pytest.raises(ReadError, match=r"m\.csv: no line is a JSON object \(the first: invalid JSON: .*\); "
+                                            r"expected JSON Lines, one object per line; for a table, pass --format"):
+            read_messages(path, fmt="jsonl", text_column=text_column)
+    path.write_text("\n" + json.dumps({"text": "one object is enough"}) + "\n[1, 2]\n")
+    assert read_messages(path, fmt="jsonl").decisions.columns == ["text"]
+
+
 def test_txt_empty_lines_are_messages_unless_rejected(tmp_path):
     path = tmp_path / "m.txt"
     path.write_text("first\n\nthird line\n")

@@ -286,7 +286,10 @@ class MessageReader:
             return names, strings
         if self.format == "jsonl":  # every key of the file (one pass), in order of first appearance
             columns: dict[str, bool] = {}  # -> looks like free text in the sampled records
+            first_refused: _Record | None = None
             for n, record in enumerate(self._jsonl_records(None)):
+                if first_refused is None and record.reason not in (None, "blank_line"):
+                    first_refused = record
                 if isinstance(record.values, dict):
                     for key, value in record.values.items():
                         sampled_text = n < SAMPLE_RECORDS and isinstance(value, str) and not _numeric(value)
@@ -294,6 +297,9 @@ class MessageReader:
                     if len(columns) > MAX_JSON_KEYS:
                         raise ReadError(f"{self.path}: record {n + 1} brings the distinct keys past {MAX_JSON_KEYS:,}; "
                                         "expected records that share their keys (each key is a column)")
+            if not columns and first_refused is not None:
+                raise ReadError(f"{self.path}: no line is a JSON object (the first: {first_refused.detail}); "
+                                "expected JSON Lines, one object per line; for a table, pass --format csv or tsv")
             return list(columns), [c for c, texty in columns.items() if texty]
         header = self._csv_header(warn=True)
         texty = [False] * len(header)
