@@ -12,7 +12,7 @@ import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
 from elmobatch.cli_options import (cache_dir_option, checked_split, input_files, input_options, inputs_argument,
-                                   local_location, model_option)
+                                   local_location, model_of_head_option, model_option)
 from elmobatch.text import TOKENIZERS
 from elmobatch.settings import (CALIBRATIONS, CLASS_WEIGHTINGS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS,
                                 DEFAULT_ENGINE, DEFAULT_PRECISION, DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES,
@@ -399,7 +399,8 @@ def _cache(cache_dir):
               help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
 @click.option("--epochs", default=FIT.epochs, show_default=True, type=click.IntRange(1),
               help="Most epochs (early stopping).")
-@click.option("--batch-size", default=FIT.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=FIT.batch_size, show_default=True, type=click.IntRange(1),
+              help="Rows per training step.")
 @click.option("--seed", default=FIT.seed, show_default=True, type=int, help="Seed of every random choice.")
 @click.option("--positive-label", help="For two labels: the one `score` is the probability of (default: the rarer).")
 @click.option("--head-kind", type=click.Choice(HEAD_KINDS), default=FIT.head_kind, show_default=True,
@@ -482,7 +483,7 @@ def _calibration_line(meta: dict) -> str:
 @input_options
 @click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False),
               help="Head directory (default: bundled).")
-@model_option
+@model_of_head_option
 @click.option("--out", type=click.Path(file_okay=False), callback=local_location,
               help="Report directory (default: <input stem>.report).")
 @click.option("--split", "split_spec", callback=checked_split,
@@ -538,7 +539,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
 @inputs_argument
 @click.option("--head", "head_dir", type=click.Path(exists=True, file_okay=False),
               help="Head directory (default: bundled).")
-@model_option
+@model_of_head_option
 @click.option("--out", type=click.Path(allow_dash=True), help="Output .csv/.parquet file (one input), directory "
               "(default: <input stem>.scored.csv in the current directory), s3://BUCKET/KEY.csv|.parquet or "
               "s3://BUCKET/PREFIX, or - for standard output "
@@ -553,7 +554,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
 @cache_dir_option
 @precision_option
 def score(inputs, head_dir, model, out, out_format, threshold, provenance, read, cache_dir, precision):
-    """Label every row of INPUTS: original columns + label + score + source_file + row_number;
+    """Label every row of INPUTS: original columns + source_file + row_number + label + score;
     rejected rows to a rejects file. Parquet outputs record the head and model in their metadata.
 
     INPUTS: files (.gz ones read as gzip streams), directories (their files), glob patterns, or -
@@ -622,7 +623,7 @@ def _utf8_stdout():
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Partition date (default: today).")
 @click.option("--exit-codes", "exit_codes", type=click.Choice(EXIT_CODE_STYLES),
-              help="detailed: the codes below; zero-on-success: 0 also for 3 and 4, for orchestrators such as "
+              help="detailed: the codes above; zero-on-success: 0 also for 3 and 4, for orchestrators such as "
                    "Airflow or Kubernetes (default: the job file's exit_codes, else detailed).")
 def run(job_file, day, exit_codes):
     """Run the job in JOB_FILE (TOML): score new input files into OUTPUT/date=YYYY-MM-DD/.

@@ -29,7 +29,9 @@ _READ_OPTIONS = {
         "--encoding", callback=lambda ctx, param, value: _checked("check_encoding", param, value),
         help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not)."),
     "text_column": click.option("--text-column", help="Column holding the message (default: detected)."),
-    "id_column": click.option("--id-column", help="Column used as `id` (default: file name:row number)."),
+    "id_column": click.option(
+        "--id-column", help="Column of each row's id: embed's `id` column (default: file name:row number); every "
+                            "command rejects a row without one (missing_id)."),
     "delimiter": click.option(
         "--delimiter", callback=lambda ctx, param, value: _checked("check_delimiter", param, value),
         help="Field delimiter of CSV/TSV input, one character (default: detected from the first lines among "
@@ -74,8 +76,10 @@ def input_options(command):
     return with_read_options
 
 
-model_option = click.option(
-    "--model", help="Encoder: a load_encoder spec (default: the bundled model; with a head, the model it names).")
+model_option = click.option("--model", help="Encoder: a load_encoder spec (default: the bundled model).")
+model_of_head_option = click.option(
+    "--model", help="Encoder: a load_encoder spec (default: the model the head names; the bundled head's is the "
+                    "bundled model).")
 
 def _parsed_location(value) -> object:
     """as_path(value) (a Path or a StoredPath); a scheme elmobatch does not read is a usage error."""
