@@ -249,3 +249,12 @@ def test_a_table_read_as_plain_text_says_how_to_read_it_as_a_table(tmp_path, cap
     with caplog.at_level("WARNING", logger="elmobatch"):
         assert read_all(prose)[2] == ["hello there", "see you at 8, ok?", "fine"]
     assert caplog.messages == []
+
+
+def test_an_unknown_extension_names_those_known_and_both_ways_out(tmp_path):
+    """Met in a directory of inputs: --format alone would apply to every file, so leaving it out is said too."""
+    (tmp_path / "notes.md").write_text("# notes\n")
+    with pytest.raises(ReadError, match=r"notes\.md: cannot tell the format from the extension '\.md': expected one "
+                                        r"of \.csv, .*\.txt; pass --format \(csv, tsv, jsonl, parquet, txt\) if it is "
+                                        r"a message file \(--format applies to every input\), or leave it out"):
+        read_messages(tmp_path / "notes.md")

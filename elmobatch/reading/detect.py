@@ -110,7 +110,8 @@ def choose_format(path: AnyPath, fmt: str | None) -> tuple[str, str]:
         known = _EXTENSIONS.get(extension)
         if known is None:
             raise ReadError(f"{path}: cannot tell the format from the extension {extension or path.suffix!r}: "
-                            f"pass --format ({', '.join(FORMATS)})")
+                            f"expected one of {', '.join(sorted(_EXTENSIONS))}; pass --format ({', '.join(FORMATS)}) "
+                            "if it is a message file (--format applies to every input), or leave it out")
         found, reason = known, f"from the extension {extension}"
     if gz and found == "parquet":
         raise ReadError(f"{path}: Parquet is not read from a gzip stream (Parquet compresses its own columns); "
