@@ -71,7 +71,7 @@ def train_candidates(train: quality.Dataset, model_meta: dict, fit: FitSettings,
         settings = replace(fit, head_kind=kind, members=max(members))
         started = time.perf_counter()
         base, summary = fit_head(train.x, labels_of(train), model_meta=model_meta, settings=settings)
-        epochs = ", ".join(str(fit["epochs_run"]) for fit in summary.get("member_fits", [summary]))
+        epochs = ", ".join(str(net["epochs_run"]) for net in summary.get("member_fits", [summary]))
         print(f"  {kind} x{settings.members}: {epochs} epochs, l2 {summary['l2']}, "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
         y = train.is_spam.astype(np.int64)

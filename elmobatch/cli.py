@@ -11,7 +11,7 @@ import sys
 import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
-from elmobatch.cli_options import (cache_dir_option, checked_split, input_files, input_options, inputs_argument,
+from elmobatch.cli_options import (cache_dir_option, checked, input_files, input_options, inputs_argument,
                                    local_location, model_of_head_option, model_option)
 from elmobatch.text import TOKENIZERS
 from elmobatch.settings import (CALIBRATIONS, CLASS_WEIGHTINGS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS,
@@ -395,7 +395,8 @@ def _cache(cache_dir):
 @model_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), callback=local_location,
               help="Head directory to write.")
-@click.option("--split", "split_spec", default=DEFAULT_SPLIT, show_default=True, callback=checked_split,
+@click.option("--split", "split_spec", default=DEFAULT_SPLIT, show_default=True,
+              callback=checked("elmobatch.training.split", "parse_split"),
               help="Held-out rows: last:FRACTION (by position) or random:FRACTION[:SEED].")
 @click.option("--epochs", default=FIT.epochs, show_default=True, type=click.IntRange(1),
               help="Most epochs (early stopping).")
@@ -421,7 +422,7 @@ def _cache(cache_dir):
 @click.option("--dropout", default=FIT.dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Dropout rate on the layer mix and the hidden layer while training.")
 @click.option("--learning-rate", default=FIT.learning_rate, show_default=True,
-              type=click.FloatRange(0, min_open=True), help="Adam's learning rate.")
+              type=click.FloatRange(0, 1, min_open=True), help="Adam's learning rate.")
 @click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another labelled file, read with the same columns and options as INPUT, whose rows all "
                    "train the head (never held out). Repeatable.")
@@ -486,7 +487,7 @@ def _calibration_line(meta: dict) -> str:
 @model_of_head_option
 @click.option("--out", type=click.Path(file_okay=False), callback=local_location,
               help="Report directory (default: <input stem>.report).")
-@click.option("--split", "split_spec", callback=checked_split,
+@click.option("--split", "split_spec", callback=checked("elmobatch.training.split", "parse_split"),
               help="Evaluate only the held-out rows of this split (as in train).")
 @click.option("--threshold", type=click.FloatRange(0, 1),
               help="Decision threshold instead of the head's (two labels).")

@@ -12,12 +12,30 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import sys
 from collections.abc import Iterator
 
 import click
 
 from elmobatch.settings import DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TOKENS, FORMATS
+
+
+def checked(module: str, check: str):
+    """A click callback that gives an option's value, as given, to `module`.`check` first (imported
+    only when the option is used: the reader loads pandas). Its ValueError, which names the option,
+    becomes a usage error (exit 2) before any model loads; the library checks the value again for
+    its own callers."""
+    def callback(ctx, param, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                getattr(importlib.import_module(module), check)(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc).removeprefix(f"{param.opts[0]} ")) from None
+        return value
+
+    return callback
+
 
 # The options of elmobatch.reading.ReadOptions, by field name (its `fmt` is --format).
 _READ_OPTIONS = {
@@ -26,14 +44,14 @@ _READ_OPTIONS = {
         help="Input format (default: from the extension, the one before .gz for a gzip stream; for - and "
              "names without an extension, from the content)."),
     "encoding": click.option(
-        "--encoding", callback=lambda ctx, param, value: _checked("check_encoding", param, value),
+        "--encoding", callback=checked("elmobatch.reading.detect", "check_encoding"),
         help="Text encoding (default: UTF-8, falling back to Latin-1 for files that are not)."),
     "text_column": click.option("--text-column", help="Column holding the message (default: detected)."),
     "id_column": click.option(
         "--id-column", help="Column of each row's id: embed's `id` column (default: file name:row number); every "
                             "command rejects a row without one (missing_id)."),
     "delimiter": click.option(
-        "--delimiter", callback=lambda ctx, param, value: _checked("check_delimiter", param, value),
+        "--delimiter", callback=checked("elmobatch.reading.detect", "check_delimiter"),
         help="Field delimiter of CSV/TSV input, one character (default: detected from the first lines among "
              ", ; tab |; the choice and its reason are recorded)."),
     "max_text_chars": click.option(
@@ -46,19 +64,6 @@ _READ_OPTIONS = {
         "--reject-empty", is_flag=True,
         help="Reject empty messages (nothing but spaces or invisible characters) instead of reading them as messages."),
 }
-
-
-def _checked(check: str, param: click.Parameter, value: str | None) -> str | None:
-    """`value` as given, once elmobatch.reading.detect's `check` accepts it: a wrong value is a usage
-    error (exit 2) before any model loads. The reader checks it again, for library callers."""
-    from elmobatch.reading import detect
-
-    try:
-        if value is not None:
-            getattr(detect, check)(value)
-    except detect.ReadError as exc:
-        raise click.BadParameter(str(exc).removeprefix(f"{param.opts[0]} ")) from None
-    return value
 
 
 def input_options(command):
@@ -136,15 +141,3 @@ def input_files(arguments, *, objects: bool = False) -> Iterator[list]:
         except InputError as exc:
             raise click.UsageError(str(exc)) from None
         yield paths
-
-
-def checked_split(ctx, param, value: str | None) -> str | None:
-    """--split as given, once training.split.parse_split accepts it (a usage error before any model loads)."""
-    from elmobatch.training.split import SplitError, parse_split
-
-    try:
-        if value is not None:
-            parse_split(value)
-    except SplitError as exc:
-        raise click.BadParameter(str(exc).removeprefix(f"{param.opts[0]} ")) from None
-    return value

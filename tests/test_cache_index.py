@@ -238,7 +238,6 @@ def test_a_job_file_prunes_the_cache_after_its_run(tmp_path):
     ten_days_ago = time.time_ns() - 10 * DAY_NS
     os.utime(segment, ns=(ten_days_ago, ten_days_ago))
     store(cache, new)
-    (tmp_path / "in").mkdir()  # the inputs' folder, with no file yet
     job = tmp_path / "job.toml"
     spec = '[job]\nname = "nightly"\ninputs = ["in/*.csv"]\noutput = "out"\ncache_dir = "cache"\n'
     job.write_text(spec + 'cache_max_size = "ten gigs"\n')

@@ -233,14 +233,18 @@ def test_class_weights_none_weighs_every_row_one_and_a_bad_weighting_is_refused(
 
 def test_dropout_and_learning_rate_are_used_recorded_and_checked(layers, tmp_path):
     base, _ = fit_head(layers, LABELS, model_meta={}, settings=FitSettings(epochs=3, batch_size=16))
-    slow, summary = fit_head(layers, LABELS, model_meta={},
-                             settings=FitSettings(epochs=3, batch_size=16, dropout=0.5, learning_rate=1e-4))
-    assert summary["settings"]["dropout"] == 0.5 and summary["settings"]["learning_rate"] == 1e-4
-    assert not np.array_equal(base.weights["w2"], slow.weights["w2"])  # the same seed, other settings
+    for setting in ({"dropout": 0.5}, {"learning_rate": 1e-4}):  # each alone changes the head
+        settings = FitSettings(epochs=3, batch_size=16, **setting)
+        other, summary = fit_head(layers, LABELS, model_meta={}, settings=settings)
+        assert {k: summary["settings"][k] for k in setting} == setting
+        assert not np.array_equal(base.weights["w2"], other.weights["w2"]), setting  # the same seed otherwise
     with pytest.raises(TrainingError, match="dropout 1.0: expected a rate from 0 up to"):
         fit_head(layers, LABELS, model_meta={}, settings=FitSettings(dropout=1.0))
-    with pytest.raises(TrainingError, match="learning rate 0.0: expected a number > 0"):
-        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(learning_rate=0.0))
+    for rate in (0.0, float("inf")):
+        with pytest.raises(TrainingError, match=f"learning rate {rate}: expected a finite number > 0"):
+            fit_head(layers, LABELS, model_meta={}, settings=FitSettings(learning_rate=rate))
+    with pytest.raises(TrainingError, match="training diverged: .* not finite numbers; expected a smaller learning"):
+        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(epochs=3, batch_size=16, learning_rate=1e30))
     data = tmp_path / "labelled.csv"
     pd.DataFrame({"label": LABELS, "text": TEXTS}).to_csv(data, index=False)
     trained = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),

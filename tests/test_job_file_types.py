@@ -33,7 +33,9 @@ BAD_VALUES = [
     ("max_tokens", "-1", "a positive whole number of tokens"),
     ("threshold", "1.5", "a probability between 0 and 1"),
     ("threshold", '"0.5"', "a probability between 0 and 1"),
-    ("encoding", '"klingon"', "a text encoding name Python knows"),
+    ("encoding", '"klingon"', "an ASCII-compatible text encoding"),
+    ("encoding", '"rot13"', "an ASCII-compatible text encoding"),  # a codec, but of text to text
+    ("encoding", '"utf-16"', "an ASCII-compatible text encoding"),
     ("text_column", "3", "a column name (a string)"),
     ("id_column", '""', "a column name (a string)"),
     ("format", '"xlsx"', "one of csv, tsv, jsonl, parquet, txt"),
@@ -51,6 +53,7 @@ BAD_VALUES = [
     ("output", "1", "a directory path (a string)"),
     ("exit_codes", '"quiet"', "one of detailed, zero-on-success"),
     ("delimiter", '";;"', "one character"),
+    ("delimiter", "'\"'", "one character other than a quote or newline"),
 ]
 
 

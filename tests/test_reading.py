@@ -85,6 +85,10 @@ def test_a_table_read_as_json_lines_is_refused_saying_no_line_is_json(tmp_path):
             read_messages(path, fmt="jsonl", text_column=text_column)
     path.write_text("\n" + json.dumps({"text": "one object is enough"}) + "\n[1, 2]\n")
     assert read_messages(path, fmt="jsonl").decisions.columns == ["text"]
+    path.write_text('{"text": "a lone surrogate \\ud800"}\n')  # an object, refused for another reason
+    with pytest.raises(ReadError) as refused:
+        read_messages(path, fmt="jsonl")
+    assert "no line is a JSON object" not in str(refused.value)
 
 
 def test_txt_empty_lines_are_messages_unless_rejected(tmp_path):

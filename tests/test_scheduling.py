@@ -339,7 +339,7 @@ def test_cron_wrapper_without_elmobatch_says_so_in_the_log(tmp_path):
 
 def test_a_head_of_another_model_fails_the_run_with_a_message_for_a_job_file(tmp_path):
     """The bundled head with the fixture model: one line naming both and the job key to change, with no
-    exception type before it (an unexpected error, such as OSError, keeps its type: the disk-full test)."""
+    exception type before it (elmobatch's errors are written for people; any other keeps its type)."""
     write_messages(tmp_path / "incoming" / "a.csv", 0, 5)
     report = run_job(load_job(write_job(tmp_path, "default")), today=dt.date(2026, 3, 1), log=lambda line: None)
     assert report.exit_code == 1 and report.status == "failed"

@@ -292,17 +292,19 @@ def test_run_on_spark_scores_inputs_of_one_file_name_in_two_folders(spark, tmp_p
     job.write_text(f'[job]\nname = "two-folders"\ninputs = ["{tmp_path}/*/*.csv"]\noutput = "{tmp_path / "scored"}"\n'
                    f'model = "{FIXTURE}"\nhead = "{head_dir}"\ncache_dir = "{tmp_path / "cache"}"\n'
                    'engine = "spark"\nspark_master = "local[2]"\n')
-    passes = []
+    passes, sessions = [], []
     real_embed = spark_engine.embed_files_spark
 
-    def embed_on_this_session(inputs, out, *args, **kwargs):  # the module's session, not a new one per pass
+    def embed_recording_each_pass(inputs, out, *args, **kwargs):
         passes.append(sorted(Path(p).relative_to(tmp_path).as_posix() for p in inputs))
-        return real_embed(inputs, out, *args, **{**kwargs, "spark": spark})
+        sessions.append(kwargs["spark"])
+        return real_embed(inputs, out, *args, **kwargs)
 
-    monkeypatch.setattr(spark_engine, "embed_files_spark", embed_on_this_session)
+    monkeypatch.setattr(spark_engine, "embed_files_spark", embed_recording_each_pass)
     report = run_job(load_job(job), today=dt.date(2026, 1, 1), log=lambda line: None)
     assert report.exit_code == 0, report.error
     assert passes == [["a/day.csv", "a/other.csv"], ["b/day.csv"]]
+    assert sessions == [spark, spark]  # one session for both passes (here the module's, which is active)
     assert sorted(Path(f["input"]).relative_to(tmp_path).as_posix() for f in report.files) == \
         ["a/day.csv", "a/other.csv", "b/day.csv"]
     assert report.rows_scored == 60 and not (tmp_path / "scored" / SPARK_SCRATCH).exists()

@@ -81,12 +81,10 @@ def test_run_with_nothing_to_do_loads_no_tensorflow(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, says", [
-    ("inputs", "incomming/*.csv",
-     "[job].inputs '{tmp}/incomming/*.csv': no folder {tmp}/incomming; expected the folder"),
     ("head", "no-head", "[job].head '{tmp}/no-head': no such file or directory"),
     ("model", "no-model", "[job].model '{tmp}/no-model': no such file or directory"),
 ])
-def test_a_job_naming_a_missing_folder_or_model_is_a_bad_job_that_creates_nothing(tmp_path, key, value, says):
+def test_a_job_naming_a_missing_model_or_head_is_a_bad_job_that_creates_nothing(tmp_path, key, value, says):
     (tmp_path / "incoming").mkdir()
     job = tmp_path / "job.toml"
     keys = {"name": "typo", "inputs": "incoming/*.csv", "output": "scored", key: value}
@@ -95,6 +93,19 @@ def test_a_job_naming_a_missing_folder_or_model_is_a_bad_job_that_creates_nothin
     assert result.returncode == 2, result.stderr
     assert f"Error: {job}: " + says.format(tmp=tmp_path) in result.stderr
     assert loaded == [] and not (tmp_path / "scored").exists()
+
+
+def test_an_input_folder_that_does_not_exist_is_warned_of_not_an_error(tmp_path):
+    """A typo or a missing mount is said on every run (and in _last_run.json); the folder may also
+    appear with its first delivery, so it is not an error: the job's other patterns are read as ever."""
+    (tmp_path / "sms").mkdir()
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "two"\ninputs = ["sms/*.csv", "emial/*.jsonl"]\noutput = "scored"\n')
+    result, loaded, _ = run_cli(tmp_path, "run", str(job))
+    warning = f"warning: {job}: [job].inputs '{tmp_path}/emial/*.jsonl': no folder {tmp_path}/emial, so nothing"
+    assert result.returncode == 4 and warning in result.stderr, result.stderr
+    assert "'sms" not in result.stderr and loaded == []  # the folder that exists is not warned of
+    assert json.loads((tmp_path / "scored" / "_last_run.json").read_text())["warnings"][0].startswith(warning)
 
 
 def test_bad_job_file_loads_no_tensorflow(tmp_path):

@@ -189,11 +189,21 @@ def warm_cache_with_spark(inputs, scratch, model_spec: str = "default", **kwargs
 
     The embeddings datasets go under `scratch` (a shared path, as Spark needs) and are removed once
     complete; a run killed meanwhile resumes them. Inputs of one file name in different folders
-    would share default ids (NAME:ROW) in one dataset, so each pass (`scratch/pass-K`) embeds
-    inputs of distinct names; ids play no part in the cache. Returns each pass's manifest.
+    would share default ids (NAME:ROW) in one dataset, so without an id column each pass
+    (`scratch/pass-K`, all on one Spark session) embeds inputs of distinct names; ids play no part
+    in the cache. Returns each pass's manifest.
     """
-    manifests = [embed_files_spark(group, scratch / f"pass-{k}", model_spec, **kwargs)
-                 for k, group in enumerate(distinct_name_passes(inputs))]
+    options = kwargs.get("options") or EmbedOptions()
+    passes = distinct_name_passes(inputs) if options.id_column is None else [list(inputs)]
+    spark, own = kwargs.pop("spark", None), False
+    if spark is None and len(passes) > 1:  # one session for every pass, not one each
+        spark, own = spark_session(kwargs.get("master"))
+    try:
+        manifests = [embed_files_spark(group, scratch / f"pass-{k}", model_spec, spark=spark, **kwargs)
+                     for k, group in enumerate(passes)]
+    finally:
+        if own:
+            spark.stop()
     remove_tree(scratch)  # a directory, or a prefix of an object store
     return manifests
 

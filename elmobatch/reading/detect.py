@@ -230,7 +230,11 @@ def check_encoding(name: str) -> str:
         codec = codecs.lookup(name)
     except LookupError:
         raise ReadError(f"--encoding {name!r}: unknown encoding") from None
-    if "a\n".encode(codec.name, "strict") != b"a\n":
+    try:
+        ascii_compatible = "a\n".encode(codec.name, "strict") == b"a\n"
+    except LookupError:  # a codec that is no text encoding (rot13, hex)
+        raise ReadError(f"--encoding {name!r}: not a text encoding") from None
+    if not ascii_compatible:
         raise ReadError(f"--encoding {name!r}: only ASCII-compatible encodings are supported "
                         "(UTF-8, Latin-1, cp1252, ...); convert UTF-16/32 files to UTF-8 first")
     return codec.name

@@ -288,7 +288,7 @@ class MessageReader:
             columns: dict[str, bool] = {}  # -> looks like free text in the sampled records
             first_refused: _Record | None = None
             for n, record in enumerate(self._jsonl_records(None)):
-                if first_refused is None and record.reason not in (None, "blank_line"):
+                if first_refused is None and record.reason == "unparseable":
                     first_refused = record
                 if isinstance(record.values, dict):
                     for key, value in record.values.items():

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
-from elmobatch.scheduling.spec import JobSpec, missing_paths
+from elmobatch.scheduling.spec import JobSpec, missing_input_folders, missing_paths
 from elmobatch.scheduling.state import JobState, file_fingerprint, write_json_atomically, write_text_atomically
 from elmobatch.settings import EXIT_CODE_STYLES
 from elmobatch.storage import StoredPath, as_path, remove_tree
@@ -87,6 +87,7 @@ class RunReport:
     removed_partitions: list[str] = field(default_factory=list)
     cache_pruned: dict | None = None  # {segments, vectors, bytes} removed by cache_prune_days / cache_max_size
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. an input pattern whose folder does not exist
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -288,6 +289,9 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
                        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    report.warnings = missing_input_folders(spec)
+    for warning in report.warnings:
+        logger.warning(warning)
     missing = missing_paths(spec)  # before the output is made: a typo in a path creates nothing
     if missing is not None:
         report.status, report.exit_code, report.error = "failed", EXIT_BAD_JOB, missing
@@ -311,7 +315,7 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
                 write_json_atomically(spec.output / "_last_run.json", asdict(report))
             except OSError as exc:  # e.g. disk full: the run's files are in place, its report is not
                 report.status, report.exit_code = "failed", EXIT_FAILED
-                report.error = report.error or f"{type(exc).__name__}: {exc}"
+                report.error = report.error or _error_text(exc)
     except LockHeld as exc:  # held by a live run at the start, or (a store's lease) taken over since
         report.status = "locked" if report.partition is None else "taken over"
         report.exit_code, report.error = EXIT_LOCKED, str(exc)

@@ -16,7 +16,6 @@ file's folder, so a job runs the same from cron as from a terminal. `inputs`, `o
 
 from __future__ import annotations
 
-import codecs
 import os
 import tomllib
 from collections.abc import Callable
@@ -98,11 +97,19 @@ def _is_probability(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
 
-def _is_encoding(value: Any) -> bool:
-    try:
-        return _is_text(value) and codecs.lookup(value) is not None
-    except LookupError:
-        return False
+def _accepted_by(check: str) -> Callable[[Any], bool]:
+    """Whether a string passes elmobatch.reading.detect's `check`: a job file's key is held to what the
+    command line's option is (imported when a job file is checked: the reader loads pandas)."""
+    def accepted(value: Any) -> bool:
+        from elmobatch.reading import detect
+
+        try:
+            getattr(detect, check)(value)
+        except detect.ReadError:
+            return False
+        return True
+
+    return lambda value: isinstance(value, str) and accepted(value)
 
 
 def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
@@ -127,8 +134,8 @@ KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "text_column": (_is_text, "a column name (a string)"),
     "id_column": (_is_text, "a column name (a string)"),
     "format": _one_of(FORMATS),
-    "delimiter": (lambda value: isinstance(value, str) and len(value) == 1, 'one character, e.g. ";" or "\\t"'),
-    "encoding": (_is_encoding, 'a text encoding name Python knows, e.g. "utf-8" or "latin-1"'),
+    "delimiter": (_accepted_by("check_delimiter"), 'one character other than a quote or newline, e.g. ";" or "\\t"'),
+    "encoding": (_accepted_by("check_encoding"), 'an ASCII-compatible text encoding, e.g. "utf-8" or "latin-1"'),
     "output_format": _one_of(SCORED_FORMATS),
     "threshold": (_is_probability, "a probability between 0 and 1 (a number)"),
     "cache_dir": (_is_text, "a directory path (a string)"),
@@ -177,20 +184,21 @@ def _model(path: Path, job: dict) -> str:
 
 
 def missing_paths(spec: JobSpec) -> str | None:
-    """What a job names on this machine that is not there, naming the job file and key; None if all is.
-
-    Checked before a run writes anything: a local input pattern's folder (the part before the
-    first *, ? or [), and a local model and head. A folder that exists with no file in it yet is
-    fine (nothing to do); one that does not exist is a typo or a missing mount, not a quiet day.
-    """
-    for pattern in spec.inputs:
-        if not is_object_uri(pattern) and not os.path.isdir(_fixed_folder(pattern)):
-            return (f"{spec.source}: [job].inputs {pattern!r}: no folder {_fixed_folder(pattern)}; "
-                    "expected the folder new files arrive in")
+    """A local model or head the job names that is not there, naming the job file and key; None if both are.
+    Checked before a run writes anything or loads a model."""
     for key, value in (("model", spec.model), ("head", spec.head)):
         if value != "default" and not is_object_uri(value) and not is_remote(value) and not os.path.exists(value):
             return f"{spec.source}: [job].{key} {value!r}: no such file or directory"
     return None
+
+
+def missing_input_folders(spec: JobSpec) -> list[str]:
+    """A warning for each local input pattern whose folder (the part before the first *, ? or [)
+    does not exist: a typo or a missing mount looks like a quiet day otherwise. Not an error: a
+    folder may appear with its first delivery, and the job's other patterns are still read."""
+    return [f"warning: {spec.source}: [job].inputs {pattern!r}: no folder {_fixed_folder(pattern)}, so nothing "
+            "can match it yet (a typo, or a folder not mounted?)"
+            for pattern in spec.inputs if not is_object_uri(pattern) and not os.path.isdir(_fixed_folder(pattern))]
 
 
 def _fixed_folder(pattern: str) -> str:

@@ -19,6 +19,7 @@ validation slice; the head averages their logits, and is calibrated as one.
 
 from __future__ import annotations
 
+import math
 
 import elmobatch._tensorflow  # noqa: F401  (loads TensorFlow quietly before keras does)
 import keras
@@ -50,8 +51,8 @@ def check_settings(settings: FitSettings) -> None:
         raise TrainingError(f"l2 {settings.l2!r}: expected a number >= 0")
     if not 0 <= settings.dropout < 1:
         raise TrainingError(f"dropout {settings.dropout!r}: expected a rate from 0 up to (not including) 1")
-    if not settings.learning_rate > 0:
-        raise TrainingError(f"learning rate {settings.learning_rate!r}: expected a number > 0")
+    if not 0 < settings.learning_rate < math.inf:
+        raise TrainingError(f"learning rate {settings.learning_rate!r}: expected a finite number > 0")
     if settings.members < 1:
         raise TrainingError(f"members {settings.members!r}: expected a whole number >= 1")
     if settings.threshold is not None and not 0 < settings.threshold < 1:
@@ -248,6 +249,10 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
                       for i in range(1, settings.members)]
     fits = [_fit_summary(losses) for _, losses in nets]
     arrays = stack_members([_head_arrays(model, mean, std, settings.head_kind) for model, _ in nets])
+    diverged = [name for name, value in arrays.items() if not np.isfinite(value).all()]
+    if diverged:
+        raise TrainingError(f"training diverged: {', '.join(diverged)} hold values that are not finite numbers; "
+                            f"expected a smaller learning rate than {settings.learning_rate:g}")
     summary = {
         **(fits[0] if settings.members == 1 else {"member_fits": fits}),
         "rows_fit": int(len(train)), "rows_validation": int(len(val)),
