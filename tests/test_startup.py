@@ -95,7 +95,7 @@ def test_a_job_naming_a_missing_model_or_head_is_a_bad_job_that_creates_nothing(
     assert loaded == [] and not (tmp_path / "scored").exists()
 
 
-def test_an_input_folder_that_does_not_exist_is_warned_of_not_an_error(tmp_path):
+def test_an_input_pattern_that_can_match_nothing_is_warned_of_not_an_error(tmp_path):
     """A typo or a missing mount is said on every run (and in _last_run.json); the folder may also
     appear with its first delivery, so it is not an error: the job's other patterns are read as ever."""
     (tmp_path / "sms").mkdir()
@@ -106,6 +106,11 @@ def test_an_input_folder_that_does_not_exist_is_warned_of_not_an_error(tmp_path)
     assert result.returncode == 4 and warning in result.stderr, result.stderr
     assert "'sms" not in result.stderr and loaded == []  # the folder that exists is not warned of
     assert json.loads((tmp_path / "scored" / "_last_run.json").read_text())["warnings"][0].startswith(warning)
+    job.write_text('[job]\nname = "two"\ninputs = ["sms/"]\noutput = "scored"\n')  # the folder, not its files
+    result, loaded, _ = run_cli(tmp_path, "run", str(job))
+    assert result.returncode == 4 and loaded == [], result.stderr
+    assert f"[job].inputs '{tmp_path}/sms' is a folder, and a job reads the files its patterns match; expected a " \
+           f"pattern such as '{tmp_path}/sms/*.csv'" in result.stderr
 
 
 def test_bad_job_file_loads_no_tensorflow(tmp_path):

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
-from elmobatch.scheduling.spec import JobSpec, missing_input_folders, missing_paths
+from elmobatch.scheduling.spec import JobSpec, input_warnings, missing_paths
 from elmobatch.scheduling.state import JobState, file_fingerprint, write_json_atomically, write_text_atomically
 from elmobatch.settings import EXIT_CODE_STYLES
 from elmobatch.storage import StoredPath, as_path, remove_tree
@@ -289,7 +289,7 @@ def run_job(spec: JobSpec, *, today: dt.date | None = None, log=None) -> RunRepo
     started = time.monotonic()
     report = RunReport(job=spec.name, run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
                        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
-    report.warnings = missing_input_folders(spec)
+    report.warnings = input_warnings(spec)
     for warning in report.warnings:
         logger.warning(warning)
     missing = missing_paths(spec)  # before the output is made: a typo in a path creates nothing

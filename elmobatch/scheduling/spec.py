@@ -192,13 +192,23 @@ def missing_paths(spec: JobSpec) -> str | None:
     return None
 
 
-def missing_input_folders(spec: JobSpec) -> list[str]:
-    """A warning for each local input pattern whose folder (the part before the first *, ? or [)
-    does not exist: a typo or a missing mount looks like a quiet day otherwise. Not an error: a
-    folder may appear with its first delivery, and the job's other patterns are still read."""
-    return [f"warning: {spec.source}: [job].inputs {pattern!r}: no folder {_fixed_folder(pattern)}, so nothing "
-            "can match it yet (a typo, or a folder not mounted?)"
-            for pattern in spec.inputs if not is_object_uri(pattern) and not os.path.isdir(_fixed_folder(pattern))]
+def input_warnings(spec: JobSpec) -> list[str]:
+    """A warning for each local input pattern that can match no file: one whose folder (the part
+    before the first *, ? or [) does not exist, where a typo or a missing mount looks like a quiet
+    day otherwise, and one that names a folder (a job reads the files its patterns match). Not
+    errors: a folder may appear with its first delivery, and the job's other patterns are read."""
+    warnings = []
+    for pattern in spec.inputs:
+        where = f"warning: {spec.source}: [job].inputs {pattern!r}"
+        if is_object_uri(pattern):
+            continue
+        if os.path.isdir(pattern):
+            warnings.append(f"{where} is a folder, and a job reads the files its patterns match; expected a "
+                            f"pattern such as {os.path.join(pattern, '*.csv')!r}")
+        elif not os.path.isdir(_fixed_folder(pattern)):
+            warnings.append(f"{where}: no folder {_fixed_folder(pattern)}, so nothing can match it yet (a typo, "
+                            "or a folder not mounted?)")
+    return warnings
 
 
 def _fixed_folder(pattern: str) -> str:
