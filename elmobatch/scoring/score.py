@@ -33,7 +33,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from elmobatch.encoding import load_encoder
 from elmobatch.encoding.specs import is_remote
 from elmobatch.files import (commit, remove_if_empty, staging, sweep_temporaries, temporary_path, upload, utc_now,
                              write_csv, write_error)
@@ -407,6 +406,8 @@ def load_head_and_model(head_dir=None, model: str | None = None, precision: str 
                         "(it ships with the default model): pass --head HEAD_DIR written by `elmobatch train`")
     head = load_head(head_dir or default_head_dir())
     spec = model or (head_model_spec(head, head_dir) if head_dir else "default")
+    from elmobatch.encoding import load_encoder  # TensorFlow loads here: importing this module does not
+
     encoder = load_encoder(spec, precision=precision)
     check_model(head, encoder.fingerprint, head_name=f"head {head_dir or 'default'}", model_name=f"model {spec}")
     return head, encoder
