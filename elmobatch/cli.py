@@ -11,7 +11,7 @@ import sys
 import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
-from elmobatch.cli_options import (cache_dir_option, checked, input_files, input_options, inputs_argument,
+from elmobatch.cli_options import (NumberRange, cache_dir_option, checked, input_files, input_options, inputs_argument,
                                    local_location, model_of_head_option, model_option)
 from elmobatch.text import TOKENIZERS
 from elmobatch.settings import (CALIBRATIONS, CLASS_WEIGHTINGS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS,
@@ -247,7 +247,7 @@ def cache_compact(cache_dir):
 
 
 @cache.command("prune")
-@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+@click.option("--older-than", "older_than", type=NumberRange(min=0), metavar="DAYS",
               help="Remove vectors written more than DAYS days ago.")
 @click.option("--max-size", "max_bytes", metavar="SIZE", callback=lambda _ctx, _param, v: None if v is None
               else parse_size(v), help="Then remove the oldest until the cache's segments "
@@ -408,9 +408,9 @@ def _cache(cache_dir):
               help="mlp: layer mix -> Dense(256, relu) -> output; logistic: layer mix -> output, L2-regularized.")
 @click.option("--calibrate", type=click.Choice(CALIBRATIONS), default=FIT.calibrate, show_default=True,
               help="Calibrate the scores on the validation slice (before the threshold is chosen there).")
-@click.option("--l2", type=click.FloatRange(min=0), help="L2 strength on the output weights "
+@click.option("--l2", type=NumberRange(min=0), help="L2 strength on the output weights "
               "(default: none for mlp; for logistic the best of 1e-4..1 on the validation slice).")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--threshold", type=NumberRange(0, 1, min_open=True, max_open=True),
               help="Two labels: a fixed decision threshold on the (calibrated) score "
                    "(default: the one with the best F1 on the validation slice).")
 @click.option("--members", default=FIT.members, show_default=True, type=click.IntRange(1), metavar="N",
@@ -419,10 +419,10 @@ def _cache(cache_dir):
 @click.option("--class-weights", type=click.Choice(CLASS_WEIGHTINGS), default=FIT.class_weights, show_default=True,
               help="balanced: each label weighs the same in the training loss (a rare label's rows count "
                    "more); none: every row counts 1.")
-@click.option("--dropout", default=FIT.dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--dropout", default=FIT.dropout, show_default=True, type=NumberRange(0, 1, max_open=True),
               help="Dropout rate on the layer mix and the hidden layer while training.")
 @click.option("--learning-rate", default=FIT.learning_rate, show_default=True,
-              type=click.FloatRange(0, 1, min_open=True), help="Adam's learning rate.")
+              type=NumberRange(0, 1, min_open=True), help="Adam's learning rate.")
 @click.option("--extra-train", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another labelled file, read with the same columns and options as INPUT, whose rows all "
                    "train the head (never held out). Repeatable.")
@@ -489,7 +489,7 @@ def _calibration_line(meta: dict) -> str:
               help="Report directory (default: <input stem>.report).")
 @click.option("--split", "split_spec", callback=checked("elmobatch.training.split", "parse_split"),
               help="Evaluate only the held-out rows of this split (as in train).")
-@click.option("--threshold", type=click.FloatRange(0, 1),
+@click.option("--threshold", type=NumberRange(0, 1),
               help="Decision threshold instead of the head's (two labels).")
 @cache_dir_option
 @precision_option
@@ -547,7 +547,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
               "(then rejects go to <input stem>.scored.rejects.csv in the current directory).")
 @click.option("--out-format", type=click.Choice(STDOUT_FORMATS),
               help="What --out - writes: CSV, one header for all inputs (the default), or JSON Lines.")
-@click.option("--threshold", type=click.FloatRange(0, 1),
+@click.option("--threshold", type=NumberRange(0, 1),
               help="Decision threshold instead of the head's (two labels).")
 @click.option("--provenance/--no-provenance", default=True, show_default=True,
               help="Add source_file and row_number (as rejects number rows) to every scored row.")

@@ -37,6 +37,16 @@ def checked(module: str, check: str):
     return callback
 
 
+class NumberRange(click.FloatRange):
+    """click's FloatRange that also refuses nan (which compares false to every bound, so passes them)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 # The options of elmobatch.reading.ReadOptions, by field name (its `fmt` is --format).
 _READ_OPTIONS = {
     "fmt": click.option(

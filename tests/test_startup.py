@@ -59,6 +59,9 @@ def test_missing_input_file_fails_before_any_model_loads(tmp_path):
     (["score", "IN", "--delimiter", ";;"], "Invalid value for '--delimiter': ';;': expected one character"),
     (["score", "IN", "--encoding", "utf9"], "Invalid value for '--encoding': 'utf9': unknown encoding"),
     (["score", "IN", "--threshold", "2"], "Invalid value for '--threshold': 2.0 is not in the range 0<=x<=1"),
+    (["score", "IN", "--threshold", "nan"], "Invalid value for '--threshold': 'nan' is not a number"),
+    (["train", "IN", "--label-column", "v1", "--out", "OUT", "--learning-rate", "nan"],
+     "Invalid value for '--learning-rate': 'nan' is not a number"),
     (["train", "IN", "--label-column", "v1", "--out", "OUT", "--split", "half"],
      "Invalid value for '--split': 'half': expected last:FRACTION or random:FRACTION[:SEED]"),
 ])
