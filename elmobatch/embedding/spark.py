@@ -213,8 +213,8 @@ def distinct_name_passes(inputs: list) -> list[list]:
     passes: list[list] = []
     seen: Counter[str] = Counter()
     for path in inputs:
-        k = seen[source_name(path)]
-        seen[source_name(path)] += 1
+        name = source_name(path)
+        k, seen[name] = seen[name], seen[name] + 1
         if k == len(passes):
             passes.append([])
         passes[k].append(path)

@@ -198,15 +198,13 @@ def input_warnings(spec: JobSpec) -> list[str]:
     day otherwise, and one that names a folder (a job reads the files its patterns match). Not
     errors: a folder may appear with its first delivery, and the job's other patterns are read."""
     warnings = []
-    for pattern in spec.inputs:
-        where = f"warning: {spec.source}: [job].inputs {pattern!r}"
-        if is_object_uri(pattern):
-            continue
+    for pattern in (p for p in spec.inputs if not is_object_uri(p)):
+        where, folder = f"warning: {spec.source}: [job].inputs {pattern!r}", _fixed_folder(pattern)
         if os.path.isdir(pattern):
             warnings.append(f"{where} is a folder, and a job reads the files its patterns match; expected a "
                             f"pattern such as {os.path.join(pattern, '*.csv')!r}")
-        elif not os.path.isdir(_fixed_folder(pattern)):
-            warnings.append(f"{where}: no folder {_fixed_folder(pattern)}, so nothing can match it yet (a typo, "
+        elif not os.path.isdir(folder):
+            warnings.append(f"{where}: no folder {folder}, so nothing can match it yet (a typo, "
                             "or a folder not mounted?)")
     return warnings
 
