@@ -582,12 +582,15 @@ def _score(inputs, head_dir, model, out, out_format, threshold, provenance, read
     """score's work once its inputs are files; --out -: one StreamOutput on standard output for them all."""
     from elmobatch.reading.inputs import shown_name
     from elmobatch.scheduling.run import EXIT_LOCKED  # the same code as `run`'s and `embed`'s
-    from elmobatch.scoring.score import (OutputLocked, StreamOutput, load_head_and_model, output_paths, rejects_path,
-                                         score_file)
+    from elmobatch.scoring.score import (OutputLocked, OutputNameError, StreamOutput, load_head_and_model,
+                                         output_paths, rejects_path, score_file)
 
     to_stdout = out == "-"
     try:
-        outputs = output_paths(inputs, None if to_stdout else out)  # for --out -: where the rejects go
+        try:
+            outputs = output_paths(inputs, None if to_stdout else out)  # for --out -: where the rejects go
+        except OutputNameError as exc:
+            raise click.UsageError(str(exc)) from None
         cache = _cache(cache_dir)  # a bad setting is said before the model loads
         head, encoder = load_head_and_model(head_dir, model, precision)
         with _utf8_stdout() if to_stdout else contextlib.nullcontext() as stdout:

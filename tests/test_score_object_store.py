@@ -86,7 +86,7 @@ def test_a_missing_object_or_bucket_is_one_clear_line(s3, tmp_path, monkeypatch)
              ([f"s3://{BUCKET}/score-in/*.nothing"], 2, "matches no objects"),
              ([source, "--out", "s3://no-such-bucket/out"], 1,
               "--out s3://no-such-bucket/out: no such bucket 'no-such-bucket'"),
-             ([source, other, "--out", f"s3://{BUCKET}/one.csv"], 1, "one output file for 2 inputs")]
+             ([source, other, "--out", f"s3://{BUCKET}/one.csv"], 2, "one output file for 2 inputs")]
     for args, code, message in cases:
         result = score(*args, cache=tmp_path / "c")  # refused before a head or model loads
         assert result.exit_code == code, result.output

@@ -76,7 +76,7 @@ def test_a_bad_option_value_is_a_usage_error_before_any_model_loads(tmp_path, ar
 def test_a_score_output_of_unknown_extension_fails_before_any_model_loads(tmp_path):
     (tmp_path / "in.csv").write_text("v1,v2\nham,hello\n")
     result, loaded, _ = run_cli(tmp_path, "score", str(tmp_path / "in.csv"), "--out", str(tmp_path / "o.txt"))
-    assert result.returncode == 1 and "o.txt: expected a .csv or .parquet file name" in result.stderr, result.stderr
+    assert result.returncode == 2 and "o.txt: expected a .csv or .parquet file name" in result.stderr, result.stderr
     assert loaded == []
 
 

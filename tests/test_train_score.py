@@ -210,13 +210,15 @@ def test_rejected_rows_go_to_the_rejects_file(sms_head, cache, tmp_path):
 
 def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):
     out, _ = sms_head
+    # each a mistake in the command: a usage error (exit 2), as a bad option value is
     result = run("score", sms_test_file, "--head", out, "--out", tmp_path / "x.xlsx", ok=False)
-    assert "expected a .csv or .parquet" in result.output
+    assert result.exit_code == 2 and "expected a .csv or .parquet" in result.output
     result = run("score", sms_test_file, SMS, "--head", out, "--out", tmp_path / "one.csv", ok=False)
-    assert "give a directory" in result.output
+    assert result.exit_code == 2 and "give a directory" in result.output
     before = sms_test_file.read_bytes()
     result = run("score", sms_test_file, "--head", out, "--out", sms_test_file, ok=False)
-    assert "that is one of the input files" in result.output and sms_test_file.read_bytes() == before
+    assert result.exit_code == 2 and "that is one of the input files" in result.output
+    assert sms_test_file.read_bytes() == before
     # `score *.csv` twice in one folder: the first run's a.scored.csv is now an input too
     own = tmp_path / "a.scored.csv"
     own.write_text("text\nmy own hand-made file\n", encoding="utf-8")
@@ -224,7 +226,7 @@ def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):
     for inputs in ([tmp_path / "a.csv", own], [tmp_path / "a.csv", tmp_path / "a.scored.rejects.csv"]):
         inputs[-1].write_text("text\nmy own hand-made file\n", encoding="utf-8")
         result = run("score", *inputs, "--head", out, "--out", tmp_path, ok=False)
-        assert f"--out {inputs[-1]}: that is one of the input files" in result.output
+        assert result.exit_code == 2 and f"--out {inputs[-1]}: that is one of the input files" in result.output
         assert inputs[-1].read_text(encoding="utf-8") == "text\nmy own hand-made file\n"
     run("score", sms_test_file, SMS, "--head", out, "--cache-dir", cache, "--out", tmp_path / "many")
     assert len(pd.read_csv(tmp_path / "many" / "sms_spam.scored.csv", encoding="utf-8")) == 5572

@@ -58,6 +58,11 @@ class ScoreError(ValueError):
     """Scoring settings that cannot work (output path, threshold), with what was expected."""
 
 
+class OutputNameError(ScoreError):
+    """--out names no output this command can write (its extension, one file for many inputs, an input's
+    own name): a mistake in the command, not in the data."""
+
+
 class OutputLocked(LockHeld):
     """Another live process is scoring into the same output file (it holds `_tmp/<name>.lock`)."""
 
@@ -65,7 +70,7 @@ class OutputLocked(LockHeld):
 def output_format(path) -> str:
     fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ScoreError(f"--out {path}: expected a .csv or .parquet file name (the extension picks the format)")
+        raise OutputNameError(f"--out {path}: expected a .csv or .parquet file name (the extension picks the format)")
     return fmt
 
 
@@ -76,10 +81,10 @@ def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
     try:
         target = as_path(out) if out is not None else None
     except ValueError as exc:  # s3:///key, file://host/x
-        raise ScoreError(f"--out {exc}") from None
+        raise OutputNameError(f"--out {exc}") from None
     if target is not None and target.suffix.lower() in OUTPUT_FORMATS:
         if len(inputs) > 1:
-            raise ScoreError(f"--out {out}: one output file for {len(inputs)} inputs; give a directory instead")
+            raise OutputNameError(f"--out {out}: one output file for {len(inputs)} inputs; give a directory instead")
         paths = [target]
     else:
         if target is not None and target.suffix:
@@ -90,10 +95,10 @@ def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
     for path in paths:
         for written in (path, rejects_path(path)):  # type: ignore[type-var]  # each is one kind or the other
             if _file_key(written) in sources:
-                raise ScoreError(f"--out {written}: that is one of the input files; scores and rejects go to "
+                raise OutputNameError(f"--out {written}: that is one of the input files; scores and rejects go to "
                                  "new files (score the inputs into another --out directory)")
     if len(set(paths)) < len(paths):
-        raise ScoreError("two inputs share a file name stem, so their outputs would collide; score them "
+        raise OutputNameError("two inputs share a file name stem, so their outputs would collide; score them "
                          "into different --out directories")
     if isinstance(target, StoredPath) and not target.bucket_exists():  # before the model loads
         raise ScoreError(f"--out {out}: no such bucket {target.bucket!r} (or no access to it)")
@@ -587,5 +592,5 @@ def misclassified_rows(head: Head, y_true: np.ndarray, proba: np.ndarray, rows: 
                          "score": np.asarray(score, np.float64)[order]})
 
 
-__all__ = ["METADATA_KEY", "HeadError", "OutputLocked", "ScoreError", "ScoreSummary", "StreamOutput", "evaluate_file",
-           "load_head_and_model", "misclassified_rows", "output_paths", "score_file"]
+__all__ = ["METADATA_KEY", "HeadError", "OutputLocked", "OutputNameError", "ScoreError", "ScoreSummary", "StreamOutput",
+           "evaluate_file", "load_head_and_model", "misclassified_rows", "output_paths", "score_file"]
