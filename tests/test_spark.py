@@ -271,10 +271,13 @@ def test_run_job_on_spark(inputs, spark, tmp_path, fixture_encoder):
     assert any("embedding 1 file(s) with Spark" in line for line in log)
 
 
-@pytest.mark.slow  # a Spark job of two passes
-def test_run_on_spark_scores_inputs_of_one_file_name_in_two_folders(spark, tmp_path, head_dir, monkeypatch):
+@pytest.mark.slow  # a Spark job of two passes, and one of one
+@pytest.mark.parametrize("id_column", [None, "msg_id"])
+def test_run_on_spark_scores_inputs_of_one_file_name_in_two_folders(spark, tmp_path, head_dir, monkeypatch,
+                                                                     id_column):
     """Their default ids (NAME:ROW) would collide in one Spark dataset: each is embedded in a pass of
-    its own, and both are scored from the cache, as by the local engine."""
+    its own, and both are scored from the cache, as by the local engine. With an id column (here each
+    file's own numbering from 1, so the ids repeat across files) one pass embeds them all."""
     import datetime as dt
 
     import elmobatch.embedding.spark as spark_engine
@@ -288,10 +291,15 @@ def test_run_on_spark_scores_inputs_of_one_file_name_in_two_folders(spark, tmp_p
     second = write_messages(tmp_path / "b" / "day.csv", 30, 50)
     other = write_messages(tmp_path / "a" / "other.csv", 50, 60)
     assert distinct_name_passes([first, other, second]) == [[first, other], [second]]
+    if id_column:
+        for path in (first, second, other):
+            table = pd.read_csv(path, encoding="latin-1")
+            table.insert(0, id_column, range(1, len(table) + 1))
+            table.to_csv(path, index=False, encoding="latin-1")
     job = tmp_path / "job.toml"
     job.write_text(f'[job]\nname = "two-folders"\ninputs = ["{tmp_path}/*/*.csv"]\noutput = "{tmp_path / "scored"}"\n'
                    f'model = "{FIXTURE}"\nhead = "{head_dir}"\ncache_dir = "{tmp_path / "cache"}"\n'
-                   'engine = "spark"\nspark_master = "local[2]"\n')
+                   'engine = "spark"\nspark_master = "local[2]"\n' + (f'id_column = "{id_column}"\n' if id_column else ""))
     passes, sessions = [], []
     real_embed = spark_engine.embed_files_spark
 
@@ -303,8 +311,11 @@ def test_run_on_spark_scores_inputs_of_one_file_name_in_two_folders(spark, tmp_p
     monkeypatch.setattr(spark_engine, "embed_files_spark", embed_recording_each_pass)
     report = run_job(load_job(job), today=dt.date(2026, 1, 1), log=lambda line: None)
     assert report.exit_code == 0, report.error
-    assert passes == [["a/day.csv", "a/other.csv"], ["b/day.csv"]]
-    assert sessions == [spark, spark]  # one session for both passes (here the module's, which is active)
+    if id_column:
+        assert passes == [["a/day.csv", "a/other.csv", "b/day.csv"]]
+    else:
+        assert passes == [["a/day.csv", "a/other.csv"], ["b/day.csv"]]
+        assert sessions == [spark, spark]  # one session for both passes (here the module's, which is active)
     assert sorted(Path(f["input"]).relative_to(tmp_path).as_posix() for f in report.files) == \
         ["a/day.csv", "a/other.csv", "b/day.csv"]
     assert report.rows_scored == 60 and not (tmp_path / "scored" / SPARK_SCRATCH).exists()
