@@ -299,7 +299,8 @@ def test_run_on_spark_scores_inputs_of_one_file_name_in_two_folders(spark, tmp_p
     job = tmp_path / "job.toml"
     job.write_text(f'[job]\nname = "two-folders"\ninputs = ["{tmp_path}/*/*.csv"]\noutput = "{tmp_path / "scored"}"\n'
                    f'model = "{FIXTURE}"\nhead = "{head_dir}"\ncache_dir = "{tmp_path / "cache"}"\n'
-                   'engine = "spark"\nspark_master = "local[2]"\n' + (f'id_column = "{id_column}"\n' if id_column else ""))
+                   'engine = "spark"\nspark_master = "local[2]"\n'
+                   + (f'id_column = "{id_column}"\n' if id_column else ""))
     passes, sessions = [], []
     real_embed = spark_engine.embed_files_spark
 
