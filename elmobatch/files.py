@@ -21,12 +21,13 @@ from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping
 from typing import TextIO
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.storage import StoredPath, open_binary
 
 STAGING = "_tmp"
 
 
-class WriteError(OSError):
+class WriteError(ElmobatchError, OSError):
     """A file could not be written (e.g. the disk is full); the message names the file."""
 
 

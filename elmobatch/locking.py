@@ -17,10 +17,11 @@ import time
 import uuid
 from pathlib import Path
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.storage import StoredPath
 
 
-class LockHeld(RuntimeError):
+class LockHeld(ElmobatchError, RuntimeError):
     """Another live process holds the lock; `holder` is its record (pid, started)."""
 
     def __init__(self, message: str, holder: dict):

@@ -1,6 +1,6 @@
 """The package's layers only point down, and no package reaches into another's private names.
 
-Low to high: the shared modules (files, locking, settings, storage, text, _tensorflow), then reading ->
+Low to high: the shared modules (errors, files, locking, settings, storage, text, _tensorflow), then reading ->
 encoding -> caching -> embedding -> training -> scoring -> scheduling, then the command line and
 the package's own __init__ (the public API). A module may import its own layer and the ones
 below; reading every import statement (TYPE_CHECKING and function-level ones included) keeps the
@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "elmobatch"
 LAYERS = [
-    {"files", "locking", "settings", "storage", "text", "_tensorflow"},
+    {"errors", "files", "locking", "settings", "storage", "text", "_tensorflow"},
     {"reading"},
     {"encoding"},
     {"caching"},

@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.files import write_atomically
 from elmobatch.storage import StoredPath, as_path
 
@@ -62,7 +63,7 @@ class CorruptSegment(Exception):
     """A segment file whose bytes do not match its checksums."""
 
 
-class CacheWriteError(OSError):
+class CacheWriteError(ElmobatchError, OSError):
     """A cache file that could not be written (disk full, no permission), named in the message."""
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from elmobatch.caching.cache import (FORMAT_DIR, CorruptSegment, EmbeddingCache, cache_location, check_entry,
                                      encode_segment, segment_name, verify_segment)
+from elmobatch.errors import ElmobatchError
 from elmobatch.storage import StoredPath
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 KEY_SECTION_READ = 1 << 16  # bytes fetched at a time while reading a segment's header and index rows
 
 
-class StoreCacheUnsupported(OSError):
+class StoreCacheUnsupported(ElmobatchError, OSError):
     """A cache command that an object store's cache does not offer (named in the message)."""
 
 

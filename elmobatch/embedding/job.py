@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from elmobatch.caching import EmbeddingCache, text_hash
 from elmobatch.embedding import output as o
 from elmobatch.embedding.progress import within_chunk
+from elmobatch.errors import ElmobatchError
 from elmobatch.settings import VECTOR_DTYPES, VECTORS
 from elmobatch.files import file_sha256, sweep_uploads, utc_now
 from elmobatch.locking import JobLock, LockHeld, ObjectLease
@@ -69,7 +70,7 @@ class EmbedOptions(ReadOptions):
         return ReadOptions(**{f.name: getattr(self, f.name) for f in fields(ReadOptions)})
 
 
-class OutputError(ValueError):
+class OutputError(ElmobatchError, ValueError):
     """An output directory that cannot be used, with why."""
 
 

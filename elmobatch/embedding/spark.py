@@ -52,6 +52,7 @@ from elmobatch.embedding import output as o
 from elmobatch.embedding.job import (EmbedOptions, OutputError, finish_run, open_reader, part_name, plan_run,
                                      write_chunk)
 from elmobatch.embedding.job import renew_lease  # the local engine's: OutputLocked when taken over
+from elmobatch.errors import ElmobatchError
 from elmobatch.files import utc_now
 from elmobatch.locking import LockHeld, ObjectLease
 from elmobatch.reading.inputs import source_name
@@ -69,7 +70,7 @@ SPARK_SCRATCH = "_spark_embed"  # warm_cache_with_spark's dataset, inside a job'
 RESULT_SCHEMA = pa.schema([("record", pa.string())])  # one JSON chunk record (or task note) per row
 
 
-class SparkError(RuntimeError):
+class SparkError(ElmobatchError, RuntimeError):
     """The Spark engine could not run (pyspark missing, a task failed): the message says why."""
 
 

@@ -19,12 +19,13 @@ import pandas as pd
 
 from elmobatch.caching import EmbeddingCache
 from elmobatch.embedding.progress import within_chunk
+from elmobatch.errors import ElmobatchError
 from elmobatch.reading import DEFAULT_CHUNK_ROWS, REJECT_COLUMNS, Chunk, ReadOptions, read_messages
 
 MISSING_LABEL = "missing_label"
 
 
-class LabelError(ValueError):
+class LabelError(ElmobatchError, ValueError):
     """A label column that is absent, or labels a head does not know."""
 
 

@@ -54,10 +54,11 @@ from elmobatch._tensorflow import tf
 
 from elmobatch.encoding.lstm_sequence import lstm_sequence
 from elmobatch.encoding.tokens import BEGIN_SENTENCE_ROW, END_SENTENCE_ROW, NO_TOKEN_ROW
+from elmobatch.errors import ElmobatchError
 from elmobatch.files import write_atomically
 
 
-class WeightFileError(ValueError):
+class WeightFileError(ElmobatchError, ValueError):
     """A weight file that does not match its options, named with what was expected."""
 
 

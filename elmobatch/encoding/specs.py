@@ -4,10 +4,12 @@ instead of) running a model."""
 
 from pathlib import Path
 
+from elmobatch.errors import ElmobatchError
+
 PRECISIONS = ("float32", "bf16")
 
 
-class ModelError(ValueError):
+class ModelError(ElmobatchError, ValueError):
     """A model spec that cannot be loaded, with what was expected."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.settings import FORMATS
 from elmobatch.storage import AnyPath, open_binary
 
@@ -42,7 +43,7 @@ _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 logger = logging.getLogger("elmobatch")
 
 
-class ReadError(ValueError):
+class ReadError(ElmobatchError, ValueError):
     """A file that cannot be read as asked: the message names the file, the setting and what was expected."""
 
 

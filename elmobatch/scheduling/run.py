@@ -39,6 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.files import STAGING, only_temporaries, sweep_temporaries, sweep_uploads
 from elmobatch.locking import JobLock, LockHeld, ObjectLease, output_lock
 from elmobatch.scheduling.spec import JobSpec, input_warnings, missing_paths
@@ -393,7 +394,7 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
 def _error_text(exc: Exception) -> str:
     """An elmobatch error's message as it is (written for people: it names the file or setting); any
     other exception's with its type (OSError: [Errno 28] ...)."""
-    return str(exc) if type(exc).__module__.startswith("elmobatch.") else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, ElmobatchError) else f"{type(exc).__name__}: {exc}"
 
 
 def _naming_input(entry: dict) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from elmobatch.caching.cache import parse_size
 from elmobatch.encoding.specs import PRECISIONS, is_remote
+from elmobatch.errors import ElmobatchError
 from elmobatch.storage import StoredPath, as_path, is_object_uri
 from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_ENGINE, DEFAULT_EXIT_CODE_STYLE,
                                 DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_FORMAT, DEFAULT_PRECISION,
@@ -32,7 +33,7 @@ from elmobatch.settings import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, DEFAULT_
                                 ENGINES, EXIT_CODE_STYLES, FORMATS, SCORED_FORMATS)
 
 
-class JobSpecError(ValueError):
+class JobSpecError(ElmobatchError, ValueError):
     """A job spec that cannot be run, naming the file, the key and what was expected."""
 
 

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from elmobatch.encoding.specs import is_remote
+from elmobatch.errors import ElmobatchError
 from elmobatch.files import (commit, remove_if_empty, staging, sweep_temporaries, temporary_path, upload, utc_now,
                              write_csv, write_error)
 from elmobatch.locking import JobLock, LockHeld
@@ -54,7 +55,7 @@ METADATA_KEY = b"elmobatch"  # a scored Parquet file's schema metadata: version,
 logger = logging.getLogger(__name__)
 
 
-class ScoreError(ValueError):
+class ScoreError(ElmobatchError, ValueError):
     """Scoring settings that cannot work (output path, threshold), with what was expected."""
 
 

@@ -17,11 +17,12 @@ import math
 
 import numpy as np
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.settings import CALIBRATIONS
 
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ElmobatchError, ValueError):
     """A calibration that cannot be fitted or applied, with what was expected."""
 
 

@@ -21,13 +21,14 @@ from typing import NamedTuple
 import numpy as np
 
 from elmobatch.encoding import tokens as tok
+from elmobatch.errors import ElmobatchError
 from elmobatch.files import file_sha256
 from elmobatch.settings import ReadOptions
 from elmobatch.settings import PretrainSettings
 from elmobatch.training.vocabulary import Vocabulary
 
 
-class PretrainError(ValueError):
+class PretrainError(ElmobatchError, ValueError):
     """A corpus, option or checkpoint that pretraining cannot use, with what was expected."""
 
 

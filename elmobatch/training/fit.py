@@ -25,6 +25,7 @@ import elmobatch._tensorflow  # noqa: F401  (loads TensorFlow quietly before ker
 import keras
 import numpy as np
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.settings import FitSettings
 from elmobatch.settings import CALIBRATIONS, CLASS_WEIGHTINGS, HEAD_KINDS
 from elmobatch.training.calibration import CalibrationError, fit_calibration
@@ -35,7 +36,7 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 L2_WITHOUT_VALIDATION = 1e-3  # a logistic head's L2 strength when there are no validation rows to pick it
 
 
-class TrainingError(ValueError):
+class TrainingError(ElmobatchError, ValueError):
     """Training data or settings a head cannot be trained from, with what was expected."""
 
 

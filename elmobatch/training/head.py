@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elmobatch.errors import ElmobatchError
 from elmobatch.settings import HEAD_KINDS
 from elmobatch.files import file_set_problem, write_atomically, write_file_set
 from elmobatch.training.calibration import apply_calibration, check_calibration
@@ -64,7 +65,7 @@ def weight_names(kind: str) -> tuple[str, ...]:
 ROWS_AT_ONCE = 4096
 
 
-class HeadError(ValueError):
+class HeadError(ElmobatchError, ValueError):
     """A head that cannot be loaded or does not fit the data or model, with what was expected."""
 
 

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from elmobatch.errors import ElmobatchError
 
-class SplitError(ValueError):
+
+class SplitError(ElmobatchError, ValueError):
     """A --split setting that is not last:FRACTION or random:FRACTION[:SEED]."""
 
 
