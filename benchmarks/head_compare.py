@@ -1,7 +1,7 @@
 """Head comparison: head kind x calibration x threshold rule, picked on validation rows only.
 
     python benchmarks/head_compare.py [--model SPEC] [--cache-dir DIR] [--extra-train FILE] [--members 1,5]
-                                      [--kinds mlp,logistic] [--folds K] [--json OUT]
+                                      [--kinds mlp,logistic] [--folds K] [--fold-seed S] [--json OUT]
 
 Candidates, each trained by elmobatch's own `fit_head` (so exactly what `elmobatch train
 --head-kind K --calibrate C` does):
@@ -19,7 +19,8 @@ Stage 1 (selection): a stratified 20% of the training rows is set aside; the
 candidates train on the other 80% and are measured on it. With --folds K, K-fold cross-validation
 instead: the training rows are cut into K stratified folds, each fold is scored by the candidates
 trained on the other K-1, and the candidates are measured on the out-of-fold scores of every
-training row (five times the rows of the 20% split).
+training row (five times the rows of the 20% split). --fold-seed deals the folds (or the 20%) another
+way: the same candidates judged on another cut, to see how much a pick owes to the cut.
 The winner is the kind, members and calibration with the lowest log loss there, then the
 threshold rule with the higher spam F1 there. The 1,115 test rows play no part in the choice.
 Stage 2 (report): every candidate is retrained on all the training rows and measured on the
@@ -104,7 +105,8 @@ class Predictions:
 
 
 def heldout_predictions(train: quality.Dataset, model_meta: dict, fit: FitSettings, members: tuple[int, ...],
-                        kinds: tuple[str, ...], folds: int) -> tuple[np.ndarray, dict[Candidate, Predictions]]:
+                        kinds: tuple[str, ...], folds: int,
+                        fold_seed: int = SELECTION_SEED) -> tuple[np.ndarray, dict[Candidate, Predictions]]:
     """Selection rows and each candidate's predictions of them, by heads that never saw them.
 
     folds 0: the stratified 20% split (rows: that 20%). folds K >= 2: K-fold cross-validation
@@ -112,12 +114,12 @@ def heldout_predictions(train: quality.Dataset, model_meta: dict, fit: FitSettin
     """
     y = train.is_spam.astype(np.int64)
     if folds == 0:
-        fit_rows, selection_rows = validation_split(y, SELECTION_FRACTION, SELECTION_SEED)
+        fit_rows, selection_rows = validation_split(y, SELECTION_FRACTION, fold_seed)
         print(f"stage 1: {len(fit_rows)} rows fit, {len(selection_rows)} selection rows", file=sys.stderr)
         heads = train_candidates(train.subset(fit_rows), model_meta, fit, members, kinds)
         x = train.x[selection_rows]
         return selection_rows, {c: Predictions.of(head, x) for c, head in heads.items()}
-    fold_of = stratified_folds(y, folds, SELECTION_SEED)
+    fold_of = stratified_folds(y, folds, fold_seed)
     parts: dict[Candidate, list[Predictions]] = {}
     for k in range(folds):
         held = np.flatnonzero(fold_of == k)
@@ -207,6 +209,8 @@ def main() -> None:
                         help="The heads' dropout rate (train --dropout).")
     parser.add_argument("--learning-rate", type=float, default=FitSettings.learning_rate,
                         help="The heads' Adam learning rate (train --learning-rate).")
+    parser.add_argument("--fold-seed", type=int, default=SELECTION_SEED,
+                        help=f"Seed dealing the folds or the 20%% split (default {SELECTION_SEED}, as before).")
     parser.add_argument("--json", help="Also write the results as JSON to this file.")
     args = parser.parse_args()
     members = tuple(sorted({int(m) for m in args.members.split(",")}))
@@ -226,7 +230,7 @@ def main() -> None:
 
     fit = FitSettings(seed=args.seed, class_weights=args.class_weights, dropout=args.dropout,
                       learning_rate=args.learning_rate)
-    selection_rows, heldout = heldout_predictions(train, model_meta, fit, members, kinds, args.folds)
+    selection_rows, heldout = heldout_predictions(train, model_meta, fit, members, kinds, args.folds, args.fold_seed)
     selected = train.is_spam[selection_rows]
     print(f"stage 2: all {len(train.texts)} training rows", file=sys.stderr)
     final_heads = train_candidates(train, model_meta, fit, members, kinds)
@@ -244,7 +248,7 @@ def main() -> None:
     winner_scores = heldout[winner["kind"], winner["members"], winner["calibration"]].score
     result = {"command": quality.command_line(), "machine": quality.machine(), "model": str(encoder.path),
               "model_fingerprint": encoder.fingerprint,
-              "extra_train": args.extra_train, "folds": args.folds, "seed": args.seed,
+              "extra_train": args.extra_train, "folds": args.folds, "fold_seed": args.fold_seed, "seed": args.seed,
               "class_weights": args.class_weights, "dropout": args.dropout, "learning_rate": args.learning_rate,
               "selection_rows": len(selection_rows),
               "training_rows": len(train.texts), "winner": name_of(winner), "rows": rows,
