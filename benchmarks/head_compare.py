@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=FitSettings.learning_rate,
                         help="The heads' Adam learning rate (train --learning-rate).")
     parser.add_argument("--fold-seed", type=int, default=SELECTION_SEED,
-                        help=f"Seed dealing the folds or the 20%% split (default {SELECTION_SEED}, as before).")
+                        help=f"Seed dealing the folds or the 20%% split (default {SELECTION_SEED}: every cut so far).")
     parser.add_argument("--json", help="Also write the results as JSON to this file.")
     args = parser.parse_args()
     members = tuple(sorted({int(m) for m in args.members.split(",")}))

@@ -8,12 +8,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from elmobatch.encoding.specs import ModelError
+from elmobatch.errors import ElmobatchError
 
 if TYPE_CHECKING:
     from elmobatch.encoding.encoder import Encoder, load_encoder
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "ModelError", "load_encoder", "__version__"]
+__all__ = ["ElmobatchError", "Encoder", "ModelError", "load_encoder", "__version__"]
 _NEEDS_TENSORFLOW = ("Encoder", "load_encoder")
 
 # Messages go through the `elmobatch` loggers; a program using the library chooses where they go

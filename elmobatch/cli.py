@@ -571,6 +571,10 @@ def score(inputs, head_dir, model, out, out_format, threshold, provenance, read,
       elmobatch score incoming/ 'archive/*.csv.gz' --out scored/
       elmobatch score 's3://bucket/incoming/*.csv' --out s3://bucket/scored
       cat messages.csv | elmobatch score - --out - > scored.csv
+
+    Exit codes: 0 ok (rows a reader refused are in the rejects file), 2 bad arguments (e.g. a missing
+    input, an --out of another extension, outputs that would overwrite an input or each other),
+    5 another score is writing the same output, 1 failure (e.g. a head of another model, a full disk).
     """
     if out_format and out != "-":
         raise click.UsageError("--out-format is for --out - (standard output); a file's extension picks its format")

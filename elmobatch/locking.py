@@ -28,6 +28,9 @@ class LockHeld(ElmobatchError, RuntimeError):
         super().__init__(message)
         self.holder = holder
 
+    def __reduce__(self):  # pickled (e.g. from a worker process) with its holder
+        return type(self), (str(self), self.holder)
+
 
 class JobLock:
     """Context manager: `with JobLock(path) as lock:`; `lock.took_over` names a dead holder, if any."""

@@ -346,21 +346,3 @@ def test_a_head_of_another_model_fails_the_run_with_a_message_for_a_job_file(tmp
     assert report.error.startswith("head default was trained on vectors of model default"), report.error
     assert "pass the head's own model (--model; in a job file, model)" in report.error
 
-
-def test_every_error_elmobatch_raises_on_purpose_is_an_elmobatch_error():
-    """run shows an ElmobatchError's message as it is and any other exception with its type: an error
-    class of elmobatch's own without the base would print as "HeadError: ..." again."""
-    import importlib
-    import inspect
-    import pkgutil
-
-    import elmobatch
-    from elmobatch.errors import ElmobatchError
-
-    modules = [importlib.import_module(m.name) for m in pkgutil.walk_packages(elmobatch.__path__, "elmobatch.")
-               if m.name != "elmobatch.__main__"]  # which would run the command line
-    own = {cls for module in modules for _, cls in inspect.getmembers(module, inspect.isclass)
-           if issubclass(cls, Exception) and cls.__module__ == module.__name__}
-    assert len(own) >= 20, sorted(c.__name__ for c in own)
-    internal = {"CorruptSegment", "_OpenRecord"}  # signals caught inside their modules, never shown
-    assert sorted(c.__qualname__ for c in own if not issubclass(c, ElmobatchError)) == sorted(internal)

@@ -73,11 +73,19 @@ def test_a_bad_option_value_is_a_usage_error_before_any_model_loads(tmp_path, ar
     assert loaded == [] and not (tmp_path / "out").exists()
 
 
-def test_a_score_output_of_unknown_extension_fails_before_any_model_loads(tmp_path):
-    (tmp_path / "in.csv").write_text("v1,v2\nham,hello\n")
-    result, loaded, _ = run_cli(tmp_path, "score", str(tmp_path / "in.csv"), "--out", str(tmp_path / "o.txt"))
-    assert result.returncode == 2 and "o.txt: expected a .csv or .parquet file name" in result.stderr, result.stderr
-    assert loaded == []
+@pytest.mark.parametrize("args, says", [
+    (["a/in.csv", "--out", "o.txt"], "o.txt: expected a .csv or .parquet file name"),
+    (["a/in.csv", "b/in.csv", "--out", "scored"], "share a file name stem, so both would write"),
+    (["a/in.csv", "--out", "s3:///in.scored.csv"], "--out s3:///in.scored.csv: expected s3://BUCKET/KEY"),
+])
+def test_a_score_output_that_cannot_be_written_is_a_usage_error_before_any_model_loads(tmp_path, args, says):
+    for folder in "ab":
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "in.csv").write_text("v1,v2\nham,hello\n")
+    paths = [a if a.startswith(("s3:", "--")) else str(tmp_path / a) for a in args]
+    result, loaded, _ = run_cli(tmp_path, "score", *paths)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert loaded == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "modules.json"]
 
 
 def test_run_with_nothing_to_do_loads_no_tensorflow(tmp_path):

@@ -208,6 +208,17 @@ def test_rejected_rows_go_to_the_rejects_file(sms_head, cache, tmp_path):
     assert scored["v2"].tolist()[:2] == ["hello there", "see you"]
 
 
+def test_an_input_named_like_another_inputs_default_output_is_refused_naming_the_default(tmp_path, monkeypatch):
+    """`score *.csv` run twice in one folder, without --out: the message names the default output, not --out."""
+    from elmobatch.scoring.score import OutputNameError, output_paths
+
+    monkeypatch.chdir(tmp_path)
+    inputs = [tmp_path / "a.csv", tmp_path / "a.scored.csv"]
+    with pytest.raises(OutputNameError) as refused:
+        output_paths(inputs, None)
+    assert str(refused.value).startswith(f"{tmp_path / 'a.scored.csv'} (the default output name): that is one of")
+
+
 def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):
     out, _ = sms_head
     # each a mistake in the command: a usage error (exit 2), as a bad option value is

@@ -392,7 +392,7 @@ def _run_locked(spec: JobSpec, report: RunReport, today: dt.date, log, lock: Job
 
 
 def _error_text(exc: Exception) -> str:
-    """An elmobatch error's message as it is (written for people: it names the file or setting); any
+    """An ElmobatchError's message as it is (written for people: it names the file or setting); any
     other exception's with its type (OSError: [Errno 28] ...)."""
     return str(exc) if isinstance(exc, ElmobatchError) else f"{type(exc).__name__}: {exc}"
 

@@ -60,8 +60,9 @@ class ScoreError(ElmobatchError, ValueError):
 
 
 class OutputNameError(ScoreError):
-    """--out names no output this command can write (its extension, one file for many inputs, an input's
-    own name): a mistake in the command, not in the data."""
+    """The outputs the command names cannot be written: --out's extension or URI, one --out file for many
+    inputs, an output or rejects file named like an input, two inputs of one stem writing one file.
+    A mistake in the command (the command line makes it a usage error, exit 2), not in the data."""
 
 
 class OutputLocked(LockHeld):
@@ -96,11 +97,15 @@ def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
     for path in paths:
         for written in (path, rejects_path(path)):  # type: ignore[type-var]  # each is one kind or the other
             if _file_key(written) in sources:
-                raise OutputNameError(f"--out {written}: that is one of the input files; scores and rejects go to "
-                                 "new files (score the inputs into another --out directory)")
-    if len(set(paths)) < len(paths):
-        raise OutputNameError("two inputs share a file name stem, so their outputs would collide; score them "
-                         "into different --out directories")
+                named = f"--out {written}" if out is not None else f"{written} (the default output name)"
+                raise OutputNameError(f"{named}: that is one of the input files; scores and rejects go to "
+                                      "new files (score the inputs into another --out directory)")
+    first_for: dict = {}
+    for source, path in zip(inputs, paths, strict=True):
+        if path in first_for:
+            raise OutputNameError(f"{first_for[path]} and {source} share a file name stem, so both would write "
+                                  f"{path}: score them in separate runs or into different --out directories")
+        first_for[path] = source
     if isinstance(target, StoredPath) and not target.bucket_exists():  # before the model loads
         raise ScoreError(f"--out {out}: no such bucket {target.bucket!r} (or no access to it)")
     return paths
