@@ -346,3 +346,14 @@ def test_a_head_of_another_model_fails_the_run_with_a_message_for_a_job_file(tmp
     assert report.error.startswith("head default was trained on vectors of model default"), report.error
     assert "pass the head's own model (--model; in a job file, model)" in report.error
 
+
+
+def test_a_reading_error_in_a_job_names_the_job_files_keys_not_the_command_lines_options(tmp_path, head_dir):
+    """The newcomer's read: a job's text_column missing from a file was reported as "--text-column"."""
+    write_messages(tmp_path / "incoming" / "a.csv", 0, 5)
+    report = run_job(load_job(write_job(tmp_path, head_dir, text_column="nope")), today=dt.date(2026, 3, 1),
+                     log=lambda line: None)
+    assert report.exit_code == 1 and report.status == "not all scored"
+    [refused] = report.files_not_scored
+    assert "text_column 'nope' not found; columns are: v1, v2" in refused["error"], refused["error"]
+    assert "--" not in refused["error"] and "text_column 'nope'" in report.error

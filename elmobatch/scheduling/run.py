@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -203,7 +204,20 @@ def read_options(spec: JobSpec):
     """The job's input keys as the reader takes them (a ReadOptions; the `format` key is its `fmt`)."""
     from elmobatch.reading import ReadOptions
 
-    return ReadOptions(**{f.name: getattr(spec, "format" if f.name == "fmt" else f.name) for f in fields(ReadOptions)})
+    return ReadOptions(**{f.name: getattr(spec, _job_key(f.name)) for f in fields(ReadOptions)})
+
+
+def _job_key(read_option: str) -> str:
+    return "format" if read_option == "fmt" else read_option
+
+
+def in_job_terms(message: str) -> str:
+    """A reader's message as a job file's user reads it: the command-line options it names
+    (--text-column) as the job's keys (text_column), and "pass --encoding" as "set encoding"."""
+    from elmobatch.reading import ReadOptions
+
+    options = "|".join(_job_key(f.name).replace("_", "-") for f in fields(ReadOptions))
+    return re.sub(rf"(pass )?--({options})\b", lambda m: ("set " if m[1] else "") + m[2].replace("-", "_"), message)
 
 
 def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log,
@@ -238,8 +252,9 @@ def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: 
                                  rejects_to=partition / "_rejects" / name, provenance=spec.provenance,
                                  before_commit=functools.partial(_check_unchanged, path, fingerprint))
         except (ReadError, ScoreError) as exc:  # this file's own fault: the others are still scored
-            report.files_not_scored.append({"input": path, "sha256": fingerprint["sha256"], "error": str(exc)})
-            log(f"{path}: not scored: {exc}")
+            error = in_job_terms(str(exc))
+            report.files_not_scored.append({"input": path, "sha256": fingerprint["sha256"], "error": error})
+            log(f"{path}: not scored: {error}")
             lock.renew()  # still ours before the next file, or the report
             continue
         entry = {"input": path, "sha256": fingerprint["sha256"], "output": summary.output,
