@@ -248,7 +248,7 @@ def test_schemes_elmobatch_does_not_read_are_refused_never_made_local_folders(tm
                        (["embed", messages, "--out", "hdfs://namenode/v"], 1),
                        (["embed", messages, "--out", "v", "--cache-dir", "gs://bucket/cache"], 2),
                        (["score", "gs://bucket/day.csv", "--out", "s.csv"], 2),
-                       (["score", messages, "--out", "gs://bucket/s.csv"], 2),  # a usage error, as its other --out mistakes
+                       (["score", messages, "--out", "gs://bucket/s.csv"], 2),  # a usage error
                        (["train", messages, "--label-column", "id", "--out", "gs://bucket/head"], 2)):
         result = cli(*args, "--model", FIXTURE)
         assert result.exit_code == code and supported in result.output, (args, result.output)
