@@ -592,7 +592,7 @@ def _score(inputs, head_dir, model, out, out_format, threshold, provenance, read
     to_stdout = out == "-"
     try:
         try:
-            outputs = output_paths(inputs, None if to_stdout else out)  # for --out -: where the rejects go
+            outputs = output_paths(inputs, None if to_stdout else out, rejects_only=to_stdout)
         except OutputNameError as exc:
             raise click.UsageError(str(exc)) from None
         cache = _cache(cache_dir)  # a bad setting is said before the model loads

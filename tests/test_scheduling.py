@@ -357,3 +357,8 @@ def test_a_reading_error_in_a_job_names_the_job_files_keys_not_the_command_lines
     [refused] = report.files_not_scored
     assert "text_column 'nope' not found; columns are: v1, v2" in refused["error"], refused["error"]
     assert "--" not in refused["error"] and "text_column 'nope'" in report.error
+    # only whole words are options: a path or a quoted column name holding one stays as it is
+    from elmobatch.scheduling.run import in_job_terms
+
+    assert in_job_terms("/in/--format.csv: --id-column '--encoding' not found; pass --encoding.") == \
+        "/in/--format.csv: id_column '--encoding' not found; set encoding."

@@ -209,7 +209,8 @@ def test_rejected_rows_go_to_the_rejects_file(sms_head, cache, tmp_path):
 
 
 def test_an_input_named_like_another_inputs_default_output_is_refused_naming_the_default(tmp_path, monkeypatch):
-    """`score *.csv` run twice in one folder, without --out: the message names the default output, not --out."""
+    """`score *.csv` run twice in one folder, without --out: the message names the default output, not --out;
+    with --out -, the rejects files."""
     from elmobatch.scoring.score import OutputNameError, output_paths
 
     monkeypatch.chdir(tmp_path)
@@ -217,6 +218,16 @@ def test_an_input_named_like_another_inputs_default_output_is_refused_naming_the
     with pytest.raises(OutputNameError) as refused:
         output_paths(inputs, None)
     assert str(refused.value).startswith(f"{tmp_path / 'a.scored.csv'} (the default output name): that is one of")
+    # --out -: only the rejects files are written, so an input named like another's scores is no clash,
+    # one named like its rejects file is, and two stems clash over the rejects file they would share
+    assert output_paths(inputs, None, rejects_only=True) == [tmp_path / "a.scored.csv",
+                                                             tmp_path / "a.scored.scored.csv"]
+    rejects = tmp_path / "a.scored.rejects.csv"
+    with pytest.raises(OutputNameError, match=r"a.scored.rejects.csv \(the rejects file of --out -\): that is one of"):
+        output_paths([tmp_path / "a.csv", rejects], None, rejects_only=True)
+    with pytest.raises(OutputNameError, match=r"so both would write .*day.scored.rejects.csv: score them in separate "
+                                              r"runs, each from its own directory"):
+        output_paths([tmp_path / "x" / "day.csv", tmp_path / "y" / "day.csv"], None, rejects_only=True)
 
 
 def test_output_settings_are_checked(sms_head, sms_test_file, cache, tmp_path):

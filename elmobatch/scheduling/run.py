@@ -213,11 +213,13 @@ def _job_key(read_option: str) -> str:
 
 def in_job_terms(message: str) -> str:
     """A reader's message as a job file's user reads it: the command-line options it names
-    (--text-column) as the job's keys (text_column), and "pass --encoding" as "set encoding"."""
+    (--text-column) as the job's keys (text_column), and "pass --encoding" as "set encoding".
+    Only a whole word is an option: "--format" within a path or a quoted name stays as it is."""
     from elmobatch.reading import ReadOptions
 
     options = "|".join(_job_key(f.name).replace("_", "-") for f in fields(ReadOptions))
-    return re.sub(rf"(pass )?--({options})\b", lambda m: ("set " if m[1] else "") + m[2].replace("-", "_"), message)
+    option = rf"(?<![^\s(])(pass )?--({options})(?=[\s).,;:]|$)"
+    return re.sub(option, lambda m: ("set " if m[1] else "") + m[2].replace("-", "_"), message)
 
 
 def _process(spec: JobSpec, report: RunReport, state: JobState, pending, today: dt.date, log,

@@ -76,10 +76,12 @@ def output_format(path) -> str:
     return fmt
 
 
-def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
+def output_paths(inputs: list, out: str | None, *, rejects_only: bool = False) -> list[Path | StoredPath]:
     """Where each input's scores go: `<stem>.scored.csv` in the cwd by default; --out a .csv or
     .parquet file for one input, or a directory (for any number) holding `<stem>.scored.csv`; the
-    same for an object (s3://BUCKET/KEY.csv) or a key prefix (s3://BUCKET/PREFIX), whose bucket must exist."""
+    same for an object (s3://BUCKET/KEY.csv) or a key prefix (s3://BUCKET/PREFIX), whose bucket must exist.
+    `rejects_only` (--out -: the scores go to standard output): only each input's rejects file is
+    written (rejects_path of the path returned); the checks and messages are about those files."""
     try:
         target = as_path(out) if out is not None else None
     except ValueError as exc:  # s3:///key, file://host/x
@@ -93,19 +95,26 @@ def output_paths(inputs: list, out: str | None) -> list[Path | StoredPath]:
             output_format(out)  # raises: an unknown extension is a mistake, not a directory name
         directory = target if target is not None else Path.cwd()
         paths = [directory / f"{input_stem(p)}.scored.csv" for p in inputs]
+    written = [[rejects_path(p)] if rejects_only else [p, rejects_path(p)] for p in paths]  # type: ignore[type-var]
     sources = {_file_key(source) for source in inputs}
-    for path in paths:
-        for written in (path, rejects_path(path)):  # type: ignore[type-var]  # each is one kind or the other
-            if _file_key(written) in sources:
-                named = f"--out {written}" if out is not None else f"{written} (the default output name)"
-                raise OutputNameError(f"{named}: that is one of the input files; scores and rejects go to "
-                                      "new files (score the inputs into another --out directory)")
+    for path in (path for files in written for path in files):
+        if _file_key(path) in sources:
+            if out is not None:
+                named, elsewhere = f"--out {path}", "score the inputs into another --out directory"
+            elif rejects_only:
+                named, elsewhere = f"{path} (the rejects file of --out -)", "run score from another directory"
+            else:
+                named, elsewhere = f"{path} (the default output name)", "score the inputs into an --out directory"
+            raise OutputNameError(f"{named}: that is one of the input files; scores and rejects go to new files "
+                                  f"({elsewhere})")
     first_for: dict = {}
-    for source, path in zip(inputs, paths, strict=True):
-        if path in first_for:
-            raise OutputNameError(f"{first_for[path]} and {source} share a file name stem, so both would write "
-                                  f"{path}: score them in separate runs or into different --out directories")
-        first_for[path] = source
+    for source, files in zip(inputs, written, strict=True):
+        if files[0] in first_for:
+            apart = ("score them in separate runs, each from its own directory" if rejects_only
+                     else "score them in separate runs or into different --out directories")
+            raise OutputNameError(f"{first_for[files[0]]} and {source} share a file name stem, so both would write "
+                                  f"{files[0]}: {apart}")
+        first_for[files[0]] = source
     if isinstance(target, StoredPath) and not target.bucket_exists():  # before the model loads
         raise ScoreError(f"--out {out}: no such bucket {target.bucket!r} (or no access to it)")
     return paths
