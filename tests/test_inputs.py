@@ -164,6 +164,14 @@ def test_directory_and_glob_expand_sorted_skipping_hidden_and_underscore(tmp_pat
         assert table["id"].tolist() == ["a.csv:0", "a.csv:1", "b.csv:0", "b.csv:1", "b.csv:2"]
 
 
+def test_one_file_named_two_ways_is_one_input(tmp_path, folder, monkeypatch):
+    """`score a.csv ./a.csv` was two inputs of one stem, refused as a clash of outputs."""
+    from elmobatch.reading.inputs import expand_inputs
+
+    monkeypatch.chdir(folder)
+    assert expand_inputs(["a.csv", "./a.csv", str(folder / "a.csv"), "*.csv", "."]) == ["a.csv", "b.csv"]
+
+
 def test_score_directory_writes_one_output_per_visible_file(tmp_path, folder, head_dir):
     result = cli("score", folder, "--head", head_dir, "--out", tmp_path / "scored", "--cache-dir", tmp_path / "c")
     assert result.exit_code == 0, result.output

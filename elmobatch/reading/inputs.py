@@ -33,11 +33,15 @@ class InputError(ReadError):
 
 
 def expand_inputs(arguments: Iterable[str]) -> list[str]:
-    """The files the arguments name, in argument order (each file once); `-` stays as it is."""
+    """The files the arguments name, in argument order (each file once, however it is spelled:
+    `a.csv`, `./a.csv` and its absolute path are one file, named as first given); `-` stays as it is."""
     files: list[str] = []
+    seen: set[str] = set()
     for argument in arguments:
         for name in _expand(argument):
-            if name not in files:
+            key = name if name == STDIN or is_object_uri(name) else str(Path(name).resolve())
+            if key not in seen:
+                seen.add(key)
                 files.append(name)
     if files.count(STDIN) > 1:
         raise InputError("- (standard input) can be given once")
