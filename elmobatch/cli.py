@@ -11,6 +11,7 @@ import sys
 import click
 
 from elmobatch.encoding.specs import PRECISIONS, ModelError
+from elmobatch.errors import ElmobatchError
 from elmobatch.cli_options import (NumberRange, cache_dir_option, checked, input_files, input_options, inputs_argument,
                                    local_location, model_of_head_option, model_option)
 from elmobatch.text import TOKENIZERS
@@ -365,18 +366,6 @@ def _embed(inputs, out, model, options, batch_size, cache_dir, engine, master, p
 # ---- heads: train, evaluate, score ----------------------------------------------------------
 
 
-def _head_errors():
-    """The errors of train/evaluate/score that are the user's to fix: shown as one clear line."""
-    from elmobatch.caching.cache import CacheWriteError
-    from elmobatch.reading import ReadError
-    from elmobatch.scoring.score import ScoreError
-    from elmobatch.embedding.vectors import LabelError
-    from elmobatch.training.head import HeadError
-    from elmobatch.training.split import SplitError
-
-    return (ModelError, ReadError, HeadError, SplitError, ScoreError, LabelError, CacheWriteError)
-
-
 def _cache(cache_dir):
     """The embedding cache in --cache-dir, else in $ELMOBATCH_CACHE, else in ~/.cache/elmobatch; a usage
     error (exit 2, as a bad --cache-dir) when the variable names no cache location (gs://...)."""
@@ -440,7 +429,6 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
       elmobatch train labelled.csv --label-column v1 --out my_head/ --members 5 --calibrate temperature
     """
     from elmobatch.training.metrics import format_table
-    from elmobatch.training.fit import TrainingError
     from elmobatch.training.train import model_record, parse_split, train_file
 
     model = model or "default"
@@ -454,7 +442,7 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
                                                calibrate=calibrate, l2=l2, threshold=threshold,
                                                members=members, class_weights=class_weights,
                                                dropout=dropout, learning_rate=learning_rate))
-    except (TrainingError, *_head_errors()) as exc:
+    except ElmobatchError as exc:  # WriteError too: the head's disk is full, naming the file
         raise click.ClickException(str(exc)) from exc
     meta = head.meta
     weights = ", ".join(f"{w:.3f}" for w in meta["layer_weights"])
@@ -501,7 +489,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
       elmobatch evaluate test.csv --label-column v1
       elmobatch evaluate labelled.csv --label-column v1 --head my_head/ --split last:0.2 --out report/
     """
-    from elmobatch.files import utc_now
+    from elmobatch.files import utc_now, write_error
     from pathlib import Path
 
     from elmobatch.training.metrics import format_table
@@ -515,7 +503,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
         metrics, y_true, proba, rows = evaluate_file(
             input, label_column=label_column, head=head, encoder=encoder, cache=_cache(cache_dir),
             read=read, rows=split_spec, threshold=threshold, progress=progress("evaluate"))
-    except _head_errors() as exc:
+    except ElmobatchError as exc:
         raise click.ClickException(str(exc)) from exc
     data = head.meta.get("data", {})
     digest = file_sha256(input) if data else None  # a head without a data record was trained on nothing we know
@@ -529,9 +517,12 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
     about = {"head": head_dir or "default (bundled)", "head fingerprint": head.fingerprint,
              "model": encoder.path, "model fingerprint": encoder.fingerprint,
              "date": utc_now()}
-    report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
-                          head.gamma, metrics["threshold"], title=f"elmobatch evaluate {input}",
-                          about=about, misclassified=misclassified_rows(head, y_true, proba, rows, threshold))
+    try:
+        report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
+                              head.gamma, metrics["threshold"], title=f"elmobatch evaluate {input}",
+                              about=about, misclassified=misclassified_rows(head, y_true, proba, rows, threshold))
+    except OSError as exc:  # e.g. disk full: the report folder named
+        raise click.ClickException(str(write_error(exc, out))) from exc
     click.echo(format_table(metrics))
     click.echo(f"report: {report} (metrics.json and PNGs beside it)")
 
@@ -609,7 +600,7 @@ def _score(inputs, head_dir, model, out, out_format, threshold, provenance, read
     except OutputLocked as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
-    except (*_head_errors(), OSError) as exc:  # OSError: e.g. disk full, naming the file
+    except (ElmobatchError, OSError) as exc:  # OSError: e.g. disk full, naming the file
         raise click.ClickException(str(exc)) from exc
 
 

@@ -176,19 +176,27 @@ def write_file_set(directory: str | Path, writers: Mapping[str, Callable[[Path],
     the file that records them (head.json, model.json), and only then are the files renamed into
     place. A writer killed at any moment leaves the old set whole, the new set whole, or a manifest
     whose sha256s do not match: `mismatched_files` finds that, so loading refuses it clearly.
+    An OSError (e.g. disk full) is raised as a WriteError naming the file.
     """
     directory = Path(directory)
     temporaries: dict[str, Path] = {}
+    target = directory
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         for name, write in writers.items():
-            temporaries[name] = tmp = temporary_path(directory / name)
-            write(tmp)
-            with open(tmp, "rb+") as f:
+            target, temporaries[name] = directory / name, temporary_path(directory / name)
+            write(temporaries[name])
+            with open(temporaries[name], "rb+") as f:
                 os.fsync(f.fileno())
         write_manifest({name: file_sha256(tmp) for name, tmp in temporaries.items()})
         for name, tmp in temporaries.items():
-            os.replace(tmp, directory / name)
+            target = directory / name
+            os.replace(tmp, target)
         _fsync_directory(directory)
+    except OSError as exc:
+        if isinstance(exc, WriteError):
+            raise
+        raise write_error(exc, target) from exc
     finally:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)

@@ -261,6 +261,33 @@ def test_score_on_a_full_disk_is_one_line_naming_the_file(tmp_path, head_dir, sm
     assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler"]  # no partial file, no _tmp/
 
 
+@pytest.mark.slow  # trains a head
+def test_train_on_a_full_disk_is_one_line_naming_the_file(tmp_path, small_tmpfs):
+    messages = write_messages(tmp_path / "train.csv", 0, 200)
+    with pytest.raises(OSError), open(small_tmpfs / "filler", "wb") as filler:
+        while True:  # fill the head's disk to the last byte
+            filler.write(b"x" * 4096)
+            filler.flush()
+    out = small_tmpfs / "head"
+    result = CliRunner().invoke(main, ["train", str(messages), "--label-column", "v1", "--model", str(FIXTURE),
+                                       "--out", str(out), "--epochs", "1", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {out}/") and line.endswith("(No space left on device)"), result.output
+
+
+@pytest.mark.slow  # trains a head
+def test_evaluate_on_a_full_disk_is_one_line_naming_the_report(tmp_path, head_dir, small_tmpfs):
+    (small_tmpfs / "filler").write_bytes(b"x" * 1_000_000)  # the report's pictures do not fit
+    messages = write_messages(tmp_path / "test.csv", 400, 600)
+    out = small_tmpfs / "report"
+    result = CliRunner().invoke(main, ["evaluate", str(messages), "--label-column", "v1", "--head", str(head_dir),
+                                       "--model", str(FIXTURE), "--out", str(out),
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.output.strip().splitlines()[-1] == f"Error: {out}: cannot write (No space left on device)"
+
+
 @pytest.mark.slow  # measured >= 2 s on a quiet 2-core machine
 def test_embed_on_a_full_disk_names_the_file(tmp_path, small_tmpfs):
     result = embed_cli(SMS, "--out", small_tmpfs, cache=tmp_path / "cache")  # about 2.8 MB of vectors

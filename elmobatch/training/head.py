@@ -239,7 +239,6 @@ def save_head(head: Head, directory: str | Path) -> Path:
     `load_head` refuses by name: never new weights under old labels.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.asarray(head.weights[name], np.float32) for name in weight_names(head.kind)}
 
     def write_npz(tmp: Path) -> None:
