@@ -12,6 +12,8 @@ Candidates, each trained by elmobatch's own `fit_head` (so exactly what `elmobat
                --members lists the sizes (default 1 and 5)
   calibration  none, platt or temperature, fitted on the head's validation slice (10% of its rows)
   threshold    F1-optimal on the validation slice (what train stores) or 0.5
+  (--validation-slices per-net: each net early-stops on its own slice, `train --validation-slices
+  per-net`; no row is then held out from every net, so only calibration none and the 0.5 threshold)
 
 The training rows are the 4,457 reference training rows, plus every row of each --extra-train file
 (v1 label, v2 text, as `elmobatch train --extra-train` adds them).
@@ -42,7 +44,7 @@ from dataclasses import dataclass, replace
 
 from elmobatch.caching import EmbeddingCache
 from elmobatch.encoding import load_encoder
-from elmobatch.settings import CALIBRATIONS, CLASS_WEIGHTINGS
+from elmobatch.settings import CALIBRATIONS, CLASS_WEIGHTINGS, VALIDATION_SLICES
 from elmobatch.training.fit import FitSettings, calibrate_head, fit_head, validation_split
 from elmobatch.training.head import Head
 
@@ -79,10 +81,20 @@ def train_candidates(train: quality.Dataset, model_meta: dict, fit: FitSettings,
         _, val = validation_split(y, settings.validation_fraction, settings.seed)
         for m in members:
             nets = base.first_members(m)
-            for method in CALIBRATIONS:
+            for method in calibrations(fit):
                 heads[kind, m, method] = calibrate_head(Head(nets.weights, copy.deepcopy(nets.meta)),
-                                                        train.x[val], y[val], method)
+                                                        train.x[val], y[val], method, fit.threshold)
     return heads
+
+
+def calibrations(fit: FitSettings) -> tuple[str, ...]:
+    """Per-net validation slices hold no row out from every net: nothing to calibrate on."""
+    return CALIBRATIONS if fit.validation_slices == "shared" else ("none",)
+
+
+def threshold_rules(fit: FitSettings) -> tuple[str, ...]:
+    """Per-net validation slices hold no row out from every net: no best-F1 threshold, only 0.5."""
+    return THRESHOLD_RULES if fit.validation_slices == "shared" else ("0.5",)
 
 
 def threshold_of(head: Head, rule: str) -> float:
@@ -209,6 +221,8 @@ def main() -> None:
                         help="The heads' dropout rate (train --dropout).")
     parser.add_argument("--learning-rate", type=float, default=FitSettings.learning_rate,
                         help="The heads' Adam learning rate (train --learning-rate).")
+    parser.add_argument("--validation-slices", choices=VALIDATION_SLICES, default=FitSettings.validation_slices,
+                        help="The heads' early-stopping slices (train --validation-slices).")
     parser.add_argument("--fold-seed", type=int, default=SELECTION_SEED,
                         help=f"Seed dealing the folds or the 20%% split (default {SELECTION_SEED}: every cut so far).")
     parser.add_argument("--json", help="Also write the results as JSON to this file.")
@@ -229,7 +243,8 @@ def main() -> None:
     model_meta = {"fingerprint": encoder.fingerprint, "spec": args.model}
 
     fit = FitSettings(seed=args.seed, class_weights=args.class_weights, dropout=args.dropout,
-                      learning_rate=args.learning_rate)
+                      learning_rate=args.learning_rate, validation_slices=args.validation_slices,
+                      threshold=None if args.validation_slices == "shared" else 0.5)
     selection_rows, heldout = heldout_predictions(train, model_meta, fit, members, kinds, args.folds, args.fold_seed)
     selected = train.is_spam[selection_rows]
     print(f"stage 2: all {len(train.texts)} training rows", file=sys.stderr)
@@ -237,7 +252,7 @@ def main() -> None:
 
     rows = []
     for (kind, m, method), head in final_heads.items():
-        for rule in THRESHOLD_RULES:
+        for rule in threshold_rules(fit):
             system = quality.elmobatch_head(_with_threshold(head, threshold_of(head, rule)))
             rows.append({"kind": kind, "members": m, "calibration": method, "threshold_rule": rule,
                          "threshold": threshold_of(head, rule),
@@ -250,6 +265,7 @@ def main() -> None:
               "model_fingerprint": encoder.fingerprint,
               "extra_train": args.extra_train, "folds": args.folds, "fold_seed": args.fold_seed, "seed": args.seed,
               "class_weights": args.class_weights, "dropout": args.dropout, "learning_rate": args.learning_rate,
+              "validation_slices": args.validation_slices,
               "selection_rows": len(selection_rows),
               "training_rows": len(train.texts), "winner": name_of(winner), "rows": rows,
               # per selection row, in order, so two models' picks can be compared row by row

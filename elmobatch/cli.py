@@ -17,7 +17,8 @@ from elmobatch.cli_options import (NumberRange, cache_dir_option, checked, input
 from elmobatch.text import TOKENIZERS
 from elmobatch.settings import (CALIBRATIONS, CLASS_WEIGHTINGS, DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS,
                                 DEFAULT_ENGINE, DEFAULT_PRECISION, DEFAULT_SPLIT, ENGINES, EXIT_CODE_STYLES,
-                                HEAD_KINDS, STDOUT_FORMATS, VECTOR_DTYPES, VECTORS, FitSettings, PretrainSettings)
+                                HEAD_KINDS, STDOUT_FORMATS, VALIDATION_SLICES, VECTOR_DTYPES, VECTORS, FitSettings,
+                                PretrainSettings)
 
 FIT = FitSettings()  # the defaults of the train options
 
@@ -405,6 +406,11 @@ def _cache(cache_dir):
 @click.option("--members", default=FIT.members, show_default=True, type=click.IntRange(1), metavar="N",
               help="Train N nets of --head-kind, alike but for their seeds (--seed, --seed + 1, ...), and "
                    "average their logits: steadier than one net, at N times the training and head time.")
+@click.option("--validation-slices", type=click.Choice(VALIDATION_SLICES), default=FIT.validation_slices,
+              show_default=True,
+              help="shared: one validation slice early-stops every net and fits the calibration and threshold; "
+                   "per-net: each net of --members early-stops on its own slice, so together they train on every "
+                   "row (needs --calibrate none and --threshold: no row is held out from every net).")
 @click.option("--class-weights", type=click.Choice(CLASS_WEIGHTINGS), default=FIT.class_weights, show_default=True,
               help="balanced: each label weighs the same in the training loss (a rare label's rows count "
                    "more); none: every row counts 1.")
@@ -418,7 +424,8 @@ def _cache(cache_dir):
 @cache_dir_option
 @precision_option
 def train(input, label_column, read, model, out, split_spec, epochs, batch_size, seed, positive_label, head_kind,
-          calibrate, l2, threshold, members, class_weights, dropout, learning_rate, extra_train, precision, cache_dir):
+          calibrate, l2, threshold, members, validation_slices, class_weights, dropout, learning_rate, extra_train,
+          precision, cache_dir):
     """Train a head on the labelled file INPUT; write it with its held-out metrics to --out.
 
     \b
@@ -440,7 +447,8 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
                           positive=positive_label, extra_train=extra_train, progress=progress("train: embedding"),
                           settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
                                                calibrate=calibrate, l2=l2, threshold=threshold,
-                                               members=members, class_weights=class_weights,
+                                               members=members, validation_slices=validation_slices,
+                                               class_weights=class_weights,
                                                dropout=dropout, learning_rate=learning_rate))
     except ElmobatchError as exc:  # WriteError too: the head's disk is full, naming the file
         raise click.ClickException(str(exc)) from exc

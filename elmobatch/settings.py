@@ -28,6 +28,7 @@ DEFAULT_EXIT_CODE_STYLE = "detailed"
 HEAD_KINDS = ("mlp", "logistic")  # `train --head-kind`: see training/head.py
 CALIBRATIONS = ("none", "platt", "temperature")  # `train --calibrate`: see training/calibration.py
 CLASS_WEIGHTINGS = ("balanced", "none")  # `train --class-weights`: see training/fit.py
+VALIDATION_SLICES = ("shared", "per-net")  # `train --validation-slices`: see training/fit.py
 DEFAULT_SPLIT = "last:0.2"  # `train --split`: the held-out rows
 VECTORS = ("pooled", "layers")  # `embed --vectors`: pooled: `embedding` only; layers: also the per-layer `layers`
 VECTOR_DTYPES = ("float32", "float16")  # `embed --vector-dtype`
@@ -90,4 +91,5 @@ class FitSettings:
     l2: float | None = None  # L2 on the output weights; None: none for "mlp", picked on validation for "logistic"
     threshold: float | None = None  # two labels: a fixed decision threshold; None: the F1-best on the validation slice
     class_weights: str = "balanced"  # one of CLASS_WEIGHTINGS: balanced (n / (k * count)) or none (every row 1)
-    members: int = 1  # nets trained (seeds seed, seed + 1, ...; one validation slice) whose logits the head averages
+    members: int = 1  # nets trained (seeds seed, seed + 1, ...) whose logits the head averages
+    validation_slices: str = "shared"  # one of VALIDATION_SLICES: one slice for every net, or net i's own (seed + i)

@@ -1,6 +1,7 @@
 """Ensemble heads (`train --members N`): N nets that differ only by seed, trained on the same rows and
-validation slice; the head averages their logits, keeps the shape of each member's arrays, is
-calibrated as one, survives saving, and a head.json whose members do not fit head.npz is refused."""
+validation slice (or, with --validation-slices per-net, each early-stopped on its own); the head
+averages their logits, keeps the shape of each member's arrays, is calibrated as one, survives saving,
+and a head.json whose members do not fit head.npz is refused."""
 
 import json
 
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from elmobatch.cli import main
 from elmobatch.files import file_sha256
-from elmobatch.training.fit import FitSettings, TrainingError, fit_head, validation_split
+from elmobatch.training.fit import FitSettings, TrainingError, fit_head, member_slices, validation_split
 from elmobatch.training.head import Head, HeadError, load_head, save_head
 from tests.conftest import FIXTURE
 from tests.test_head import SPAM, TEXTS
@@ -85,6 +86,35 @@ def test_the_first_member_is_the_single_net_of_the_same_seed(ensemble, layers, f
         head.mix(layers)
 
 
+def test_per_net_slices_let_the_nets_together_train_on_every_row():
+    y = np.array([1] * 40 + [0] * 160)
+    shared = member_slices(y, FitSettings(members=10, validation_fraction=0.1))
+    per_net = member_slices(y, FitSettings(members=10, validation_fraction=0.1, validation_slices="per-net"))
+    assert all(np.array_equal(val, shared[0][1]) for _, val in shared)  # one slice: 20 rows train no net
+    assert len(np.unique(np.concatenate([train for train, _ in shared]))) == 180
+    for (_, val), seed in zip(per_net, range(10), strict=True):
+        np.testing.assert_array_equal(val, validation_split(y, 0.1, seed)[1])  # net i: the slice of seed + i
+        assert y[val].sum() == 4 and len(val) == 20  # each stratified like the shared one
+    assert len(np.unique(np.concatenate([train for train, _ in per_net]))) == len(y)
+
+
+def test_per_net_slices_keep_the_first_net_and_need_no_calibration_nor_best_f1_threshold(ensemble, layers):
+    shared, _ = ensemble
+    settings = dict(SETTINGS, calibrate="none", members=2, validation_slices="per-net")
+    with pytest.raises(TrainingError, match="expected calibration 'none' .* and a fixed threshold .got None"):
+        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(**settings))
+    with pytest.raises(TrainingError, match="expected calibration 'none' .got 'temperature'"):
+        fit_head(layers, LABELS, model_meta={}, settings=FitSettings(**dict(settings, calibrate="temperature",
+                                                                                threshold=0.5)))
+    head, summary = fit_head(layers, LABELS, model_meta={}, settings=FitSettings(**settings, threshold=0.5))
+    for name in ("w1", "w2", "layer_logits"):
+        np.testing.assert_array_equal(head.member_weights()[0][name], shared.member_weights()[0][name])
+        assert not np.array_equal(head.member_weights()[1][name], shared.member_weights()[1][name]), name
+    assert head.threshold == 0.5 and head.calibration == {"method": "none"}
+    assert summary["validation_loss"] is None  # no row was held out from both nets
+    assert summary["settings"]["validation_slices"] == "per-net"
+
+
 def test_an_ensemble_survives_saving(ensemble, layers, tmp_path):
     head, _ = ensemble
     save_head(head, tmp_path)
@@ -150,3 +180,8 @@ def test_cli_trains_an_ensemble_and_score_applies_it(tmp_path, fixture_encoder):
     bad = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
                                     "--out", str(tmp_path / "h2"), "--members", "0"])
     assert bad.exit_code == 2 and "--members" in bad.output
+    per_net = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
+                                        "--out", str(tmp_path / "h3"), "--members", "2", "--validation-slices",
+                                        "per-net", "--cache-dir", str(tmp_path / "cache")])
+    assert per_net.exit_code == 1, per_net.output
+    assert "Error: per-net validation slices leave no row held out from every net" in per_net.output

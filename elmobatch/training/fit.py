@@ -14,7 +14,10 @@ slice after training, before the decision threshold is chosen there.
 
 With `members` > 1 the head is an ensemble: that many nets of the kind, alike but for their seeds
 (settings.seed + i: initial weights, shuffling, dropout), trained on the same rows with the same
-validation slice; the head averages their logits, and is calibrated as one.
+validation slice; the head averages their logits, and is calibrated as one. With validation_slices
+"per-net", net i is early-stopped on its own slice (that of seed + i; net 0's is the shared one), so
+the nets together train on every row; no row is then held out from every net, so there is nothing to
+fit a calibration or the best-F1 threshold on: that needs calibrate "none" and a fixed threshold.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 
 from elmobatch.errors import ElmobatchError
 from elmobatch.settings import FitSettings
-from elmobatch.settings import CALIBRATIONS, CLASS_WEIGHTINGS, HEAD_KINDS
+from elmobatch.settings import CALIBRATIONS, CLASS_WEIGHTINGS, HEAD_KINDS, VALIDATION_SLICES
 from elmobatch.training.calibration import CalibrationError, fit_calibration
 from elmobatch.training.head import Head, stack_members, weight_names
 
@@ -58,6 +61,13 @@ def check_settings(settings: FitSettings) -> None:
         raise TrainingError(f"members {settings.members!r}: expected a whole number >= 1")
     if settings.threshold is not None and not 0 < settings.threshold < 1:
         raise TrainingError(f"threshold {settings.threshold!r}: expected a probability between 0 and 1")
+    if settings.validation_slices not in VALIDATION_SLICES:
+        raise TrainingError(f"validation slices {settings.validation_slices!r}: expected one of "
+                            f"{', '.join(VALIDATION_SLICES)}")
+    if settings.validation_slices == "per-net" and (settings.calibrate != "none" or settings.threshold is None):
+        raise TrainingError("per-net validation slices leave no row held out from every net, so nothing to fit "
+                            f"a calibration or the best-F1 threshold on: expected calibration 'none' (got "
+                            f"{settings.calibrate!r}) and a fixed threshold (got {settings.threshold!r})")
     if settings.calibrate != "none" and settings.validation_fraction <= 0:
         raise TrainingError(f"calibration {settings.calibrate!r} is fitted on the validation slice; "
                             f"validation_fraction must be > 0, got {settings.validation_fraction}")
@@ -106,6 +116,16 @@ def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     val = np.sort(np.asarray(picked, dtype=np.int64))
     train = np.setdiff1d(np.arange(len(y)), val)
     return train, val
+
+
+def member_slices(y: np.ndarray, settings: FitSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training rows, validation rows) of each net: the slice of settings.seed for all ("shared"),
+    or net i's of settings.seed + i ("per-net"; net 0's is the shared one)."""
+    shared = validation_split(y, settings.validation_fraction, settings.seed)
+    if settings.validation_slices == "shared":
+        return [shared] * settings.members
+    return [shared] + [validation_split(y, settings.validation_fraction, settings.seed + i)
+                       for i in range(1, settings.members)]
 
 
 def best_f1_threshold(positive: np.ndarray, score: np.ndarray) -> float:
@@ -242,11 +262,12 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
 
     mean, std = standardization(x)
     z = (x - mean) / std
-    train, val = validation_split(y, settings.validation_fraction, settings.seed)
+    slices = member_slices(y, settings)
+    train, val = slices[0]
     weights = class_weights(y[train], k, settings.class_weights)
 
     l2, l2_losses, first = _first_net(x, z, y, train, val, weights, n_out, names, mean, std, settings)
-    nets = [first] + [_train_keras(z, y, train, val, weights, n_out, settings, l2, member=i)
+    nets = [first] + [_train_keras(z, y, *slices[i], weights, n_out, settings, l2, member=i)
                       for i in range(1, settings.members)]
     fits = [_fit_summary(losses) for _, losses in nets]
     arrays = stack_members([_head_arrays(model, mean, std, settings.head_kind) for model, _ in nets])
@@ -270,8 +291,9 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
         "threshold": (settings.threshold or 0.5) if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
     if settings.members > 1:  # the ensemble's own, with no L2 term (a single net's: its kept epoch's, as Keras says)
-        ensemble_loss = weighted_log_loss(head.probabilities(x[val]), y[val], weights) if len(val) else None
-        summary["validation_loss"] = ensemble_loss
+        held_out = len(val) and settings.validation_slices == "shared"  # per-net: every row trained some net
+        loss = weighted_log_loss(head.probabilities(x[val]), y[val], weights) if held_out else None
+        summary["validation_loss"] = loss
     if len(val):
         calibrate_head(head, x[val], y[val], settings.calibrate, settings.threshold)
     meta["layer_weights"] = [float(v) for v in head.layer_weights]
