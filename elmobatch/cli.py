@@ -435,21 +435,24 @@ def train(input, label_column, read, model, out, split_spec, epochs, batch_size,
       elmobatch train labelled.csv --label-column v1 --out my_head/ --extra-train more_labelled.csv
       elmobatch train labelled.csv --label-column v1 --out my_head/ --members 5 --calibrate temperature
     """
+    from elmobatch.training.fit import TrainingError, check_settings
     from elmobatch.training.metrics import format_table
     from elmobatch.training.train import model_record, parse_split, train_file
 
     model = model or "default"
+    settings = FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind, calibrate=calibrate,
+                           l2=l2, threshold=threshold, members=members, validation_slices=validation_slices,
+                           class_weights=class_weights, dropout=dropout, learning_rate=learning_rate)
+    try:
+        check_settings(settings)  # options that do not go together: said before anything is read
+    except TrainingError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         split = parse_split(split_spec)
         encoder = load_encoder(model, precision=precision)
         head = train_file(input, label_column=label_column, out=out, encoder=encoder, cache=_cache(cache_dir),
-                          model_spec=model_record(model), split=split, read=read,
-                          positive=positive_label, extra_train=extra_train, progress=progress("train: embedding"),
-                          settings=FitSettings(epochs=epochs, batch_size=batch_size, seed=seed, head_kind=head_kind,
-                                               calibrate=calibrate, l2=l2, threshold=threshold,
-                                               members=members, validation_slices=validation_slices,
-                                               class_weights=class_weights,
-                                               dropout=dropout, learning_rate=learning_rate))
+                          model_spec=model_record(model), split=split, read=read, positive=positive_label,
+                          extra_train=extra_train, progress=progress("train: embedding"), settings=settings)
     except ElmobatchError as exc:  # WriteError too: the head's disk is full, naming the file
         raise click.ClickException(str(exc)) from exc
     meta = head.meta
@@ -497,7 +500,7 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
       elmobatch evaluate test.csv --label-column v1
       elmobatch evaluate labelled.csv --label-column v1 --head my_head/ --split last:0.2 --out report/
     """
-    from elmobatch.files import utc_now, write_error
+    from elmobatch.files import WriteError, named_write_errors, utc_now
     from pathlib import Path
 
     from elmobatch.training.metrics import format_table
@@ -526,11 +529,12 @@ def evaluate(input, label_column, read, head_dir, model, out, split_spec, thresh
              "model": encoder.path, "model fingerprint": encoder.fingerprint,
              "date": utc_now()}
     try:
-        report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
-                              head.gamma, metrics["threshold"], title=f"elmobatch evaluate {input}",
-                              about=about, misclassified=misclassified_rows(head, y_true, proba, rows, threshold))
-    except OSError as exc:  # e.g. disk full: the report folder named
-        raise click.ClickException(str(write_error(exc, out))) from exc
+        with named_write_errors(out):  # e.g. disk full: the report folder named
+            report = write_report(out, metrics, y_true, proba, head.labels, head.layer_weights,
+                                  head.gamma, metrics["threshold"], title=f"elmobatch evaluate {input}",
+                                  about=about, misclassified=misclassified_rows(head, y_true, proba, rows, threshold))
+    except WriteError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(format_table(metrics))
     click.echo(f"report: {report} (metrics.json and PNGs beside it)")
 

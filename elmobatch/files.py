@@ -132,12 +132,11 @@ def write_atomically(path: str | Path | StoredPath, write: Callable[[Path], obje
         return _upload_atomically(path, write)
     tmp = temporary_path(path, None if isinstance(tmp_dir, StoredPath) else tmp_dir)
     try:
-        write(tmp)
-        return commit(tmp, path)
-    except BaseException as exc:
+        with named_write_errors(path):
+            write(tmp)
+            return commit(tmp, path)
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise write_error(exc, path) from exc
         raise
 
 
@@ -176,30 +175,38 @@ def write_file_set(directory: str | Path, writers: Mapping[str, Callable[[Path],
     the file that records them (head.json, model.json), and only then are the files renamed into
     place. A writer killed at any moment leaves the old set whole, the new set whole, or a manifest
     whose sha256s do not match: `mismatched_files` finds that, so loading refuses it clearly.
-    An OSError (e.g. disk full) is raised as a WriteError naming the file.
+    An OSError (e.g. disk full) while writing or renaming is raised as a WriteError naming the file.
     """
     directory = Path(directory)
     temporaries: dict[str, Path] = {}
-    target = directory
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        with named_write_errors(directory):
+            directory.mkdir(parents=True, exist_ok=True)
         for name, write in writers.items():
-            target, temporaries[name] = directory / name, temporary_path(directory / name)
-            write(temporaries[name])
-            with open(temporaries[name], "rb+") as f:
-                os.fsync(f.fileno())
+            temporaries[name] = tmp = temporary_path(directory / name)
+            with named_write_errors(directory / name):
+                write(tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
         write_manifest({name: file_sha256(tmp) for name, tmp in temporaries.items()})
         for name, tmp in temporaries.items():
-            target = directory / name
-            os.replace(tmp, target)
+            with named_write_errors(directory / name):
+                os.replace(tmp, directory / name)
         _fsync_directory(directory)
-    except OSError as exc:
-        if isinstance(exc, WriteError):
-            raise
-        raise write_error(exc, target) from exc
     finally:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def named_write_errors(path: str | Path) -> Iterator[None]:
+    """An OSError inside as a WriteError naming `path` (one already naming its file passes as it is)."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise write_error(exc, path) from exc
 
 
 def mismatched_files(directory: str | Path, recorded: dict[str, str],

@@ -101,9 +101,9 @@ def test_per_net_slices_let_the_nets_together_train_on_every_row():
 def test_per_net_slices_keep_the_first_net_and_need_no_calibration_nor_best_f1_threshold(ensemble, layers):
     shared, _ = ensemble
     settings = dict(SETTINGS, calibrate="none", members=2, validation_slices="per-net")
-    with pytest.raises(TrainingError, match="expected calibration 'none' .* and a fixed threshold .got None"):
+    with pytest.raises(TrainingError, match="nothing to pick the best-F1 threshold on; expected a fixed threshold"):
         fit_head(layers, LABELS, model_meta={}, settings=FitSettings(**settings))
-    with pytest.raises(TrainingError, match="expected calibration 'none' .got 'temperature'"):
+    with pytest.raises(TrainingError, match="calibration 'temperature': per-net validation slices hold .almost. no"):
         fit_head(layers, LABELS, model_meta={}, settings=FitSettings(**dict(settings, calibrate="temperature",
                                                                                 threshold=0.5)))
     head, summary = fit_head(layers, LABELS, model_meta={}, settings=FitSettings(**settings, threshold=0.5))
@@ -111,8 +111,17 @@ def test_per_net_slices_keep_the_first_net_and_need_no_calibration_nor_best_f1_t
         np.testing.assert_array_equal(head.member_weights()[0][name], shared.member_weights()[0][name])
         assert not np.array_equal(head.member_weights()[1][name], shared.member_weights()[1][name]), name
     assert head.threshold == 0.5 and head.calibration == {"method": "none"}
-    assert summary["validation_loss"] is None  # no row was held out from both nets
     assert summary["settings"]["validation_slices"] == "per-net"
+    # The ensemble's validation loss is measured on the rows held out from both nets only.
+    y = np.array(SPAM, np.int64)
+    both = np.intersect1d(validation_split(y, 0.3, 0)[1], validation_split(y, 0.3, 1)[1])
+    assert 0 < len(both) < len(validation_split(y, 0.3, 0)[1])
+    weights = np.array([summary["class_weights"][n] for n in head.labels])
+    assert summary["validation_loss"] == pytest.approx(log_loss(head.probabilities(layers[both]), y[both], weights))
+    # One net: per-net is the shared slice, calibrated and thresholded on it as ever.
+    single, _ = fit_head(layers, LABELS, model_meta={}, settings=FitSettings(**dict(SETTINGS, members=1,
+                                                                                    validation_slices="per-net")))
+    assert single.calibration["method"] == "temperature"
 
 
 def test_an_ensemble_survives_saving(ensemble, layers, tmp_path):
@@ -183,5 +192,6 @@ def test_cli_trains_an_ensemble_and_score_applies_it(tmp_path, fixture_encoder):
     per_net = CliRunner().invoke(main, ["train", str(data), "--label-column", "label", "--model", str(FIXTURE),
                                         "--out", str(tmp_path / "h3"), "--members", "2", "--validation-slices",
                                         "per-net", "--cache-dir", str(tmp_path / "cache")])
-    assert per_net.exit_code == 1, per_net.output
-    assert "Error: per-net validation slices leave no row held out from every net" in per_net.output
+    assert per_net.exit_code == 2, per_net.output  # before the model loads or anything is read
+    assert "Error: per-net validation slices hold (almost) no row out from every net, so nothing to pick the " \
+           "best-F1 threshold on; expected a fixed threshold" in per_net.output

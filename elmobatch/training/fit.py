@@ -16,12 +16,14 @@ With `members` > 1 the head is an ensemble: that many nets of the kind, alike bu
 (settings.seed + i: initial weights, shuffling, dropout), trained on the same rows with the same
 validation slice; the head averages their logits, and is calibrated as one. With validation_slices
 "per-net", net i is early-stopped on its own slice (that of seed + i; net 0's is the shared one), so
-the nets together train on every row; no row is then held out from every net, so there is nothing to
-fit a calibration or the best-F1 threshold on: that needs calibrate "none" and a fixed threshold.
+the nets together train on (almost) every row: only rows in every net's slice train none, too few to
+fit a calibration or the best-F1 threshold on, so an ensemble of per-net slices needs calibrate
+"none" and a fixed threshold.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import elmobatch._tensorflow  # noqa: F401  (loads TensorFlow quietly before keras does)
@@ -64,10 +66,12 @@ def check_settings(settings: FitSettings) -> None:
     if settings.validation_slices not in VALIDATION_SLICES:
         raise TrainingError(f"validation slices {settings.validation_slices!r}: expected one of "
                             f"{', '.join(VALIDATION_SLICES)}")
-    if settings.validation_slices == "per-net" and (settings.calibrate != "none" or settings.threshold is None):
-        raise TrainingError("per-net validation slices leave no row held out from every net, so nothing to fit "
-                            f"a calibration or the best-F1 threshold on: expected calibration 'none' (got "
-                            f"{settings.calibrate!r}) and a fixed threshold (got {settings.threshold!r})")
+    if settings.validation_slices == "per-net" and settings.members > 1:
+        few = "per-net validation slices hold (almost) no row out from every net"
+        if settings.calibrate != "none":
+            raise TrainingError(f"calibration {settings.calibrate!r}: {few}, so nothing to fit it on; expected none")
+        if settings.threshold is None:
+            raise TrainingError(f"{few}, so nothing to pick the best-F1 threshold on; expected a fixed threshold")
     if settings.calibrate != "none" and settings.validation_fraction <= 0:
         raise TrainingError(f"calibration {settings.calibrate!r} is fitted on the validation slice; "
                             f"validation_fraction must be > 0, got {settings.validation_fraction}")
@@ -126,6 +130,11 @@ def member_slices(y: np.ndarray, settings: FitSettings) -> list[tuple[np.ndarray
         return [shared] * settings.members
     return [shared] + [validation_split(y, settings.validation_fraction, settings.seed + i)
                        for i in range(1, settings.members)]
+
+
+def held_out_from_all(slices: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The rows in every net's validation slice: the only rows no net trained on."""
+    return functools.reduce(np.intersect1d, [val for _, val in slices])
 
 
 def best_f1_threshold(positive: np.ndarray, score: np.ndarray) -> float:
@@ -291,8 +300,8 @@ def fit_head(x: np.ndarray, labels: list[str], *, model_meta: dict, positive: st
         "threshold": (settings.threshold or 0.5) if k == 2 else None, "model": dict(model_meta), "training": summary}
     head = Head(weights=arrays, meta=meta)
     if settings.members > 1:  # the ensemble's own, with no L2 term (a single net's: its kept epoch's, as Keras says)
-        held_out = len(val) and settings.validation_slices == "shared"  # per-net: every row trained some net
-        loss = weighted_log_loss(head.probabilities(x[val]), y[val], weights) if held_out else None
+        held_out = held_out_from_all(slices)  # per-net slices: rows in every net's slice, often none
+        loss = weighted_log_loss(head.probabilities(x[held_out]), y[held_out], weights) if len(held_out) else None
         summary["validation_loss"] = loss
     if len(val):
         calibrate_head(head, x[val], y[val], settings.calibrate, settings.threshold)
