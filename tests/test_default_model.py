@@ -87,7 +87,7 @@ def test_default_model_and_head_reach_the_quality_bar_on_the_reference_test_rows
     assert metrics["rows"] == 1115
     assert abs(metrics["accuracy"] - head.meta["metrics"]["accuracy"]) < 1e-9
     assert metrics["positive_label"] == "spam"
-    assert metrics["accuracy"] >= 0.975 and metrics["f1"] >= 0.92  # the bar the bundled head must keep
+    assert metrics["accuracy"] >= 0.992 and metrics["f1"] >= 0.97  # the bar the bundled head must keep (issue 12)
     [extra] = data["extra_train"]  # the labelled file the build script writes, byte for byte
     assert extra["count"] == len(modern_messages(tmp_path)) and set(extra["label_counts"]) == {"ham", "spam"}
     assert extra["file_sha256"] == hashlib.sha256((tmp_path / "modern_sms.csv").read_bytes()).hexdigest()
