@@ -13,7 +13,7 @@ Candidates, each trained by elmobatch's own `fit_head` (so exactly what `elmobat
   calibration  none, platt or temperature, fitted on the head's validation slice (10% of its rows)
   threshold    F1-optimal on the validation slice (what train stores) or 0.5
   (--validation-slices per-net: each net early-stops on its own slice, `train --validation-slices
-  per-net`; no row is then held out from every net, so only calibration none and the 0.5 threshold)
+  per-net`; (almost) no row is then held out from every net, so only calibration none and the 0.5 threshold)
 
 The training rows are the 4,457 reference training rows, plus every row of each --extra-train file
 (v1 label, v2 text, as `elmobatch train --extra-train` adds them).

@@ -410,7 +410,8 @@ def _cache(cache_dir):
               show_default=True,
               help="shared: one validation slice early-stops every net and fits the calibration and threshold; "
                    "per-net: each net of --members early-stops on its own slice, so together they train on every "
-                   "row (needs --calibrate none and --threshold: no row is held out from every net).")
+                   "row (with more than one net it needs --calibrate none and --threshold: (almost) no row is "
+                   "held out from every net).")
 @click.option("--class-weights", type=click.Choice(CLASS_WEIGHTINGS), default=FIT.class_weights, show_default=True,
               help="balanced: each label weighs the same in the training loss (a rare label's rows count "
                    "more); none: every row counts 1.")
